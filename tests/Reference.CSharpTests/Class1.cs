@@ -1,0 +1,6 @@
+﻿namespace Reference.CSharpTests;
+
+public class Class1
+{
+
+}
