@@ -22,18 +22,18 @@ let theorems () =
         let entries = ResizeArray()
         for line in File.ReadAllLines file do
             let h = headingRx.Match line
+            let t = testsRx.Match line
             if h.Success then
                 current |> Option.iter entries.Add
                 current <- Some { Id = h.Groups.[1].Value; File = Path.GetFileName file; Tests = [] }
-            else
-                let t = testsRx.Match line
-                if t.Success then
-                    match current with
-                    | Some c ->
-                        let names = [ for m in tickRx.Matches t.Groups.[1].Value -> m.Groups.[1].Value ]
-                        current <- Some { c with Tests = c.Tests @ names }
-                    | None -> failwithf "%s: a **Tests:** line before any theorem" file
+            elif t.Success then
+                match current with
+                | Some c ->
+                    let names = [ for m in tickRx.Matches t.Groups.[1].Value -> m.Groups.[1].Value ]
+                    current <- Some { c with Tests = c.Tests @ names }
+                | None -> failwithf "%s: a **Tests:** line before any theorem" file
             elif line.StartsWith "#" then
+                // Any other heading ends the current theorem.
                 current |> Option.iter entries.Add
                 current <- None
         current |> Option.iter entries.Add
