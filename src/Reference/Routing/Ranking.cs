@@ -1,0 +1,48 @@
+namespace Reference.Routing;
+
+/// <summary>
+/// The project's one ranking rule (SEMANTICS.md section 0): larger value first, ties to the lower index.
+/// Written as an explicit comparison, so it never inherits the tie order of an unstable sort.
+/// </summary>
+public static class Ranking
+{
+    /// <summary>True when index <paramref name="a"/> with value <paramref name="va"/> ranks before
+    /// index <paramref name="b"/> with value <paramref name="vb"/>: a larger value, or an equal value and a lower index.</summary>
+    public static bool RanksBefore(double va, int a, double vb, int b) => va > vb || (va == vb && a < b);
+
+    /// <summary>The indices of the <paramref name="k"/> largest values, best first.</summary>
+    /// <param name="values">The values to rank; NaN is not allowed (the callers reject it first).</param>
+    /// <param name="k">How many to keep, 0..values.Count.</param>
+    /// <returns>k distinct indices in rank order.</returns>
+    public static int[] Top(IReadOnlyList<double> values, int k)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        Guard.InRange(k, 0, values.Count, nameof(k));
+        // Selection by repeated scans: O(k * n), plain on purpose.
+        var chosen = new bool[values.Count];
+        var result = new int[k];
+        for (int slot = 0; slot < k; slot++)
+        {
+            int best = -1;
+            for (int j = 0; j < values.Count; j++)
+            {
+                if (!chosen[j] && (best < 0 || RanksBefore(values[j], j, values[best], best)))
+                {
+                    best = j;
+                }
+            }
+            chosen[best] = true;
+            result[slot] = best;
+        }
+        return result;
+    }
+
+    /// <summary>All indices sorted by the ranking rule, best first (a stable descending order).</summary>
+    public static int[] Order(IReadOnlyList<double> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        var order = Enumerable.Range(0, values.Count).ToArray();
+        Array.Sort(order, (a, b) => RanksBefore(values[a], a, values[b], b) ? -1 : RanksBefore(values[b], b, values[a], a) ? 1 : 0);
+        return order;
+    }
+}

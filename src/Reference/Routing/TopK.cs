@@ -1,0 +1,105 @@
+namespace Reference.Routing;
+
+/// <summary>Options for <see cref="TopK.Route"/>. Defaults follow the CLI table of SEMANTICS.md section 12.</summary>
+public sealed record TopKOptions
+{
+    /// <summary>Experts per token, 1..E. Default 2.</summary>
+    public int K { get; init; } = 2;
+
+    /// <summary>How logits become scores. Default softmax.</summary>
+    public ScoreFunction Score { get; init; } = ScoreFunction.Softmax;
+
+    /// <summary>Divide each token's k weights by their sum. Default true.</summary>
+    public bool Normalize { get; init; } = true;
+
+    /// <summary>Optional selection bias b [E]: it changes which experts are chosen, never their weights
+    /// (DeepSeek-V3's auxiliary-loss-free balancing). Null means no bias.</summary>
+    public IReadOnlyList<double>? Bias { get; init; }
+}
+
+/// <summary>The result of token-choice top-k routing.</summary>
+/// <param name="Experts">[N, k]: each token's experts, best first.</param>
+/// <param name="Weights">[N, k]: P at those experts, normalized per row when asked.</param>
+/// <param name="BoundaryTie">[N]: true where the k-th and (k+1)-th ranked keys of a row are equal, so that another
+/// choice at the boundary would be just as valid. False when k = E.</param>
+public sealed record TopKResult(int[,] Experts, double[,] Weights, bool[] BoundaryTie);
+
+/// <summary>
+/// Token-choice top-k routing (SEMANTICS.md section 1), the reference: double precision, single-threaded, deterministic.
+/// </summary>
+/// <remarks>
+/// <para>For logits X [N,E], scores P = softmax(X) or sigmoid(X), and an optional bias b [E]:</para>
+/// <para>experts[i, :] = the k indices e with the largest P_ie + b_e, in descending order, ties to the lower index;</para>
+/// <para>weights[i, j] = P[i, experts[i, j]], divided by sum_j of them when <see cref="TopKOptions.Normalize"/> is set
+/// (a row whose selected scores all underflow to 0 keeps weights 0).</para>
+/// <para>Megatron-LM's router with pre_softmax = false (softmax over the k selected logits) equals softmax with normalize = true;
+/// pre_softmax = true equals softmax with normalize = false. The bias follows DeepSeek-V3: it selects, it never weighs.</para>
+/// <para>Sources: Shazeer et al. 2017 (noisy top-k gating, without the noise); Megatron-LM <c>topk_softmax_with_capacity</c>;
+/// DeepSeek-AI 2024, DeepSeek-V3 technical report, section 2.1.2.</para>
+/// </remarks>
+public static class TopK
+{
+    /// <summary>Routes every token to its top-k experts.</summary>
+    /// <param name="logits">X, [N, E], finite.</param>
+    /// <param name="options">k, score function, normalization and bias.</param>
+    /// <returns>experts [N, k], weights [N, k] and the rows with a tie at the boundary.</returns>
+    /// <exception cref="ArgumentException">A logit or bias is not finite, the bias length is not E, or k is outside 1..E.</exception>
+    public static TopKResult Route(double[,] logits, TopKOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
+
+        // 1. Check the inputs.
+        Guard.InRange(k, 1, Math.Max(e, 1), "k");
+        if (e == 0)
+        {
+            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", nameof(logits));
+        }
+        var bias = options.Bias;
+        if (bias is not null)
+        {
+            Guard.Length(bias.Count, e, "bias", $"logits has E = {e} columns");
+            Guard.Finite(bias, "bias");
+        }
+
+        // 2. Scores P [N, E].
+        var p = RouterScores.Compute(logits, options.Score);
+
+        var experts = new int[n, k];      // [N, k]
+        var weights = new double[n, k];   // [N, k]
+        var boundaryTie = new bool[n];    // [N]
+        var key = new double[e];          // [E]: the selection key of one row
+        for (int i = 0; i < n; i++)
+        {
+            // 3. Selection key P_ie + b_e, ranked larger first, ties to the lower expert.
+            for (int j = 0; j < e; j++)
+            {
+                key[j] = p[i, j] + (bias?[j] ?? 0.0);
+            }
+            var ranked = Ranking.Order(key);
+            boundaryTie[i] = k < e && key[ranked[k - 1]] == key[ranked[k]];
+
+            // 4. Weights come from P, never from the bias.
+            double sum = 0;
+            for (int j = 0; j < k; j++)
+            {
+                experts[i, j] = ranked[j];
+                weights[i, j] = p[i, ranked[j]];
+                sum += weights[i, j];
+            }
+
+            // 5. Optional renormalization over the k selected. If every selected score underflowed to 0
+            //    (sigmoid of a logit below -745, or a bias that picks experts with vanishing softmax mass),
+            //    the weights stay 0 rather than becoming 0/0 = NaN.
+            if (options.Normalize && sum > 0)
+            {
+                for (int j = 0; j < k; j++)
+                {
+                    weights[i, j] /= sum;
+                }
+            }
+        }
+        return new TopKResult(experts, weights, boundaryTie);
+    }
+}
