@@ -15,12 +15,6 @@ open Reference.Numerics
 open Reference.Harness.Tensors
 open Reference.Tests.Proofs
 
-/// NUnit's EqualTo, with the overload fixed (structural equality for arrays and lists).
-let eq (expected: 'T) = Is.EqualTo(box expected)
-
-/// NUnit's Throws, with the overload fixed.
-let throws<'E when 'E :> exn> (f: unit -> unit) : 'E = Assert.Throws<'E>(Action f)
-
 // ---------------------------------------------------------------------------------------------------------
 // Bit patterns, computed here independently of the library's byte conversions.
 
@@ -401,15 +395,15 @@ let ``npy version 3.0 header must be UTF-8`` () =
 // ---------------------------------------------------------------------------------------------------------
 // Giant declared sizes (theorem tensorio.bounded-allocation).
 
-/// Runs f on this thread; returns its exception and the bytes it allocated and the time it took.
+/// Runs f on this thread; returns the bytes it allocated and its exception.
+/// (Allocation, not time, is the property: speed is never asserted in tests on these shared machines.)
 let measure (f: unit -> unit) =
-    let sw = Stopwatch.StartNew()
     let before = GC.GetAllocatedBytesForCurrentThread()
     let error = try f (); null with e -> e
-    GC.GetAllocatedBytesForCurrentThread() - before, sw.Elapsed, error
+    GC.GetAllocatedBytesForCurrentThread() - before, error
 
 let assertCheapRejection (limitBytes: int64) (fragments: string list) (f: unit -> unit) =
-    let allocated, elapsed, error = measure f
+    let allocated, error = measure f
     match error with
     | :? TensorFileException as e ->
         for fr in fragments do
@@ -417,7 +411,6 @@ let assertCheapRejection (limitBytes: int64) (fragments: string list) (f: unit -
     | null -> Assert.Fail "the reader accepted the file"
     | e -> Assert.Fail $"expected TensorFileException, got {e.GetType().Name}: {e.Message}"
     Assert.That(allocated, Is.LessThan limitBytes, "bytes allocated")
-    Assert.That(elapsed, Is.LessThan(TimeSpan.FromSeconds 2.0), "time taken")
 
 [<Test; Theorem "tensorio.bounded-allocation">]
 let ``npy giant declared shape on a tiny file is rejected without allocating it`` () =
@@ -697,7 +690,7 @@ let ``damaged files are rejected with TensorFileException or read within bounded
             | NpyFile -> (littleEndian single.Array).Length
             | _ -> materialize set |> List.sumBy (fun (_, a) -> (littleEndian a).Length)
         for forwardOnly in [ false; true ] do
-            let allocated, _, error = measure (fun () -> readAs format forwardOnly file)
+            let allocated, error = measure (fun () -> readAs format forwardOnly file)
             match error with
             | null | :? TensorFileException -> ()
             | e -> Assert.Fail $"{format} (forward-only {forwardOnly}): {e.GetType().Name} escaped the reader: {e}"

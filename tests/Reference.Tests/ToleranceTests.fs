@@ -19,9 +19,6 @@ let private show (x: float) = x.ToString("R", CultureInfo.InvariantCulture)
 
 let private expect what cond = if not cond then failwith what
 
-/// Assert.Throws with an F# function (exactly this exception type, not a subclass).
-let private throws<'E when 'E :> exn> (f: unit -> unit) : 'E = Assert.Throws<'E>(Action f)
-
 let private expectEqual what (got: 'T) (expected: 'T) =
     if got <> expected then failwithf "%s: got %A, expected %A" what got expected
 
