@@ -47,6 +47,7 @@ public static class BlockRouting
             var members = new int[kb];
             var values = new float[kb];
             var chosen = new int[k];
+            var chosenLogits = new float[k];
             var used = new bool[e];
             var usedPlain = new bool[e];
             for (int blk = first; blk < last; blk++)
@@ -77,19 +78,13 @@ public static class BlockRouting
                     }
                     KernelScores.SelectTop(values, chosen);
                     var ex = result.Experts.AsSpan(i * k, k);
-                    var wt = result.Weights.AsSpan(i * k, k);
-                    float sum = 0;
                     for (int j = 0; j < k; j++)
                     {
                         ex[j] = members[chosen[j]];
-                        wt[j] = values[chosen[j]];
-                        sum += wt[j];
+                        chosenLogits[j] = logits[i * e + ex[j]];
                         used[ex[j]] = true;
                     }
-                    if (sum > 0)
-                    {
-                        TensorPrimitives.Divide(wt, sum, wt);
-                    }
+                    KernelScores.NormalizeFromLogits(chosenLogits, result.Weights.AsSpan(i * k, k), ScoreFunction.Softmax);
                     KernelScores.SelectTop(row, chosen);
                     foreach (int x in chosen)
                     {

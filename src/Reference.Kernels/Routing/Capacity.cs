@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using Reference.Routing;
 
 namespace Reference.Kernels.Routing;
@@ -46,10 +45,10 @@ public static class Capacity
         {
             rawTop1[i] = top.Weights[i * k];
         }
-        var w = top.Weights; // [N * k]: pre-drop weights, renormalized in place for "before"
+        var w = top.Weights; // [N * k]: pre-drop weights, renormalized in place (log space) for "before"
         if (options.Normalize == Renormalization.Before)
         {
-            NormalizeRows(w, n, k);
+            RenormalizeRows(logits, top.Experts, w, n, e, k, options.Score, keep: null);
         }
 
         // 2. The order in which requests enter the buckets.
@@ -99,10 +98,10 @@ public static class Capacity
             }
         });
 
-        // 5. "after": renormalize over the kept requests.
+        // 5. "after": renormalize over the kept requests (log space; a token with nothing kept keeps zeros).
         if (options.Normalize == Renormalization.After)
         {
-            NormalizeRows(result.Weights, n, k);
+            RenormalizeRows(logits, result.Experts, result.Weights, n, e, k, options.Score, keep: result.Experts);
         }
         return result;
     }
@@ -160,21 +159,35 @@ public static class Capacity
         return kept;
     }
 
-    /// <summary>Divides each row of m [N, k] by its sum, leaving a zero-sum row at zero.</summary>
-    private static void NormalizeRows(float[] m, int n, int k)
+    /// <summary>Replaces each row of weights [N, k] by the log-space renormalization over the positions whose expert is
+    /// kept (keep[r] &gt;= 0), or over all k when keep is null; other positions are left as they are (0 for dropped).</summary>
+    private static void RenormalizeRows(float[] logits, int[] experts, float[] weights, int n, int e, int k, ScoreFunction score, int[]? keep)
     {
-        for (int i = 0; i < n; i++)
+        KernelScores.ForRanges(n, (long)n * k, KernelScores.RowsPerBlock, (first, last) =>
         {
-            var row = m.AsSpan(i * k, k);
-            float sum = 0;
-            for (int j = 0; j < k; j++)
+            var selected = new float[k];
+            var normalized = new float[k];
+            for (int i = first; i < last; i++)
             {
-                sum += row[j];
+                int count = 0;
+                for (int j = 0; j < k; j++)
+                {
+                    int r = i * k + j;
+                    if (keep is null || keep[r] >= 0)
+                    {
+                        selected[count++] = logits[i * e + experts[r]];
+                    }
+                }
+                KernelScores.NormalizeFromLogits(selected.AsSpan(0, count), normalized, score);
+                for (int j = 0, q = 0; j < k; j++)
+                {
+                    int r = i * k + j;
+                    if (keep is null || keep[r] >= 0)
+                    {
+                        weights[r] = normalized[q++];
+                    }
+                }
             }
-            if (sum > 0)
-            {
-                TensorPrimitives.Divide(row, sum, row);
-            }
-        }
+        });
     }
 }

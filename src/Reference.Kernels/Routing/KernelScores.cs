@@ -63,6 +63,33 @@ internal static class KernelScores
         return p;
     }
 
+    /// <summary>Renormalized weights of a few selected experts, in log space as the top-k kernel computes them:
+    /// w_j = exp(l_j - max l) / sum exp(l - max l), with l = x (softmax) or log sigmoid(x), so underflowing scores keep
+    /// their ratios. An empty selection gives nothing.</summary>
+    internal static void NormalizeFromLogits(ReadOnlySpan<float> selectedLogits, Span<float> weights, ScoreFunction score)
+    {
+        int k = selectedLogits.Length;
+        if (k == 0)
+        {
+            return;
+        }
+        float maxLog = float.NegativeInfinity;
+        for (int j = 0; j < k; j++)
+        {
+            float x = selectedLogits[j];
+            weights[j] = score == ScoreFunction.Softmax ? x : LogSigmoid(x);
+            maxLog = MathF.Max(maxLog, weights[j]);
+        }
+        var w = weights[..k];
+        TensorPrimitives.Subtract(w, maxLog, w);
+        TensorPrimitives.Exp(w, w);
+        TensorPrimitives.Divide(w, TensorPrimitives.Sum(w), w);
+    }
+
+    /// <summary>log sigmoid(x) = -log(1 + exp(-x)) in float32, stable for large |x|.</summary>
+    private static float LogSigmoid(float x) =>
+        x >= 0 ? -MathF.Log(1f + MathF.Exp(-x)) : x - MathF.Log(1f + MathF.Exp(x));
+
     /// <summary>Writes the indices of the largest keys into <paramref name="chosen"/> (its length is k), best first, ties to the
     /// lower index: scanning indices upwards, a later index enters only if strictly larger than the one it displaces.</summary>
     internal static void SelectTop(ReadOnlySpan<float> keys, Span<int> chosen)

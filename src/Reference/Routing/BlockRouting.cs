@@ -15,7 +15,7 @@ public sealed record BlockRoutingOptions
 
 /// <summary>The result of block-level routing.</summary>
 /// <param name="Experts">[N, k]: each token's experts, taken from its block's set, by descending P.</param>
-/// <param name="Weights">[N, k]: P at those, renormalized to sum 1 per token (0 if they all underflow).</param>
+/// <param name="Weights">[N, k]: P at those, renormalized to sum 1 per token.</param>
 /// <param name="BlockExperts">[nb, kb]: each block's experts, by descending block score.</param>
 /// <param name="UniquePerBlock">[nb]: distinct experts the block's tokens use (at most kb).</param>
 /// <param name="TokenLevelUnique">[nb]: distinct experts plain token-level top-k would use in the block.</param>
@@ -30,7 +30,7 @@ public sealed record BlockRoutingResult(int[,] Experts, double[,] Weights, int[,
 /// bB .. min(N, (b+1)B) - 1. Its score is Q_be = (1/|b|) sum_{i in b} P_ie, and its set S_b = the top-kb experts of Q_b
 /// (ranking rule: larger first, ties to the lower expert index), listed in rank order.</para>
 /// <para>Token i in block b takes the k experts of S_b with the largest P_ie (ties to the lower expert index), by descending
-/// P, weighted P_ie / sum over its k (0 when that sum underflows to 0). With B = 1 and any kb &gt;= k this is exactly
+/// P, weighted P_ie / sum over its k (computed in log space by <see cref="RouterScores.Normalized"/>). With B = 1 and any kb &gt;= k this is exactly
 /// <see cref="TopK.Route"/> with softmax and normalize = true.</para>
 /// <para>Reported next to it: the number of distinct experts the block's tokens use, and the number that plain token-level
 /// top-k would use in the same block.</para>
@@ -105,21 +105,19 @@ public static class BlockRouting
                     values[r] = p[i, members[r]];
                 }
                 var chosen = Ranking.Top(values, k);
-                double sum = 0;
+                var chosenLogits = new double[k];
                 for (int j = 0; j < k; j++)
                 {
                     experts[i, j] = members[chosen[j]];
-                    weights[i, j] = values[chosen[j]];
-                    sum += weights[i, j];
+                    chosenLogits[j] = logits[i, experts[i, j]];
                     used.Add(experts[i, j]);
                     usedPlain.Add(plain.Experts[i, j]);
                 }
-                if (sum > 0)
+                // Renormalized in log space, exactly as top-k does (so B = 1 reproduces it bit for bit).
+                var normalized = RouterScores.Normalized(chosenLogits, ScoreFunction.Softmax);
+                for (int j = 0; j < k; j++)
                 {
-                    for (int j = 0; j < k; j++)
-                    {
-                        weights[i, j] /= sum;
-                    }
+                    weights[i, j] = normalized[j];
                 }
             }
             unique[blk] = used.Count;

@@ -1,3 +1,5 @@
+using Reference.Numerics;
+
 namespace Reference.Routing;
 
 /// <summary>
@@ -6,9 +8,10 @@ namespace Reference.Routing;
 /// </summary>
 /// <remarks>
 /// <para>Block sets: each row of block_experts must be kb distinct experts forming a top-kb choice of Q_b within the slack
-/// 2(E + B + 6)·u·max_e Q_be (the softmax error plus the mean over up to B tokens). Without block_experts, the experts the
+/// 2((E + B + 6)·u·max_e Q_be + t) (the softmax error plus the mean over up to B tokens; t, the format's smallest normal
+/// number, covers subnormal results). Without block_experts, the experts the
 /// block's tokens use must number at most kb and each lie within that slack of the kb-th largest Q_be.</para>
-/// <para>Tokens: k distinct experts of the block's set, a top-k choice of P_i over the set within 2(E + 4)·u·max_e P_ie.
+/// <para>Tokens: k distinct experts of the block's set, a top-k choice of P_i over the set within 2((E + 4)·u·max_e P_ie + t).
 /// unique_per_block must be what the candidate's experts imply. token_level_unique must equal the reference's, except in
 /// a block where some token has a near-tie at its plain top-k boundary (then any value passes).</para>
 /// </remarks>
@@ -21,13 +24,14 @@ public static class BlockRoutingValidator
     /// <param name="blockExperts">The candidate's block sets [nb, kb], or null.</param>
     /// <param name="uniquePerBlock">The candidate's unique_per_block [nb], or null.</param>
     /// <param name="tokenLevelUnique">The candidate's token_level_unique [nb], or null.</param>
-    /// <param name="unitRoundoff">u of the candidate's precision.</param>
+    /// <param name="format">The candidate's precision.</param>
     /// <returns>The problems found and the weights [N, k] the candidate's experts imply.</returns>
     public static RoutingCheck Check(
         double[,] logits, BlockRoutingOptions options, int[,] experts, int[,]? blockExperts, int[]? uniquePerBlock,
-        int[]? tokenLevelUnique, double unitRoundoff)
+        int[]? tokenLevelUnique, NumberFormat format)
     {
         ArgumentNullException.ThrowIfNull(logits);
+        double unitRoundoff = Precision.UnitRoundoff(format), tiny = Precision.SmallestNormal(format);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(experts);
         var reference = BlockRouting.Route(logits, options); // validates the arguments
@@ -59,7 +63,7 @@ public static class BlockRoutingValidator
                 }
                 q[x] /= end - start;
             }
-            double qSlack = 2.0 * (e + b + 6) * unitRoundoff * q.Max();
+            double qSlack = 2.0 * ((e + b + 6) * unitRoundoff * q.Max() + tiny);
             double kbth = q[Ranking.Top(q, kb)[kb - 1]];
 
             // 1. The block's set: the candidate's, checked; or the experts its tokens use, checked against the kb-th score.
@@ -104,7 +108,7 @@ public static class BlockRoutingValidator
             {
                 var row = Enumerable.Range(0, k).Select(j => experts[i, j]).ToArray();
                 double maxP = Enumerable.Range(0, e).Max(x => p[i, x]);
-                double slack = 2.0 * (e + 4) * unitRoundoff * maxP;
+                double slack = 2.0 * ((e + 4) * unitRoundoff * maxP + tiny);
                 if (row.Any(x => x < 0 || x >= e || !inSet[x]) || row.Distinct().Count() != k)
                 {
                     problems.Add($"token {i}: experts [{string.Join(", ", row)}] are not {k} distinct experts of block {blk}'s set");

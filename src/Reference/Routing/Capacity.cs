@@ -47,7 +47,8 @@ public sealed record CapacityResult(int[,] Experts, double[,] Weights, int[,] Sl
 /// <remarks>
 /// <para>Every token i first selects k experts as <see cref="TopK.Route"/> does (P + b ranked, ties to the lower expert);
 /// request (i, j) goes to expert e_ij with pre-drop weight w_ij = P[i, e_ij] (divided by sum_j P[i, e_ij] under
-/// <see cref="Renormalization.Before"/>). Expert e keeps the first C of its requests in the policy's priority order
+/// <see cref="Renormalization.Before"/>; renormalization is computed in log space by <see cref="RouterScores.Normalized"/>,
+/// as in top-k, so that it survives scores that underflow). Expert e keeps the first C of its requests in the policy's priority order
 /// (<see cref="DropPolicy"/>): with R_e its requests, kept_e = the C ≺-smallest of R_e, so load_e = min(C, |R_e|).</para>
 /// <para>Slots number each expert's kept requests 0..load_e - 1 in dispatch order: (j, then i) for choice-position and
 /// batch-priority (over the priority order of tokens), token order (i, then j) for position, score and logit. This matches
@@ -72,13 +73,17 @@ public static class Capacity
         var top = TopK.Route(logits, new TopKOptions { K = k, Score = options.Score, Normalize = false, Bias = options.Bias });
         int c = ExpertCapacity.Resolve(n, e, k, options.Capacity, options.CapacityFactor, options.Rounding, options.MinCapacity);
 
-        // 2. Pre-drop weights w [N, k]: raw P, or renormalized over the k selected ("before").
+        // 2. Pre-drop weights w [N, k]: raw P, or renormalized over the k selected ("before"), in log space as top-k does.
         var w = (double[,])top.Weights.Clone();
         if (options.Normalize == Renormalization.Before)
         {
             for (int i = 0; i < n; i++)
             {
-                Normalize(w, i, k);
+                var normalized = RouterScores.Normalized(SelectedLogits(logits, top.Experts, i, j => true), options.Score);
+                for (int j = 0; j < k; j++)
+                {
+                    w[i, j] = normalized[j];
+                }
             }
         }
 
@@ -121,12 +126,17 @@ public static class Capacity
             weights[r.Token, r.Choice] = kept[r.Token, r.Choice] ? w[r.Token, r.Choice] : 0.0;
         }
 
-        // 6. "after": renormalize over the kept requests (a token with nothing kept keeps zeros).
+        // 6. "after": renormalize over the kept requests, in log space (a token with nothing kept keeps zeros).
         if (options.Normalize == Renormalization.After)
         {
             for (int i = 0; i < n; i++)
             {
-                Normalize(weights, i, k);
+                var keptLogits = SelectedLogits(logits, top.Experts, i, j => kept[i, j]);
+                var normalized = RouterScores.Normalized(keptLogits, options.Score);
+                for (int j = 0, q = 0; j < k; j++)
+                {
+                    weights[i, j] = kept[i, j] ? normalized[q++] : 0.0;
+                }
             }
         }
         return new CapacityResult(experts, weights, slots, load, c, top.Experts);
@@ -135,21 +145,18 @@ public static class Capacity
     /// <summary>One request: token i's j-th choice, sent to an expert.</summary>
     private readonly record struct Request(int Token, int Choice, int Expert);
 
-    /// <summary>Divides row i of m [N, k] by its sum, unless the sum is 0 (then the row stays 0 rather than 0/0).</summary>
-    private static void Normalize(double[,] m, int i, int k)
+    /// <summary>X at token i's selected experts, for the positions j that pass the filter, in order.</summary>
+    private static double[] SelectedLogits(double[,] logits, int[,] selection, int i, Func<int, bool> include)
     {
-        double sum = 0;
-        for (int j = 0; j < k; j++)
+        var list = new List<double>();
+        for (int j = 0; j < selection.GetLength(1); j++)
         {
-            sum += m[i, j];
-        }
-        if (sum > 0)
-        {
-            for (int j = 0; j < k; j++)
+            if (include(j))
             {
-                m[i, j] /= sum;
+                list.Add(logits[i, selection[i, j]]);
             }
         }
+        return [.. list];
     }
 
     /// <summary>For batch-priority: the rank of each token when tokens are ordered by their first-choice score P[i, e_i1],

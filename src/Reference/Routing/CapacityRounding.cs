@@ -1,7 +1,9 @@
+using System.Numerics;
+
 namespace Reference.Routing;
 
-/// <summary>How an expert capacity C is derived from a capacity factor cf (SEMANTICS.md section 2).
-/// With x = (N·k / E)·cf evaluated in double in that order (the order Megatron-LM's <c>get_capacity</c> uses):</summary>
+/// <summary>How an expert capacity C is derived from a capacity factor cf (SEMANTICS.md section 2), with
+/// x = cf·N·k / E computed exactly (see <see cref="ExpertCapacity"/>):</summary>
 public enum CapacityRounding
 {
     /// <summary>C = ceil(x): Megatron-LM and DeepSpeed, the default.</summary>
@@ -19,7 +21,11 @@ public enum CapacityRounding
 /// then at least <c>min_capacity</c>.
 /// </summary>
 /// <remarks>
-/// An explicit capacity is used as given (the minimum applies to the factor rule only: a caller who names C means C).
+/// <para>An explicit capacity is used as given (the minimum applies to the factor rule only: a caller who names C means C).</para>
+/// <para>The rounding is applied to the exact rational value of cf·N·k / E, where cf is the exact binary value of the double
+/// (no intermediate rounding), so the result does not depend on the order of operations. Megatron-LM and DeepSpeed compute
+/// the product in floating point, and can differ by one when the product lies within a rounding error of an integer
+/// (or, for round, of a half-integer); proofs/capacity.md, theorem capacity.capacity-rule.</para>
 /// Sources: Megatron-LM <c>moe_utils.get_capacity</c>; DeepSpeed <c>sharded_moe._capacity</c>; mesh-tensorflow
 /// <c>moe.py</c>; flaxformer <c>routing.py</c>; Tutel <c>fast_dispatch</c> capacity computation.
 /// </remarks>
@@ -46,14 +52,26 @@ public static class ExpertCapacity
                 $"capacity_factor = {Guard.Describe(capacityFactor)}; it must be finite and at least 0", "capacity_factor");
         }
 
-        double c = rounding switch
+        // cf = m·2^p exactly; x = cf·N·k / E = num / den with integers num, den > 0.
+        var (num, den) = Rational(capacityFactor);
+        if (rounding == CapacityRounding.Tutel)
         {
-            // (N·k / E)·cf: the division first, then the factor, each rounded once in double.
-            CapacityRounding.Ceil => Math.Ceiling((double)tokens * k / experts * capacityFactor),
-            CapacityRounding.Floor => Math.Floor((double)tokens * k / experts * capacityFactor),
-            CapacityRounding.Round => Math.Round((double)tokens * k / experts * capacityFactor, MidpointRounding.ToEven),
             // Tutel: k·floor(cf·ceil(N / E)), with ceil(N / E) an exact integer.
-            CapacityRounding.Tutel => k * Math.Floor(capacityFactor * (((long)tokens + experts - 1) / experts)),
+            num *= ((long)tokens + experts - 1) / experts;
+        }
+        else
+        {
+            num *= (long)tokens * k;
+            den *= experts;
+        }
+        var floor = BigInteger.Divide(num, den);
+        var twiceRemainder = 2 * (num - floor * den);
+        var c = rounding switch
+        {
+            CapacityRounding.Ceil => twiceRemainder > 0 ? floor + 1 : floor,
+            CapacityRounding.Floor => floor,
+            CapacityRounding.Round => twiceRemainder > den || (twiceRemainder == den && !floor.IsEven) ? floor + 1 : floor,
+            CapacityRounding.Tutel => floor * k,
             _ => throw new ArgumentOutOfRangeException(nameof(rounding), rounding, "unknown capacity rounding"),
         };
         if (c > int.MaxValue)
@@ -61,6 +79,24 @@ public static class ExpertCapacity
             throw new ArgumentException($"capacity_factor = {capacityFactor} gives a capacity above {int.MaxValue}", "capacity_factor");
         }
         return Math.Max((int)c, minCapacity);
+    }
+
+    /// <summary>A finite double x &gt;= 0 as an exact fraction num / den with den a power of two.</summary>
+    private static (BigInteger Num, BigInteger Den) Rational(double x)
+    {
+        long bits = BitConverter.DoubleToInt64Bits(x);
+        int exponent = (int)((bits >> 52) & 0x7FF);
+        long mantissa = bits & 0xFFFFFFFFFFFFFL;
+        if (exponent == 0)
+        {
+            exponent = 1; // subnormal (or zero): no implicit leading bit
+        }
+        else
+        {
+            mantissa |= 1L << 52;
+        }
+        int shift = exponent - 1075; // x = mantissa·2^shift
+        return shift >= 0 ? (new BigInteger(mantissa) << shift, BigInteger.One) : (new BigInteger(mantissa), BigInteger.One << -shift);
     }
 
     /// <summary>C from an explicit capacity when one is given, otherwise from the factor rule.</summary>

@@ -1,3 +1,5 @@
+using Reference.Numerics;
+
 namespace Reference.Routing;
 
 /// <summary>The verdict of a routing validator: what is wrong with a candidate (empty when it is a valid routing), and the
@@ -27,7 +29,9 @@ public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] Expe
 /// (5) load, when given, counts the kept requests.</para>
 /// <para>Slack: selection keys δ = 2(E + 4)·u·max_e |P_ie + b_e| per row (as the top-k validator); weights for the score
 /// policy (E + 2k + 8)·u per request, times max_e P_ie unless renormalized; logits u·|X_ie|; first-choice scores
-/// (E + 4)·u·max_e P_ie. u is the candidate's unit roundoff (2^-24 for float32, 2^-53 for float64).
+/// (E + 4)·u·max_e P_ie; each value slack also adds the format's smallest normal number, which covers subnormal results.
+/// u is the candidate's unit roundoff (2^-24 for float32, 2^-53 for float64). Renormalized weights are computed in log
+/// space (as the reference does), so they stay accurate when the scores underflow.
 /// Known limit: the completion of a dropped position is greedy, so a candidate whose dropped request went to one of two
 /// near-tied full experts, where only the other one makes the drop consistent, can be rejected although valid.</para>
 /// </remarks>
@@ -42,9 +46,9 @@ public static class CapacityValidator
     /// <param name="experts">The candidate's experts [N, k], -1 where dropped.</param>
     /// <param name="slots">The candidate's slots [N, k], or null when it has none.</param>
     /// <param name="load">The candidate's load [E], or null when it has none.</param>
-    /// <param name="unitRoundoff">u of the candidate's precision, which sets the slack.</param>
+    /// <param name="format">The candidate's precision, which sets the slack.</param>
     /// <returns>The problems found and the weights the candidate's choice implies.</returns>
-    public static RoutingCheck Check(double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, double unitRoundoff)
+    public static RoutingCheck Check(double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, NumberFormat format)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
@@ -66,7 +70,7 @@ public static class CapacityValidator
             Fail($"experts has shape [{experts.GetLength(0)}, {experts.GetLength(1)}], not [N, k] = [{n}, {k}]");
             return new RoutingCheck(problems, expected);
         }
-        var ctx = new Context(logits, options, unitRoundoff, c);
+        var ctx = new Context(logits, options, Precision.UnitRoundoff(format), Precision.SmallestNormal(format), c);
 
         // 1. Row structure: every entry in -1..E-1, kept experts distinct. The candidate's kept requests, per expert.
         var rowOk = new bool[n];
@@ -132,21 +136,20 @@ public static class CapacityValidator
             {
                 continue;
             }
-            double sum = 0;
             for (int j = 0; j < k; j++)
             {
                 w[i, j] = ctx.P[i, sel[i, j]];
-                sum += w[i, j];
                 if (experts[i, j] < 0)
                 {
                     droppedOf[sel[i, j]].Add((i, j));
                 }
             }
-            if (options.Normalize == Renormalization.Before && sum > 0)
+            if (options.Normalize == Renormalization.Before)
             {
+                var normalized = RouterScores.Normalized(Enumerable.Range(0, k).Select(j => logits[i, sel[i, j]]).ToArray(), options.Score);
                 for (int j = 0; j < k; j++)
                 {
-                    w[i, j] /= sum;
+                    w[i, j] = normalized[j];
                 }
             }
             top1[i] = ctx.P[i, sel[i, 0]];
@@ -220,17 +223,17 @@ public static class CapacityValidator
             {
                 continue;
             }
-            double keptSum = 0;
             for (int j = 0; j < k; j++)
             {
                 expected[i, j] = experts[i, j] >= 0 ? w[i, j] : 0.0;
-                keptSum += expected[i, j];
             }
-            if (options.Normalize == Renormalization.After && keptSum > 0)
+            if (options.Normalize == Renormalization.After)
             {
-                for (int j = 0; j < k; j++)
+                var keptLogits = Enumerable.Range(0, k).Where(j => experts[i, j] >= 0).Select(j => logits[i, experts[i, j]]).ToArray();
+                var normalized = RouterScores.Normalized(keptLogits, options.Score);
+                for (int j = 0, q = 0; j < k; j++)
                 {
-                    expected[i, j] /= keptSum;
+                    expected[i, j] = experts[i, j] >= 0 ? normalized[q++] : 0.0;
                 }
             }
         }
@@ -248,11 +251,12 @@ public static class CapacityValidator
     /// <summary>What every check needs: scores, keys, slacks and C.</summary>
     private sealed class Context
     {
-        public Context(double[,] logits, CapacityOptions options, double u, int capacity)
+        public Context(double[,] logits, CapacityOptions options, double u, double tiny, int capacity)
         {
             Logits = logits;
             Options = options;
             U = u;
+            Tiny = tiny;
             C = capacity;
             N = logits.GetLength(0);
             E = logits.GetLength(1);
@@ -261,6 +265,7 @@ public static class CapacityValidator
             Key = new double[N, E];
             RowMax = new double[N];
             KeySlack = new double[N];
+            TopKey = new int[N];
             for (int i = 0; i < N; i++)
             {
                 double maxAbs = 0;
@@ -271,12 +276,14 @@ public static class CapacityValidator
                     RowMax[i] = Math.Max(RowMax[i], P[i, x]);
                 }
                 KeySlack[i] = 2.0 * (E + 4) * u * maxAbs;
+                TopKey[i] = Ranking.Top(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray(), 1)[0];
             }
         }
 
         public double[,] Logits { get; }
         public CapacityOptions Options { get; }
         public double U { get; }
+        public double Tiny { get; }
         public int C { get; }
         public int N { get; }
         public int E { get; }
@@ -285,12 +292,15 @@ public static class CapacityValidator
         public double[,] Key { get; }
         public double[] RowMax { get; }
         public double[] KeySlack { get; }
+        public int[] TopKey { get; }
 
-        /// <summary>Uncertainty of a weight of token i: (E + 2k + 8)·u, times max_e P_ie unless renormalized before.</summary>
-        private double WeightSlack(int i) => (E + 2 * K + 8) * U * (Options.Normalize == Renormalization.Before ? 1.0 : RowMax[i]);
+        /// <summary>Uncertainty of a weight of token i: (E + 2k + 8)·u, times max_e P_ie unless renormalized before, plus the
+        /// smallest normal number (subnormal results).</summary>
+        private double WeightSlack(int i) =>
+            (E + 2 * K + 8) * U * (Options.Normalize == Renormalization.Before ? 1.0 : RowMax[i]) + Tiny;
 
-        /// <summary>Uncertainty of a first-choice score of token i: (E + 4)·u·max_e P_ie.</summary>
-        private double Top1Slack(int i) => (E + 4) * U * RowMax[i];
+        /// <summary>Uncertainty of a first-choice score of token i: (E + 4)·u·max_e P_ie plus the smallest normal number.</summary>
+        private double Top1Slack(int i) => (E + 4) * U * RowMax[i] + Tiny;
 
         /// <summary>The priority of request (i, j) to expert x under the policy, given its pre-drop weight and its token's
         /// first-choice score.</summary>
@@ -359,7 +369,7 @@ public static class CapacityValidator
                     {
                         break; // past the near-ties of the best candidate
                     }
-                    if (!DropContradicted(i, j, x, experts, keptOf[x]))
+                    if (!DropContradicted(i, j, x, experts, sel, keptOf[x]))
                     {
                         pick = x;
                         break;
@@ -378,10 +388,12 @@ public static class CapacityValidator
 
         /// <summary>For the completion heuristic: would a drop of (i, j) at x contradict one of x's kept requests, judged with
         /// raw scores as weights and the first choices the candidate kept?</summary>
-        private bool DropContradicted(int i, int j, int x, int[,] experts, List<(int I, int J)> kept)
+        private bool DropContradicted(int i, int j, int x, int[,] experts, int[,] sel, List<(int I, int J)> kept)
         {
-            double Top1(int t) => experts[t, 0] >= 0 ? P[t, experts[t, 0]] : RowMax[t];
-            var pd = PriorityOf(i, j, x, P[i, x], j == 0 ? P[i, x] : Top1(i));
+            // First-choice scores: token i's own completed first choice; another token's kept first choice, or else its
+            // best-ranked expert (what its first choice is, up to near-ties).
+            double Top1(int t) => t == i ? P[i, j == 0 ? x : sel[i, 0]] : experts[t, 0] >= 0 ? P[t, experts[t, 0]] : P[t, TopKey[t]];
+            var pd = PriorityOf(i, j, x, P[i, x], Top1(i));
             return kept.Any(a => pd.DefinitelyBefore(PriorityOf(a.I, a.J, x, P[a.I, x], Top1(a.I))));
         }
 

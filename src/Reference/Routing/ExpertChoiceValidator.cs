@@ -1,3 +1,5 @@
+using Reference.Numerics;
+
 namespace Reference.Routing;
 
 /// <summary>
@@ -7,7 +9,8 @@ namespace Reference.Routing;
 /// <remarks>
 /// For every expert x the candidate's column tokens[x, :] must hold C distinct tokens in 0..N-1, in descending order of P_ix,
 /// with no unchosen token above the weakest chosen one; each comparison of P_ax with P_bx allows ε_a + ε_b, where
-/// ε_i = (E + 4)·u·max_e P_ie bounds the candidate's error in a softmax score (proofs/topk.md, topk.kernel-equals-reference).
+/// ε_i = (E + 4)·u·max_e P_ie + (the format's smallest normal number) bounds the candidate's error in a softmax score,
+/// subnormal results included (proofs/topk.md, topk.kernel-equals-reference).
 /// The count, when given, must be what the candidate's own tokens imply.
 /// </remarks>
 public static class ExpertChoiceValidator
@@ -17,11 +20,12 @@ public static class ExpertChoiceValidator
     /// <param name="options">The options the candidate claims to implement.</param>
     /// <param name="tokens">The candidate's tokens [E, C].</param>
     /// <param name="count">The candidate's count [N], or null.</param>
-    /// <param name="unitRoundoff">u of the candidate's precision.</param>
+    /// <param name="format">The candidate's precision.</param>
     /// <returns>The problems found and the gates [E, C] the candidate's tokens imply.</returns>
-    public static RoutingCheck Check(double[,] logits, ExpertChoiceOptions options, int[,] tokens, int[]? count, double unitRoundoff)
+    public static RoutingCheck Check(double[,] logits, ExpertChoiceOptions options, int[,] tokens, int[]? count, NumberFormat format)
     {
         ArgumentNullException.ThrowIfNull(logits);
+        double unitRoundoff = Precision.UnitRoundoff(format), tiny = Precision.SmallestNormal(format);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(tokens);
         int n = logits.GetLength(0), e = logits.GetLength(1);
@@ -42,7 +46,7 @@ public static class ExpertChoiceValidator
             {
                 max = Math.Max(max, p[i, x]);
             }
-            eps[i] = (e + 4) * unitRoundoff * max;
+            eps[i] = (e + 4) * unitRoundoff * max + tiny;
         }
 
         var implied = new int[n];

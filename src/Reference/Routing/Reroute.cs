@@ -45,7 +45,7 @@ public sealed record RerouteResult(int[,] Experts, double[,] Weights, int[] Load
 /// and E - 1 rounds always suffice to exhaust it.</para>
 /// <para>Source: the iterative rerouting baseline that the MaxScore routing paper compares against (dropped choices go to
 /// the next best expert with room); the round structure and tie rules above are this project's documented choice
-/// (proofs/routing.md).</para>
+/// (proofs/reroute.md).</para>
 /// </remarks>
 public static class Reroute
 {
