@@ -32,6 +32,12 @@ let gridLogits (n: int) (e: int) : Gen<double[,]> =
         return Array2D.init n e (fun i j -> float cells.[i * e + j] * 0.5 + float shifts.[i] * 0.5)
     }
 
+/// Grid logits for a score function: with sigmoid no row shift (a shift would push scores into float32's saturation near 1,
+/// where distinct logits give equal float32 scores), so multiples of 1/2 in [-4, 4] only.
+let gridLogitsFor (score: ScoreFunction) (n: int) (e: int) : Gen<double[,]> =
+    if score = ScoreFunction.Softmax then gridLogits n e
+    else Gen.arrayOfLength (n * e) (Gen.choose (-8, 8)) |> Gen.map (fun cells -> Array2D.init n e (fun i j -> float cells.[i * e + j] * 0.5))
+
 /// A capacity rule: an explicit C, or a factor with a rounding rule and a minimum.
 type CapacityRule =
     { Capacity: int option; Factor: float; Rounding: CapacityRounding; MinCapacity: int }

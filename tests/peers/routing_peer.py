@@ -40,6 +40,16 @@ def ranked(values):
     return np.argsort(-np.asarray(values), kind="stable")
 
 
+def renormalize(x_selected, score):
+    """w_j = P_j / sum_l P_l over the given logits of one token, computed from log P so that underflow cannot matter."""
+    x_selected = np.asarray(x_selected, dtype=np.float64)
+    if x_selected.size == 0:
+        return x_selected
+    log_p = x_selected if score == "softmax" else -np.logaddexp(0.0, -x_selected)
+    z = np.exp(log_p - log_p.max())
+    return z / z.sum()
+
+
 def select_topk(p, k, bias=None):
     key = p if bias is None else p + np.asarray(bias, dtype=np.float64)[None, :]
     return np.argsort(-key, axis=1, kind="stable")[:, :k]
@@ -75,8 +85,7 @@ def capacity_route(x, k=2, score="softmax", normalize="none", capacity=None, cap
     w = np.take_along_axis(p, sel, axis=1)               # raw P at the selection
     raw_top1 = w[:, 0].copy()
     if normalize == "before":
-        s = w.sum(axis=1, keepdims=True)
-        w = np.where(s > 0, w / np.where(s > 0, s, 1.0), w)
+        w = np.array([renormalize(x[i, sel[i]], score) for i in range(n)]).reshape(n, k)
     c = capacity_from(n, e, k, capacity, capacity_factor, rounding, min_capacity)
 
     # Requests as flat arrays.
@@ -127,8 +136,9 @@ def capacity_route(x, k=2, score="softmax", normalize="none", capacity=None, cap
     experts = np.where(kept, exp, -1).reshape(n, k).astype(np.int32)
     weights = np.where(kept, wt, 0.0).reshape(n, k)
     if normalize == "after":
-        s = weights.sum(axis=1, keepdims=True)
-        weights = np.where(s > 0, weights / np.where(s > 0, s, 1.0), weights)
+        for i in range(n):
+            kept_i = experts[i] >= 0
+            weights[i, kept_i] = renormalize(x[i, experts[i, kept_i]], score)
     load = np.bincount(exp[kept], minlength=e).astype(np.int32)
     return {"experts": experts, "weights": weights, "slots": slots.reshape(n, k).astype(np.int32), "load": load}
 
@@ -230,9 +240,7 @@ def block_routing(x, k=2, block_size=None, block_k=None):
         masked[:, s] = p[rows][:, s]
         pick = np.argsort(-masked, axis=1, kind="stable")[:, :k]
         experts[rows] = pick
-        w = np.take_along_axis(p[rows], pick, axis=1)
-        tot = w.sum(axis=1, keepdims=True)
-        weights[rows] = np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), w)
+        weights[rows] = np.array([renormalize(x[i, pick[i - rows.start]], "softmax") for i in range(rows.start, rows.stop)])
         unique[blk] = len(np.unique(pick))
         plain_unique[blk] = len(np.unique(plain[rows]))
     return {"experts": experts.astype(np.int32), "weights": weights, "block_experts": block_experts.astype(np.int32),

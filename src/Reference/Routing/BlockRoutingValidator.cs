@@ -120,16 +120,11 @@ public static class BlockRoutingValidator
                     problems.Add($"token {i}: experts [{string.Join(", ", row)}] are not a top-{k} choice of P within block {blk}'s set");
                     continue;
                 }
-                double sum = 0;
+                var normalized = RouterScores.Normalized(row.Select(x => logits[i, x]).ToArray(), ScoreFunction.Softmax);
                 for (int j = 0; j < k; j++)
                 {
-                    weights[i, j] = p[i, row[j]];
-                    sum += weights[i, j];
+                    weights[i, j] = normalized[j];
                     used.Add(row[j]);
-                }
-                for (int j = 0; j < k && sum > 0; j++)
-                {
-                    weights[i, j] /= sum;
                 }
                 // Plain top-k near-tie at the boundary: the token-level count may legitimately differ.
                 if (k < e)

@@ -27,9 +27,10 @@ public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] Expe
 /// (3) no dropped request of an expert comes before one of its kept requests in the policy's priority order;
 /// (4) slots, when given, number each expert's kept requests 0..load-1 in dispatch order;
 /// (5) load, when given, counts the kept requests.</para>
-/// <para>Slack: selection keys δ = 2(E + 4)·u·max_e |P_ie + b_e| per row (as the top-k validator); weights for the score
-/// policy (E + 2k + 8)·u per request, times max_e P_ie unless renormalized; logits u·|X_ie|; first-choice scores
-/// (E + 4)·u·max_e P_ie; each value slack also adds the format's smallest normal number, which covers subnormal results.
+/// <para>Slack: selection keys δ = 2(E + 4)·u·max_e |P_ie + b_e| per row (as the top-k validator), for comparisons within a row.
+/// Values compared across tokens (the weights of the score policy, the first-choice scores of batch-priority) carry an
+/// uncertainty relative to the value v itself, (2|X_ie| + 2·max_e |X_ie| + E + 2k + 8)·u·v, plus the format's smallest normal
+/// number (subnormal results); logits u·|X_ie|.
 /// u is the candidate's unit roundoff (2^-24 for float32, 2^-53 for float64). Renormalized weights are computed in log
 /// space (as the reference does), so they stay accurate when the scores underflow.
 /// Known limit: the completion of a dropped position is greedy, so a candidate whose dropped request went to one of two
@@ -264,6 +265,7 @@ public static class CapacityValidator
             P = RouterScores.Compute(logits, options.Score);
             Key = new double[N, E];
             RowMax = new double[N];
+            MaxAbsLogit = new double[N];
             KeySlack = new double[N];
             TopKey = new int[N];
             for (int i = 0; i < N; i++)
@@ -274,6 +276,7 @@ public static class CapacityValidator
                     Key[i, x] = P[i, x] + (options.Bias?[x] ?? 0.0);
                     maxAbs = Math.Max(maxAbs, Math.Abs(Key[i, x]));
                     RowMax[i] = Math.Max(RowMax[i], P[i, x]);
+                    MaxAbsLogit[i] = Math.Max(MaxAbsLogit[i], Math.Abs(logits[i, x]));
                 }
                 KeySlack[i] = 2.0 * (E + 4) * u * maxAbs;
                 TopKey[i] = Ranking.Top(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray(), 1)[0];
@@ -291,16 +294,14 @@ public static class CapacityValidator
         public double[,] P { get; }
         public double[,] Key { get; }
         public double[] RowMax { get; }
+        public double[] MaxAbsLogit { get; }
         public double[] KeySlack { get; }
         public int[] TopKey { get; }
 
-        /// <summary>Uncertainty of a weight of token i: (E + 2k + 8)·u, times max_e P_ie unless renormalized before, plus the
-        /// smallest normal number (subnormal results).</summary>
-        private double WeightSlack(int i) =>
-            (E + 2 * K + 8) * U * (Options.Normalize == Renormalization.Before ? 1.0 : RowMax[i]) + Tiny;
-
-        /// <summary>Uncertainty of a first-choice score of token i: (E + 4)·u·max_e P_ie plus the smallest normal number.</summary>
-        private double Top1Slack(int i) => (E + 4) * U * RowMax[i] + Tiny;
+        /// <summary>Uncertainty of a weight w of token i at expert x, relative to w: (2|X_ix| + 2 max_e |X_ie| + E + 2k + 8)·u·w
+        /// plus the smallest normal number. The logit terms bound the error of an exponential whose argument is a difference
+        /// of logits (softmax, log-space renormalization) or a logit (sigmoid); the rest the sums and divisions.</summary>
+        private double ValueSlack(int i, int x, double w) => (2 * Math.Abs(Logits[i, x]) + 2 * MaxAbsLogit[i] + E + 2 * K + 8) * U * w + Tiny;
 
         /// <summary>The priority of request (i, j) to expert x under the policy, given its pre-drop weight and its token's
         /// first-choice score.</summary>
@@ -313,12 +314,12 @@ public static class CapacityValidator
                 case DropPolicy.ChoicePosition:
                     return new Priority(i, j, (long)j * N + i, 0, 0);
                 case DropPolicy.Score:
-                    return new Priority(i, j, 0, weight - WeightSlack(i), weight + WeightSlack(i));
+                    return new Priority(i, j, 0, weight - ValueSlack(i, x, weight), weight + ValueSlack(i, x, weight));
                 case DropPolicy.Logit:
                     double lx = Logits[i, x], s = U * Math.Abs(lx);
                     return new Priority(i, j, 0, lx - s, lx + s);
                 case DropPolicy.BatchPriority:
-                    return new Priority(i, j, j, top1 - Top1Slack(i), top1 + Top1Slack(i));
+                    return new Priority(i, j, j, top1 - ValueSlack(i, TopKey[i], top1), top1 + ValueSlack(i, TopKey[i], top1));
                 default:
                     throw new ArgumentOutOfRangeException(nameof(Options), Options.Policy, "unknown drop policy");
             }
@@ -329,7 +330,7 @@ public static class CapacityValidator
         public Priority DispatchOf(int i, int j, double[] top1) => Options.Policy switch
         {
             DropPolicy.ChoicePosition => new Priority(i, j, (long)j * N + i, 0, 0),
-            DropPolicy.BatchPriority => new Priority(i, j, j, top1[i] - Top1Slack(i), top1[i] + Top1Slack(i)),
+            DropPolicy.BatchPriority => new Priority(i, j, j, top1[i] - ValueSlack(i, TopKey[i], top1[i]), top1[i] + ValueSlack(i, TopKey[i], top1[i])),
             _ => new Priority(i, j, (long)i * K + j, 0, 0),
         };
 

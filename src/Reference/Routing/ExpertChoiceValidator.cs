@@ -8,9 +8,9 @@ namespace Reference.Routing;
 /// </summary>
 /// <remarks>
 /// For every expert x the candidate's column tokens[x, :] must hold C distinct tokens in 0..N-1, in descending order of P_ix,
-/// with no unchosen token above the weakest chosen one; each comparison of P_ax with P_bx allows ε_a + ε_b, where
-/// ε_i = (E + 4)·u·max_e P_ie + (the format's smallest normal number) bounds the candidate's error in a softmax score,
-/// subnormal results included (proofs/topk.md, topk.kernel-equals-reference).
+/// with no unchosen token above the weakest chosen one; each comparison of P_ax with P_bx allows ε_ax + ε_bx, where
+/// ε_ix = (|X_ix - max_e X_ie| + E + 4)·u·P_ix + t bounds the candidate's error in one softmax score relative to that
+/// score (t, the format's smallest normal number, covers subnormal results); proofs/expert-choice.md.
 /// The count, when given, must be what the candidate's own tokens imply.
 /// </remarks>
 public static class ExpertChoiceValidator
@@ -38,15 +38,21 @@ public static class ExpertChoiceValidator
             return new RoutingCheck(problems, gates);
         }
         var p = RouterScores.Compute(logits, ScoreFunction.Softmax);
-        var eps = new double[n];    // [N]: uncertainty of a score of token i
+        // ε_ix = (|X_ix - m_i| + E + 4)·u·P_ix + t: the candidate's error in one softmax score, relative to the score itself
+        // (the exponent's argument carries |X - m|·u, the sum (E - 1)·u, exp and division one rounding each), plus the
+        // smallest normal number t for subnormal results.
+        var eps = new double[n, e];
         for (int i = 0; i < n; i++)
         {
-            double max = 0;
+            double m = double.NegativeInfinity;
             for (int x = 0; x < e; x++)
             {
-                max = Math.Max(max, p[i, x]);
+                m = Math.Max(m, logits[i, x]);
             }
-            eps[i] = (e + 4) * unitRoundoff * max + tiny;
+            for (int x = 0; x < e; x++)
+            {
+                eps[i, x] = (Math.Abs(logits[i, x] - m) + e + 4) * unitRoundoff * p[i, x] + tiny;
+            }
         }
 
         var implied = new int[n];
@@ -69,7 +75,7 @@ public static class ExpertChoiceValidator
                 if (s > 0)
                 {
                     int a = tokens[x, s - 1];
-                    if (p[t, x] - eps[t] > p[a, x] + eps[a])
+                    if (p[t, x] - eps[t, x] > p[a, x] + eps[a, x])
                     {
                         problems.Add($"expert {x}: token {t} (P = {p[t, x]}) is listed after token {a} (P = {p[a, x]})");
                         ok = false;
@@ -84,11 +90,11 @@ public static class ExpertChoiceValidator
             for (int s = 0; s < c; s++)
             {
                 int t = tokens[x, s];
-                weakestHigh = Math.Min(weakestHigh, p[t, x] + eps[t]);
+                weakestHigh = Math.Min(weakestHigh, p[t, x] + eps[t, x]);
             }
             for (int t = 0; t < n; t++)
             {
-                if (!chosen[t] && p[t, x] - eps[t] > weakestHigh)
+                if (!chosen[t] && p[t, x] - eps[t, x] > weakestHigh)
                 {
                     problems.Add($"expert {x}: unchosen token {t} (P = {p[t, x]}) beats a chosen one");
                     break;
