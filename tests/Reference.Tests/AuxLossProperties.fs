@@ -143,7 +143,7 @@ let ``reference and kernel are deterministic`` () =
         Assert.That(k2.SwitchLoss, eq k1.SwitchLoss)
         Assert.That(k2.ZLoss, eq k1.ZLoss))
 
-[<Test>]
+[<Test; Theorem "aux-loss.range">]
 let ``a worked example: two tokens, two experts`` () =
     // X = [[ln 3, 0], [0, 0]]: P = [[3/4, 1/4], [1/2, 1/2]], Pbar = [5/8, 3/8]. Top-1 picks expert 0 for both tokens
     // (the second by the tie rule): f = [1, 0], so every variant gives L = 2 * 5/8 = 5/4.

@@ -82,11 +82,25 @@ let private kernel (p: BlockProblem) =
     let nb = r.UniquePerBlock.Length
     matrix n p.K r.Experts, matrix n p.K (Array.map float r.Weights), matrix nb p.BlockK r.BlockExperts, r.UniquePerBlock, r.TokenLevelUnique
 
+/// True when every token score and every block score of the instance is separated at float32 precision.
+let private separated (p: BlockProblem) =
+    let x = p.Logits
+    let n, e = Array2D.length1 x, Array2D.length2 x
+    let s = RouterScores.Compute(x, ScoreFunction.Softmax)
+    let s32 = scores32 x ScoreFunction.Softmax
+    let rowsOk =
+        [ 0 .. n - 1 ] |> List.forall (fun i -> allSeparated [ for y in 0 .. e - 1 -> s.[i, y], s32.[i, y], float (e + 4) * u32 ])
+    let blocksOk =
+        blocks p |> List.forall (fun tokens ->
+            let mean y = (tokens |> List.sumBy (fun i -> s.[i, y])) / float tokens.Length
+            let mean32 y = float ((tokens |> List.fold (fun acc i -> acc + float32 s32.[i, y]) 0.0f) / float32 tokens.Length)
+            allSeparated [ for y in 0 .. e - 1 -> mean y, mean32 y, float (e + p.BlockSize + 6) * u32 ])
+    rowsOk && blocksOk
+
 [<Prop; Theorem "block-routing.kernel-equals-reference">]
 let ``kernel equals reference`` () =
     Prop.forAll problem (fun p ->
         let x = p.Logits
-        let n, e = Array2D.length1 x, Array2D.length2 x
         let reference = BlockRouting.Route(x, p.Options)
         let experts, weights, sets, unique, tokenLevel = kernel p
         // (b) Always valid, with the weights its choice implies (log-space renormalization: (k + 4) u per weight).
@@ -95,20 +109,24 @@ let ``kernel equals reference`` () =
         weights |> Array2D.iteri (fun i j w ->
             Assert.That(abs (w - check.ExpectedWeights.[i, j]), Is.LessThanOrEqualTo(2.0 * float (p.K + 4) * u32), $"weights[{i}, {j}]"))
         // (a) Where every block score and every token score is separated at float32 precision, identical indices.
-        let s = RouterScores.Compute(x, ScoreFunction.Softmax)
-        let s32 = scores32 x ScoreFunction.Softmax
-        let rowsOk =
-            [ 0 .. n - 1 ] |> List.forall (fun i -> allSeparated [ for y in 0 .. e - 1 -> s.[i, y], s32.[i, y], float (e + 4) * u32 ])
-        let blocksOk =
-            blocks p |> List.forall (fun tokens ->
-                let mean (m: float[,]) y = (tokens |> List.sumBy (fun i -> m.[i, y])) / float tokens.Length
-                let mean32 y = float ((tokens |> List.fold (fun acc i -> acc + float32 s32.[i, y]) 0.0f) / float32 tokens.Length)
-                allSeparated [ for y in 0 .. e - 1 -> mean s y, mean32 y, float (e + p.BlockSize + 6) * u32 ])
-        if rowsOk && blocksOk then
+        if separated p then
             Assert.That(experts, eq reference.Experts)
             Assert.That(sets, eq reference.BlockExperts)
             Assert.That(unique, eq reference.UniquePerBlock)
             Assert.That(tokenLevel, eq reference.TokenLevelUnique))
+
+[<Test; Theorem "block-routing.kernel-equals-reference">]
+let ``kernel equals reference exactly on most grid instances`` () =
+    // Grid logits: the exact branch of the property above must not be vacuous.
+    let mutable exact = 0
+    let cases = Gen.sample 300 (problemWith gridLogits)
+    for p in cases do
+        if separated p then
+            exact <- exact + 1
+            let reference = BlockRouting.Route(p.Logits, p.Options)
+            let experts, _, sets, unique, tokenLevel = kernel p
+            Assert.That((experts, sets, unique, tokenLevel), eq (reference.Experts, reference.BlockExperts, reference.UniquePerBlock, reference.TokenLevelUnique))
+    Assert.That(exact, Is.GreaterThan 100, $"{exact} of {Seq.length cases} instances compared exactly")
 
 [<Prop; Theorem "block-routing.validator-sound">]
 let ``the validator accepts the reference and rejects an expert outside the block's set`` () =
@@ -135,7 +153,7 @@ let ``reference and kernel are deterministic`` () =
         let (e1, w1, s1, u1, t1), (e2, w2, s2, u2, t2) = kernel p, kernel p
         Assert.That((e2, w2, s2, u2, t2), eq (e1, w1, s1, u1, t1)))
 
-[<Test>]
+[<Test; Theorem "block-routing.definition">]
 let ``a block shares its experts where token-level routing would spread them`` () =
     // Four tokens, four experts, k = 1, one block of 4 with kb = 2. Each token prefers a different expert, but experts 0
     // and 1 carry the most mass overall, so the block keeps {0, 1}: two experts active instead of four.

@@ -222,7 +222,7 @@ let ``kernel equals reference`` () =
             Assert.That(slots, eq reference.Slots, "slots")
             Assert.That(load, eq reference.Load, "load"))
 
-[<Test>]
+[<Test; Theorem "capacity.kernel-equals-reference">]
 let ``kernel equals reference exactly on separated grid inputs for every policy and normalization`` () =
     // Grid logits (RoutingGenerators.gridLogits) without bias and with softmax keep every row's keys separated, and a
     // first-choice/score comparison across rows either separated or bit-equal; the property above then compares exactly.
@@ -314,7 +314,7 @@ let private deepSpeedLogits2 =
 /// The published logits are torch float32 tensors; widen their float32 values exactly.
 let private asFloat32 (x: double[,]) (scale: float32) = x |> Array2D.map (fun v -> float (float32 v * scale))
 
-[<Test>]
+[<Test; Theorem "capacity.published-expectations">]
 let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2`` () =
     for scale in [ 1.0f; 2.0f ] do
         let x = asFloat32 deepSpeedLogits1 scale
@@ -326,7 +326,7 @@ let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2`` () =
         Assert.That(dispatchTriples position,
                     eq(triples [ [0; 1; 0]; [0; 3; 0]; [1; 0; 0]; [1; 1; 1]; [2; 2; 0]; [2; 3; 1]; [3; 2; 1] ]), $"position, scale {scale}")
 
-[<Test>]
+[<Test; Theorem "capacity.published-expectations">]
 let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3`` () =
     let publishedProbs =
         triples [ [0; 2; 0]; [0; 4; 0]; [1; 1; 0]; [1; 3; 0]; [1; 5; 0]; [2; 1; 1]; [2; 2; 1]; [2; 3; 1]; [3; 0; 0]; [3; 5; 1] ]
@@ -343,7 +343,7 @@ let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3`` () =
                     eq(triples [ [0; 2; 0]; [0; 4; 0]; [0; 5; 0]; [1; 1; 0]; [1; 3; 0]; [1; 5; 1]; [2; 1; 1]; [2; 2; 1]; [2; 3; 1]; [3; 0; 0] ]),
                     $"position, scale {scale}")
 
-[<Test>]
+[<Test; Theorem "capacity.published-expectations">]
 let ``DeepSpeed TestTopkGate: no dropping keeps token-order slots`` () =
     // Third block (s=4, e=4, topk=2, drop_tokens=False): DeepSpeed sizes the buffer to the largest load (4) and drops nothing;
     // here an explicit C = 4 = N is enough for every expert, with position slots.
@@ -351,7 +351,7 @@ let ``DeepSpeed TestTopkGate: no dropping keeps token-order slots`` () =
     let r = Capacity.Route(x, CapacityOptions(K = 2, Capacity = System.Nullable 4, Policy = DropPolicy.Position))
     Assert.That(dispatchTriples r, eq(triples [ [0; 0; 0]; [0; 2; 0]; [1; 0; 1]; [1; 2; 1]; [2; 0; 2]; [2; 1; 0]; [3; 0; 3]; [3; 1; 1] ]))
 
-[<Test>]
+[<Test; Theorem "capacity.published-expectations">]
 let ``Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all`` () =
     // Source: Megatron-LM tests/unit_tests/transformer/moe/test_routers.py, TestTop2Router.test_token_dropping
     // (32 tokens, 4 experts, top-2, capacity factor None / 1.0 / 2.0, drop policy probs / position, no padding).
@@ -368,7 +368,7 @@ let ``Megatron test_token_dropping: with a capacity factor at most N k cf reques
             let r = Capacity.Route(x, CapacityOptions(K = 2, Capacity = System.Nullable 64, Policy = policy))
             Assert.That(r.Experts |> Seq.cast<int> |> Seq.forall (fun v -> v >= 0))
 
-[<Test>]
+[<Test; Theorem "capacity.capacity-rule">]
 let ``capacity rounding rules on a worked example`` () =
     // N = 10, k = 2, E = 4, cf = 1.25: (N k / E) cf = 5 * 1.25 = 6.25; ceil 7, floor 6, round 6;
     // Tutel: k floor(cf ceil(N / E)) = 2 floor(1.25 * 3) = 2 * 3 = 6. With min_capacity 8 every rule gives 8.

@@ -94,6 +94,24 @@ let ``kernel equals reference`` () =
             if allSeparated [ for i in 0 .. n - 1 -> p.[i, x], p32.[i, x], float (e + 4) * u32 * rowMax i ] then
                 Assert.That(row tokens x, eq (row reference.Tokens x), $"expert {x}"))
 
+[<Test; Theorem "expert-choice.kernel-equals-reference">]
+let ``kernel equals reference exactly on most grid columns`` () =
+    // Grid logits: the exact branch of the property above must not be vacuous.
+    let mutable columns, exact = 0, 0
+    for pr in Gen.sample 300 (problemWith gridLogits) do
+        let n, e = Array2D.length1 pr.Logits, Array2D.length2 pr.Logits
+        let reference = ExpertChoice.Route(pr.Logits, pr.Options)
+        let tokens, _, _, _ = kernel pr
+        let p = RouterScores.Compute(pr.Logits, ScoreFunction.Softmax)
+        let p32 = scores32 pr.Logits ScoreFunction.Softmax
+        for x in 0 .. e - 1 do
+            columns <- columns + 1
+            let rowMax i = Seq.max [ for y in 0 .. e - 1 -> p.[i, y] ]
+            if allSeparated [ for i in 0 .. n - 1 -> p.[i, x], p32.[i, x], float (e + 4) * u32 * rowMax i ] then
+                exact <- exact + 1
+                Assert.That(row tokens x, eq (row reference.Tokens x))
+    Assert.That(float exact, Is.GreaterThan(0.5 * float columns), $"{exact} of {columns} columns compared exactly")
+
 [<Prop; Theorem "expert-choice.validator-sound">]
 let ``the validator accepts the reference and rejects a clearly worse token`` () =
     Prop.forAll problem (fun pr ->

@@ -120,7 +120,7 @@ let ``reference and kernel are deterministic`` () =
         Assert.That(w2, eq w1)
         Assert.That(l2, eq l1))
 
-[<Test>]
+[<Test; Theorem "reroute.no-more-drops-than-capacity">]
 let ``a worked example: the dropped second choice moves to the next expert with room`` () =
     // 3 tokens, 3 experts, k = 2, C = 1. Scores rank experts (0, 1, 2) for token 0, (1, 0, 2) for token 1, (0, 1, 2) for token 2.
     // Choice 1: token 0 takes expert 0, token 1 takes expert 1, token 2's first choice (0) is full: dropped.
