@@ -277,6 +277,139 @@ def run(algorithm, arrays, raw):
     raise ValueError(algorithm)
 
 
+# ---------------------------------------------------------------- tie-tolerant acceptance
+# Decisions that compare scores of different tokens (an expert-choice column, capacity's score and batch-priority
+# orders, a block's mean scores) sit on exact ties whenever two rows are permutations of each other; numpy and the C#
+# reference round such row sums differently, so either side of a tie is correct. When the peer's own answer differs,
+# these checks accept the expected answer iff it is valid with every comparison allowed a relative slack TIE.
+
+TIE = 1e-9
+
+
+def _before(va, vb):
+    """va definitely larger than vb."""
+    if va == vb:
+        return False
+    return va - vb > TIE * max(abs(va), abs(vb))
+
+
+def _valid_top(listed, values):
+    """listed: distinct indices in descending order of values, nothing unlisted definitely above the weakest."""
+    listed = [int(t) for t in listed]
+    if len(set(listed)) != len(listed) or any(t < 0 or t >= len(values) for t in listed):
+        return False
+    if any(_before(values[b], values[a]) for a, b in zip(listed, listed[1:])):
+        return False
+    if not listed:
+        return True
+    weakest = min(values[t] for t in listed)
+    return not any(_before(values[t], weakest) for t in range(len(values)) if t not in listed)
+
+
+def expert_choice_ok(x, raw, expected):
+    p = scores(x)
+    tokens = expected["tokens"]
+    ok = all(_valid_top(tokens[e], p[:, e]) for e in range(tokens.shape[0]))
+    ok = ok and np.array_equal(expected["count"], np.bincount(tokens.reshape(-1), minlength=x.shape[0]))
+    gates = p.T[np.arange(tokens.shape[0])[:, None], tokens] if tokens.size else np.zeros(tokens.shape)
+    return ok and np.allclose(expected["gates"], gates, rtol=RTOL, atol=1e-300)
+
+
+def capacity_ok(x, raw, expected, bias):
+    """The expected routing keeps, for every expert, a policy-first C up to near-ties, with slots in dispatch order."""
+    get = raw.get
+    k, policy, score = int(get("k", 2)), get("policy", "choice-position"), get("score", "softmax")
+    n, e = x.shape
+    p = scores(x, score)
+    sel = select_topk(p, k, bias)
+    w = np.take_along_axis(p, sel, axis=1)
+    top1 = w[:, 0].copy()
+    if get("normalize", "none") == "before":
+        w = np.array([renormalize(x[i, sel[i]], score) for i in range(n)]).reshape(n, k)
+    c = capacity_from(n, e, k, None if get("capacity") is None else int(get("capacity")),
+                      float(get("capacity_factor", 1.0)), get("rounding", "ceil"), int(get("min_capacity", 0)))
+    ex, sl, ld = expected["experts"], expected["slots"], expected["load"]
+    if np.any((ex != -1) & (ex != sel)):
+        return False
+
+    def first(a, b):   # request a = (i, j) definitely before b in the priority order
+        (i, j), (t, q) = a, b
+        if policy == "position":
+            return (i, j) < (t, q)
+        if policy == "choice-position":
+            return (j, i) < (q, t)
+        if policy == "score":
+            return _before(w[i, j], w[t, q])
+        if policy == "logit":
+            return x[i, sel[i, j]] > x[t, sel[t, q]]
+        return j < q or (j == q and _before(top1[i], top1[t]))
+
+    def dispatch_first(a, b):
+        (i, j), (t, q) = a, b
+        if policy == "choice-position":
+            return (j, i) < (q, t)
+        if policy == "batch-priority":
+            return j < q or (j == q and _before(top1[i], top1[t]))
+        return (i, j) < (t, q)
+
+    for x_ in range(e):
+        reqs = [(i, j) for i in range(n) for j in range(k) if sel[i, j] == x_]
+        kept = [r for r in reqs if ex[r] >= 0]
+        dropped = [r for r in reqs if ex[r] < 0]
+        if len(kept) != min(c, len(reqs)) or ld[x_] != len(kept):
+            return False
+        if any(first(d, a) for d in dropped for a in kept):
+            return False
+        by_slot = sorted(kept, key=lambda r: sl[r])
+        if [int(sl[r]) for r in by_slot] != list(range(len(kept))):
+            return False
+        if any(dispatch_first(b, a) for a, b in zip(by_slot, by_slot[1:])):
+            return False
+    if np.any(sl[ex < 0] != -1):
+        return False
+    weights = np.where(ex >= 0, w, 0.0)
+    if get("normalize", "none") == "after":
+        for i in range(n):
+            kept_i = ex[i] >= 0
+            weights[i, kept_i] = renormalize(x[i, ex[i, kept_i]], score)
+    return np.allclose(expected["weights"], weights, rtol=RTOL, atol=1e-300)
+
+
+def block_routing_ok(x, raw, expected):
+    k, b = int(raw.get("k", 2)), int(raw["block_size"])
+    p = scores(x)
+    n = x.shape[0]
+    sets, experts = expected["block_experts"], expected["experts"]
+    for blk in range(sets.shape[0]):
+        rows = range(blk * b, min(n, (blk + 1) * b))
+        q = p[list(rows)].mean(axis=0)
+        if not _valid_top(sets[blk], q):
+            return False
+        for i in rows:
+            masked = np.full(x.shape[1], -np.inf)
+            masked[sets[blk]] = p[i, sets[blk]]
+            if not _valid_top(experts[i], masked) or not np.allclose(
+                    expected["weights"][i], renormalize(x[i, experts[i]], "softmax"), rtol=RTOL, atol=1e-300):
+                return False
+        if expected["unique_per_block"][blk] != len(np.unique(experts[list(rows)])):
+            return False
+    return True
+
+
+def tolerant_ok(algorithm, arrays, raw, expected):
+    x = np.asarray(arrays["logits"], dtype=np.float64)
+    if algorithm == "expert-choice":
+        return expert_choice_ok(x, raw, expected)
+    if algorithm == "capacity":
+        return capacity_ok(x, raw, expected, arrays["bias"] if "bias" in arrays else None)
+    if algorithm == "block-routing":
+        mine = block_routing(x, k=int(raw.get("k", 2)), block_size=int(raw["block_size"]),
+                             block_k=None if raw.get("block_k") is None else int(raw["block_k"]))
+        # token_level_unique is plain top-k within rows (no cross-token comparison): it must agree exactly.
+        return block_routing_ok(x, raw, expected) and np.array_equal(expected["token_level_unique"], mine["token_level_unique"])
+    return False
+
+
 def compare(name, expected, actual):
     """Mismatch descriptions: integer arrays exactly, float arrays within RTOL relative (with a tiny absolute floor)."""
     problems = []
@@ -306,6 +439,9 @@ def verify_algorithm(algorithm, root):
         raw = json.load(open(path)) if os.path.exists(path) else {}
         expected = dict(np.load(os.path.join(d, "expected.npz")))
         problems = compare(name, expected, run(algorithm, arrays, raw))
+        if problems and tolerant_ok(algorithm, arrays, raw, expected):
+            print(f"agree at a near-tie {algorithm}/{name}: " + "; ".join(problems))
+            problems = []
         if problems:
             failures += 1
             print(f"MISMATCH {algorithm}/{name}: " + "; ".join(problems))

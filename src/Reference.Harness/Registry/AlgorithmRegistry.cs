@@ -9,6 +9,11 @@ public static class AlgorithmRegistry
     public static IReadOnlyList<Algorithm> All { get; } =
     [
         TopKAlgorithm.Descriptor,
+        CapacityAlgorithm.Descriptor,
+        RerouteAlgorithm.Descriptor,
+        ExpertChoiceAlgorithm.Descriptor,
+        AuxLossAlgorithm.Descriptor,
+        BlockRoutingAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>
