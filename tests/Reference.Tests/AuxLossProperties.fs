@@ -5,6 +5,7 @@ open FsCheck
 open FsCheck.FSharp
 open NUnit.Framework
 open Reference.Routing
+open Reference.Numerics
 open Reference.Tests.Proofs
 open Reference.Tests.Generators
 open Reference.Tests.RoutingGenerators
@@ -132,6 +133,26 @@ let ``kernel equals reference within the derived float32 bound`` () =
             (if n = 0 then 0.0 else (lse |> List.sumBy (fun l -> 2.0 * abs l * (abs l + float e + 4.0))) / float n) * u32
             + float (n + 1) * u32 * r.ZLoss
         Assert.That(abs (float k.ZLoss - r.ZLoss), Is.LessThanOrEqualTo(zBound + 1e-30)))
+
+[<Prop; Theorem "aux-loss.derived-tolerance">]
+let ``the derived tolerance accepts the kernel on every input and adds nothing without near-ties`` () =
+    Prop.forAll problem (fun p ->
+        let x = p.Logits
+        let n, e = Array2D.length1 x, Array2D.length2 x
+        let r = AuxLoss.Compute(x, options p)
+        let k = kernel p
+        let bounds = AuxLossValidator.Bounds(x, options p, NumberFormat.Float32)
+        Assert.That(abs (float k.SwitchLoss - r.SwitchLoss), Is.LessThanOrEqualTo bounds.SwitchLoss)
+        Assert.That(abs (float k.ZLoss - r.ZLoss), Is.LessThanOrEqualTo bounds.ZLoss)
+        // Without a near-tie at any counted boundary the Switch bound is the rounding term alone.
+        let s = RouterScores.Compute(x, ScoreFunction.Softmax)
+        let counted = if p.Variant = AuxLossVariant.Megatron then p.K else 1
+        let clear =
+            counted = e || [ 0 .. n - 1 ] |> List.forall (fun i ->
+                let sorted = Array.init e (fun y -> s.[i, y]) |> Array.sortDescending
+                sorted.[counted - 1] - sorted.[counted] > 2.0 * float (e + 4) * u32 * sorted.[0] + 2e-38)
+        if clear && n > 0 then
+            Assert.That(bounds.SwitchLoss, eq (lossBound n e u32 + Precision.SmallestNormal NumberFormat.Float32)))
 
 [<Prop; Theorem "aux-loss.deterministic">]
 let ``reference and kernel are deterministic`` () =
