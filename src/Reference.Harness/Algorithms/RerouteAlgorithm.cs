@@ -42,7 +42,7 @@ public static class RerouteAlgorithm
         },
         Paths =
         [
-            new OptimizedPath("kernel", "float32 rankings from the top-k kernel, one cursor per token", call =>
+            new OptimizedPath("kernel", "float32 scores, per-row rankings in parallel, one cursor per token", call =>
             {
                 var logits = call.Array("logits");
                 int n = logits.Shape[0], e = logits.Shape[1];

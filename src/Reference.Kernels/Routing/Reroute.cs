@@ -10,8 +10,8 @@ namespace Reference.Kernels.Routing;
 public sealed record RerouteKernelResult(int[] Experts, float[] Weights, int[] Load, int Capacity);
 
 /// <summary>
-/// Iterative rerouting (SEMANTICS.md section 3), optimized: float32 scores and each token's full ranking come from the top-k
-/// kernel with k = E (parallel over tokens, SIMD softmax); the proposal rounds then use one cursor per token into its
+/// Iterative rerouting (SEMANTICS.md section 3), optimized: float32 scores (SIMD softmax, the top-k kernel's operations) and
+/// each token's full ranking by a per-row sort, parallel over tokens; the proposal rounds then use one cursor per token into its
 /// ranking, because the experts a token has proposed to are always a prefix of that ranking (proofs/routing.md), so a
 /// round costs O(N) instead of O(N·E). The rounds are inherently sequential in token order.
 /// It computes what <see cref="Reference.Routing.Reroute"/> computes whenever the float32 ranking of every row equals the
@@ -34,8 +34,22 @@ public static class Reroute
         Guard.InRange(k, 1, e, "k");
         int c = ExpertCapacity.Resolve(n, e, k, options.Capacity, options.CapacityFactor, options.Rounding, options.MinCapacity);
 
-        // 1. Every token's full ranking (k = E) with its scores.
-        var ranked = TopK.Route(logits, n, e, new TopKOptions { K = e, Score = options.Score, Normalize = false });
+        // 1. Every token's float32 scores and full ranking (larger first, ties to the lower expert), parallel over rows.
+        var scores = KernelScores.Compute(logits, n, e, options.Score);
+        var ranking = new int[n * e];
+        KernelScores.ForRanges(n, (long)n * e * 8, KernelScores.RowsPerBlock, (first, last) =>
+        {
+            for (int i = first; i < last; i++)
+            {
+                var row = ranking.AsSpan(i * e, e);
+                for (int x = 0; x < e; x++)
+                {
+                    row[x] = x;
+                }
+                int offset = i * e;
+                row.Sort((a, b) => scores[offset + a] > scores[offset + b] ? -1 : scores[offset + a] < scores[offset + b] ? 1 : a.CompareTo(b));
+            }
+        });
         var cursor = new int[n];     // [N]: how many of token i's ranked experts it has proposed to
         var result = new RerouteKernelResult(new int[n * k], new float[n * k], new int[e], c);
         Array.Fill(result.Experts, -1);
@@ -44,12 +58,12 @@ public static class Reroute
         // 2. Choice 1 in token order.
         for (int i = 0; i < n; i++)
         {
-            int x = ranked.Experts[i * e];
+            int x = ranking[i * e];
             cursor[i] = 1;
             if (load[x] < c)
             {
                 result.Experts[i * k] = x;
-                result.Weights[i * k] = ranked.Weights[i * e];
+                result.Weights[i * k] = scores[i * e + x];
                 load[x]++;
             }
         }
@@ -67,12 +81,11 @@ public static class Reroute
                         continue;
                     }
                     anyProposal = true;
-                    int at = i * e + cursor[i]++;
-                    int x = ranked.Experts[at];
+                    int x = ranking[i * e + cursor[i]++];
                     if (load[x] < c)
                     {
                         result.Experts[i * k + j] = x;
-                        result.Weights[i * k + j] = ranked.Weights[at];
+                        result.Weights[i * k + j] = scores[i * e + x];
                         load[x]++;
                     }
                 }
