@@ -1,1 +1,8 @@
-﻿Console.WriteLine("Hello, World!");
+namespace Reference.Cli;
+
+/// <summary>The entry point of the <c>reference</c> command.</summary>
+public static class Program
+{
+    /// <summary>Runs the command with the process's standard streams and returns its exit code.</summary>
+    public static int Main(string[] args) => Cli.Run(args, Console.Out, Console.Error);
+}

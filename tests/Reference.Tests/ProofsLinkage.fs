@@ -92,3 +92,13 @@ let ``every test that claims a theorem is listed under it`` () =
             for id in ids do
                 if not (listed.Contains(id, name)) then yield $"{name} claims {id}, but proofs/ does not list it there" ]
     Assert.That(problems, Is.Empty)
+
+[<Test>]
+let ``every property runs at least 200 cases`` () =
+    let weak =
+        [ for t in Assembly.GetExecutingAssembly().GetTypes() do
+            for m in t.GetMethods(BindingFlags.Public ||| BindingFlags.Static ||| BindingFlags.Instance ||| BindingFlags.DeclaredOnly) do
+                for a in m.GetCustomAttributes(typeof<PropertyAttribute>, true) do
+                    let p = a :?> PropertyAttribute
+                    if p.MaxTest < 200 then yield $"{t.Name}.{m.Name}: MaxTest = {p.MaxTest}" ]
+    Assert.That(weak, Is.Empty)

@@ -111,17 +111,26 @@ public static class TopK
                 var weights = result.Weights.AsSpan(i * k, k);
                 SelectTop(keys, chosen);
 
-                // 4. Weights from the scores, optionally renormalized (a zero sum keeps zeros, as the reference does).
-                float sum = 0;
+                // 4. Weights from the scores. Normalized weights are computed in log space, as the reference does:
+                //    w_j = exp(l_j - max l) / sum, with l = x (softmax) or log sigmoid(x), so underflowing scores keep their ratios.
+                if (!options.Normalize)
+                {
+                    for (int j = 0; j < k; j++)
+                    {
+                        weights[j] = scores[chosen[j]];
+                    }
+                    continue;
+                }
+                float maxLog = float.NegativeInfinity;
                 for (int j = 0; j < k; j++)
                 {
-                    weights[j] = scores[chosen[j]];
-                    sum += weights[j];
+                    float x = row[chosen[j]];
+                    weights[j] = options.Score == ScoreFunction.Softmax ? x : LogSigmoid(x);
+                    maxLog = MathF.Max(maxLog, weights[j]);
                 }
-                if (options.Normalize && sum > 0)
-                {
-                    TensorPrimitives.Divide(weights, sum, weights);
-                }
+                TensorPrimitives.Subtract(weights, maxLog, weights);
+                TensorPrimitives.Exp(weights, weights);
+                TensorPrimitives.Divide(weights, TensorPrimitives.Sum(weights), weights);
             }
         }
         finally
@@ -156,6 +165,10 @@ public static class TopK
             }
         }
     }
+
+    /// <summary>log sigmoid(x) = -log(1 + exp(-x)) in float32, stable for large |x|.</summary>
+    private static float LogSigmoid(float x) =>
+        x >= 0 ? -MathF.Log(1f + MathF.Exp(-x)) : x - MathF.Log(1f + MathF.Exp(x));
 
     /// <summary>The first flat index holding NaN or an infinity, or -1.</summary>
     private static int IndexOfNonFinite(float[] values)

@@ -31,7 +31,7 @@ public sealed record TopKResult(int[,] Experts, double[,] Weights, bool[] Bounda
 /// <para>For logits X [N,E], scores P = softmax(X) or sigmoid(X), and an optional bias b [E]:</para>
 /// <para>experts[i, :] = the k indices e with the largest P_ie + b_e, in descending order, ties to the lower index;</para>
 /// <para>weights[i, j] = P[i, experts[i, j]], divided by sum_j of them when <see cref="TopKOptions.Normalize"/> is set
-/// (a row whose selected scores all underflow to 0 keeps weights 0).</para>
+/// (computed in log space by <see cref="RouterScores.Normalized"/>, so the ratio survives when the scores underflow).</para>
 /// <para>Megatron-LM's router with pre_softmax = false (softmax over the k selected logits) equals softmax with normalize = true;
 /// pre_softmax = true equals softmax with normalize = false. The bias follows DeepSeek-V3: it selects, it never weighs.</para>
 /// <para>Sources: Shazeer et al. 2017 (noisy top-k gating, without the noise); Megatron-LM <c>topk_softmax_with_capacity</c>;
@@ -81,22 +81,22 @@ public static class TopK
             boundaryTie[i] = k < e && key[ranked[k - 1]] == key[ranked[k]];
 
             // 4. Weights come from P, never from the bias.
-            double sum = 0;
+            var selectedLogits = new double[k];
             for (int j = 0; j < k; j++)
             {
                 experts[i, j] = ranked[j];
                 weights[i, j] = p[i, ranked[j]];
-                sum += weights[i, j];
+                selectedLogits[j] = logits[i, ranked[j]];
             }
 
-            // 5. Optional renormalization over the k selected. If every selected score underflowed to 0
-            //    (sigmoid of a logit below -745, or a bias that picks experts with vanishing softmax mass),
-            //    the weights stay 0 rather than becoming 0/0 = NaN.
-            if (options.Normalize && sum > 0)
+            // 5. Optional renormalization over the k selected: P_j / sum P, computed in log space so that
+            //    selected scores that underflow (a bias can select an expert with softmax mass e^-800) keep their ratios.
+            if (options.Normalize)
             {
+                var normalized = RouterScores.Normalized(selectedLogits, options.Score);
                 for (int j = 0; j < k; j++)
                 {
-                    weights[i, j] /= sum;
+                    weights[i, j] = normalized[j];
                 }
             }
         }

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Bootstraps, builds and tests the project on a fresh machine of this kind (Debian, .NET SDK 10, g++, CMake).
+#
+#   ./build.sh build              restore tools and packages, install missing Debian packages (as root), build everything
+#   ./build.sh test               build, then run the whole suite; ends with "N passed, N failed, N skipped"
+#   ./build.sh selfcheck [ARGS]   build, then run `reference selfcheck ARGS` (the main job)
+#   ./build.sh reference ARGS     build, then run the `reference` command with ARGS
+#
+# With CI=true, a missing peer (Debian package) or native library fails the run; locally it is a visible skip.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+CONFIG=${CONFIG:-Release}
+CLI_DLL="$ROOT/src/Reference.Cli/bin/$CONFIG/net10.0/Reference.Cli.dll"
+
+# Debian packages the peers and the native shim need. Python peers run under /usr/bin/python3 (Debian's),
+# not the python3 first on PATH.
+DEBIAN_PACKAGES=(python3-numpy)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+ensure_debian_packages() {
+  local missing=()
+  for p in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    log "missing Debian packages: ${missing[*]}"
+    log "install them with: sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+    if [ "${CI:-}" = "true" ]; then exit 1; fi
+  fi
+}
+
+build_native() {
+  if [ -x native/build.sh ]; then
+    log "building native/"
+    bash native/build.sh
+  fi
+}
+
+build() {
+  ensure_debian_packages
+  log "restoring tools and packages"
+  dotnet tool restore >/dev/null
+  dotnet paket restore >/dev/null
+  build_native
+  log "building ($CONFIG)"
+  dotnet build Reference.sln -c "$CONFIG" -nologo -v quiet -clp:NoSummary -p:TreatWarningsAsErrors=true
+}
+
+run_tests() {
+  local results="$ROOT/.test-results"
+  rm -rf "$results"
+  mkdir -p "$results"
+  log "running the test suite"
+  local status=0
+  dotnet test Reference.sln -c "$CONFIG" --no-build -nologo \
+    --logger "trx" --logger "console;verbosity=minimal" --results-directory "$results" || status=$?
+  # Sum the counters of every TRX file: each test project writes one.
+  /usr/bin/python3 - "$results" <<'PY' || status=1
+import glob, sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+total = passed = failed = skipped = 0
+files = glob.glob(sys.argv[1] + "/*.trx")
+for f in files:
+    c = ET.parse(f).getroot().find("t:ResultSummary/t:Counters", ns).attrib
+    total += int(c["total"]); passed += int(c["passed"]); failed += int(c["failed"])
+    skipped += int(c["total"]) - int(c["passed"]) - int(c["failed"])  # ignored, inconclusive, not executed
+print(f"Test projects: {len(files)}; tests run: {total}")
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(0 if failed == 0 and total > 0 and len(files) >= 2 else 1)
+PY
+  return $status
+}
+
+cmd=${1:-build}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  build) build ;;
+  test) build; run_tests ;;
+  selfcheck) build; dotnet "$CLI_DLL" selfcheck "$@" ;;
+  reference) build >&2; dotnet "$CLI_DLL" "$@" ;;
+  *) echo "usage: ./build.sh build|test|selfcheck [args]|reference ARGS" >&2; exit 2 ;;
+esac

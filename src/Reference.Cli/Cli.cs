@@ -1,0 +1,289 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Reference.Harness;
+using Reference.Harness.Comparison;
+using Reference.Harness.Golden;
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+
+namespace Reference.Cli;
+
+/// <summary>
+/// The <c>reference</c> command (DESIGN.md, "CLI contract"). Exit codes: 0 all pass, 1 a mismatch, 2 bad usage or bad input
+/// (with a one-line reason on stderr that names the file and the array).
+/// </summary>
+public static class Cli
+{
+    /// <summary>Exit code: everything passed.</summary>
+    public const int Pass = 0;
+
+    /// <summary>Exit code: a candidate mismatched, or a selfcheck row failed.</summary>
+    public const int Mismatch = 1;
+
+    /// <summary>Exit code: bad usage or bad input.</summary>
+    public const int BadInput = 2;
+
+    private const string Usage = """
+        usage:
+          reference list [--json]
+          reference run <algorithm> --input IN.npz --output OUT.npz [--param name=value]... [--params FILE.json] [--path reference|<optimized>]
+          reference check <algorithm> --input IN.npz --candidate CAND.npz [--param name=value]... [--params FILE.json] [--json REPORT.json]
+          reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--data DIR] [--only ALGORITHM]
+        exit codes: 0 pass, 1 mismatch, 2 bad usage or bad input
+        """;
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    /// <summary>Runs the command.</summary>
+    /// <param name="args">The arguments, verb first.</param>
+    /// <param name="stdout">Where results go.</param>
+    /// <param name="stderr">Where reasons, warnings and progress go.</param>
+    /// <returns>The exit code.</returns>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ArgumentNullException.ThrowIfNull(stdout);
+        ArgumentNullException.ThrowIfNull(stderr);
+        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+        {
+            (args.Length == 0 ? stderr : stdout).WriteLine(Usage);
+            return args.Length == 0 ? BadInput : Pass;
+        }
+        try
+        {
+            var rest = args.Skip(1).ToArray();
+            return args[0] switch
+            {
+                "list" => List(Arguments.Parse(rest, [], ["--json"]), stdout),
+                "run" => RunAlgorithm(Arguments.Parse(rest, ["--input", "--output", "--path", "--params"], []), stdout, stderr),
+                "check" => Check(Arguments.Parse(rest, ["--input", "--candidate", "--json", "--params"], []), stdout, stderr),
+                "selfcheck" => SelfCheckCommand(Arguments.Parse(rest, ["--seed", "--cases", "--json", "--data", "--only"], []), stdout, stderr),
+                _ => throw new InputException($"unknown command '{args[0]}'; commands: list, run, check, selfcheck"),
+            };
+        }
+        catch (Exception ex) when (ex is InputException or TensorFileException)
+        {
+            stderr.WriteLine($"reference: {OneLine(ex.Message)}");
+            return BadInput;
+        }
+        catch (IOException ex)
+        {
+            stderr.WriteLine($"reference: {OneLine(ex.Message)}");
+            return BadInput;
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            stderr.WriteLine($"reference: {OneLine(ex.Message)}");
+            return BadInput;
+        }
+    }
+
+    private static int List(Arguments a, TextWriter stdout)
+    {
+        if (a.Flag("--json"))
+        {
+            var doc = AlgorithmRegistry.All.Select(alg => new
+            {
+                name = alg.Name,
+                summary = alg.Summary,
+                section = alg.Section,
+                parameters = alg.Parameters.Select(p => new { name = p.Name, kind = p.Kind.ToString().ToLowerInvariant(), @default = p.Default, doc = p.Doc, choices = p.Choices }),
+                inputs = alg.Inputs.Select(i => new { name = i.Name, shape = i.Shape, kind = i.Kind.ToString().ToLowerInvariant(), optional = i.Optional, doc = i.Doc }),
+                outputs = alg.Outputs.Select(o => new { name = o.Name, shape = o.Shape, kind = o.Kind.ToString().ToLowerInvariant(), comparison = o.Comparison.ToString().ToLowerInvariant(), doc = o.Doc }),
+                paths = alg.PathNames,
+            });
+            stdout.WriteLine(JsonSerializer.Serialize(doc, Json));
+            return Pass;
+        }
+        foreach (var alg in AlgorithmRegistry.All)
+        {
+            stdout.WriteLine($"{alg.Name}: {alg.Summary} ({alg.Section})");
+            stdout.WriteLine($"  paths: {string.Join(", ", alg.PathNames)}");
+            foreach (var i in alg.Inputs)
+            {
+                stdout.WriteLine($"  input  {i.Name}{(i.Optional ? "?" : "")} [{i.Shape}] {i.Kind.ToString().ToLowerInvariant()}: {i.Doc}");
+            }
+            foreach (var p in alg.Parameters)
+            {
+                var choices = p.Choices is null ? "" : $" ({string.Join("|", p.Choices)})";
+                stdout.WriteLine($"  param  {p.Name} = {p.Default ?? "(required)"}{choices}: {p.Doc}");
+            }
+            foreach (var o in alg.Outputs)
+            {
+                stdout.WriteLine($"  output {o.Name} [{o.Shape}] {o.Kind.ToString().ToLowerInvariant()}, {o.Comparison.ToString().ToLowerInvariant()}: {o.Doc}");
+            }
+        }
+        return Pass;
+    }
+
+    private static (Algorithm Algorithm, AlgorithmCall Call) Prepare(Arguments a, string verb)
+    {
+        if (a.Positional.Count != 1)
+        {
+            throw new InputException($"{verb} takes one algorithm name; known: {string.Join(", ", AlgorithmRegistry.All.Select(x => x.Name))}");
+        }
+        var algorithm = AlgorithmRegistry.Find(a.Positional[0])
+            ?? throw new InputException($"unknown algorithm '{a.Positional[0]}'; known: {string.Join(", ", AlgorithmRegistry.All.Select(x => x.Name))}");
+        var input = a.Required("--input");
+        var parameters = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (a.Option("--params") is { } paramsFile)
+        {
+            if (!File.Exists(paramsFile))
+            {
+                throw new InputException($"{paramsFile}: file not found");
+            }
+            foreach (var (k, v) in GoldenData.ReadParameters(paramsFile))
+            {
+                parameters[k] = v;
+            }
+        }
+        foreach (var (k, v) in a.Parameters)
+        {
+            parameters[k] = v;
+        }
+        return (algorithm, algorithm.Bind(TensorFile.Read(input), parameters, input));
+    }
+
+    private static int RunAlgorithm(Arguments a, TextWriter stdout, TextWriter stderr)
+    {
+        var (algorithm, call) = Prepare(a, "run");
+        var output = a.Required("--output");
+        var outputs = algorithm.Run(call, a.Option("--path") ?? "reference");
+        WarnIfNotConverged(algorithm, outputs, stderr);
+        TensorFile.Write(output, outputs);
+        stdout.WriteLine($"{algorithm.Name}: wrote {string.Join(", ", outputs.Select(o => $"{o.Key} {o.Value.ShapeText} {o.Value.DType}"))} to {output}");
+        return Pass;
+    }
+
+    private static int Check(Arguments a, TextWriter stdout, TextWriter stderr)
+    {
+        var (algorithm, call) = Prepare(a, "check");
+        var candidatePath = a.Required("--candidate");
+        var candidate = TensorFile.Read(candidatePath);
+        var expected = algorithm.RunReference(call);
+        WarnIfNotConverged(algorithm, expected, stderr);
+        var reports = algorithm.Check(call, expected, candidate, candidatePath);
+        foreach (var r in reports)
+        {
+            stdout.WriteLine(r.Summary());
+        }
+        var ignored = candidate.Keys.Where(n => algorithm.Outputs.All(o => o.Name != n)).ToList();
+        if (ignored.Count > 0)
+        {
+            stdout.WriteLine($"note: ignored arrays that are not {algorithm.Name} outputs: {string.Join(", ", ignored)}");
+        }
+        bool passed = reports.All(r => r.Passed);
+        if (a.Option("--json") is { } jsonPath)
+        {
+            var doc = new
+            {
+                algorithm = algorithm.Name,
+                input = call.Source,
+                candidate = candidatePath,
+                parameters = call.Parameters.AsText,
+                passed,
+                outputs = reports.Select(ReportJson),
+            };
+            File.WriteAllText(jsonPath, JsonSerializer.Serialize(doc, Json));
+        }
+        return passed ? Pass : Mismatch;
+    }
+
+    private static int SelfCheckCommand(Arguments a, TextWriter stdout, TextWriter stderr)
+    {
+        int seed = a.IntOption("--seed", 1);
+        int cases = a.IntOption("--cases", 50);
+        if (cases < 0)
+        {
+            throw new InputException($"option '--cases' = {cases} must be >= 0");
+        }
+        var dataRoot = a.Option("--data")
+            ?? GoldenData.Locate(Directory.GetCurrentDirectory())
+            ?? GoldenData.Locate(AppContext.BaseDirectory);
+        if (dataRoot is null)
+        {
+            stderr.WriteLine("reference: warning: no data/golden directory found (use --data DIR); golden cases are skipped");
+        }
+        else if (!Directory.Exists(Path.Combine(dataRoot, "golden")))
+        {
+            throw new InputException($"{dataRoot}: holds no golden/ directory");
+        }
+        var algorithms = AlgorithmRegistry.All.AsEnumerable();
+        if (a.Option("--only") is { } only)
+        {
+            var found = AlgorithmRegistry.Find(only) ?? throw new InputException($"unknown algorithm '{only}'");
+            algorithms = [found];
+        }
+        var rows = SelfCheck.Run(
+            algorithms, dataRoot is null ? null : new GoldenData(dataRoot), seed, cases,
+            line => stderr.WriteLine($"selfcheck: {line}"));
+
+        stdout.WriteLine(Table(rows));
+        foreach (var row in rows.Where(r => r.FirstFailure is not null))
+        {
+            stdout.WriteLine($"first failure, {row.Algorithm}/{row.Path}: {row.FirstFailure}");
+        }
+        bool passed = rows.All(r => r.Verdict == "PASS");
+        stdout.WriteLine(passed ? $"selfcheck: all {rows.Count} rows pass" : $"selfcheck: {rows.Count(r => r.Verdict != "PASS")} of {rows.Count} rows fail");
+        if (a.Option("--json") is { } jsonPath)
+        {
+            File.WriteAllText(jsonPath, JsonSerializer.Serialize(new { seed, cases, passed, rows }, Json));
+        }
+        return passed ? Pass : Mismatch;
+    }
+
+    /// <summary>
+    /// Iterative algorithms report convergence in their outputs (a 0-d bool <c>converged</c>, and optionally
+    /// <c>iterations</c>, <c>err</c> and a <c>status</c> code); the CLI repeats a failure on stderr so that it is never silent.
+    /// </summary>
+    private static void WarnIfNotConverged(Algorithm algorithm, IReadOnlyDictionary<string, NdArray> outputs, TextWriter stderr)
+    {
+        if (!outputs.TryGetValue("converged", out var converged) || converged.Length != 1 || converged.GetDouble(0) != 0)
+        {
+            return;
+        }
+        string Scalar(string name) => outputs.TryGetValue(name, out var x) && x.Length == 1
+            ? x.GetDouble(0).ToString("R", CultureInfo.InvariantCulture) : "?";
+        string status = outputs.TryGetValue("status", out var s) && s.Length == 1 && s.GetDouble(0) == 2 ? "numerical error" : "not converged";
+        stderr.WriteLine($"reference: warning: {algorithm.Name} {status} (iterations={Scalar("iterations")}, err={Scalar("err")})");
+    }
+
+    /// <summary>The selfcheck table: algorithm, path, cases, verdict, worst error.</summary>
+    public static string Table(IReadOnlyList<SelfCheckRow> rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        var cells = new List<string[]> { new[] { "algorithm", "path", "cases", "verdict", "worst error" } };
+        cells.AddRange(rows.Select(r => new[]
+        {
+            r.Algorithm, r.Path, r.Cases.ToString(CultureInfo.InvariantCulture),
+            r.Failures == 0 ? r.Verdict : $"{r.Verdict} ({r.Failures})",
+            r.WorstError.ToString("0.###e+00", CultureInfo.InvariantCulture),
+        }));
+        var widths = Enumerable.Range(0, 5).Select(c => cells.Max(row => row[c].Length)).ToArray();
+        var lines = cells.Select(row => string.Join("  ", row.Select((cell, c) => cell.PadRight(widths[c]))).TrimEnd()).ToList();
+        lines.Insert(1, string.Join("  ", widths.Select(w => new string('-', w))));
+        return string.Join(Environment.NewLine, lines);
+    }
+
+    private static object ReportJson(ComparisonReport r) => new
+    {
+        array = r.ArrayName,
+        policy = r.PolicyName,
+        passed = r.Passed,
+        count = r.Count,
+        mismatches = r.MismatchCount,
+        nan_mismatches = r.NaNMismatches,
+        inf_mismatches = r.InfMismatches,
+        max_abs_error = r.MaxAbsError,
+        max_rel_error = r.MaxRelError,
+        first_mismatches = r.FirstMismatches.Select(m => new { index = m.Index, flat_index = m.FlatIndex, got = m.Got, expected = m.Expected }),
+        detail = r.Detail,
+    };
+
+    private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+}

@@ -1,0 +1,137 @@
+using Reference.Harness.Comparison;
+using Reference.Numerics;
+using Reference.Routing;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>
+/// Judges a top-k candidate directly against the logits (SEMANTICS.md section 11): where the reference sees a tie at
+/// the top-k boundary, or a near-tie within the candidate's precision, any valid choice passes; any other choice fails.
+/// </summary>
+/// <remarks>
+/// A candidate row is valid when its k experts are distinct and in range, ranked in descending order of the selection
+/// key P + b, and no unchosen expert beats a chosen one, each comparison allowing a slack of
+/// <see cref="TieSlack"/>. Its weights are then compared with P at the candidate's own experts (normalized when asked),
+/// so a different but valid choice is judged on the weights it implies.
+/// </remarks>
+public static class TopKValidator
+{
+    /// <summary>
+    /// The slack allowed when comparing two selection keys of one row, for a candidate computed in <paramref name="format"/>.
+    /// A softmax over E experts in precision u sums E terms (at most (E - 1)u relative error) and adds a few roundings
+    /// for the exp, the division and the bias, so each candidate key is within (E + 4) u max|key| of the exact one.
+    /// Two keys can then swap order when they differ by up to twice that: the slack is 2 (E + 4) u max|key|
+    /// (proofs/topk.md, theorem topk.kernel-equals-reference).
+    /// </summary>
+    /// <param name="experts">E.</param>
+    /// <param name="maxAbsKey">max_e |P_ie + b_e| over the row.</param>
+    /// <param name="format">The candidate's precision.</param>
+    public static double TieSlack(int experts, double maxAbsKey, NumberFormat format) =>
+        2.0 * (experts + 4) * Precision.UnitRoundoff(format) * maxAbsKey;
+
+    /// <summary>Validates candidate experts and/or weights.</summary>
+    /// <param name="logits">X [N, E].</param>
+    /// <param name="options">The routing options.</param>
+    /// <param name="referenceExperts">The reference's experts [N * k] (flat).</param>
+    /// <param name="experts">The candidate's experts [N * k] (flat), or null when it has none.</param>
+    /// <param name="weights">The candidate's weights [N * k] (flat), or null when it has none.</param>
+    /// <param name="format">The candidate's precision.</param>
+    /// <returns>A report for experts and one for weights, for those the candidate has.</returns>
+    public static IReadOnlyList<ComparisonReport> Validate(
+        double[,] logits, TopKOptions options, double[] referenceExperts, double[]? experts, double[]? weights, NumberFormat format)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(referenceExperts);
+        int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
+        var p = RouterScores.Compute(logits, options.Score);
+        var shape = new[] { n, k };
+
+        // The expected arrays start as the reference's. Where the candidate's row is a different but valid choice,
+        // its experts replace the reference's, and the expected weights follow the candidate's experts.
+        var expectedExperts = new double[n * k];
+        var expectedWeights = new double[n * k];
+        var key = new double[e];
+        for (int i = 0; i < n; i++)
+        {
+            double maxAbs = 0;
+            for (int j = 0; j < e; j++)
+            {
+                key[j] = p[i, j] + (options.Bias?[j] ?? 0.0);
+                maxAbs = Math.Max(maxAbs, Math.Abs(key[j]));
+            }
+            double slack = TieSlack(e, maxAbs, format);
+            var row = new int[k];
+            for (int j = 0; j < k; j++)
+            {
+                row[j] = (int)referenceExperts[i * k + j];
+            }
+            if (experts is not null && IsValidChoice(experts.AsSpan(i * k, k), key, slack, out var candidateRow))
+            {
+                row = candidateRow;
+            }
+            var selectedLogits = new double[k];
+            for (int j = 0; j < k; j++)
+            {
+                expectedExperts[i * k + j] = row[j];
+                selectedLogits[j] = logits[i, row[j]];
+            }
+            var normalized = options.Normalize ? RouterScores.Normalized(selectedLogits, options.Score) : null;
+            for (int j = 0; j < k; j++)
+            {
+                expectedWeights[i * k + j] = normalized?[j] ?? p[i, row[j]];
+            }
+        }
+
+        var reports = new List<ComparisonReport>();
+        if (experts is not null)
+        {
+            reports.Add(new ExactPolicy().Compare("experts", experts, expectedExperts, shape));
+        }
+        if (weights is not null)
+        {
+            reports.Add(AllClosePolicy.For(format).Compare("weights", weights, expectedWeights, shape));
+        }
+        return reports;
+    }
+
+    /// <summary>True when a candidate row is a valid top-k choice for the keys, within the slack.</summary>
+    private static bool IsValidChoice(ReadOnlySpan<double> candidate, double[] key, double slack, out int[] row)
+    {
+        int k = candidate.Length, e = key.Length;
+        row = new int[k];
+        var chosen = new bool[e];
+        for (int j = 0; j < k; j++)
+        {
+            double c = candidate[j];
+            if (c < 0 || c >= e || c != Math.Floor(c) || chosen[(int)c])
+            {
+                return false; // out of range, not an integer, or repeated
+            }
+            row[j] = (int)c;
+            chosen[row[j]] = true;
+        }
+        // Descending order, within the slack.
+        for (int j = 0; j + 1 < k; j++)
+        {
+            if (key[row[j]] < key[row[j + 1]] - slack)
+            {
+                return false;
+            }
+        }
+        // No unchosen expert beats the weakest chosen one by more than the slack.
+        double weakest = double.PositiveInfinity;
+        foreach (int x in row)
+        {
+            weakest = Math.Min(weakest, key[x]);
+        }
+        for (int x = 0; x < e; x++)
+        {
+            if (!chosen[x] && key[x] > weakest + slack)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+}

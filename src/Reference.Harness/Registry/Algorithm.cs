@@ -1,0 +1,244 @@
+using Reference.Harness.Comparison;
+using Reference.Harness.Tensors;
+using Reference.Numerics;
+
+namespace Reference.Harness.Registry;
+
+/// <summary>A function from a checked call to named output arrays.</summary>
+/// <param name="call">The bound inputs and parameters.</param>
+/// <returns>The outputs by name.</returns>
+public delegate IReadOnlyDictionary<string, NdArray> AlgorithmFunction(AlgorithmCall call);
+
+/// <summary>An optimized implementation of an algorithm, checked against the reference.</summary>
+/// <param name="Name">The name used by <c>--path</c> and in the selfcheck table.</param>
+/// <param name="Doc">One line: what it is (precision, parallelism).</param>
+/// <param name="Run">The implementation.</param>
+public sealed record OptimizedPath(string Name, string Doc, AlgorithmFunction Run);
+
+/// <summary>What a checker sees: the call, the reference's outputs, and the candidate's outputs.</summary>
+/// <param name="Call">The bound inputs and parameters.</param>
+/// <param name="Expected">The reference outputs (float outputs in f64).</param>
+/// <param name="Candidate">The candidate's outputs: only the algorithm's outputs that it contains.</param>
+/// <param name="Format">The precision the candidate is judged in: the dtype of its float outputs, else of the inputs.</param>
+public sealed record CheckContext(
+    AlgorithmCall Call,
+    IReadOnlyDictionary<string, NdArray> Expected,
+    IReadOnlyDictionary<string, NdArray> Candidate,
+    NumberFormat Format);
+
+/// <summary>A validator: judges the candidate's <see cref="OutputComparison.Validated"/> outputs directly against the inputs.</summary>
+/// <param name="context">The call, reference outputs and candidate outputs.</param>
+/// <returns>One report for each validated output the candidate contains.</returns>
+public delegate IReadOnlyList<ComparisonReport> Validator(CheckContext context);
+
+/// <summary>A generated case for selfcheck and the generic properties.</summary>
+/// <param name="Name">A short description, e.g. "seed 7: N=97 E=8 k=3 (ties)".</param>
+/// <param name="Inputs">The input arrays.</param>
+/// <param name="Parameters">Parameter values as text.</param>
+public sealed record GeneratedCase(string Name, IReadOnlyDictionary<string, NdArray> Inputs, IReadOnlyDictionary<string, string> Parameters);
+
+/// <summary>
+/// One registered algorithm (DESIGN.md, "The registry"): its name, parameters, input and output arrays, its reference,
+/// its optimized paths, its validator and its case generator. The CLI, selfcheck, golden data and generic tests read it.
+/// </summary>
+public sealed class Algorithm
+{
+    /// <summary>The CLI name, e.g. <c>topk</c>.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>One line for <c>reference list</c>.</summary>
+    public required string Summary { get; init; }
+
+    /// <summary>Where the semantics are written, e.g. "SEMANTICS.md section 1".</summary>
+    public required string Section { get; init; }
+
+    /// <summary>The parameters.</summary>
+    public required IReadOnlyList<ParameterSpec> Parameters { get; init; }
+
+    /// <summary>The input arrays.</summary>
+    public required IReadOnlyList<InputSpec> Inputs { get; init; }
+
+    /// <summary>The output arrays.</summary>
+    public required IReadOnlyList<OutputSpec> Outputs { get; init; }
+
+    /// <summary>The reference implementation (double precision).</summary>
+    public required AlgorithmFunction Reference { get; init; }
+
+    /// <summary>The optimized paths.</summary>
+    public IReadOnlyList<OptimizedPath> Paths { get; init; } = Array.Empty<OptimizedPath>();
+
+    /// <summary>The validator for <see cref="OutputComparison.Validated"/> outputs; required when there are any.</summary>
+    public Validator? Validate { get; init; }
+
+    /// <summary>The tolerance policy for a float output, given the candidate's precision; the default is the allclose preset.</summary>
+    public Func<string, NumberFormat, TolerancePolicy> Tolerance { get; init; } = (_, format) => AllClosePolicy.For(format);
+
+    /// <summary>Generates a random case from a seed; deterministic for a given seed.</summary>
+    public required Func<int, GeneratedCase> Generate { get; init; }
+
+    /// <summary>Checks input arrays against the specs and binds parameters.</summary>
+    /// <param name="inputs">The arrays, by name (extra arrays are ignored).</param>
+    /// <param name="parameters">Raw parameter values.</param>
+    /// <param name="source">The input file, for messages.</param>
+    /// <exception cref="InputException">A required array is missing, or an array has the wrong kind, rank or size.</exception>
+    public AlgorithmCall Bind(IReadOnlyDictionary<string, NdArray> inputs, IEnumerable<KeyValuePair<string, string>> parameters, string source)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        var values = ParameterValues.Bind(Parameters, parameters);
+        var dims = new Dictionary<string, (int Size, string From)>(StringComparer.Ordinal);
+        var used = new Dictionary<string, NdArray>(StringComparer.Ordinal);
+        foreach (var spec in Inputs)
+        {
+            if (!inputs.TryGetValue(spec.Name, out var array))
+            {
+                if (!spec.Optional)
+                {
+                    throw new InputException($"{source}: array '{spec.Name}' is missing ({Name} needs {Describe(spec)})");
+                }
+                continue;
+            }
+            CheckKind(spec, array, source);
+            var letters = spec.Shape.Length == 0 ? Array.Empty<string>() : spec.Shape.Split(',');
+            if (array.Rank != letters.Length)
+            {
+                throw new InputException(
+                    $"{source}: array '{spec.Name}' has shape {array.ShapeText} (rank {array.Rank}) but {Name} needs rank {letters.Length} [{spec.Shape}]");
+            }
+            for (int d = 0; d < letters.Length; d++)
+            {
+                string letter = letters[d].Trim();
+                if (letter == "_")
+                {
+                    continue;
+                }
+                if (dims.TryGetValue(letter, out var bound) && bound.Size != array.Shape[d])
+                {
+                    throw new InputException(
+                        $"{source}: array '{spec.Name}' has shape {array.ShapeText}, so {letter} = {array.Shape[d]}, but {bound.From} gives {letter} = {bound.Size}");
+                }
+                dims[letter] = (array.Shape[d], $"'{spec.Name}'");
+            }
+            used[spec.Name] = array;
+        }
+        return new AlgorithmCall(used, values, source);
+    }
+
+    /// <summary>Runs the reference, translating its argument errors into <see cref="InputException"/>s that name the source.</summary>
+    public IReadOnlyDictionary<string, NdArray> RunReference(AlgorithmCall call) => Guarded(Reference, call);
+
+    /// <summary>Runs the reference or a named optimized path.</summary>
+    /// <exception cref="InputException">No such path, or the implementation rejects the inputs.</exception>
+    public IReadOnlyDictionary<string, NdArray> Run(AlgorithmCall call, string path)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        if (path == "reference")
+        {
+            return RunReference(call);
+        }
+        var p = Paths.FirstOrDefault(x => x.Name == path)
+            ?? throw new InputException($"{Name} has no path '{path}'; paths: {string.Join(", ", PathNames)}");
+        return Guarded(p.Run, call);
+    }
+
+    /// <summary>"reference" followed by the optimized paths' names.</summary>
+    public IEnumerable<string> PathNames => new[] { "reference" }.Concat(Paths.Select(p => p.Name));
+
+    /// <summary>Judges a candidate's outputs against the reference: one report for each output the candidate contains.</summary>
+    /// <param name="call">The bound call.</param>
+    /// <param name="expected">The reference's outputs for the call.</param>
+    /// <param name="candidate">The candidate's arrays (extra arrays are ignored).</param>
+    /// <param name="candidateSource">The candidate file, for messages.</param>
+    /// <exception cref="InputException">The candidate contains none of the outputs, or an output has the wrong shape or kind.</exception>
+    public IReadOnlyList<ComparisonReport> Check(
+        AlgorithmCall call, IReadOnlyDictionary<string, NdArray> expected, IReadOnlyDictionary<string, NdArray> candidate, string candidateSource)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        ArgumentNullException.ThrowIfNull(expected);
+        ArgumentNullException.ThrowIfNull(candidate);
+        var present = new Dictionary<string, NdArray>(StringComparer.Ordinal);
+        foreach (var spec in Outputs)
+        {
+            if (!candidate.TryGetValue(spec.Name, out var c) || !expected.TryGetValue(spec.Name, out var e))
+            {
+                continue;
+            }
+            if (!c.Shape.SequenceEqual(e.Shape))
+            {
+                throw new InputException(
+                    $"{candidateSource}: array '{spec.Name}' has shape {c.ShapeText} but the reference gives {e.ShapeText}");
+            }
+            bool kindOk = spec.Kind switch
+            {
+                ArrayKind.Float => c.IsFloatingPoint,
+                ArrayKind.Integer => c.DType is DType.I32 or DType.I64,
+                _ => c.DType is DType.Bool or DType.U8,
+            };
+            if (!kindOk)
+            {
+                throw new InputException($"{candidateSource}: array '{spec.Name}' has dtype {c.DType} but {Name} outputs {spec.Kind} there");
+            }
+            present[spec.Name] = c;
+        }
+        if (present.Count == 0)
+        {
+            throw new InputException(
+                $"{candidateSource}: holds none of {Name}'s outputs ({string.Join(", ", Outputs.Select(o => o.Name))})");
+        }
+        var floats = present.Values.Where(a => a.IsFloatingPoint).ToList();
+        var format = floats.Count > 0 ? floats.Select(a => Formats.Of(a.DType)).Min() : call.InputFormat;
+        var context = new CheckContext(call, expected, present, format);
+
+        var reports = new List<ComparisonReport>();
+        if (Outputs.Any(o => o.Comparison == OutputComparison.Validated && present.ContainsKey(o.Name)))
+        {
+            var validate = Validate ?? throw new InvalidOperationException($"{Name} has validated outputs but no validator");
+            reports.AddRange(validate(context));
+        }
+        foreach (var spec in Outputs)
+        {
+            if (spec.Comparison == OutputComparison.Validated || !present.TryGetValue(spec.Name, out var c))
+            {
+                continue;
+            }
+            var e = expected[spec.Name];
+            var policy = spec.Comparison == OutputComparison.Exact ? new ExactPolicy() : Tolerance(spec.Name, format);
+            reports.Add(policy.Compare(spec.Name, c.ToDoubles(), e.ToDoubles(), e.Shape));
+        }
+        return reports;
+    }
+
+    private IReadOnlyDictionary<string, NdArray> Guarded(AlgorithmFunction f, AlgorithmCall call)
+    {
+        try
+        {
+            return f(call);
+        }
+        catch (ArgumentException ex)
+        {
+            // The references name the argument and the first offending index; prefix the file.
+            string message = ex.Message;
+            int paramNote = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
+            if (paramNote >= 0)
+            {
+                message = message[..paramNote];
+            }
+            throw new InputException($"{call.Source}: {message}", ex);
+        }
+    }
+
+    private static void CheckKind(InputSpec spec, NdArray array, string source)
+    {
+        bool ok = spec.Kind switch
+        {
+            ArrayKind.Float => array.IsFloatingPoint,
+            ArrayKind.Integer => array.DType is DType.I32 or DType.I64,
+            _ => array.DType is DType.Bool || (array.DType == DType.U8 && array.Values<byte>().All(b => b <= 1)),
+        };
+        if (!ok)
+        {
+            throw new InputException($"{source}: array '{spec.Name}' has dtype {array.DType} but must be {spec.Kind.ToString().ToLowerInvariant()}");
+        }
+    }
+
+    private static string Describe(InputSpec spec) => $"{spec.Kind.ToString().ToLowerInvariant()} [{spec.Shape}]";
+}

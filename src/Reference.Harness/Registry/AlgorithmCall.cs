@@ -1,0 +1,104 @@
+using Reference.Harness.Tensors;
+using Reference.Numerics;
+
+namespace Reference.Harness.Registry;
+
+/// <summary>
+/// One call of an algorithm: its input arrays, checked against the <see cref="InputSpec"/>s, and its parameter values.
+/// The accessors widen floating-point inputs exactly to double for the references, or give float32 for the kernels.
+/// </summary>
+public sealed class AlgorithmCall
+{
+    private readonly IReadOnlyDictionary<string, NdArray> inputs;
+
+    /// <summary>Creates a call; use <see cref="Algorithm.Bind"/> to check the arrays first.</summary>
+    /// <param name="inputs">The input arrays by name.</param>
+    /// <param name="parameters">The checked parameter values.</param>
+    /// <param name="source">Where the inputs came from (a file path), for messages.</param>
+    public AlgorithmCall(IReadOnlyDictionary<string, NdArray> inputs, ParameterValues parameters, string source)
+    {
+        this.inputs = inputs;
+        Parameters = parameters;
+        Source = source;
+    }
+
+    /// <summary>The parameter values.</summary>
+    public ParameterValues Parameters { get; }
+
+    /// <summary>Where the inputs came from, for messages.</summary>
+    public string Source { get; }
+
+    /// <summary>The input arrays by name.</summary>
+    public IReadOnlyDictionary<string, NdArray> Inputs => inputs;
+
+    /// <summary>True when an (optional) input is present.</summary>
+    public bool Has(string name) => inputs.ContainsKey(name);
+
+    /// <summary>An input array.</summary>
+    public NdArray Array(string name) =>
+        inputs.TryGetValue(name, out var a) ? a : throw new InputException($"{Source}: array '{name}' is missing");
+
+    /// <summary>The floating-point format of the float inputs (the widest one), or Float64 when there are none.</summary>
+    public NumberFormat InputFormat =>
+        inputs.Values.Where(a => a.IsFloatingPoint).Select(a => Formats.Of(a.DType)).DefaultIfEmpty(NumberFormat.Float64).Min();
+
+    /// <summary>A rank-2 input widened exactly to double [rows, cols].</summary>
+    public double[,] Matrix(string name)
+    {
+        var a = Array(name);
+        int rows = a.Shape[0], cols = a.Shape[1];
+        var m = new double[rows, cols];
+        for (int i = 0; i < rows; i++)
+        {
+            for (int j = 0; j < cols; j++)
+            {
+                m[i, j] = a.GetDouble((long)i * cols + j);
+            }
+        }
+        return m;
+    }
+
+    /// <summary>An input of any rank, widened exactly to double, flat in C order.</summary>
+    public double[] Doubles(string name) => Array(name).ToDoubles();
+
+    /// <summary>An optional input widened to double, or null when absent.</summary>
+    public double[]? OptionalDoubles(string name) => Has(name) ? Doubles(name) : null;
+
+    /// <summary>An input of any rank as float32, flat in C order: exact for f16, bf16 and f32, rounded for f64.</summary>
+    public float[] Floats(string name)
+    {
+        var a = Array(name);
+        if (a.DType == DType.F32)
+        {
+            return (float[])a.Values<float>().Clone();
+        }
+        var result = new float[a.Length];
+        for (long i = 0; i < result.LongLength; i++)
+        {
+            result[i] = (float)a.GetDouble(i);
+        }
+        return result;
+    }
+}
+
+/// <summary>Maps dtypes to number formats.</summary>
+public static class Formats
+{
+    /// <summary>The number format of a floating-point dtype (Float64 for non-float dtypes).</summary>
+    public static NumberFormat Of(DType dtype) => dtype switch
+    {
+        DType.F16 => NumberFormat.Float16,
+        DType.BF16 => NumberFormat.BFloat16,
+        DType.F32 => NumberFormat.Float32,
+        _ => NumberFormat.Float64,
+    };
+
+    /// <summary>The short name used in reports: f64, f32, f16, bf16.</summary>
+    public static string Name(NumberFormat format) => format switch
+    {
+        NumberFormat.Float32 => "f32",
+        NumberFormat.Float16 => "f16",
+        NumberFormat.BFloat16 => "bf16",
+        _ => "f64",
+    };
+}

@@ -1,0 +1,141 @@
+/// The `reference` command's contract (DESIGN.md): verbs, exit codes 0/1/2, one-line reasons naming file and array.
+module Reference.Tests.CliTests
+
+open System
+open System.IO
+open System.Text.Json
+open NUnit.Framework
+open Reference.Harness.Tensors
+open Reference.Tests.Generators
+
+/// Runs the CLI in-process; returns exit code, stdout, stderr.
+let cli (args: string list) =
+    use out = new StringWriter()
+    use err = new StringWriter()
+    let code = Reference.Cli.Cli.Run(Array.ofList args, out, err)
+    code, out.ToString(), err.ToString()
+
+let private temp () =
+    let d = Path.Combine(Path.GetTempPath(), "reference-cli-" + Guid.NewGuid().ToString "N")
+    Directory.CreateDirectory d |> ignore
+    d
+
+let private write path (arrays: (string * NdArray) list) =
+    TensorFile.Write(path, arrays |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v)))
+
+/// Logits [6, 5] float32 with a clear order in every row (no near-ties).
+let private logits =
+    Array2D.init 6 5 (fun i j -> float32 ((i * 7 + j * 3) % 5) * 0.75f - float32 i * 0.1f)
+
+/// Asserts exit 2 with exactly one line on stderr that contains every fragment.
+let private expectBadInput (code: int, _: string, err: string) (fragments: string list) =
+    Assert.That(code, eq 2, err)
+    let lines = err.Trim().Split('\n')
+    Assert.That(lines.Length, eq 1, $"one line expected, got: {err}")
+    for f in fragments do
+        Assert.That(err, Does.Contain f)
+
+[<Test>]
+let ``list names topk and its arrays`` () =
+    let code, out, _ = cli [ "list" ]
+    Assert.That(code, eq 0)
+    Assert.That(out, Does.Contain "topk:")
+    Assert.That(out, Does.Contain "output experts")
+    let code, out, _ = cli [ "list"; "--json" ]
+    Assert.That(code, eq 0)
+    use doc = JsonDocument.Parse out
+    let topk = doc.RootElement.EnumerateArray() |> Seq.find (fun a -> a.GetProperty("name").GetString() = "topk")
+    Assert.That(topk.GetProperty("paths").EnumerateArray() |> Seq.map _.GetString() |> List.ofSeq, eq [ "reference"; "kernel" ])
+
+[<Test>]
+let ``run writes the reference outputs`` () =
+    let d = temp ()
+    let input, output = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz")
+    write input [ "logits", NdArray.FromMatrix logits ]
+    let code, _, err = cli [ "run"; "topk"; "--input"; input; "--output"; output; "--param"; "k=3"; "--param"; "normalize=false" ]
+    Assert.That(code, eq 0, err)
+    let result = TensorFile.Read output
+    let expected = Reference.Routing.TopK.Route(Array2D.map float logits, Reference.Routing.TopKOptions(K = 3, Normalize = false))
+    Assert.That(result.["experts"].Values<int>(), eq(flatten expected.Experts))
+    Assert.That(result.["experts"].Shape, eq [| 6; 3 |])
+    Assert.That(result.["weights"].Values<float>(), eq(flatten expected.Weights))
+
+[<Test>]
+let ``check passes a float32 kernel candidate and fails swapped experts or a perturbed weight`` () =
+    let d = temp ()
+    let input, cand = Path.Combine(d, "in.npz"), Path.Combine(d, "cand.npz")
+    write input [ "logits", NdArray.FromMatrix logits ]
+    let r = Reference.Kernels.Routing.TopK.Route(flatten logits, 6, 5, Reference.Routing.TopKOptions(K = 2))
+    write cand [ "experts", NdArray.Create(r.Experts, 6, 2); "weights", NdArray.Create(r.Weights, 6, 2) ]
+    let code, out, err = cli [ "check"; "topk"; "--input"; input; "--candidate"; cand ]
+    Assert.That(code, eq 0, out + err)
+    Assert.That(out, Does.Contain "experts")
+    Assert.That(out, Does.Contain "weights")
+
+    let swapped = Array.copy r.Experts
+    swapped.[6] <- r.Experts.[7]
+    swapped.[7] <- r.Experts.[6]
+    write cand [ "experts", NdArray.Create(swapped, 6, 2); "weights", NdArray.Create(r.Weights, 6, 2) ]
+    let report = Path.Combine(d, "report.json")
+    let code, out, _ = cli [ "check"; "topk"; "--input"; input; "--candidate"; cand; "--json"; report ]
+    Assert.That(code, eq 1, out)
+    use doc = JsonDocument.Parse(File.ReadAllText report)
+    let experts = doc.RootElement.GetProperty("outputs").EnumerateArray() |> Seq.find (fun o -> o.GetProperty("array").GetString() = "experts")
+    Assert.That(experts.GetProperty("mismatches").GetInt64(), eq 2L)
+    Assert.That(experts.GetProperty("first_mismatches").[0].GetProperty("index").GetString(), eq "(3, 0)")
+    Assert.That(doc.RootElement.GetProperty("passed").GetBoolean(), Is.False)
+
+    let off = Array.copy r.Weights
+    off.[4] <- off.[4] + 1e-3f
+    write cand [ "experts", NdArray.Create(r.Experts, 6, 2); "weights", NdArray.Create(off, 6, 2) ]
+    let code, out, _ = cli [ "check"; "topk"; "--input"; input; "--candidate"; cand ]
+    Assert.That(code, eq 1, out)
+    Assert.That(out, Does.Contain "FAIL")
+
+[<Test>]
+let ``check exits 2 with one line naming the file and the array`` () =
+    let d = temp ()
+    let input, cand = Path.Combine(d, "in.npz"), Path.Combine(d, "cand.npz")
+    write input [ "logits", NdArray.FromMatrix logits ]
+    // A candidate with none of the outputs.
+    write cand [ "something", NdArray.Create([| 1.0 |], 1) ]
+    expectBadInput (cli [ "check"; "topk"; "--input"; input; "--candidate"; cand ]) [ cand; "experts"; "weights" ]
+    // An input with a NaN.
+    let nanInput = Path.Combine(d, "nan.npz")
+    let bad = Array2D.copy logits
+    bad.[4, 2] <- nanf
+    write nanInput [ "logits", NdArray.FromMatrix bad ]
+    write cand [ "experts", NdArray.Create(Array.zeroCreate<int> 12, 6, 2) ]
+    expectBadInput (cli [ "check"; "topk"; "--input"; nanInput; "--candidate"; cand ]) [ nanInput; "logits[4, 2] is NaN" ]
+    // A truncated input file.
+    let truncated = Path.Combine(d, "truncated.npz")
+    let bytes = File.ReadAllBytes input
+    File.WriteAllBytes(truncated, bytes.[.. bytes.Length / 2])
+    expectBadInput (cli [ "check"; "topk"; "--input"; truncated; "--candidate"; cand ]) [ truncated ]
+    // Logits of the wrong rank.
+    let rank3 = Path.Combine(d, "rank3.npz")
+    write rank3 [ "logits", NdArray.Create(Array.zeroCreate<float32> 24, 2, 3, 4) ]
+    expectBadInput (cli [ "check"; "topk"; "--input"; rank3; "--candidate"; cand ]) [ rank3; "'logits'"; "rank" ]
+    // A bias of the wrong length.
+    let badBias = Path.Combine(d, "bias.npz")
+    write badBias [ "logits", NdArray.FromMatrix logits; "bias", NdArray.Create([| 0.0f; 1.0f |], 2) ]
+    expectBadInput (cli [ "check"; "topk"; "--input"; badBias; "--candidate"; cand ]) [ badBias; "'bias'"; "E = 5" ]
+    // k out of range, an unknown parameter, a bad boolean, a wrong-shaped candidate.
+    expectBadInput (cli [ "check"; "topk"; "--input"; input; "--candidate"; cand; "--param"; "k=9" ]) [ "k = 9"; "1..5" ]
+    expectBadInput (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--param"; "kk=1" ]) [ "'kk'" ]
+    expectBadInput (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--param"; "normalize=yes" ]) [ "'normalize'" ]
+    write cand [ "experts", NdArray.Create(Array.zeroCreate<int> 6, 6, 1) ]
+    expectBadInput (cli [ "check"; "topk"; "--input"; input; "--candidate"; cand ]) [ cand; "'experts'"; "(6, 1)"; "(6, 2)" ]
+    // Missing files and unknown algorithms.
+    expectBadInput (cli [ "check"; "topk"; "--input"; Path.Combine(d, "nope.npz"); "--candidate"; cand ]) [ "nope.npz" ]
+    expectBadInput (cli [ "check"; "nosuch"; "--input"; input; "--candidate"; cand ]) [ "nosuch" ]
+    expectBadInput (cli [ "run"; "topk"; "--input"; input ]) [ "--output" ]
+
+[<Test>]
+let ``selfcheck prints the table and passes`` () =
+    let code, out, err = cli [ "selfcheck"; "--cases"; "20"; "--data"; Repo.path [ "data" ] ]
+    Assert.That(code, eq 0, out + err)
+    Assert.That(out, Does.Contain "algorithm")
+    Assert.That(out, Does.Contain "worst error")
+    Assert.That(out, Does.Match "topk\\s+kernel\\s+2\\d\\s+PASS")
+    Assert.That(err, Does.Contain "selfcheck: topk")

@@ -1,0 +1,189 @@
+#!/usr/bin/python3
+"""PyTorch peer for the `attention` and `block-sparse` references (SEMANTICS.md section 10).
+
+Computes attention in float64 with plain torch ops (einsum + masked_fill + logsumexp), independently of the C#
+code, so that the references can be cross-checked against a second implementation.
+
+Usage (Debian's interpreter, which has python3-torch and python3-numpy):
+
+    /usr/bin/python3 tests/peers/attention_peer.py IN.npz OUT.npz [PARAMS.json] [name=value ...]
+
+IN.npz arrays (names as in the CLI contract):
+    q    [B, Hq, Tq, D]      any float dtype, finite
+    k    [B, Hkv, Tk, D]     Hkv divides Hq; query head h reads kv head h // (Hq // Hkv)
+    v    [B, Hkv, Tk, Dv]
+    mask [B?, H?, Tq?, Tk?]  optional bool; each dimension 1 or full (true = allowed)
+    kv_num_blocks [Bm, Hm, nq], kv_indices [Bm, Hm, nq, nk]                     optional: block-sparse mode
+    full_kv_num_blocks [Bm, Hm, nq], full_kv_indices [Bm, Hm, nq, nk]           optional, with the above
+
+Parameters (PARAMS.json holds an object; name=value pairs override it; booleans are true/false):
+    causal (false), window_left (-1), window_right (-1), scale (1/sqrt(D)), softcap (0),
+    block_q (128), block_k (128)   [block-sparse mode only]
+
+Semantics: masks are bottom-right aligned (query row i at position p = i + Tk - Tq): causal allows j <= p,
+the window allows p - window_left <= j <= p + window_right (-1 = unbounded). softcap c > 0 maps s to c*tanh(s/c)
+before masking. In block-sparse mode the allowed set is: tile listed in full_kv_indices, or listed in kv_indices
+and mask[i, j] (the whole tile when there is no mask); the dense rules above still apply if given. A row with
+no allowed key gets out = 0 and lse = -inf. (PyTorch's own is_causal=True is top-left aligned when Tq != Tk;
+this script builds the bottom-right mask explicitly.)
+
+OUT.npz arrays: out [B, Hq, Tq, Dv] float64, lse [B, Hq, Tq] float64 (natural log).
+
+Exit codes: 0 success; 2 bad usage or bad input (message on stderr naming the array).
+"""
+
+import json
+import math
+import sys
+
+import numpy as np
+import torch
+
+
+def fail(message):
+    print(f"attention_peer: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_value(text):
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"parameter value {text!r} is not true, false or a number")
+
+
+def read_params(args):
+    params = {}
+    for arg in args:
+        if arg.endswith(".json"):
+            with open(arg) as f:
+                params.update(json.load(f))
+        elif "=" in arg:
+            name, value = arg.split("=", 1)
+            params[name] = parse_value(value)
+        else:
+            fail(f"unexpected argument {arg!r} (want PARAMS.json or name=value)")
+    return params
+
+
+def broadcast_mask(mask, full_shape, name):
+    """Check that a bool array broadcasts to full_shape (each dimension 1 or full) and expand it."""
+    if mask.ndim != 4:
+        fail(f"{name} has {mask.ndim} dimensions, expected 4")
+    for dim, (have, want) in enumerate(zip(mask.shape, full_shape)):
+        if have not in (1, want):
+            fail(f"{name} has shape {tuple(mask.shape)}, which does not broadcast to {tuple(full_shape)} (dimension {dim})")
+    return torch.from_numpy(mask.astype(bool)).expand(*full_shape)
+
+
+def expand_block_mask(data, params, b, hq, tq, tk, element):
+    """Dense [B, Hq, Tq, Tk] allowed mask of a FlexAttention block mask (element: expanded bool tensor or None)."""
+    bq, bk = int(params.get("block_q", 128)), int(params.get("block_k", 128))
+    nq, nk = -(-tq // bq), -(-tk // bk)
+    lists = [("kv_num_blocks", "kv_indices", False)]
+    if "full_kv_num_blocks" in data:
+        lists.append(("full_kv_num_blocks", "full_kv_indices", True))
+    allowed = torch.zeros(b, hq, tq, tk, dtype=torch.bool)
+    for counts_name, indices_name, is_full in lists:
+        if indices_name not in data:
+            fail(f"{counts_name} given without {indices_name}")
+        counts, indices = np.asarray(data[counts_name]), np.asarray(data[indices_name])
+        bm, hm = counts.shape[0], counts.shape[1]
+        if counts.shape[2] != nq or indices.shape != (bm, hm, nq, nk) or bm not in (1, b) or hm not in (1, hq):
+            fail(f"{counts_name}/{indices_name} shapes {counts.shape}/{indices.shape} do not fit B={b}, Hq={hq}, nq={nq}, nk={nk}")
+        for bb in range(b):
+            for hh in range(hq):
+                for r in range(nq):
+                    cb, ch = (0 if bm == 1 else bb), (0 if hm == 1 else hh)
+                    count = int(counts[cb, ch, r])
+                    if not 0 <= count <= nk:
+                        fail(f"{counts_name}[{cb}, {ch}, {r}] = {count} is outside 0..{nk}")
+                    for n in range(count):
+                        c = int(indices[cb, ch, r, n])
+                        if not 0 <= c < nk:
+                            fail(f"{indices_name}[{cb}, {ch}, {r}, {n}] = {c} is outside 0..{nk - 1}")
+                        rows = slice(r * bq, min(tq, (r + 1) * bq))
+                        cols = slice(c * bk, min(tk, (c + 1) * bk))
+                        if is_full or element is None:
+                            allowed[bb, hh, rows, cols] = True
+                        else:
+                            allowed[bb, hh, rows, cols] = element[bb, hh, rows, cols]
+    return allowed
+
+
+def attention(data, params):
+    for name in ("q", "k", "v"):
+        if name not in data:
+            fail(f"input has no array {name!r}")
+    q, k, v = (torch.from_numpy(np.asarray(data[n], dtype=np.float64)) for n in ("q", "k", "v"))
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.ndim != 4:
+            fail(f"{name} has {t.ndim} dimensions, expected 4")
+        bad = (~torch.isfinite(t)).nonzero()
+        if len(bad) > 0:
+            fail(f"{name}{tuple(bad[0].tolist())} is not finite")
+    b, hq, tq, d = q.shape
+    _, hkv, tk, dv = v.shape
+    if k.shape[0] != b or k.shape[3] != d or v.shape[:3] != k.shape[:3] or hkv < 1 or hq % hkv != 0:
+        fail(f"shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not match")
+
+    scale = float(params.get("scale", 1.0 / math.sqrt(d)))
+    softcap = float(params.get("softcap", 0.0))
+    causal = bool(params.get("causal", False))
+    window_left, window_right = int(params.get("window_left", -1)), int(params.get("window_right", -1))
+
+    # Grouped-query heads: repeat each kv head for the query heads of its group.
+    group = hq // hkv
+    k = k.repeat_interleave(group, dim=1)                     # [B, Hq, Tk, D]
+    v = v.repeat_interleave(group, dim=1)                     # [B, Hq, Tk, Dv]
+
+    # Scores, then softcap (before masking).
+    s = torch.einsum("bhid,bhjd->bhij", q, k) * scale        # [B, Hq, Tq, Tk]
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+
+    # Allowed set: bottom-right aligned causal/window rules, explicit mask, block mask.
+    pos = torch.arange(tq)[:, None] + (tk - tq)              # [Tq, 1] absolute query positions
+    key = torch.arange(tk)[None, :]                          # [1, Tk]
+    allowed = torch.ones(tq, tk, dtype=torch.bool)
+    if causal:
+        allowed &= key <= pos
+    if window_left >= 0:
+        allowed &= key >= pos - window_left
+    if window_right >= 0:
+        allowed &= key <= pos + window_right
+    allowed = allowed.expand(b, hq, tq, tk)
+    element = broadcast_mask(np.asarray(data["mask"]), (b, hq, tq, tk), "mask") if "mask" in data else None
+    if "kv_num_blocks" in data:
+        allowed = allowed & expand_block_mask(data, params, b, hq, tq, tk, element)
+    elif element is not None:
+        allowed = allowed & element
+
+    s = s.masked_fill(~allowed, float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)                         # [B, Hq, Tq]; -inf for rows with no allowed key
+    p = torch.exp(s - lse[..., None]).masked_fill(~allowed, 0.0)   # empty rows: exp(-inf + inf) = nan -> 0
+    out = torch.einsum("bhij,bhjd->bhid", p, v)             # [B, Hq, Tq, Dv]
+    return out.numpy(), lse.numpy()
+
+
+def main(argv):
+    if len(argv) < 3 or argv[1] in ("-h", "--help"):
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    params = read_params(argv[3:])
+    try:
+        data = dict(np.load(argv[1]))
+    except Exception as e:  # unreadable or not an npz
+        fail(f"cannot read {argv[1]}: {e}")
+    out, lse = attention(data, params)
+    np.savez(argv[2], out=out, lse=lse)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
