@@ -474,13 +474,13 @@ let kernelCase =
 
 let flatten32 (m: float[,]) = Array.init (rows m * cols m) (fun f -> float32 m.[f / cols m, f % cols m])
 
-/// The float32 bound of theorem sinkhorn.kernel-equals-reference: per half-step delta = u32 (6 S + N + E + 8); after
+/// The float32 bound of theorem sinkhorn.kernel-equals-reference: per half-step delta = u32 (6 S + 2 (N + E) + 8); after
 /// T iterations the potentials (units of reg) differ by at most 2 T delta, and log G by 4 T delta + u32 (3 S + 4).
 let kernelBound (m: float[,]) reg a b t =
     let n, e = rows m, cols m
     let logs (x: float[] option) k = match x with Some v -> maxAbs (Array.map log v) | None -> log (float k)
     let s = maxAbs (cells m) / reg + potentialScaleOverRun m reg a b t + logs a n + logs b e
-    let delta = u32 * (6.0 * s + float (n + e) + 8.0)
+    let delta = u32 * (6.0 * s + 2.0 * float (n + e) + 8.0)
     2.0 * float t * delta, 4.0 * float t * delta + u32 * (3.0 * s + 4.0)
 
 [<Prop; Theorem "sinkhorn.kernel-equals-reference">]
