@@ -14,6 +14,7 @@ public static class AlgorithmRegistry
         ExpertChoiceAlgorithm.Descriptor,
         AuxLossAlgorithm.Descriptor,
         BlockRoutingAlgorithm.Descriptor,
+        SinkhornAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>
