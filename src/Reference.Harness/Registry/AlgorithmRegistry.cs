@@ -9,6 +9,8 @@ public static class AlgorithmRegistry
     public static IReadOnlyList<Algorithm> All { get; } =
     [
         TopKAlgorithm.Descriptor,
+        AttentionAlgorithm.Descriptor,
+        BlockSparseAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>
