@@ -202,3 +202,34 @@ let ``registry paths pass the derived bound on generated block sparse cases`` ()
         for path in blockSparse.Paths do
             for r in SelfCheck.CheckPath(blockSparse, path, call) do
                 Assert.That(r.Passed, $"{case.Name} {path.Name}: {r.Summary()} {r.Detail}"))
+
+// ---------------------------------------------------------------------------------------------------------------
+// The PyTorch float64 peer (tests/peers/attention_peer.py): golden cases and fresh generated cases, within 1e-10.
+// ---------------------------------------------------------------------------------------------------------------
+
+let private goldenDir name = Repo.path [ "data"; "golden"; name ]
+
+[<TestCase("attention")>]
+[<TestCase("block-sparse")>]
+let ``torch peer confirms the golden cases`` (name: string) =
+    Peers.requireModules [ "numpy"; "torch" ] "python3-numpy python3-torch"
+    let cases = Directory.GetDirectories(goldenDir name).Length
+    Assert.That(cases, Is.GreaterThan 0)
+    let out = Peers.runPeer "attention_peer.py" [ "verify"; goldenDir name ]
+    Assert.That(out, Does.Contain $"{cases} of {cases} cases agree")
+
+[<TestCase("attention")>]
+[<TestCase("block-sparse")>]
+let ``torch peer agrees with the reference on fresh generated cases`` (name: string) =
+    Peers.requireModules [ "numpy"; "torch" ] "python3-numpy python3-torch"
+    let d = Path.Combine(Path.GetTempPath(), "attention-peer-" + Guid.NewGuid().ToString "N")
+    let seed = if String.Equals(Environment.GetEnvironmentVariable "CI", "true", StringComparison.OrdinalIgnoreCase) then 11 else Random.Shared.Next()
+    Peers.runPeer "attention_peer.py" [ "generate"; d; string seed; "40"; name ] |> ignore
+    let algorithm = AlgorithmRegistry.Find name
+    for case in Directory.GetDirectories d do
+        let inputPath = Path.Combine(case, "input.npz")
+        let call = algorithm.Bind(TensorFile.Read inputPath, Golden.GoldenData.ReadParameters(Path.Combine(case, "params.json")), inputPath)
+        TensorFile.Write(Path.Combine(case, "expected.npz"), algorithm.RunReference call)
+    let out = Peers.runPeer "attention_peer.py" [ "verify"; d ]
+    Assert.That(out, Does.Contain "40 of 40 cases agree", $"seed {seed}")
+    Directory.Delete(d, true)
