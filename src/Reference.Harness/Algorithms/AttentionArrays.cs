@@ -55,6 +55,18 @@ internal static class AttentionArrays
         return x;
     }
 
+    /// <summary>A rank-2 bool input (b1, or u1 holding 0/1).</summary>
+    internal static bool[,] Bool2(AlgorithmCall call, string name)
+    {
+        var a = call.Array(name);
+        var x = new bool[a.Shape[0], a.Shape[1]];
+        long n = 0;
+        for (int i = 0; i < a.Shape[0]; i++)
+            for (int j = 0; j < a.Shape[1]; j++)
+                x[i, j] = a.GetDouble(n++) != 0.0;
+        return x;
+    }
+
     /// <summary>An optional rank-4 bool input, or null.</summary>
     internal static bool[,,,]? OptionalBool4(AlgorithmCall call, string name) => call.Has(name) ? Bool4(call, name) : null;
 

@@ -11,6 +11,12 @@ public static class AlgorithmRegistry
         TopKAlgorithm.Descriptor,
         AttentionAlgorithm.Descriptor,
         BlockSparseAlgorithm.Descriptor,
+        MobaAlgorithm.Descriptor,
+        NsaAlgorithm.Descriptor,
+        ResaAlgorithm.Descriptor,
+        LeanKAlgorithm.Descriptor,
+        LeanKMaskAlgorithm.Descriptor,
+        LinearAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>
