@@ -425,3 +425,49 @@ let ``chunked linear attention kernel equals the reference`` () =
         checkClose "kernel" (flat4 expected) (f64 actual) tol
         let single = Reference.Kernels.Attention.LinearAttention.Chunked(f32 (flat4 q), f32 (flat4 k), f32 (flat4 v), shape, options, false)
         checkEqual "threads" (f64 actual) (f64 single))
+
+// ---------------------------------------------------------------------------------------------------------------
+// The PyTorch float64 peer (tests/peers/sparse_attention_peer.py): golden cases, and the registry's generated cases.
+// ---------------------------------------------------------------------------------------------------------------
+
+let sparseAlgorithms () = [| "moba"; "nsa"; "resa"; "leank"; "leank-mask"; "linear" |]
+
+[<TestCaseSource(nameof sparseAlgorithms)>]
+let ``torch peer confirms the sparse attention golden cases`` (name: string) =
+    Peers.requireModules [ "numpy"; "torch" ] "python3-numpy python3-torch"
+    let dir = Repo.path [ "data"; "golden"; name ]
+    let cases = IO.Directory.GetDirectories(dir).Length
+    Assert.That(cases, Is.GreaterThan 0)
+    let out = Peers.runPeer "sparse_attention_peer.py" [ "verify"; name; dir ]
+    Assert.That(out, Does.Contain $"{cases} of {cases} cases agree")
+
+[<TestCaseSource(nameof sparseAlgorithms)>]
+let ``torch peer agrees with the reference on generated cases`` (name: string) =
+    Peers.requireModules [ "numpy"; "torch" ] "python3-numpy python3-torch"
+    let algorithm = Reference.Harness.Registry.AlgorithmRegistry.Find name
+    let d = IO.Path.Combine(IO.Path.GetTempPath(), "sparse-peer-" + Guid.NewGuid().ToString "N")
+    let seed = if String.Equals(Environment.GetEnvironmentVariable "CI", "true", StringComparison.OrdinalIgnoreCase) then 13 else Random.Shared.Next(1_000_000)
+    let count = 30
+    for i in 0 .. count - 1 do
+        let case = algorithm.Generate.Invoke(seed + i)
+        let dir = IO.Path.Combine(d, $"case-{i:D3}")
+        IO.Directory.CreateDirectory dir |> ignore
+        // .npz has no bfloat16: widen those inputs to float32 (exact) for both sides.
+        let inputs =
+            case.Inputs
+            |> Seq.map (fun kv ->
+                let a = kv.Value
+                let a' =
+                    if a.DType = Reference.Harness.Tensors.DType.BF16 then
+                        Reference.Harness.Tensors.NdArray.Create(a.ToDoubles() |> Array.map float32, Array.ofSeq a.Shape)
+                    else a
+                Collections.Generic.KeyValuePair(kv.Key, a'))
+            |> List.ofSeq
+        let inputPath = IO.Path.Combine(dir, "input.npz")
+        Reference.Harness.Tensors.TensorFile.Write(inputPath, inputs)
+        IO.File.WriteAllText(IO.Path.Combine(dir, "params.json"), Text.Json.JsonSerializer.Serialize case.Parameters)
+        let call = algorithm.Bind(Reference.Harness.Tensors.TensorFile.Read inputPath, case.Parameters, case.Name)
+        Reference.Harness.Tensors.TensorFile.Write(IO.Path.Combine(dir, "expected.npz"), algorithm.RunReference call)
+    let out = Peers.runPeer "sparse_attention_peer.py" [ "verify"; name; d ]
+    Assert.That(out, Does.Contain $"{count} of {count} cases agree", $"seed {seed}")
+    IO.Directory.Delete(d, true)

@@ -3,8 +3,8 @@
 
 Usage: golden_sparse_inputs.py DATA_GOLDEN_DIR   (writes DATA_GOLDEN_DIR/<algorithm>/<case>)
 
-The expected outputs are then written by the reference (tests/peers/regenerate_golden.sh ALGORITHM). These cases
-pin the reference's behaviour (regressions); no independent peer confirms them yet.
+The expected outputs are then written by the reference (tests/peers/regenerate_golden.sh ALGORITHM) and confirmed
+independently by `sparse_attention_peer.py verify ALGORITHM data/golden/ALGORITHM`.
 """
 import json
 import os
