@@ -15,6 +15,14 @@ public static class AlgorithmRegistry
         AuxLossAlgorithm.Descriptor,
         BlockRoutingAlgorithm.Descriptor,
         SinkhornAlgorithm.Descriptor,
+        AttentionAlgorithm.Descriptor,
+        BlockSparseAlgorithm.Descriptor,
+        MobaAlgorithm.Descriptor,
+        NsaAlgorithm.Descriptor,
+        ResaAlgorithm.Descriptor,
+        LeanKAlgorithm.Descriptor,
+        LeanKMaskAlgorithm.Descriptor,
+        LinearAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>
