@@ -5,7 +5,9 @@ using Reference.Harness.Tensors;
 namespace Reference.Harness.Algorithms;
 
 /// <summary>The registry entry for <c>nsa</c>: Native Sparse Attention's three gated branches (SEMANTICS.md sections 10 and 12).</summary>
-/// <remarks>No optimized path. <c>out</c> is judged by the allclose preset of the candidate's format; <c>selected</c> exactly.</remarks>
+/// <remarks>No optimized path. A candidate is judged by <see cref="NsaValidator"/>: <c>selected</c> must equal the
+/// reference's except where a tie or near-tie within the candidate's precision allows another valid choice, and
+/// <c>out</c> is compared (allclose preset of the candidate's format) with NSA under the selection so accepted.</remarks>
 public static class NsaAlgorithm
 {
     /// <summary>The descriptor.</summary>
@@ -30,8 +32,8 @@ public static class NsaAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("out", "B,Hq,T,Dv", ArrayKind.Float, OutputComparison.Tolerance, "g_cmp o_cmp + g_slc o_slc + g_win o_win"),
-            new OutputSpec("selected", "B,Hkv,T,nb", ArrayKind.Bool, OutputComparison.Exact, "the blocks each query's kv group selected, nb = ceil(T/block_size)"),
+            new OutputSpec("out", "B,Hq,T,Dv", ArrayKind.Float, OutputComparison.Validated, "g_cmp o_cmp + g_slc o_slc + g_win o_win"),
+            new OutputSpec("selected", "B,Hkv,T,nb", ArrayKind.Bool, OutputComparison.Validated, "the blocks each query's kv group selected, nb = ceil(T/block_size)"),
         ],
         Reference = call =>
         {
@@ -43,6 +45,16 @@ public static class NsaAlgorithm
                 ["out"] = AttentionArrays.ToArray(result.Out),
                 ["selected"] = AttentionArrays.ToArray(result.Selected),
             };
+        },
+        Validate = context =>
+        {
+            var call = context.Call;
+            return NsaValidator.Validate(
+                AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
+                AttentionArrays.Double4(call, "gates"), Options(call),
+                context.Candidate.TryGetValue("selected", out var s) ? s.ToDoubles() : null,
+                context.Candidate.TryGetValue("out", out var o) ? o.ToDoubles() : null,
+                context.Format);
         },
         Generate = Generate,
     };

@@ -7,7 +7,9 @@ namespace Reference.Harness.Algorithms;
 
 /// <summary>The registry entry for <c>resa</c>: one Rectified Sparse Attention decode step (SEMANTICS.md sections 10 and 12).</summary>
 /// <remarks>
-/// No optimized path. out and lse are judged by the allclose preset of the candidate's format; <c>selected</c> exactly.
+/// No optimized path. A candidate is judged by <see cref="ResaValidator"/>: <c>selected</c> must equal the reference's
+/// except where a tie or near-tie within the candidate's precision allows another valid choice, and out and lse are
+/// compared (allclose preset of the candidate's format) with the step under the selection so accepted.
 /// The multi-layer decode loop with rectification is <see cref="ResaModel"/> (a library API, not a CLI algorithm).
 /// </remarks>
 public static class ResaAlgorithm
@@ -34,9 +36,9 @@ public static class ResaAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("out", "B,Hq,_,Dv", ArrayKind.Float, OutputComparison.Tolerance, "attention over the selected blocks' positions"),
-            new OutputSpec("lse", "B,Hq,_", ArrayKind.Float, OutputComparison.Tolerance, "natural log of the sum of exp over those positions"),
-            new OutputSpec("selected", "B,Hkv,nb", ArrayKind.Bool, OutputComparison.Exact, "the selected blocks of each kv group, nb = ceil(L/block_size)"),
+            new OutputSpec("out", "B,Hq,_,Dv", ArrayKind.Float, OutputComparison.Validated, "attention over the selected blocks' positions"),
+            new OutputSpec("lse", "B,Hq,_", ArrayKind.Float, OutputComparison.Validated, "natural log of the sum of exp over those positions"),
+            new OutputSpec("selected", "B,Hkv,nb", ArrayKind.Bool, OutputComparison.Validated, "the selected blocks of each kv group, nb = ceil(L/block_size)"),
         ],
         Reference = call =>
         {
@@ -48,6 +50,16 @@ public static class ResaAlgorithm
                 ["lse"] = AttentionArrays.ToArray(result.Lse),
                 ["selected"] = AttentionArrays.ToArray(result.Selected),
             };
+        },
+        Validate = context =>
+        {
+            var call = context.Call;
+            return ResaValidator.Validate(
+                AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), Options(call),
+                context.Candidate.TryGetValue("selected", out var s) ? s.ToDoubles() : null,
+                context.Candidate.TryGetValue("out", out var o) ? o.ToDoubles() : null,
+                context.Candidate.TryGetValue("lse", out var x) ? x.ToDoubles() : null,
+                context.Format);
         },
         Generate = Generate,
     };

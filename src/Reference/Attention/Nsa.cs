@@ -91,7 +91,59 @@ public static class Nsa
     /// <exception cref="ArgumentException">A shape does not match, an entry is not finite, or an option is out of range.</exception>
     public static NsaResult Compute(double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options)
     {
-        // 1. Validate.
+        // 1. Validate; 2. select; 3. the three branches and their gated sum.
+        var (dims, scale) = Validate(q, k, v, gates, options);
+        var selected = Select(SelectionScores(q, k, dims, scale, options.BlockSize), dims, options.BlockSize, options.TopN);
+        return Branches(q, k, v, gates, dims, scale, options, selected);
+    }
+
+    /// <summary>
+    /// NSA with a given selection instead of the top-n rule: the compressed and window branches as in
+    /// <see cref="Compute"/>, the selected branch over the keys j &lt;= t of the blocks <paramref name="selected"/> marks.
+    /// The checker uses it to judge an output computed with a different but valid tie-break (SEMANTICS.md section 11).
+    /// </summary>
+    /// <param name="q">Queries [B, Hq, T, D], finite.</param>
+    /// <param name="k">Keys [B, Hkv, T, D], finite; Hkv divides Hq.</param>
+    /// <param name="v">Values [B, Hkv, T, Dv], finite.</param>
+    /// <param name="gates">Gates [B, Hq, T, 3], finite.</param>
+    /// <param name="options">Block size, window, scale (top-n is not used).</param>
+    /// <param name="selected">The selection [B, Hkv, T, ceil(T / BS)]; blocks after the query are harmless (masked by j &lt;= t).</param>
+    /// <returns>The result, with <paramref name="selected"/> as its selection.</returns>
+    /// <exception cref="ArgumentException">As for <see cref="Compute"/>, or <paramref name="selected"/> has the wrong shape.</exception>
+    public static NsaResult ComputeWithSelection(
+        double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options, bool[,,,] selected)
+    {
+        var (dims, scale) = Validate(q, k, v, gates, options);
+        ArgumentNullException.ThrowIfNull(selected);
+        int nb = (dims.Tq + options.BlockSize - 1) / options.BlockSize;
+        if (selected.GetLength(0) != dims.B || selected.GetLength(1) != dims.Hkv || selected.GetLength(2) != dims.Tq || selected.GetLength(3) != nb)
+            throw new ArgumentException(
+                $"selected has shape [{selected.GetLength(0)}, {selected.GetLength(1)}, {selected.GetLength(2)}, {selected.GetLength(3)}], expected [{dims.B}, {dims.Hkv}, {dims.Tq}, {nb}]",
+                nameof(selected));
+        return Branches(q, k, v, gates, dims, scale, options, selected);
+    }
+
+    /// <summary>
+    /// The selection scores score_g[t, c] = sum over the query heads h of kv group g of the compressed probability
+    /// P_h[t, c], for the candidate blocks c &lt; own(t) = floor(t / BS); entries c &gt;= own(t) are 0 (the own block is
+    /// forced, later blocks are never candidates). Shape [B, Hkv, T, ceil(T / BS)].
+    /// </summary>
+    /// <param name="q">Queries [B, Hq, T, D], finite.</param>
+    /// <param name="k">Keys [B, Hkv, T, D], finite.</param>
+    /// <param name="v">Values [B, Hkv, T, Dv] (checked for shape only).</param>
+    /// <param name="gates">Gates [B, Hq, T, 3] (checked only).</param>
+    /// <param name="options">Block size and scale.</param>
+    /// <returns>The scores the top-n rule ranks.</returns>
+    /// <exception cref="ArgumentException">As for <see cref="Compute"/>.</exception>
+    public static double[,,,] SelectionScores(double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options)
+    {
+        var (dims, scale) = Validate(q, k, v, gates, options);
+        return SelectionScores(q, k, dims, scale, options.BlockSize);
+    }
+
+    /// <summary>Checks shapes, finiteness and options; returns the dimensions and the resolved scale.</summary>
+    private static (AttentionCore.Dims Dims, double Scale) Validate(double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options)
+    {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(gates);
         var dims = AttentionCore.ValidateInputs(q, k, v);
@@ -106,23 +158,27 @@ public static class Nsa
         if (options.TopN < 1) throw new ArgumentException($"top_n must be >= 1, got {options.TopN}", nameof(options));
         if (options.Window < 0) throw new ArgumentException($"window must be >= 0, got {options.Window}", nameof(options));
         double scale = AttentionCore.ResolveScale(options.Scale, 0.0, dims.D, nameof(options), nameof(options));
+        return (dims, scale);
+    }
+
+    /// <summary>The three branches under a given selection and their gated sum.</summary>
+    private static NsaResult Branches(
+        double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, AttentionCore.Dims dims, double scale, NsaOptions options, bool[,,,] selected)
+    {
         int t = dims.Tq, bs = options.BlockSize, nb = (t + bs - 1) / bs;
 
-        // 2. Compression: mean-pool keys and values over each block's actual positions [B, Hkv, nb, D | Dv].
+        // 1. Compression: mean-pool keys and values over each block's actual positions [B, Hkv, nb, D | Dv].
         var kCmp = Pool(k, bs, nb);
         var vCmp = Pool(v, bs, nb);
 
-        // 3. Compressed branch: dense attention over the visible compressed blocks.
+        // 2. Compressed branch: dense attention over the visible compressed blocks.
         var visible = new bool[1, 1, t, nb];
         for (int i = 0; i < t; i++)
             for (int c = 0; c < nb; c++)
                 visible[0, 0, i, c] = (c + 1) * bs <= i + 1;
         var compressed = DenseAttention.Compute(q, kCmp, vCmp, new AttentionOptions { Scale = scale, Mask = visible }).Out;
 
-        // 4. Selection per kv group from the compressed probabilities.
-        var selected = Select(q, kCmp, dims, scale, bs, nb, options.TopN);
-
-        // 5. Selected branch: keys j <= t of the selected blocks.
+        // 3. Selected branch: keys j <= t of the selected blocks.
         var selectedMask = new bool[dims.B, dims.Hq, t, t];
         for (int b = 0; b < dims.B; b++)
             for (int h = 0; h < dims.Hq; h++)
@@ -131,12 +187,12 @@ public static class Nsa
                         selectedMask[b, h, i, j] = selected[b, h / dims.Group, i, j / bs];
         var selectedOut = DenseAttention.Compute(q, k, v, new AttentionOptions { Scale = scale, Mask = selectedMask }).Out;
 
-        // 6. Sliding-window branch: causal with W - 1 keys to the left (off when W = 0).
+        // 4. Sliding-window branch: causal with W - 1 keys to the left (off when W = 0).
         var window = options.Window == 0
             ? new double[dims.B, dims.Hq, t, dims.Dv]
             : DenseAttention.Compute(q, k, v, new AttentionOptions { Scale = scale, Causal = true, WindowLeft = options.Window - 1 }).Out;
 
-        // 7. The gated sum, in the order (g_cmp o_cmp + g_slc o_slc) + g_win o_win.
+        // 5. The gated sum, in the order (g_cmp o_cmp + g_slc o_slc) + g_win o_win.
         var output = new double[dims.B, dims.Hq, t, dims.Dv];
         for (int b = 0; b < dims.B; b++)
             for (int h = 0; h < dims.Hq; h++)
@@ -144,7 +200,7 @@ public static class Nsa
                     for (int d = 0; d < dims.Dv; d++)
                         output[b, h, i, d] = gates[b, h, i, 0] * compressed[b, h, i, d] + gates[b, h, i, 1] * selectedOut[b, h, i, d]
                                              + gates[b, h, i, 2] * window[b, h, i, d];
-        return new NsaResult(output, selected, compressed, selectedOut, window);
+        return new NsaResult(output, (bool[,,,])selected.Clone(), compressed, selectedOut, window);
     }
 
     /// <summary>Mean of each block's actual positions: x [B, H, T, E] to [B, H, nb, E].</summary>
@@ -167,26 +223,37 @@ public static class Nsa
         return pooled;
     }
 
-    /// <summary>The selected blocks [B, Hkv, T, nb]: the own block, then the top S - 1 earlier blocks by summed probability.</summary>
-    private static bool[,,,] Select(double[,,,] q, double[,,,] kCmp, AttentionCore.Dims dims, double scale, int bs, int nb, int topN)
+    /// <summary>score_g[t, c] = sum over the group's heads of the compressed probability of block c, for c &lt; own(t); else 0.</summary>
+    private static double[,,,] SelectionScores(double[,,,] q, double[,,,] k, AttentionCore.Dims dims, double scale, int bs)
     {
+        int nb = (dims.Tq + bs - 1) / bs;
+        var kCmp = Pool(k, bs, nb);
+        var score = new double[dims.B, dims.Hkv, dims.Tq, nb];
+        for (int b = 0; b < dims.B; b++)
+            for (int g = 0; g < dims.Hkv; g++)
+                for (int i = 0; i < dims.Tq; i++)
+                    for (int h = g * dims.Group; h < (g + 1) * dims.Group; h++)
+                    {
+                        var p = CompressedProbabilities(q, kCmp, b, h, g, i, scale, bs, nb);
+                        for (int c = 0; c < i / bs; c++) score[b, g, i, c] += p[c];
+                    }
+        return score;
+    }
+
+    /// <summary>The selected blocks [B, Hkv, T, nb]: the own block, then the top S - 1 earlier blocks by score.</summary>
+    private static bool[,,,] Select(double[,,,] score, AttentionCore.Dims dims, int bs, int topN)
+    {
+        int nb = score.GetLength(3);
         var selected = new bool[dims.B, dims.Hkv, dims.Tq, nb];
         for (int b = 0; b < dims.B; b++)
             for (int g = 0; g < dims.Hkv; g++)
                 for (int i = 0; i < dims.Tq; i++)
                 {
                     int own = i / bs;
-                    // 1. score[c] = sum over the group's heads of the compressed probability of block c (c < own).
-                    var score = new double[own];
-                    for (int h = g * dims.Group; h < (g + 1) * dims.Group; h++)
-                    {
-                        var p = CompressedProbabilities(q, kCmp, b, h, g, i, scale, bs, nb);
-                        for (int c = 0; c < own; c++) score[c] += p[c];
-                    }
-
-                    // 2. The own block first, then the top S - 1 earlier blocks by the ranking rule.
+                    var row = new double[own];
+                    for (int c = 0; c < own; c++) row[c] = score[b, g, i, c];
                     selected[b, g, i, own] = true;
-                    foreach (int c in Ranking.Top(score, Math.Min(topN - 1, own))) selected[b, g, i, c] = true;
+                    foreach (int c in Ranking.Top(row, Math.Min(topN - 1, own))) selected[b, g, i, c] = true;
                 }
         return selected;
     }

@@ -79,11 +79,33 @@ public static class Resa
     /// <returns>out, lse and the selected blocks.</returns>
     /// <exception cref="ArgumentException">A shape does not match (q must hold one position), an entry is not finite,
     /// or an option is out of range.</exception>
-    public static ResaStepResult DecodeStep(double[,,,] q, double[,,,] k, double[,,,] v, ResaOptions options)
+    public static ResaStepResult DecodeStep(double[,,,] q, double[,,,] k, double[,,,] v, ResaOptions options) =>
+        DecodeStepWithSelection(q, k, v, options, SelectBlocks(q, k, v, options));
+
+    /// <summary>
+    /// One decode step with a given selection instead of the local + top rule: attention of each query head over the
+    /// positions of the blocks its kv group has selected. <see cref="DecodeStep"/> is this with
+    /// <see cref="SelectBlocks"/>; the checker uses it to judge an output computed with a different but valid
+    /// tie-break (SEMANTICS.md section 11).
+    /// </summary>
+    /// <param name="q">The new token's queries [B, Hq, 1, D], finite.</param>
+    /// <param name="k">The key cache [B, Hkv, L, D], finite.</param>
+    /// <param name="v">The value cache [B, Hkv, L, Dv], finite.</param>
+    /// <param name="options">Block size and scale (the selection options are not used).</param>
+    /// <param name="selected">The selection [B, Hkv, ceil(L / b)].</param>
+    /// <returns>out, lse and <paramref name="selected"/> (copied).</returns>
+    /// <exception cref="ArgumentException">As for <see cref="DecodeStep"/>, or <paramref name="selected"/> has the wrong shape.</exception>
+    public static ResaStepResult DecodeStepWithSelection(double[,,,] q, double[,,,] k, double[,,,] v, ResaOptions options, bool[,,] selected)
     {
-        // 1. Select the blocks.
-        var selected = SelectBlocks(q, k, v, options);
+        // 1. Validate (the block scores check every input and option).
+        ArgumentNullException.ThrowIfNull(selected);
+        BlockScores(q, k, v, options);
         int bsz = q.GetLength(0), hq = q.GetLength(1), hkv = k.GetLength(1), l = k.GetLength(2), group = hq / hkv;
+        int nb = (l + options.BlockSize - 1) / options.BlockSize;
+        if (selected.GetLength(0) != bsz || selected.GetLength(1) != hkv || selected.GetLength(2) != nb)
+            throw new ArgumentException(
+                $"selected has shape [{selected.GetLength(0)}, {selected.GetLength(1)}, {selected.GetLength(2)}], expected [{bsz}, {hkv}, {nb}]",
+                nameof(selected));
 
         // 2. The positions of the selected blocks, for each query head of the group [B, Hq, 1, L].
         var mask = new bool[bsz, hq, 1, l];
@@ -94,7 +116,7 @@ public static class Resa
 
         // 3. Attention under that mask.
         var result = DenseAttention.Compute(q, k, v, new AttentionOptions { Scale = options.Scale, Mask = mask });
-        return new ResaStepResult(result.Out, result.Lse, selected);
+        return new ResaStepResult(result.Out, result.Lse, (bool[,,])selected.Clone());
     }
 
     /// <summary>The number of blocks selected out of nb: min(nb, max(n_sel, min(n_local, nb))).</summary>
@@ -117,6 +139,32 @@ public static class Resa
     /// <exception cref="ArgumentException">As for <see cref="DecodeStep"/>.</exception>
     public static bool[,,] SelectBlocks(double[,,,] q, double[,,,] k, double[,,,] v, ResaOptions options)
     {
+        // 1. The block scores (validating the inputs).
+        var score = BlockScores(q, k, v, options);
+        int bsz = score.GetLength(0), hkv = score.GetLength(1), nb = score.GetLength(2);
+        int total = SelectedCount(nb, options), local = Math.Min(options.NLocal, nb);
+        var selected = new bool[bsz, hkv, nb];
+        for (int b = 0; b < bsz; b++)
+            for (int g = 0; g < hkv; g++)
+            {
+                // 2. The local blocks, then the best of the others.
+                var others = new double[nb - local];
+                for (int c = 0; c < nb - local; c++) others[c] = score[b, g, c];
+                for (int c = nb - local; c < nb; c++) selected[b, g, c] = true;
+                foreach (int c in Ranking.Top(others, total - local)) selected[b, g, c] = true;
+            }
+        return selected;
+    }
+
+    /// <summary>The block scores score[b, g, c] = sum_d max(qbar_d kmax[c,d], qbar_d kmin[c,d]) of every block (local ones included).</summary>
+    /// <param name="q">Queries [B, Hq, 1, D], finite.</param>
+    /// <param name="k">Keys [B, Hkv, L, D], finite.</param>
+    /// <param name="v">Values [B, Hkv, L, Dv] (checked for shape only).</param>
+    /// <param name="options">Block size, sparsity, n_local, n_min (all checked).</param>
+    /// <returns>score [B, Hkv, ceil(L / b)].</returns>
+    /// <exception cref="ArgumentException">As for <see cref="DecodeStep"/>.</exception>
+    public static double[,,] BlockScores(double[,,,] q, double[,,,] k, double[,,,] v, ResaOptions options)
+    {
         // 1. Validate.
         ArgumentNullException.ThrowIfNull(options);
         var dims = AttentionCore.ValidateInputs(q, k, v);
@@ -130,8 +178,7 @@ public static class Resa
         AttentionCore.ResolveScale(options.Scale, 0.0, dims.D, nameof(options), nameof(options));
 
         int bs = options.BlockSize, l = dims.Tk, nb = (l + bs - 1) / bs;
-        int total = SelectedCount(nb, options), local = Math.Min(options.NLocal, nb);
-        var selected = new bool[dims.B, dims.Hkv, nb];
+        var score = new double[dims.B, dims.Hkv, nb];
         for (int b = 0; b < dims.B; b++)
             for (int g = 0; g < dims.Hkv; g++)
             {
@@ -144,9 +191,8 @@ public static class Resa
                     qbar[d] = sum / dims.Group / Math.Sqrt(dims.D);
                 }
 
-                // 3. Block scores from the element-wise max and min of each block's keys (local blocks excluded).
-                var score = new double[nb - local];
-                for (int c = 0; c < nb - local; c++)
+                // 3. Block scores from the element-wise max and min of each block's keys.
+                for (int c = 0; c < nb; c++)
                 {
                     double s = 0.0;
                     for (int d = 0; d < dims.D; d++)
@@ -159,13 +205,9 @@ public static class Resa
                         }
                         s += Math.Max(qbar[d] * max, qbar[d] * min);
                     }
-                    score[c] = s;
+                    score[b, g, c] = s;
                 }
-
-                // 4. The local blocks, then the best of the others.
-                for (int c = nb - local; c < nb; c++) selected[b, g, c] = true;
-                foreach (int c in Ranking.Top(score, total - local)) selected[b, g, c] = true;
             }
-        return selected;
+        return score;
     }
 }
