@@ -18,7 +18,8 @@ namespace Reference.Routing;
 /// (proofs/softtopk.md, theorem softtopk.entropic-sinkhorn-rate). So the reference keeps Sinkhorn's exact row update
 /// (log domain: f_e = tau log a_e - tau logsumexp_j((g_j - C_ej)/tau)) and replaces the column update by a Newton step
 /// for g_1 (the gauge is g_0 = 0), safeguarded by a bisection bracket. The fixed point is the same; the iteration
-/// stops when the next step would change g_1 by less than one unit in the last place, or the bracket has collapsed.</para>
+/// stops when |sum_e y_e - k| &lt;= E 2^-53 (the rounding level of that sum), when the next step would change g_1 by
+/// less than one unit in the last place, or when the bracket has collapsed.</para>
 /// <para>Jacobian: by implicit differentiation of the fixed-point equations (rows and column 1) in (f, g_1), chained
 /// with dC/dxh and the derivative of the normalization. The min and max are taken at the lowest index attaining them
 /// (a subgradient where several entries tie for the min or the max; it is the derivative of the branch in which the
@@ -151,23 +152,26 @@ public static class SoftTopKEntropic
         //    at g_1 = -1 + tau (L - 1) every y_e <= sigmoid(L - 1) < k/E, at 1 + tau (L + 1) every y_e > k/E.
         //    Widen a side if rounding defeats its computed sign.
         double lo = -1.0 + tau * (logit - 1.0), hi = 1.0 + tau * (logit + 1.0);
-        for (double step = tau; Evaluate(cost, k, tau, lo).Residual > 0.0; step *= 2.0)
+        for (double widen = tau; Evaluate(cost, k, tau, lo).Residual > 0.0; widen *= 2.0)
         {
-            lo -= step;
+            lo -= widen;
         }
-        for (double step = tau; Evaluate(cost, k, tau, hi).Residual < 0.0; step *= 2.0)
+        for (double widen = tau; Evaluate(cost, k, tau, hi).Residual < 0.0; widen *= 2.0)
         {
-            hi += step;
+            hi += widen;
         }
 
-        // 2. Newton from the centre g_1 = tau L (where entries with xh = 1/2 get y = k/E), safeguarded by the bracket.
+        // 2. Newton from the centre g_1 = tau L (where entries with xh = 1/2 get y = k/E), safeguarded as in
+        //    Numerical Recipes' rtsafe: bisect when the Newton point leaves the bracket, or when the Newton step is not
+        //    at most half the step before last (far from the root, in the exponential tails, Newton crawls by ~tau).
         double g1 = Math.Clamp(tau * logit, lo, hi);
+        double step = hi - lo, stepBeforeLast = hi - lo;
         var current = Evaluate(cost, k, tau, g1);
         for (int iteration = 1; iteration <= maxIterations; iteration++)
         {
-            if (current.Residual == 0.0)
+            if (Math.Abs(current.Residual) <= e * u)
             {
-                return new Plan(current.Rho, iteration, true);
+                return new Plan(current.Rho, iteration, true); // the marginal is met to the rounding level of its sum
             }
             if (current.Residual < 0.0)
             {
@@ -177,15 +181,18 @@ public static class SoftTopKEntropic
             {
                 hi = g1;
             }
-            double next = g1 - current.Residual / current.Slope;
-            if (!(next > lo && next < hi))
+            stepBeforeLast = step;
+            step = current.Residual / current.Slope;
+            double next = g1 - step;
+            if (!(next > lo && next < hi) || !(Math.Abs(2.0 * step) <= Math.Abs(stepBeforeLast)))
             {
-                next = 0.5 * lo + 0.5 * hi; // Newton left the bracket (or the slope underflowed): bisect
+                next = 0.5 * lo + 0.5 * hi;
+                step = g1 - next;
             }
             double resolution = u * Math.Max(1.0, Math.Max(Math.Abs(lo), Math.Abs(hi)));
             if (Math.Abs(next - g1) <= resolution || hi - lo <= resolution)
             {
-                return new Plan(current.Rho, iteration, true);
+                return new Plan(current.Rho, iteration, true); // g_1 is resolved to one unit in the last place
             }
             g1 = next;
             current = Evaluate(cost, k, tau, g1);
