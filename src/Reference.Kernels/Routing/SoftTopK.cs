@@ -214,9 +214,8 @@ public static class SoftTopK
             throw new ArgumentException($"x and tau = {tau} put the threshold outside the float32 range", "x");
         }
 
-        // 2. Stage 1: float32 bisection to one unit roundoff of the bracket's scale (or adjacent floats).
-        float resolution = Unit * MathF.Max(MathF.Abs(lo), MathF.Abs(hi));
-        while (hi - lo > resolution)
+        // 2. Stage 1: float32 bisection until hi - lo <= u max(|lo|, |hi|, tau) (or adjacent floats).
+        while (hi - lo > Unit * MathF.Max(tau, MathF.Max(MathF.Abs(lo), MathF.Abs(hi))))
         {
             float mid = 0.5f * lo + 0.5f * hi;
             if (mid <= lo || mid >= hi)

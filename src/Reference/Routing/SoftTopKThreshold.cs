@@ -9,13 +9,15 @@ namespace Reference.Routing;
 /// <para>y_e = sigmoid((x_e - t)/tau), where t is the unique real with sum_e sigmoid((x_e - t)/tau) = k.</para>
 /// <para>The left side is continuous and strictly decreasing in t, from E to 0, so t exists and is unique. With
 /// L = logit(k/E) = log k - log(E - k), every y_e &gt; k/E at t = min x - tau (L + 1) and every y_e &lt; k/E at
-/// t = max x - tau (L - 1), so t lies strictly between; the reference bisects that bracket until its width is below
-/// one unit in the last place of its endpoints' scale (at most about 55 halvings), and returns the endpoint whose
-/// computed sum is closer to k.</para>
+/// t = max x - tau (L - 1), so t lies strictly between; the reference bisects that bracket until its width is at most
+/// u max(|t|, tau), u = 2^-53 (about 55 halvings for moderate x; at most about 1100 when the spread of x spans the
+/// whole double range), and returns the endpoint whose computed sum is closer to k.</para>
 /// <para>Jacobian (implicit differentiation of sum_e y_e = k): with d_e = y_e (1 - y_e)/tau and D = diag(d),
 /// dt/dx_b = d_b / sum(d), hence J = dy/dx = D - d d^T / sum(d). It is symmetric, has non-negative diagonal and
 /// non-positive off-diagonal entries, and J 1 = 0 (adding a constant to x changes nothing). The reference computes
-/// y_e (1 - y_e) as sigmoid(s_e) sigmoid(-s_e), which keeps full relative accuracy where y_e is close to 1.
+/// y_e (1 - y_e) as sigmoid(s_e) sigmoid(-s_e), which keeps full relative accuracy where y_e is close to 1, the
+/// diagonal as d_a (sum_{b != a} d_b) / sum(d) (no cancellation), and the off-diagonal as -p_a p_b / tau with
+/// p = q / sqrt(sum q), so that the computed J is exactly symmetric with exactly signed entries.
 /// If every d_e underflows to 0 (tau tiny against the gaps of x) the Jacobian is returned as 0, its limit.</para>
 /// <para>Sources: Amos, Koltun and Kolter 2019, "The limited multi-label projection layer" (the sigmoid with a
 /// calibrated threshold, solved by bisection); the MaxScore paper's SoftTopk, as fixed by SEMANTICS.md.</para>
@@ -77,14 +79,24 @@ public static class SoftTopKThreshold
                 {
                     continue; // every d_e underflowed: J = 0, its limit (the array is zero-initialized)
                 }
+                // d_a d_b / sum(d) = p_a p_b / tau with p = q / sqrt(sum q): the product commutes, so J is symmetric bit
+                // for bit, and p_e <= sqrt(q_e) keeps it from underflowing where q_a q_b alone would.
+                var p = new double[e]; // [E]
+                double root = Math.Sqrt(sumQ);
+                for (int j = 0; j < e; j++)
+                {
+                    p[j] = q[j] / root;
+                }
                 for (int a = 0; a < e; a++)
                 {
+                    // The diagonal d_a - d_a^2/sum(d) = d_a (sum_{b != a} d_b) / sum(d): no cancellation, never negative.
+                    double others = 0.0;
                     for (int b = 0; b < e; b++)
                     {
-                        // d_a d_b / sum(d) = (q_a (q_b / sum q)) / tau; q_b / sum q <= 1, so nothing overflows.
-                        double rankOne = q[a] * (q[b] / sumQ);
-                        jacobian[i, a, b] = ((a == b ? q[a] : 0.0) - rankOne) / tau;
+                        others += b == a ? 0.0 : q[b];
+                        jacobian[i, a, b] = -(p[a] * p[b]) / tau;
                     }
+                    jacobian[i, a, a] = q[a] * (others / sumQ) / tau;
                 }
             }
         }
@@ -96,8 +108,8 @@ public static class SoftTopKThreshold
 
     /// <summary>
     /// Solves sum_e sigmoid((x_e - t)/tau) = k for t by bisection. Invariant: the computed f(lo) &gt;= 0 &gt;= f(hi),
-    /// f(t) = sum_e sigmoid((x_e - t)/tau) - k. Stops when hi - lo &lt;= u S with u = 2^-53 and S the larger magnitude
-    /// of the first bracket's ends, or when f(mid) = 0 exactly.
+    /// f(t) = sum_e sigmoid((x_e - t)/tau) - k. Stops when hi - lo &lt;= u max(|lo|, |hi|, tau) with u = 2^-53, when lo
+    /// and hi are adjacent doubles, or when f(mid) = 0 exactly.
     /// </summary>
     private static Threshold Solve(double[] x, int k, double tau, int rowIndex)
     {
@@ -120,13 +132,12 @@ public static class SoftTopKThreshold
         }
         CheckFinite(lo, rowIndex, tau);
         CheckFinite(hi, rowIndex, tau);
-        double scale = Math.Max(Math.Abs(lo), Math.Abs(hi));
-        double resolution = scale * Math.Pow(2.0, -53);
-
-        // 2. Bisection, keeping f(lo) >= 0 >= f(hi).
+        // 2. Bisection, keeping f(lo) >= 0 >= f(hi), until hi - lo <= u max(|lo|, |hi|, tau): then t is known to a unit
+        //    roundoff of its own magnitude, or to u tau when t is near 0 (which moves every y_e by at most u/4).
+        const double u = 1.1102230246251565E-16; // 2^-53
         int iterations = 0;
         double fLo = F(x, k, tau, lo), fHi = F(x, k, tau, hi);
-        while (hi - lo > resolution)
+        while (hi - lo > u * Math.Max(tau, Math.Max(Math.Abs(lo), Math.Abs(hi))))
         {
             double mid = 0.5 * lo + 0.5 * hi; // no overflow even when lo and hi are near -+1.8e308
             if (mid <= lo || mid >= hi)
