@@ -233,7 +233,7 @@ let ``increasing a score inside the range does not increase the other ys`` () =
                     if b <> a then
                         Assert.That(y2.[i, b], Is.LessThanOrEqualTo(y.[i, b] + eps c i + eps bumped i), $"row {i}, y[{b}]"))
 
-[<Test>]
+[<Test; Theorem "softtopk.monotone">]
 let ``the entropic operator is not cross-monotone at the maximum`` () =
     // Theorem softtopk.monotone (c): x = (0, 0.1, 1), k = 2, tau = 0.1 is the threshold operator on xh = x at tau' = 0.05,
     // so y_0 ~ sigmoid(-1) = 0.269; raising the maximum to 2 gives xh = (0, 0.05, 1) and y_0 ~ sigmoid(-0.5) = 0.378.
