@@ -13,12 +13,14 @@ namespace Reference.Harness.Algorithms;
 /// <para>Write tau' = tau (threshold) or tau/2 (entropic), and S' = max_e |x_e| + tau (ln E + 1) (threshold) or
 /// 1 + tau' (ln E + 1) (entropic, whose scores are normalized to [0, 1]); S' bounds the magnitude of the scores and of
 /// the threshold. An implementation that rounds to unit roundoff u has, per entry of y, an error of at most
-/// eps(u) = u ((S' + 2) / (2 tau') + E (k + 6) + 5): a threshold resolved to adjacent doubles (2u S') moves each y_e by
-/// at most 2u S' / (4 tau') (sigmoid' &lt;= 1/4); rounding the normalized scores (3u) moves it by at most 3u / (4 tau');
-/// the computed sum of the E sigmoids, which decides the threshold, is off by at most E (k + 6) u, and no single y_e
-/// moves more than the sum does; evaluating one sigmoid costs 5u more. The candidate's y must lie within
-/// eps(u_candidate) + eps(2^-53) of the reference's
-/// (the second term is the reference's own error).</para>
+/// eps(u) = u ((S' + 2) / (2 tau') + E (k + 6) + 5) for the threshold operator: a threshold resolved to adjacent
+/// doubles (2u S') moves each y_e by at most 2u S' / (4 tau') (sigmoid' &lt;= 1/4); the computed sum of the E sigmoids,
+/// which decides the threshold, is off by at most E (k + 6) u, and no single y_e moves more than the sum does;
+/// evaluating one sigmoid costs 5u more. The entropic operator adds u (10 / (2 tau') + 2 ln E + 5): its sigmoid argument
+/// (g_1 - C_e1 + C_e0)/tau is assembled from the normalized scores (3u) and the costs (up to 9u) by subtractions of
+/// numbers of magnitude up to |g_1| + 1, and its log-domain row update exp(z_1 - logsumexp(z_0, z_1)) rounds
+/// exponents of magnitude up to (|g_1| + 1)/tau (proofs/softtopk.md, the reference-accuracy lemma). The candidate's y
+/// must lie within eps(u_candidate) + eps(2^-53) of the reference's (the second term is the reference's own error).</para>
 /// <para>The Jacobian is compared after scaling row i by tau' R_i (R_i = max - min of the row for the entropic operator,
 /// 1 for the threshold one), which makes it dimensionless with entries of magnitude at most 5/4; the same perturbation
 /// of the sigmoid arguments that moves y by eps moves each scaled entry by at most 16 eps (q = y (1 - y) and the
@@ -33,7 +35,8 @@ public static class SoftTopKValidator
     /// <param name="tau">tau.</param>
     /// <param name="method">The operator.</param>
     /// <param name="unitRoundoff">u of the implementation's precision.</param>
-    /// <returns>eps(u) = u ((S' + 2) / (2 tau') + E (k + 6) + 5).</returns>
+    /// <returns>eps(u) = u ((S' + 2) / (2 tau') + E (k + 6) + 5), plus u (10 / (2 tau') + 2 ln E + 5) for the entropic
+    /// operator.</returns>
     public static double OutputError(IReadOnlyList<double> row, int k, double tau, SoftTopKMethod method, double unitRoundoff)
     {
         ArgumentNullException.ThrowIfNull(row);
@@ -42,7 +45,8 @@ public static class SoftTopKValidator
         double tauPrime = entropic ? tau / 2 : tau;
         double scale = entropic ? 1.0 : row.Max(Math.Abs);
         double s = scale + tauPrime * (Math.Log(e) + 1.0);
-        return unitRoundoff * ((s + 2.0) / (2.0 * tauPrime) + (double)e * (k + 6) + 5.0);
+        double entropicExtra = entropic ? 10.0 / (2.0 * tauPrime) + 2.0 * Math.Log(e) + 5.0 : 0.0;
+        return unitRoundoff * ((s + 2.0) / (2.0 * tauPrime) + (double)e * (k + 6) + 5.0 + entropicExtra);
     }
 
     /// <summary>The factor tau' R_i that makes row i of the Jacobian dimensionless (R_i = 1 for the threshold operator,
