@@ -16,8 +16,8 @@ public static class SoftTopKAlgorithm
         Section = "SEMANTICS.md section 8 (SoftTopk)",
         Parameters =
         [
-            new ParameterSpec("k", ParameterKind.Int, null, "the mass of each row of y, 0 < k < E (required)"),
-            new ParameterSpec("tau", ParameterKind.Double, null, "the temperature, > 0 (required)"),
+            new ParameterSpec("k", ParameterKind.Int, null, "the mass of each row of y, 0 < k < E"),
+            new ParameterSpec("tau", ParameterKind.Double, null, "the temperature, > 0 (threshold: units of x; entropic: of the normalized scores)"),
             new ParameterSpec("method", ParameterKind.Choice, "threshold", "sigmoid((x - t)/tau) with sum k, or the entropic OT plan to the anchors 0 and 1", ["threshold", "entropic"]),
             new ParameterSpec("jacobian", ParameterKind.Bool, "false", "also output dy/dx [N,E,E]"),
         ],

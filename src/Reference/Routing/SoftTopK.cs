@@ -32,7 +32,7 @@ public sealed record SoftTopKOptions
     public bool Jacobian { get; init; }
 
     /// <summary>The most iterations of the entropic solver per row (each iteration is one Sinkhorn row update and one
-    /// safeguarded Newton step for the column potential). Default 200; in practice it stops after fewer than 60.
+    /// safeguarded Newton step for the column potential). Default 200; in practice it rarely needs more than 60.
     /// The threshold operator's bisection needs no cap (it stops after at most about 60 halvings).</summary>
     public int MaxIterations { get; init; } = 200;
 }
