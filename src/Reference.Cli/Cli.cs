@@ -170,7 +170,8 @@ public static class Cli
         var reports = algorithm.Check(call, expected, candidate, candidatePath);
         foreach (var r in reports)
         {
-            stdout.WriteLine(r.Summary());
+            // The policy's own numbers (e.g. the baseline's base error, floor and bound) follow the summary.
+            stdout.WriteLine(r.Detail is null ? r.Summary() : $"{r.Summary()} {r.Detail}");
         }
         var ignored = candidate.Keys.Where(n => algorithm.Outputs.All(o => o.Name != n)).ToList();
         if (ignored.Count > 0)

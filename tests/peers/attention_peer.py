@@ -7,6 +7,14 @@ code, so that the references can be cross-checked against a second implementatio
 Usage (Debian's interpreter, which has python3-torch and python3-numpy):
 
     /usr/bin/python3 tests/peers/attention_peer.py IN.npz OUT.npz [PARAMS.json] [name=value ...]
+    /usr/bin/python3 tests/peers/attention_peer.py verify CASES_DIR
+        every CASE/{input.npz, params.json, expected.npz} under CASES_DIR: recompute out and lse and compare with
+        expected.npz: |peer - expected| <= 1e-10 max(1, |expected|), -inf exactly where expected has -inf;
+        prints "N of M cases agree", exit 1 on any disagreement (or no cases)
+    /usr/bin/python3 tests/peers/attention_peer.py generate OUT_DIR SEED COUNT attention|block-sparse
+        write COUNT random cases OUT_DIR/case-NNN/{input.npz, params.json} (GQA, Tq != Tk, windows, softcap,
+        scale, broadcast masks with empty rows, random block masks with garbage past the counts; float64, float32
+        and float16 inputs; uniform, tied and sharp values) for the C# reference to answer
 
 IN.npz arrays (names as in the CLI contract):
     q    [B, Hq, Tq, D]      any float dtype, finite
@@ -34,6 +42,7 @@ Exit codes: 0 success; 2 bad usage or bad input (message on stderr naming the ar
 
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -172,7 +181,129 @@ def attention(data, params):
     return out.numpy(), lse.numpy()
 
 
+TOLERANCE = 1e-10
+
+
+def verify(root):
+    """Recompute every case under root and compare with its expected.npz."""
+    cases = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    failures = 0
+    for name in cases:
+        d = os.path.join(root, name)
+        params_path = os.path.join(d, "params.json")
+        params = read_params([params_path]) if os.path.exists(params_path) else {}
+        data = dict(np.load(os.path.join(d, "input.npz")))
+        expected = np.load(os.path.join(d, "expected.npz"))
+        out, lse = attention(data, params)
+        problems = []
+        for label, mine, theirs in (("out", out, expected["out"]), ("lse", lse, expected["lse"])):
+            theirs = np.asarray(theirs, dtype=np.float64)
+            if mine.shape != theirs.shape:
+                problems.append(f"{label} shape {theirs.shape}, peer {mine.shape}")
+                continue
+            inf_mine, inf_theirs = np.isneginf(mine), np.isneginf(theirs)
+            if not np.array_equal(inf_mine, inf_theirs):
+                problems.append(f"{label}: -inf at {np.argwhere(inf_mine != inf_theirs)[0].tolist()} on one side only")
+                continue
+            finite = ~inf_mine
+            if not (np.all(np.isfinite(mine[finite])) and np.all(np.isfinite(theirs[finite]))):
+                problems.append(f"{label}: NaN or +inf")
+                continue
+            err = np.abs(mine[finite] - theirs[finite]) / np.maximum(1.0, np.abs(theirs[finite]))
+            if err.size and err.max() > TOLERANCE:
+                problems.append(f"{label}: scaled error {err.max():.3e} > {TOLERANCE}")
+        if problems:
+            failures += 1
+            print(f"MISMATCH {name}: {'; '.join(problems)}")
+    print(f"attention peer: {len(cases) - failures} of {len(cases)} cases agree")
+    return 1 if failures or not cases else 0
+
+
+def generate(out, seed, count, algorithm):
+    """Random cases for the reference to answer; see the module docstring."""
+    if algorithm not in ("attention", "block-sparse"):
+        fail(f"unknown algorithm {algorithm!r} (attention or block-sparse)")
+    rng = np.random.default_rng(seed)
+    lengths = [1, 2, 3, 5, 7, 8, 13, 16, 17, 31]
+    for c in range(count):
+        b, hkv, group = int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(1, 4))
+        hq = hkv * group
+        tq, tk = int(rng.choice(lengths)), int(rng.choice(lengths))
+        d, dv = int(rng.choice([1, 2, 3, 4, 8, 16])), int(rng.choice([1, 2, 3, 5, 8]))
+        style = rng.choice(["uniform", "ties", "sharp"])
+        dtype = rng.choice([np.float64, np.float32, np.float16])
+
+        def draw(*shape):
+            if style == "ties":
+                x = rng.integers(-1, 2, size=shape).astype(np.float64)
+            elif style == "sharp":
+                x = rng.uniform(-8.0, 8.0, size=shape)
+            else:
+                x = rng.normal(0.0, 1.0, size=shape)
+            return x.astype(dtype)
+
+        arrays = {"q": draw(b, hq, tq, d), "k": draw(b, hkv, tk, d), "v": draw(b, hkv, tk, dv)}
+        params = {}
+        if rng.random() < 0.3:
+            params["scale"] = float(np.round(rng.uniform(-1.0, 1.0), 3))
+        if rng.random() < 0.3:
+            params["softcap"] = float(np.round(rng.uniform(1.0, 10.0), 2))
+
+        def random_mask():
+            shape = (1 if rng.random() < 0.5 else b, 1 if rng.random() < 0.5 else hq,
+                     1 if rng.random() < 0.15 else tq, 1 if rng.random() < 0.15 else tk)
+            m = rng.random(shape) < rng.random()
+            if rng.random() < 0.4:
+                m[:, :, int(rng.integers(0, shape[2])), :] = False     # an empty row
+            return m
+
+        if algorithm == "attention":
+            if rng.random() < 0.4:
+                params["causal"] = True
+            if rng.random() < 0.4:
+                params["window_left"] = int(rng.integers(-1, tk + 1))
+                params["window_right"] = int(rng.integers(-1, tk + 1))
+            if rng.random() < 0.4:
+                arrays["mask"] = random_mask()
+        else:
+            bq, bk = int(rng.choice([1, 2, 3, 4, 5, 16, 128])), int(rng.choice([1, 2, 3, 4, 5, 16, 128]))
+            params["block_q"], params["block_k"] = bq, bk
+            nq, nk = -(-tq // bq), -(-tk // bk)
+            bm, hm = (1 if rng.random() < 0.5 else b), (1 if rng.random() < 0.5 else hq)
+            with_full = rng.random() < 0.75
+            counts = np.zeros((bm, hm, nq), dtype=np.int32)
+            full_counts = np.zeros((bm, hm, nq), dtype=np.int32)
+            indices = rng.integers(-3, nk + 3, size=(bm, hm, nq, nk)).astype(np.int32)       # garbage past the counts
+            full_indices = rng.integers(-3, nk + 3, size=(bm, hm, nq, nk)).astype(np.int32)
+            density = rng.random()
+            for i in np.ndindex(bm, hm, nq):
+                for tile in range(nk):
+                    if rng.random() >= density:
+                        continue
+                    if with_full and rng.random() < 0.5:
+                        full_indices[i + (full_counts[i],)] = tile
+                        full_counts[i] += 1
+                    else:
+                        indices[i + (counts[i],)] = tile
+                        counts[i] += 1
+            arrays["kv_num_blocks"], arrays["kv_indices"] = counts, indices
+            if with_full:
+                arrays["full_kv_num_blocks"], arrays["full_kv_indices"] = full_counts, full_indices
+            if rng.random() < 0.5:
+                arrays["mask"] = random_mask()
+        case = os.path.join(out, f"case-{c:03d}")
+        os.makedirs(case, exist_ok=True)
+        np.savez(os.path.join(case, "input.npz"), **arrays)
+        with open(os.path.join(case, "params.json"), "w") as f:
+            json.dump(params, f)
+    return 0
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "verify":
+        sys.exit(verify(argv[2]))
+    if len(argv) == 6 and argv[1] == "generate":
+        sys.exit(generate(argv[2], int(argv[3]), int(argv[4]), argv[5]))
     if len(argv) < 3 or argv[1] in ("-h", "--help"):
         print(__doc__, file=sys.stderr)
         sys.exit(2)

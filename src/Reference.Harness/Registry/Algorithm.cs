@@ -13,7 +13,12 @@ public delegate IReadOnlyDictionary<string, NdArray> AlgorithmFunction(Algorithm
 /// <param name="Name">The name used by <c>--path</c> and in the selfcheck table.</param>
 /// <param name="Doc">One line: what it is (precision, parallelism).</param>
 /// <param name="Run">The implementation.</param>
-public sealed record OptimizedPath(string Name, string Doc, AlgorithmFunction Run);
+public sealed record OptimizedPath(string Name, string Doc, AlgorithmFunction Run)
+{
+    /// <summary>Which calls the path implements, when it covers only some parameter values (e.g. one method of several);
+    /// null means every call. Selfcheck runs the path only on the cases it supports.</summary>
+    public Func<AlgorithmCall, bool>? Supports { get; init; }
+}
 
 /// <summary>What a checker sees: the call, the reference's outputs, and the candidate's outputs.</summary>
 /// <param name="Call">The bound inputs and parameters.</param>
@@ -30,6 +35,17 @@ public sealed record CheckContext(
 /// <param name="context">The call, reference outputs and candidate outputs.</param>
 /// <returns>One report for each validated output the candidate contains.</returns>
 public delegate IReadOnlyList<ComparisonReport> Validator(CheckContext context);
+
+/// <summary>
+/// A tolerance comparison that needs the whole check, not just the two arrays: it judges every
+/// <see cref="OutputComparison.Tolerance"/> output the candidate contains, once per check. For bounds that depend on
+/// the inputs: the <c>baseline</c> policy of DESIGN.md recomputes the algorithm in the candidate's precision; a derived
+/// error bound reads the inputs' magnitudes.
+/// </summary>
+/// <param name="context">The call, reference outputs, candidate outputs and the candidate's format.</param>
+/// <returns>Exactly one report for each <see cref="OutputComparison.Tolerance"/> output in
+/// <see cref="CheckContext.Candidate"/>, named after it.</returns>
+public delegate IReadOnlyList<ComparisonReport> ContextComparer(CheckContext context);
 
 /// <summary>A generated case for selfcheck and the generic properties.</summary>
 /// <param name="Name">A short description, e.g. "seed 7: N=97 E=8 k=3 (ties)".</param>
@@ -72,6 +88,14 @@ public sealed class Algorithm
 
     /// <summary>The tolerance policy for a float output, given the candidate's precision; the default is the allclose preset.</summary>
     public Func<string, NumberFormat, TolerancePolicy> Tolerance { get; init; } = (_, format) => AllClosePolicy.For(format);
+
+    /// <summary>
+    /// Optional: judges the <see cref="OutputComparison.Tolerance"/> outputs with the whole check context instead of
+    /// comparing each with <see cref="Tolerance"/>. Use it when the bound depends on the inputs (the baseline policy,
+    /// derived error bounds); it may fall back on <see cref="Tolerance"/> for some formats. Null (the default): every
+    /// Tolerance output is compared with <c>Tolerance(name, format)</c>.
+    /// </summary>
+    public ContextComparer? CompareInContext { get; init; }
 
     /// <summary>Generates a random case from a seed; deterministic for a given seed.</summary>
     public required Func<int, GeneratedCase> Generate { get; init; }
@@ -194,9 +218,24 @@ public sealed class Algorithm
             var validate = Validate ?? throw new InvalidOperationException($"{Name} has validated outputs but no validator");
             reports.AddRange(validate(context));
         }
+        var tolerance = Outputs.Where(o => o.Comparison == OutputComparison.Tolerance && present.ContainsKey(o.Name))
+            .Select(o => o.Name).ToList();
+        if (CompareInContext is { } compareInContext && tolerance.Count > 0)
+        {
+            var judged = compareInContext(context);
+            var names = judged.Select(r => r.ArrayName).OrderBy(n => n, StringComparer.Ordinal);
+            if (!names.SequenceEqual(tolerance.OrderBy(n => n, StringComparer.Ordinal)))
+            {
+                throw new InvalidOperationException(
+                    $"{Name}: the context comparer judged [{string.Join(", ", judged.Select(r => r.ArrayName))}] "
+                    + $"but the candidate holds the tolerance outputs [{string.Join(", ", tolerance)}]");
+            }
+            reports.AddRange(judged);
+        }
         foreach (var spec in Outputs)
         {
-            if (spec.Comparison == OutputComparison.Validated || !present.TryGetValue(spec.Name, out var c))
+            if (spec.Comparison == OutputComparison.Validated || !present.TryGetValue(spec.Name, out var c)
+                || (spec.Comparison == OutputComparison.Tolerance && CompareInContext is not null))
             {
                 continue;
             }

@@ -9,6 +9,20 @@ public static class AlgorithmRegistry
     public static IReadOnlyList<Algorithm> All { get; } =
     [
         TopKAlgorithm.Descriptor,
+        CapacityAlgorithm.Descriptor,
+        RerouteAlgorithm.Descriptor,
+        ExpertChoiceAlgorithm.Descriptor,
+        AuxLossAlgorithm.Descriptor,
+        BlockRoutingAlgorithm.Descriptor,
+        SinkhornAlgorithm.Descriptor,
+        AttentionAlgorithm.Descriptor,
+        BlockSparseAlgorithm.Descriptor,
+        MobaAlgorithm.Descriptor,
+        NsaAlgorithm.Descriptor,
+        ResaAlgorithm.Descriptor,
+        LeanKAlgorithm.Descriptor,
+        LeanKMaskAlgorithm.Descriptor,
+        LinearAlgorithm.Descriptor,
         SoftTopKAlgorithm.Descriptor,
     ];
 

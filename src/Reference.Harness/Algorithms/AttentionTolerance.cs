@@ -1,0 +1,219 @@
+using Reference.Attention;
+using Reference.Harness.Comparison;
+using Reference.Harness.Registry;
+using Reference.Numerics;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>A derived bound on the error of attention's two outputs, with the input magnitudes it was derived from.</summary>
+/// <param name="Out">The bound on max |out - exact out|.</param>
+/// <param name="Lse">The bound on max |lse - exact lse| over the rows with an allowed key.</param>
+/// <param name="S1">|scale| max_{b,h,i,j} sum_d |q[b,h,i,d] k[b,g(h),j,d]|, a bound on every |score| before softcap.</param>
+/// <param name="V">max |v|.</param>
+public sealed record AttentionErrorBound(double Out, double Lse, double S1, double V);
+
+/// <summary>
+/// How the registry judges the float outputs <c>out</c> and <c>lse</c> of <c>attention</c> and <c>block-sparse</c>
+/// (DESIGN.md, "Tolerance policies"; proofs/attention.md, "How the registry judges out and lse"):
+/// <list type="bullet">
+/// <item>float16 and bfloat16 candidates: the <c>baseline</c> policy, factor 2. The baseline is the same attention
+/// computed naively in the candidate's format by <see cref="DenseAttention"/>'s rounding hook
+/// (<see cref="Precision.Round"/> after every operation), on the inputs rounded to that format.</item>
+/// <item>float32 and float64 candidates: the forward error bound of theorem attention.kernel-matches-reference,
+/// derived from the inputs' magnitudes, for the candidate's unit roundoff with the worst tiling (one key per tile,
+/// each tile its own split-KV group: theorem attention.registry-tolerance) plus the bound of the float64 reference, plus the rounding of inputs the format cannot hold. It is applied as
+/// <c>allclose(atol = bound, rtol = 0)</c> and its numbers are written in the report's Detail.</item>
+/// </list>
+/// </summary>
+/// <remarks>
+/// Reason: a fixed tolerance is too loose for small problems and too tight for sharp softmaxes (large scores);
+/// both rules measure or derive the error a correct implementation may have on the very inputs under test.
+/// For float32 the baseline's factor 2 is not used because a float32 kernel's error is of the same order as a
+/// naive float32 computation's and may exceed twice it by chance; the derived bound is a worst case instead.
+/// </remarks>
+public static class AttentionTolerance
+{
+    /// <summary>The accuracy assumed for exp, log and tanh, in units of the unit roundoff (proofs/attention.md: F = 4).</summary>
+    public const double FunctionUlps = 4.0;
+
+    /// <summary>
+    /// The forward error bound of attention evaluated in <paramref name="format"/> with <paramref name="keyTiles"/> key tiles
+    /// of the online softmax (1 for the two-pass computation), from theorem attention.kernel-matches-reference:
+    /// <code>
+    /// d_s   = (D + 3) u S1  [+ u S1 + (F + 1) u c with softcap c]  [+ 3 u S1 when q, k are rounded to the format]
+    /// eps   = 2 d_s + 4 u S1 + (F + 1) u + t (F + 3) u
+    /// E_out = V (2 eps / (1 - eps) + (3n + 3t + 1) u) + n tiny V  [+ u V when v is rounded]
+    /// E_lse = d_s + eps_L / (1 - eps_L) + (F + 1) u ln n + u (S1 + ln n),   eps_L = eps + (n + t) u
+    /// </code>
+    /// with n = Tk, t = keyTiles, u the unit roundoff, tiny the smallest subnormal of the format. With S = splits &gt; 1
+    /// the partial results of S key groups merged by their lse (split-KV) add, per theorem attention.split-kv-combine,
+    /// <code>
+    /// eps_W  = 2 E_lse + 2 u (S1 + ln n) + (F + 1) u
+    /// E_out' = E_out (1 + S u) + V (2 eps_W / (1 - eps_W) + (S + 2) u)
+    /// E_lse' = E_lse + eps_W / (1 - eps_W) + S u + (F + 1) u ln S + u (S1 + ln n)
+    /// </code>
+    /// A bound with eps, eps_L or eps_W &gt;= 1 is vacuous and returned as +Infinity.
+    /// </summary>
+    /// <param name="q">Queries [B, Hq, Tq, D].</param>
+    /// <param name="k">Keys [B, Hkv, Tk, D].</param>
+    /// <param name="v">Values [B, Hkv, Tk, Dv].</param>
+    /// <param name="scale">The score scale.</param>
+    /// <param name="softcap">The softcap c (0 = none).</param>
+    /// <param name="format">The precision of the computation.</param>
+    /// <param name="keyTiles">The number of key tiles t, &gt;= 1.</param>
+    /// <param name="splits">The number of key groups S merged by lse, &gt;= 1 (1: no merge).</param>
+    /// <param name="roundedInputs">True when q, k, v are first rounded to <paramref name="format"/> (adds their rounding).</param>
+    /// <returns>The bound on out and lse, with S1 and V.</returns>
+    public static AttentionErrorBound Derived(double[,,,] q, double[,,,] k, double[,,,] v, double scale, double softcap,
+                                              NumberFormat format, int keyTiles, int splits, bool roundedInputs)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        double u = Precision.UnitRoundoff(format), f = FunctionUlps;
+        double tiny = Precision.SmallestNormal(format) * Precision.Epsilon(format);
+        var (s1, vmax) = Magnitudes(q, k, v, scale);
+        double d = q.GetLength(3), n = Math.Max(1, k.GetLength(2)), t = Math.Max(1, keyTiles);
+
+        // 1. One score: the dot product, the scale, the softcap, the rounding of q and k.
+        double ds = (d + 3.0) * u * s1
+                    + (softcap > 0 ? u * s1 + (f + 1.0) * u * softcap : 0.0)
+                    + (roundedInputs ? 3.0 * u * s1 : 0.0);
+        // 2. The relative error of one unnormalized weight.
+        double eps = 2.0 * ds + 4.0 * u * s1 + (f + 1.0) * u + t * (f + 3.0) * u;
+        if (!(eps < 1.0))
+        {
+            return new AttentionErrorBound(double.PositiveInfinity, double.PositiveInfinity, s1, vmax);
+        }
+        // 3. Normalization lemma, sums and the division; underflowed weights; the rounding of v.
+        double outBound = vmax * (2.0 * eps / (1.0 - eps) + (3.0 * n + 3.0 * t + 1.0) * u) + n * tiny * vmax
+                          + (roundedInputs ? u * vmax : 0.0);
+        // 4. lse = m + ln l.
+        double epsL = eps + (n + t) * u;
+        double lseBound = epsL < 1.0
+            ? ds + epsL / (1.0 - epsL) + (f + 1.0) * u * Math.Log(n) + u * (s1 + Math.Log(n))
+            : double.PositiveInfinity;
+        if (splits <= 1 || !double.IsFinite(lseBound))
+        {
+            return new AttentionErrorBound(outBound, lseBound, s1, vmax);
+        }
+
+        // 5. The merge of S partial results by their lse.
+        double sp = splits;
+        double epsW = 2.0 * lseBound + 2.0 * u * (s1 + Math.Log(n)) + (f + 1.0) * u;
+        if (!(epsW < 1.0))
+        {
+            return new AttentionErrorBound(double.PositiveInfinity, double.PositiveInfinity, s1, vmax);
+        }
+        return new AttentionErrorBound(
+            outBound * (1.0 + sp * u) + vmax * (2.0 * epsW / (1.0 - epsW) + (sp + 2.0) * u),
+            lseBound + epsW / (1.0 - epsW) + sp * u + (f + 1.0) * u * Math.Log(sp) + u * (s1 + Math.Log(n)),
+            s1, vmax);
+    }
+
+    /// <summary>
+    /// Judges the candidate's <c>out</c> and <c>lse</c> (those it contains) by the rules in the class summary.
+    /// </summary>
+    /// <param name="context">The check: call, reference outputs (f64), candidate outputs, candidate format.</param>
+    /// <param name="q">The queries as given [B, Hq, Tq, D].</param>
+    /// <param name="k">The keys as given [B, Hkv, Tk, D].</param>
+    /// <param name="v">The values as given [B, Hkv, Tk, Dv].</param>
+    /// <param name="scale">The resolved scale.</param>
+    /// <param name="softcap">The softcap (0 = none).</param>
+    /// <param name="naive">The same attention computed naively on given inputs with a rounding hook applied after
+    /// every operation (for example <see cref="DenseAttention"/> with the algorithm's mask).</param>
+    /// <returns>One report for each of out and lse in the candidate.</returns>
+    public static IReadOnlyList<ComparisonReport> Compare(
+        CheckContext context, double[,,,] q, double[,,,] k, double[,,,] v, double scale, double softcap,
+        Func<double[,,,], double[,,,], double[,,,], Func<double, double>, AttentionResult> naive)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(naive);
+        var format = context.Format;
+        var names = new[] { "out", "lse" }.Where(context.Candidate.ContainsKey).ToList();
+        var reports = new List<ComparisonReport>();
+        if (format is NumberFormat.Float16 or NumberFormat.BFloat16)
+        {
+            // 1. The baseline: round the inputs to the format, then compute naively with rounding after every operation.
+            Func<double, double> round = x => Precision.Round(x, format);
+            var baseline = naive(AttentionArrays.Map(q, round), AttentionArrays.Map(k, round), AttentionArrays.Map(v, round), round);
+            var policy = new BaselinePolicy(format);
+            foreach (string name in names)
+            {
+                var expected = context.Expected[name];
+                double[] baseValues = name == "out" ? Flat(baseline.Out) : Flat(baseline.Lse);
+                reports.Add(policy.Compare(name, context.Candidate[name].ToDoubles(), expected.ToDoubles(), baseValues, expected.Shape));
+            }
+            return reports;
+        }
+
+        // 2. float32 / float64: the derived bound of the candidate (worst tiling) plus that of the double reference.
+        bool rounded = !Representable(q, format) || !Representable(k, format) || !Representable(v, format);
+        // The candidate's tiling and splitting are unknown: take the worst, one key per tile and one tile per split.
+        int n = Math.Max(1, k.GetLength(2));
+        var candidate = Derived(q, k, v, scale, softcap, format, n, n, rounded);
+        var reference = Derived(q, k, v, scale, softcap, NumberFormat.Float64, 1, 1, false);
+        foreach (string name in names)
+        {
+            double bound = name == "out" ? candidate.Out + reference.Out : candidate.Lse + reference.Lse;
+            bool vacuous = !double.IsFinite(bound);
+            var policy = new AllClosePolicy(vacuous ? double.MaxValue : bound, 0.0);
+            var expected = context.Expected[name];
+            var report = policy.Compare(name, context.Candidate[name].ToDoubles(), expected.ToDoubles(), expected.Shape);
+            reports.Add(report with
+            {
+                Detail = $"derived_bound({Formats.Name(format)}) u={ComparisonReport.Number(Precision.UnitRoundoff(format))} "
+                         + $"S1={ComparisonReport.Number(candidate.S1)} V={ComparisonReport.Number(candidate.V)} "
+                         + $"n={k.GetLength(2)} inputs_rounded={(rounded ? "true" : "false")} "
+                         + (vacuous ? "bound=vacuous (eps >= 1)" : $"bound={ComparisonReport.Number(bound)}"),
+            });
+        }
+        return reports;
+    }
+
+    private static (double S1, double V) Magnitudes(double[,,,] q, double[,,,] k, double[,,,] v, double scale)
+    {
+        int b = q.GetLength(0), hq = q.GetLength(1), tq = q.GetLength(2), d = q.GetLength(3);
+        int hkv = k.GetLength(1), tk = k.GetLength(2);
+        int group = hkv == 0 ? 1 : Math.Max(1, hq / hkv);
+        double s1 = 0.0;
+        for (int a = 0; a < b; a++)
+            for (int h = 0; h < hq; h++)
+                for (int i = 0; i < tq; i++)
+                    for (int j = 0; j < tk; j++)
+                    {
+                        double sum = 0.0;
+                        for (int e = 0; e < d; e++) sum += Math.Abs(q[a, h, i, e] * k[a, h / group, j, e]);
+                        s1 = Math.Max(s1, Math.Abs(scale) * sum);
+                    }
+        double vmax = 0.0;
+        foreach (double x in v) vmax = Math.Max(vmax, Math.Abs(x));
+        // The sums above are evaluated in double; a relative 2^-50 margin covers their own rounding.
+        return (s1 * (1.0 + Math.ScaleB(1.0, -50)), vmax);
+    }
+
+    private static bool Representable(double[,,,] x, NumberFormat format)
+    {
+        foreach (double value in x)
+        {
+            if (Precision.Round(value, format) != value) return false;
+        }
+        return true;
+    }
+
+    private static double[] Flat(double[,,,] x)
+    {
+        var flat = new double[x.Length];
+        long n = 0;
+        foreach (double value in x) flat[n++] = value;
+        return flat;
+    }
+
+    private static double[] Flat(double[,,] x)
+    {
+        var flat = new double[x.Length];
+        long n = 0;
+        foreach (double value in x) flat[n++] = value;
+        return flat;
+    }
+}

@@ -1,0 +1,221 @@
+using Reference.Attention;
+using Reference.Harness.Comparison;
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+using Reference.Kernels.Attention;
+using Reference.Numerics;
+using KernelLinear = Reference.Kernels.Attention.LinearAttention;
+using ReferenceLinear = Reference.Attention.LinearAttention;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The registry entry for <c>linear</c>: causal linear attention (SEMANTICS.md sections 10 and 12).</summary>
+/// <remarks>
+/// Path <c>kernel</c>: the chunked float32 kernel. <c>out</c> of a float32 or float64 candidate is judged by the derived
+/// bound of <see cref="LinearErrorBound"/> (proofs/attention-sparse.md, attention.linear-kernel); float16 and bfloat16
+/// candidates by the allclose preset (no low-precision baseline of linear attention is implemented).
+/// </remarks>
+public static class LinearAlgorithm
+{
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = new()
+    {
+        Name = "linear",
+        Summary = "causal linear attention: feature map, optional normalization and decay; parallel, recurrent or chunked form",
+        Section = "SEMANTICS.md section 10",
+        Parameters =
+        [
+            new ParameterSpec("feature_map", ParameterKind.Choice, "elu1", "phi: elu(x)+1 or the identity", ["elu1", "identity"]),
+            new ParameterSpec("normalize", ParameterKind.Bool, "true", "divide by phi(q_t).z_t"),
+            new ParameterSpec("decay", ParameterKind.Double, "1.0", "gamma in (0, 1]"),
+            new ParameterSpec("form", ParameterKind.Choice, "parallel", "evaluation order of the reference", ["parallel", "recurrent", "chunked"]),
+            new ParameterSpec("chunk", ParameterKind.Int, "64", "chunk length of the chunked form and of the kernel, >= 1"),
+        ],
+        Inputs =
+        [
+            new InputSpec("q", "B,H,T,D", ArrayKind.Float, false, "queries"),
+            new InputSpec("k", "B,H,T,D", ArrayKind.Float, false, "keys"),
+            new InputSpec("v", "B,H,T,Dv", ArrayKind.Float, false, "values"),
+        ],
+        Outputs =
+        [
+            new OutputSpec("out", "B,H,T,Dv", ArrayKind.Float, OutputComparison.Tolerance, "o_t = phi(q_t)^T S_t (/ phi(q_t)^T z_t)"),
+        ],
+        Reference = call => new Dictionary<string, NdArray>
+        {
+            ["out"] = AttentionArrays.ToArray(ReferenceLinear.Compute(
+                AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), Options(call))),
+        },
+        Paths =
+        [
+            new OptimizedPath("kernel", "float32 chunked form (state carried across chunks), TensorPrimitives, parallel over (b, h)", call =>
+            {
+                NdArray q = call.Array("q"), v = call.Array("v");
+                var shape = new LinearAttentionShape(q.Shape[0], q.Shape[1], q.Shape[2], q.Shape[3], v.Shape[3]);
+                var output = KernelLinear.Chunked(call.Floats("q"), call.Floats("k"), call.Floats("v"), shape, Options(call));
+                return new Dictionary<string, NdArray> { ["out"] = NdArray.Create(output, shape.Batch, shape.Heads, shape.Length, shape.ValueDim) };
+            }),
+        ],
+        CompareInContext = context =>
+        {
+            var call = context.Call;
+            var expected = context.Expected["out"];
+            var candidate = context.Candidate["out"].ToDoubles();
+            if (context.Format is NumberFormat.Float16 or NumberFormat.BFloat16)
+            {
+                return [AllClosePolicy.For(context.Format).Compare("out", candidate, expected.ToDoubles(), expected.Shape)];
+            }
+            var q = AttentionArrays.Double4(call, "q");
+            var k = AttentionArrays.Double4(call, "k");
+            var v = AttentionArrays.Double4(call, "v");
+            var options = Options(call);
+            double bound = LinearErrorBound.Bound(q, k, v, options, context.Format) + LinearErrorBound.Bound(q, k, v, options, NumberFormat.Float64);
+            bool vacuous = !double.IsFinite(bound);
+            var report = new AllClosePolicy(vacuous ? double.MaxValue : bound, 0.0).Compare("out", candidate, expected.ToDoubles(), expected.Shape);
+            return [report with
+            {
+                Detail = $"derived_bound({Formats.Name(context.Format)}) u={ComparisonReport.Number(Precision.UnitRoundoff(context.Format))} "
+                         + (vacuous ? "bound=vacuous (a denominator within its error of 0)" : $"bound={ComparisonReport.Number(bound)}"),
+            }];
+        },
+        Generate = Generate,
+    };
+
+    /// <summary>The reference options from the call's parameters.</summary>
+    public static LinearAttentionOptions Options(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var p = call.Parameters;
+        return new LinearAttentionOptions
+        {
+            FeatureMap = p.GetChoice("feature_map") == "identity" ? FeatureMap.Identity : FeatureMap.Elu1,
+            Normalize = p.GetBool("normalize"),
+            Decay = p.GetDouble("decay"),
+            Form = p.GetChoice("form") switch
+            {
+                "recurrent" => LinearForm.Recurrent,
+                "chunked" => LinearForm.Chunked,
+                _ => LinearForm.Parallel,
+            },
+            Chunk = p.GetInt("chunk"),
+        };
+    }
+
+    /// <summary>A random case: awkward lengths and chunks, decay 1 or below, elu1 (normalized or not) or identity (unnormalized).</summary>
+    private static GeneratedCase Generate(int seed)
+    {
+        var rng = new Random(seed);
+        int b = 1 + rng.Next(2), h = 1 + rng.Next(2), t = new[] { 1, 2, 7, 16, 33, 50 }[rng.Next(6)];
+        int d = new[] { 1, 2, 4, 8 }[rng.Next(4)], dv = new[] { 1, 3, 8 }[rng.Next(3)];
+        bool identity = rng.Next(3) == 0;
+        double Draw() => rng.NextDouble() * 4.0 - 2.0;
+        var inputs = new Dictionary<string, NdArray>
+        {
+            ["q"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, h, t, d),
+            ["k"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, h, t, d),
+            ["v"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, h, t, dv),
+        };
+        var parameters = new Dictionary<string, string>
+        {
+            ["feature_map"] = identity ? "identity" : "elu1",
+            ["normalize"] = identity || rng.Next(3) == 0 ? "false" : "true",
+            ["decay"] = new[] { "1.0", "0.9", "0.5" }[rng.Next(3)],
+            ["form"] = new[] { "parallel", "recurrent", "chunked" }[rng.Next(3)],
+            ["chunk"] = AttentionAlgorithm.Text(new[] { 1, 3, 8, 64 }[rng.Next(4)]),
+        };
+        return new GeneratedCase(
+            $"seed {seed}: B={b} H={h} T={t} D={d} Dv={dv} " + string.Join(" ", parameters.Select(p => $"{p.Key}={p.Value}")),
+            inputs, parameters);
+    }
+}
+
+/// <summary>
+/// A forward error bound for linear attention computed in a given format by any of its three forms (or the chunked
+/// kernel), from the inputs' magnitudes (proofs/attention-sparse.md, attention.linear-kernel).
+/// </summary>
+public static class LinearErrorBound
+{
+    /// <summary>
+    /// max over (b, h, t, e) of the bound on |computed - exact|:
+    /// <code>
+    /// P_tj  = sum_d |phi(q_td) phi(k_jd)|,   N_te = sum_{j&lt;=t} gamma^(t-j) P_tj |v_je|,   M_t = sum_{j&lt;=t} gamma^(t-j) P_tj
+    /// m     = 2T + D + 16  [+ 2 max(1, max|q|, max|k|) + 1 when the inputs are not representable in the format]
+    /// g     = m u / (1 - m u)
+    /// unnormalized: g N_te;   normalized: g (N_te + (N_te / |den_t|) M_t) / (|den_t| - g M_t) + u N_te / |den_t|
+    /// </code>
+    /// with den_t the exact denominator (evaluated in double); a normalized row with |den_t| &lt;= g M_t makes the bound
+    /// +Infinity (vacuous).
+    /// </summary>
+    /// <param name="q">Queries [B, H, T, D].</param>
+    /// <param name="k">Keys [B, H, T, D].</param>
+    /// <param name="v">Values [B, H, T, Dv].</param>
+    /// <param name="options">Feature map, normalization, decay.</param>
+    /// <param name="format">The precision of the computation.</param>
+    /// <returns>The bound.</returns>
+    public static double Bound(double[,,,] q, double[,,,] k, double[,,,] v, LinearAttentionOptions options, NumberFormat format)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        ArgumentNullException.ThrowIfNull(options);
+        int bsz = q.GetLength(0), heads = q.GetLength(1), t = q.GetLength(2), d = q.GetLength(3), dv = v.GetLength(3);
+        double u = Precision.UnitRoundoff(format);
+        bool rounded = !Representable(q, format) || !Representable(k, format) || !Representable(v, format);
+        double inputMax = 1.0;
+        foreach (double x in q) inputMax = Math.Max(inputMax, Math.Abs(x));
+        foreach (double x in k) inputMax = Math.Max(inputMax, Math.Abs(x));
+        double m = 2.0 * t + d + 16.0 + (rounded ? 2.0 * inputMax + 1.0 : 0.0);
+        if (!(m * u < 1.0)) return double.PositiveInfinity;
+        double g = m * u / (1.0 - m * u);
+
+        var fq = ReferenceLinear.Features(q, options.FeatureMap);
+        var fk = ReferenceLinear.Features(k, options.FeatureMap);
+        double worst = 0.0;
+        var n = new double[dv];
+        for (int b = 0; b < bsz; b++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < t; i++)
+                {
+                    Array.Clear(n);
+                    double mAbs = 0.0, den = 0.0;
+                    for (int j = 0; j <= i; j++)
+                    {
+                        double p = 0.0, dot = 0.0;
+                        for (int c = 0; c < d; c++)
+                        {
+                            p += Math.Abs(fq[b, h, i, c] * fk[b, h, j, c]);
+                            dot += fq[b, h, i, c] * fk[b, h, j, c];
+                        }
+                        double decay = Math.Pow(options.Decay, i - j);
+                        mAbs += decay * p;
+                        den += decay * dot;
+                        for (int e = 0; e < dv; e++) n[e] += decay * p * Math.Abs(v[b, h, j, e]);
+                    }
+                    // The double sums above carry their own tiny error; a relative margin of 2^-40 covers it.
+                    mAbs *= 1.0 + Math.ScaleB(1.0, -40);
+                    for (int e = 0; e < dv; e++)
+                    {
+                        double ne = n[e] * (1.0 + Math.ScaleB(1.0, -40));
+                        double bound;
+                        if (!options.Normalize) bound = g * ne;
+                        else
+                        {
+                            double margin = Math.Abs(den) - g * mAbs - Math.ScaleB(1.0, -40) * mAbs;
+                            if (!(margin > 0.0)) return double.PositiveInfinity;
+                            bound = g * (ne + ne / margin * mAbs) / margin + u * ne / margin;
+                        }
+                        worst = Math.Max(worst, bound);
+                    }
+                }
+        return worst;
+    }
+
+    private static bool Representable(double[,,,] x, NumberFormat format)
+    {
+        foreach (double value in x)
+        {
+            if (Precision.Round(value, format) != value) return false;
+        }
+        return true;
+    }
+}

@@ -1,0 +1,396 @@
+/// Properties of top-k routing with expert capacity and dropping; theorems in proofs/capacity.md.
+module Reference.Tests.CapacityProperties
+
+open FsCheck
+open FsCheck.FSharp
+open NUnit.Framework
+open Reference.Routing
+open Reference.Numerics
+open Reference.Tests.Proofs
+open Reference.Tests.Generators
+open Reference.Tests.RoutingGenerators
+
+let private dims (x: double[,]) = Array2D.length1 x, Array2D.length2 x
+
+/// An independent model of the policy (written from SEMANTICS.md section 2 with F# tuple orders): the pre-drop selection,
+/// each request's priority key and dispatch key. Returns (selection, priority key, dispatch key).
+let private model (x: double[,]) (o: CapacityOptions) =
+    let n, _ = dims x
+    let k = o.K
+    let sel = TopK.Route(x, TopKOptions(K = k, Score = o.Score, Normalize = false, Bias = o.Bias)).Experts
+    let p = RouterScores.Compute(x, o.Score)
+    let raw i j = p.[i, sel.[i, j]]
+    // "before": the selection's scores renormalized over the k; top-k with normalize = true computes exactly that value
+    // (in log space), so exact ties between requests are the same ties the reference sees.
+    let normalized = TopK.Route(x, TopKOptions(K = k, Score = o.Score, Normalize = true, Bias = o.Bias)).Weights
+    let w i j = if o.Normalize = Renormalization.Before then normalized.[i, j] else raw i j
+    // Batch priority: tokens by first-choice score, larger first, ties to the lower token.
+    let rank = Array.zeroCreate n
+    Array.init n id |> Array.sortBy (fun i -> -(raw i 0), i) |> Array.iteri (fun r i -> rank.[i] <- r)
+    let priority (i, j) =
+        match o.Policy with
+        | DropPolicy.Position -> (0, 0.0, i, j)
+        | DropPolicy.ChoicePosition -> (j, 0.0, i, 0)
+        | DropPolicy.Score -> (0, -(w i j), i, j)
+        | DropPolicy.Logit -> (0, -x.[i, sel.[i, j]], i, j)
+        | _ -> (j, float rank.[i], i, 0)
+    let dispatch (i, j) =
+        match o.Policy with
+        | DropPolicy.ChoicePosition -> (j, i)
+        | DropPolicy.BatchPriority -> (j, rank.[i])
+        | _ -> (i, j)
+    sel, priority, dispatch
+
+/// The requests of each expert: (token, choice) pairs of the pre-drop selection.
+let private requestsOf (sel: int[,]) e =
+    [ for i in 0 .. Array2D.length1 sel - 1 do
+        for j in 0 .. Array2D.length2 sel - 1 do
+            yield sel.[i, j], (i, j) ]
+    |> List.groupBy fst
+    |> List.map (fun (x, rs) -> x, List.map snd rs)
+    |> Map.ofList
+    |> fun m -> Array.init e (fun x -> defaultArg (m.TryFind x) [])
+
+[<Prop; Theorem "capacity.never-exceeds">]
+let ``no expert ever keeps more than C and load counts the kept requests`` () =
+    Prop.forAll capacityProblem (fun pr ->
+        let r = Capacity.Route(pr.Logits, pr.Options)
+        let _, e = dims pr.Logits
+        let counts = Array.zeroCreate e
+        r.Experts |> Array2D.iter (fun x -> if x >= 0 then counts.[x] <- counts.[x] + 1)
+        Assert.That(r.Load, eq counts)
+        for x in 0 .. e - 1 do
+            Assert.That(r.Load.[x], Is.LessThanOrEqualTo r.Capacity, $"expert {x}"))
+
+[<Prop; Theorem "capacity.kept-are-policy-first-c">]
+let ``the kept requests of every expert are exactly the policy's first C`` () =
+    Prop.forAll capacityProblem (fun pr ->
+        let r = Capacity.Route(pr.Logits, pr.Options)
+        let _, e = dims pr.Logits
+        let sel, priority, _ = model pr.Logits pr.Options
+        Assert.That(r.Selected, eq sel)
+        let reqs = requestsOf sel e
+        for x in 0 .. e - 1 do
+            let ordered = reqs.[x] |> List.sortBy priority
+            ordered |> List.iteri (fun place (i, j) ->
+                let expected = if place < r.Capacity then x else -1
+                Assert.That(r.Experts.[i, j], eq expected, $"expert {x}: request ({i}, {j}) at priority place {place}, C = {r.Capacity}")))
+
+[<Prop; Theorem "capacity.slots-dispatch-order">]
+let ``slots number each expert's kept requests 0 to load-1 in dispatch order`` () =
+    Prop.forAll capacityProblem (fun pr ->
+        let r = Capacity.Route(pr.Logits, pr.Options)
+        let n, e = dims pr.Logits
+        let _, _, dispatch = model pr.Logits pr.Options
+        for x in 0 .. e - 1 do
+            let kept =
+                [ for i in 0 .. n - 1 do
+                    for j in 0 .. pr.Options.K - 1 do
+                        if r.Experts.[i, j] = x then yield (i, j) ]
+                |> List.sortBy dispatch
+            Assert.That(kept |> List.map (fun (i, j) -> r.Slots.[i, j]), eq [ 0 .. kept.Length - 1 ], $"expert {x}")
+        for i in 0 .. n - 1 do
+            for j in 0 .. pr.Options.K - 1 do
+                if r.Experts.[i, j] < 0 then
+                    Assert.That(r.Slots.[i, j], eq -1)
+                    Assert.That(r.Weights.[i, j], eq 0.0))
+
+[<Prop; Theorem "capacity.no-drop-equals-topk">]
+let ``with C at least N times k nothing drops and the result is top-k`` () =
+    let arb = gen { let! pr = capacityProblem.Generator
+                    let! extra = Gen.choose (0, 3)
+                    return pr, extra } |> Arb.fromGen
+    Prop.forAll arb (fun (pr, extra) ->
+        let n, _ = dims pr.Logits
+        let o = { pr with Rule = { pr.Rule with Capacity = Some(n * pr.K + extra) } }.Options
+        let r = Capacity.Route(pr.Logits, o)
+        let t = TopK.Route(pr.Logits, TopKOptions(K = o.K, Score = o.Score, Bias = o.Bias, Normalize = (o.Normalize <> Renormalization.None)))
+        Assert.That(r.Experts, eq t.Experts)
+        // Bit for bit: the same scores, summed and divided in the same order.
+        Assert.That(r.Weights, eq t.Weights))
+
+[<Prop; Theorem "capacity.first-choice-priority">]
+let ``under choice-position a first choice is never dropped while a later choice of the same expert is kept`` () =
+    Prop.forAll capacityProblem (fun pr ->
+        let o = { pr with Policy = DropPolicy.ChoicePosition }.Options
+        let r = Capacity.Route(pr.Logits, o)
+        let n, e = dims pr.Logits
+        for x in 0 .. e - 1 do
+            let firstDropped = [ for i in 0 .. n - 1 do if r.Selected.[i, 0] = x && r.Experts.[i, 0] = -1 then yield i ]
+            let laterKept = [ for i in 0 .. n - 1 do for j in 1 .. o.K - 1 do if r.Experts.[i, j] = x then yield (i, j) ]
+            Assert.That(firstDropped.IsEmpty || laterKept.IsEmpty, $"expert {x}: dropped first choices {firstDropped}, kept later {laterKept}"))
+
+[<Prop; Theorem "capacity.after-weights-sum-to-one">]
+let ``after-normalized weights sum to one for every token that keeps anything`` () =
+    Prop.forAll capacityProblem (fun pr ->
+        let o = { pr with Normalize = Renormalization.After }.Options
+        let r = Capacity.Route(pr.Logits, o)
+        for i in 0 .. Array2D.length1 pr.Logits - 1 do
+            let w = row r.Weights i
+            if Array.sum w > 0.0 then
+                Assert.That(abs (Array.sum w - 1.0), Is.LessThanOrEqualTo(2.0 * float o.K * u64), $"token {i}")
+            else
+                Assert.That(w |> Array.forall ((=) 0.0)))
+
+[<Prop; Theorem "capacity.capacity-rule">]
+let ``the capacity follows the rounding rule and the minimum`` () =
+    let arb = gen { let! n = Gen.choose (0, 300)
+                    let! e = Gen.choose (1, 70)
+                    let! k = Gen.choose (1, 8)
+                    let! f = Gen.choose (0, 64) |> Gen.map (fun v -> float v / 16.0)
+                    let! m = Gen.choose (0, 5)
+                    return n, e, k, f, m } |> Arb.fromGen
+    Prop.forAll arb (fun (n, e, k, f, m) ->
+        let c r = ExpertCapacity.FromFactor(n, e, k, f, r, m)
+        // Independently, in integers: f is a multiple of 1/16, so f N k / E = (16 f N k) / (16 E) exactly.
+        let num, den = int64 n * int64 k * int64 (f * 16.0), int64 e * 16L
+        let fl, ce = num / den, (num + den - 1L) / den
+        Assert.That(c CapacityRounding.Floor, eq(max (int fl) m))
+        Assert.That(c CapacityRounding.Ceil, eq(max (int ce) m))
+        let rounded = if 2L * (num - fl * den) < den then fl elif 2L * (num - fl * den) > den then ce else (if fl % 2L = 0L then fl else ce)
+        Assert.That(c CapacityRounding.Round, eq(max (int rounded) m))
+        let perChoice = (int64 n + int64 e - 1L) / int64 e
+        Assert.That(c CapacityRounding.Tutel, eq(max (k * int ((perChoice * int64 (f * 16.0)) / 16L)) m))
+        // An explicit capacity is used as given, whatever the minimum.
+        Assert.That(ExpertCapacity.Resolve(n, e, k, System.Nullable 0, f, CapacityRounding.Ceil, m), eq 0))
+
+/// The float32 pre-drop weights the kernel ranks: P32 at the selection, or for "before" the kernel's own log-space
+/// renormalization (read back from the top-k kernel with normalize = true, which computes exactly that).
+let private weights32 (x: double[,]) (p32: float[,]) (sel: int[,]) (o: CapacityOptions) =
+    let n, k = Array2D.length1 sel, Array2D.length2 sel
+    if o.Normalize = Renormalization.Before then
+        let e = Array2D.length2 x
+        let t = Reference.Kernels.Routing.TopK.Route(flat32 x, n, e, TopKOptions(K = k, Score = o.Score, Normalize = true, Bias = o.Bias))
+        Array2D.init n k (fun i j -> float t.Weights.[i * k + j])
+    else Array2D.init n k (fun i j -> p32.[i, sel.[i, j]])
+
+/// True when no decision of the instance sits on a float32 near-tie: every row's selection keys, and the values the policy
+/// compares (weights per expert for score, first-choice scores for batch-priority), are separated (RoutingGenerators).
+let private decisionsSeparated (pr: CapacityProblem) =
+    let x, o = pr.Logits, pr.Options
+    let n, e = dims x
+    let k = o.K
+    let p = RouterScores.Compute(x, o.Score)
+    let p32 = scores32 x o.Score
+    let b j = match o.Bias with null -> 0.0 | bs -> bs.[j]
+    let rowMax i = Seq.max [ for j in 0 .. e - 1 -> p.[i, j] ]
+    let rowsOk =
+        [ 0 .. n - 1 ] |> List.forall (fun i ->
+            let maxAbs = Seq.max [ for j in 0 .. e - 1 -> abs (p.[i, j] + b j) ]
+            let slack = 2.0 * float (e + 4) * u32 * maxAbs
+            allSeparated [ for j in 0 .. e - 1 -> p.[i, j] + b j, float (float32 p32.[i, j] + float32 (b j)), slack ])
+    if not rowsOk then false
+    else
+        let sel = TopK.Route(x, TopKOptions(K = k, Score = o.Score, Normalize = false, Bias = o.Bias)).Experts
+        let w64 =
+            if o.Normalize = Renormalization.Before then
+                TopK.Route(x, TopKOptions(K = k, Score = o.Score, Normalize = true, Bias = o.Bias)).Weights
+            else Array2D.init n k (fun i j -> p.[i, sel.[i, j]])
+        let w32 = weights32 x p32 sel o
+        match o.Policy with
+        | DropPolicy.Score ->
+            let scale i = if o.Normalize = Renormalization.Before then 1.0 else rowMax i
+            requestsOf sel e |> Array.forall (fun rs ->
+                allSeparated [ for (i, j) in rs -> w64.[i, j], w32.[i, j], float (e + 2 * k + 8) * u32 * scale i ])
+        | DropPolicy.BatchPriority ->
+            allSeparated [ for i in 0 .. n - 1 -> p.[i, sel.[i, 0]], p32.[i, sel.[i, 0]], float (e + 4) * u32 * rowMax i ]
+        | _ -> true // position orders are exact; logits are float32 values compared exactly in both
+
+let private kernel (pr: CapacityProblem) =
+    let n, e = dims pr.Logits
+    let r = Reference.Kernels.Routing.Capacity.Route(flat32 pr.Logits, n, e, pr.Options)
+    let k = pr.Options.K
+    matrix n k r.Experts, matrix n k r.Slots, r.Load, matrix n k (Array.map float r.Weights), r.Capacity
+
+[<Prop; Theorem "capacity.kernel-equals-reference">]
+let ``kernel equals reference`` () =
+    Prop.forAll capacityProblem (fun pr ->
+        let reference = Capacity.Route(pr.Logits, pr.Options)
+        let experts, slots, load, weights, c = kernel pr
+        Assert.That(c, eq reference.Capacity)
+        // (b) Always: the kernel's routing is a valid one, and its weights match the ones its choice implies.
+        let check = CapacityValidator.Check(pr.Logits, pr.Options, experts, slots, load, NumberFormat.Float32)
+        Assert.That(check.Valid, String.concat "\n" check.Problems)
+        let _, e = dims pr.Logits
+        let k = pr.K
+        let tol = 2.0 * float (e + 2 * k + 8) * u32
+        weights |> Array2D.iteri (fun i j w ->
+            Assert.That(abs (w - check.ExpectedWeights.[i, j]), Is.LessThanOrEqualTo tol, $"weights[{i}, {j}]"))
+        // (a) Away from float32 near-ties: identical indices.
+        if decisionsSeparated pr then
+            Assert.That(experts, eq reference.Experts, "experts")
+            Assert.That(slots, eq reference.Slots, "slots")
+            Assert.That(load, eq reference.Load, "load"))
+
+[<Test; Theorem "capacity.kernel-equals-reference">]
+let ``kernel equals reference exactly on separated grid inputs for every policy and normalization`` () =
+    // Grid logits (RoutingGenerators.gridLogits) without bias and with softmax keep every row's keys separated, and a
+    // first-choice/score comparison across rows either separated or bit-equal; the property above then compares exactly.
+    let mutable exact = 0
+    let cases = Gen.sample 400 (capacityProblemWith gridLogits) |> Seq.truncate 400
+    for pr in cases do
+        let pr = { pr with Bias = None }
+        if decisionsSeparated pr then
+            exact <- exact + 1
+            let reference = Capacity.Route(pr.Logits, pr.Options)
+            let experts, slots, load, _, _ = kernel pr
+            Assert.That(experts, eq reference.Experts)
+            Assert.That(slots, eq reference.Slots)
+            Assert.That(load, eq reference.Load)
+    // Most grid instances are separated; the exact comparison must not be vacuous.
+    Assert.That(exact, Is.GreaterThan 200)
+
+[<Prop; Theorem "capacity.validator-sound">]
+let ``the validator accepts the reference and rejects an over-full expert or swapped slots`` () =
+    Prop.forAll capacityProblem (fun pr ->
+        let r = Capacity.Route(pr.Logits, pr.Options)
+        let n, _ = dims pr.Logits
+        let k = pr.Options.K
+        let check ex sl ld = CapacityValidator.Check(pr.Logits, pr.Options, ex, sl, ld, NumberFormat.Float64)
+        let ok = check r.Experts r.Slots r.Load
+        Assert.That(ok.Valid, String.concat "\n" ok.Problems)
+        Assert.That(ok.ExpectedWeights, eq r.Weights)
+        // Re-admitting a dropped request overfills its (full) expert: always invalid.
+        let dropped = [ for i in 0 .. n - 1 do for j in 0 .. k - 1 do if r.Experts.[i, j] < 0 then yield i, j ]
+        match dropped with
+        | (i, j) :: _ ->
+            let ex = Array2D.copy r.Experts
+            ex.[i, j] <- r.Selected.[i, j]
+            Assert.That((check ex null null).Valid, Is.False, $"re-admitted ({i}, {j})")
+        | [] -> ()
+        // Swapping the slots of two kept requests of one expert breaks the dispatch order, except for batch-priority
+        // between two first-choice scores that are within the slack.
+        let kept = [ for i in 0 .. n - 1 do for j in 0 .. k - 1 do if r.Experts.[i, j] >= 0 then yield r.Experts.[i, j], (i, j) ]
+        match kept |> List.groupBy fst |> List.tryFind (fun (_, rs) -> rs.Length >= 2) with
+        | Some (_, (_, (i1, j1)) :: (_, (i2, j2)) :: _) when pr.Options.Policy <> DropPolicy.BatchPriority || j1 <> j2 ->
+            let sl = Array2D.copy r.Slots
+            sl.[i1, j1] <- r.Slots.[i2, j2]
+            sl.[i2, j2] <- r.Slots.[i1, j1]
+            Assert.That((check r.Experts sl null).Valid, Is.False, $"swapped slots of ({i1}, {j1}) and ({i2}, {j2})")
+        | _ -> ())
+
+[<Prop; Theorem "capacity.deterministic">]
+let ``reference and kernel are deterministic`` () =
+    Prop.forAll capacityProblem (fun pr ->
+        let a, b = Capacity.Route(pr.Logits, pr.Options), Capacity.Route(pr.Logits, pr.Options)
+        Assert.That(b.Experts, eq a.Experts)
+        Assert.That(b.Slots, eq a.Slots)
+        Assert.That(b.Weights |> flatten |> Array.map System.BitConverter.DoubleToInt64Bits,
+                    eq(a.Weights |> flatten |> Array.map System.BitConverter.DoubleToInt64Bits))
+        let (e1, s1, l1, w1, _), (e2, s2, l2, w2, _) = kernel pr, kernel pr
+        Assert.That(e2, eq e1)
+        Assert.That(s2, eq s1)
+        Assert.That(l2, eq l1)
+        Assert.That(w2, eq w1))
+
+// ---------------------------------------------------------------------------------------------------------------
+// Published expectations of other systems, transcribed as data (inputs and expected dispatch), not as code.
+
+/// (token, expert, slot) triples of the kept requests, sorted.
+let private dispatchTriples (r: CapacityResult) =
+    [ for i in 0 .. Array2D.length1 r.Experts - 1 do
+        for j in 0 .. Array2D.length2 r.Experts - 1 do
+            if r.Experts.[i, j] >= 0 then yield i, r.Experts.[i, j], r.Slots.[i, j] ]
+    |> List.sort
+
+let private triples (xs: int list list) = xs |> List.map (fun t -> t.[0], t.[1], t.[2]) |> List.sort
+
+let private deepSpeedOptions k policy =
+    // DeepSpeed topkgating(logits, k, capacity_factor=1, min_capacity=1): C = ceil((N k / E) cf), at least 1.
+    CapacityOptions(K = k, CapacityFactor = 1.0, MinCapacity = 1, Policy = policy, Normalize = Renormalization.None)
+
+/// Source: DeepSpeed tests/unit/moe/test_moe.py, TestTopkGate.test, first block (s=4, e=4, topk=2, cap=2).
+/// The test runs on two ranks with the logits scaled by rank + 1, so both scalings must give the same masks.
+let private deepSpeedLogits1 =
+    array2D [ [ 0.11; 0.2; 0.1; 0.3 ]; [ 0.3; 0.4; 0.11; 0.1 ]; [ 0.11; 0.1; 0.6; 0.5 ]; [ 0.1; 0.11; 0.7; 0.8 ] ]
+
+/// Source: DeepSpeed tests/unit/moe/test_moe.py, TestTopkGate.test, second block (s=4, e=6, topk=3, cap=2).
+let private deepSpeedLogits2 =
+    array2D [ [ 0.5858; 0.4801; 0.6269; 0.5397; 0.9722; 0.7034 ]
+              [ 0.5445; 0.6332; 0.4519; 0.6308; 0.0519; 0.6450 ]
+              [ 0.4874; 0.8110; 0.7467; 0.8474; 0.0277; 0.3068 ]
+              [ 0.8570; 0.6714; 0.5310; 0.3274; 0.4836; 0.9892 ] ]
+
+/// The published logits are torch float32 tensors; widen their float32 values exactly.
+let private asFloat32 (x: double[,]) (scale: float32) = x |> Array2D.map (fun v -> float (float32 v * scale))
+
+[<Test; Theorem "capacity.published-expectations">]
+let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2`` () =
+    for scale in [ 1.0f; 2.0f ] do
+        let x = asFloat32 deepSpeedLogits1 scale
+        let probs = Capacity.Route(x, deepSpeedOptions 2 DropPolicy.Score)
+        Assert.That(probs.Capacity, eq 2)
+        Assert.That(dispatchTriples probs,
+                    eq(triples [ [0; 1; 0]; [1; 0; 0]; [1; 1; 1]; [2; 2; 0]; [2; 3; 0]; [3; 2; 1]; [3; 3; 1] ]), $"probs, scale {scale}")
+        let position = Capacity.Route(x, deepSpeedOptions 2 DropPolicy.Position)
+        Assert.That(dispatchTriples position,
+                    eq(triples [ [0; 1; 0]; [0; 3; 0]; [1; 0; 0]; [1; 1; 1]; [2; 2; 0]; [2; 3; 1]; [3; 2; 1] ]), $"position, scale {scale}")
+
+[<Test; Theorem "capacity.published-expectations">]
+let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3`` () =
+    let publishedProbs =
+        triples [ [0; 2; 0]; [0; 4; 0]; [1; 1; 0]; [1; 3; 0]; [1; 5; 0]; [2; 1; 1]; [2; 2; 1]; [2; 3; 1]; [3; 0; 0]; [3; 5; 1] ]
+    for scale in [ 1.0f; 2.0f ] do
+        let x = asFloat32 deepSpeedLogits2 scale
+        let probs = Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Score)
+        Assert.That(probs.Capacity, eq 2)
+        Assert.That(dispatchTriples probs, eq publishedProbs, $"probs, scale {scale}")
+        // The published "probs" expectation ranks by probability: ranking by raw logit (SEMANTICS.md's `logit` policy)
+        // keeps token 0 instead of token 1 at expert 5, so it does not reproduce this mask.
+        Assert.That(dispatchTriples (Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Logit)), Is.Not.EqualTo(box publishedProbs))
+        let position = Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Position)
+        Assert.That(dispatchTriples position,
+                    eq(triples [ [0; 2; 0]; [0; 4; 0]; [0; 5; 0]; [1; 1; 0]; [1; 3; 0]; [1; 5; 1]; [2; 1; 1]; [2; 2; 1]; [2; 3; 1]; [3; 0; 0] ]),
+                    $"position, scale {scale}")
+
+[<Test; Theorem "capacity.published-expectations">]
+let ``DeepSpeed TestTopkGate: no dropping keeps token-order slots`` () =
+    // Third block (s=4, e=4, topk=2, drop_tokens=False): DeepSpeed sizes the buffer to the largest load (4) and drops nothing;
+    // here an explicit C = 4 = N is enough for every expert, with position slots.
+    let x = asFloat32 (array2D [ [ 0.95; 0.85; 0.90; 0.80 ]; [ 0.70; 0.65; 0.75; 0.60 ]; [ 0.50; 0.55; 0.45; 0.40 ]; [ 0.35; 0.30; 0.25; 0.20 ] ]) 1.0f
+    let r = Capacity.Route(x, CapacityOptions(K = 2, Capacity = System.Nullable 4, Policy = DropPolicy.Position))
+    Assert.That(dispatchTriples r, eq(triples [ [0; 0; 0]; [0; 2; 0]; [1; 0; 1]; [1; 2; 1]; [2; 0; 2]; [2; 1; 0]; [3; 0; 3]; [3; 1; 1] ]))
+
+[<Test; Theorem "capacity.published-expectations">]
+let ``Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all`` () =
+    // Source: Megatron-LM tests/unit_tests/transformer/moe/test_routers.py, TestTop2Router.test_token_dropping
+    // (32 tokens, 4 experts, top-2, capacity factor None / 1.0 / 2.0, drop policy probs / position, no padding).
+    // Megatron's "probs" with pre_softmax = False ranks the renormalized top-k probabilities: score with "before".
+    let rng = System.Random 20240501
+    for trial in 1 .. 20 do
+        let x = Array2D.init 32 4 (fun _ _ -> float (float32 (rng.NextDouble() * 4.0 - 2.0)))
+        for policy in [ DropPolicy.Score; DropPolicy.Position ] do
+            for cf in [ 1.0; 2.0 ] do
+                let r = Capacity.Route(x, CapacityOptions(K = 2, CapacityFactor = cf, Policy = policy, Normalize = Renormalization.Before))
+                let kept = r.Experts |> Seq.cast<int> |> Seq.filter (fun v -> v >= 0) |> Seq.length
+                Assert.That(float kept, Is.LessThanOrEqualTo(32.0 * 2.0 * cf), $"trial {trial}, {policy}, cf {cf}")
+            // capacity_factor None: no dropping (an explicit C = N k here).
+            let r = Capacity.Route(x, CapacityOptions(K = 2, Capacity = System.Nullable 64, Policy = policy))
+            Assert.That(r.Experts |> Seq.cast<int> |> Seq.forall (fun v -> v >= 0))
+
+[<Test; Theorem "capacity.capacity-rule">]
+let ``capacity rounding rules on a worked example`` () =
+    // N = 10, k = 2, E = 4, cf = 1.25: (N k / E) cf = 5 * 1.25 = 6.25; ceil 7, floor 6, round 6;
+    // Tutel: k floor(cf ceil(N / E)) = 2 floor(1.25 * 3) = 2 * 3 = 6. With min_capacity 8 every rule gives 8.
+    let c r m = ExpertCapacity.FromFactor(10, 4, 2, 1.25, r, m)
+    Assert.That([ c CapacityRounding.Ceil 0; c CapacityRounding.Floor 0; c CapacityRounding.Round 0; c CapacityRounding.Tutel 0 ], eq [ 7; 6; 6; 6 ])
+    Assert.That([ c CapacityRounding.Ceil 8; c CapacityRounding.Floor 8; c CapacityRounding.Round 8; c CapacityRounding.Tutel 8 ], eq [ 8; 8; 8; 8 ])
+    // Round half to even: N = 5, k = 1, E = 2, cf = 1 gives 2.5, which rounds to 2; N = 7 gives 3.5, which rounds to 4.
+    Assert.That(ExpertCapacity.FromFactor(5, 2, 1, 1.0, CapacityRounding.Round, 0), eq 2)
+    Assert.That(ExpertCapacity.FromFactor(7, 2, 1, 1.0, CapacityRounding.Round, 0), eq 4)
+
+[<Test>]
+let ``bad input names the argument`` () =
+    let x = Array2D.create 3 4 0.0
+    let ex = throws<System.ArgumentOutOfRangeException>(fun () -> Capacity.Route(x, CapacityOptions(Capacity = System.Nullable -1)) |> ignore)
+    Assert.That(ex.ParamName, eq "capacity")
+    let ex = throws<System.ArgumentException>(fun () -> Capacity.Route(x, CapacityOptions(CapacityFactor = -0.5)) |> ignore)
+    Assert.That(ex.ParamName, eq "capacity_factor")
+    let ex = throws<System.ArgumentOutOfRangeException>(fun () -> Capacity.Route(x, CapacityOptions(MinCapacity = -1)) |> ignore)
+    Assert.That(ex.ParamName, eq "min_capacity")
+    x.[1, 2] <- nan
+    let ex = throws<System.ArgumentException>(fun () -> Capacity.Route(x, CapacityOptions()) |> ignore)
+    Assert.That(ex.Message, Does.Contain "logits[1, 2] is NaN")
+    let ex = throws<System.ArgumentException>(fun () ->
+        Reference.Kernels.Routing.Capacity.Route(flat32 x, 3, 4, CapacityOptions()) |> ignore)
+    Assert.That(ex.Message, Does.Contain "logits[1, 2] is NaN")
