@@ -23,6 +23,7 @@ public static class AlgorithmRegistry
         LeanKAlgorithm.Descriptor,
         LeanKMaskAlgorithm.Descriptor,
         LinearAlgorithm.Descriptor,
+        SoftTopKAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>
