@@ -55,6 +55,18 @@ public sealed class ExactScores
         return new BigInteger(mantissa) << (exponent - Exponent);
     }
 
+    /// <summary>The grid integer nearest below x / 2^Q (exact when x is on the grid): snaps an approximate value.</summary>
+    public BigInteger Snap(double x)
+    {
+        if (x == 0 || !double.IsFinite(x))
+        {
+            return BigInteger.Zero;
+        }
+        var (mantissa, exponent) = Decompose(x);
+        int shift = exponent - Exponent;
+        return shift >= 0 ? new BigInteger(mantissa) << shift : new BigInteger(mantissa) >> -shift;
+    }
+
     /// <summary>The double nearest to X * 2^Q (rounding through the top 64 bits when X is long).</summary>
     public double ToDouble(BigInteger value)
     {
@@ -76,10 +88,11 @@ public sealed class ExactScores
         long fraction = bits & 0xFFFFFFFFFFFFFL;
         long mantissa = biased == 0 ? fraction : fraction | (1L << 52);
         int exponent = (biased == 0 ? 1 : biased) - 1075;
-        while (mantissa != 0 && (mantissa & 1) == 0)
+        if (mantissa != 0)
         {
-            mantissa >>= 1;
-            exponent++;
+            int zeros = BitOperations.TrailingZeroCount(mantissa);
+            mantissa >>= zeros;
+            exponent += zeros;
         }
         return (negative ? -mantissa : mantissa, exponent);
     }
@@ -114,9 +127,15 @@ public sealed class ContractedGraph
     /// Bellman-Ford from a virtual root joined to every node at cost 0. Returns a negative cycle (its arcs in order) or, when
     /// there is none, null with exact potentials phi satisfying phi(to) &lt;= phi(from) + cost on every arc.
     /// </summary>
-    public List<ContractedArc>? FindNegativeCycle(out BigInteger[] potentials)
+    public List<ContractedArc>? FindNegativeCycle(out BigInteger[] potentials) =>
+        FindNegativeCycle(new BigInteger[Nodes], out potentials);
+
+    /// <summary>Bellman-Ford from given starting labels (any labels work; good ones converge in a round or two).
+    /// Returns a negative cycle, or null with potentials phi satisfying phi(to) &lt;= phi(from) + cost on every arc.</summary>
+    public List<ContractedArc>? FindNegativeCycle(BigInteger[] start, out BigInteger[] potentials)
     {
-        var phi = new BigInteger[Nodes];
+        ArgumentNullException.ThrowIfNull(start);
+        var phi = (BigInteger[])start.Clone();
         var via = new ContractedArc?[Nodes];
         int updated = -1;
         for (int round = 0; round < Nodes; round++)
@@ -145,14 +164,14 @@ public sealed class ContractedGraph
             node = via[node]!.From;
         }
         var cycle = new List<ContractedArc>();
-        int start = node;
+        int first = node;
         do
         {
             var arc = via[node]!;
             cycle.Add(arc);
             node = arc.From;
         }
-        while (node != start);
+        while (node != first);
         cycle.Reverse();
         potentials = phi;
         return cycle;

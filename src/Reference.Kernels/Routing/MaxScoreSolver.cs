@@ -79,6 +79,8 @@ public static class MaxScoreSolver
         private readonly int[] load;          // [E]
         private readonly List<int>[] holders; // [E] tokens on each expert
         private readonly int[] slot;          // [N, E] position of token i in holders[e], or -1
+        private readonly double[] best;       // [E, E] min over tokens on a, not on b, of S_ia - S_ib (rounded)
+        private readonly int[] bestToken;     // [E, E] the token attaining it (ties to the lower token), or -1
 
         public State(double[] scores, int tokens, int experts, int k, int capacity)
         {
@@ -97,55 +99,164 @@ public static class MaxScoreSolver
             }
             slot = new int[n * e];
             Array.Fill(slot, -1);
+            best = new double[e * e];
+            bestToken = new int[e * e];
         }
 
         // ----- phase 1: approximate prices ---------------------------------------------------------------------------------
 
-        /// <summary>Damped Jacobi steps on the dual: every expert's target price is the smallest price (at least 0) at which
-        /// at most C tokens would still want it, given the other prices; all prices move part of the way at once.
-        /// One sweep is O(N E): one top-(k+1) ranking per token, then one quickselect per expert. Returns the sweeps done.</summary>
+        /// <summary>
+        /// Gauss-Seidel coordinate steps on the dual, first on a subsample of the tokens (with the capacity scaled down), then
+        /// on all tokens: expert x's price becomes the smallest price (at least 0) at which at most C tokens still want x, given
+        /// the other prices. Each token keeps its top-(k+1) reduced scores, updated only when x enters or leaves them.
+        /// Returns the sweeps done over all tokens.
+        /// </summary>
         public int ApproximatePrices(int sweeps)
         {
             if (sweeps <= 0 || n <= c)
             {
                 return 0; // with N <= C no expert can overflow: prices stay 0
             }
-            var thresholds = new double[e * n];  // [E, N]: t_i^x = S_ix - (token i's k-th best reduced score among experts != x)
-            var idx = new int[k + 1];
-            var val = new double[k + 1];
-            var target = new double[e];
-            double omega = Damping;
-            for (int sweep = 0; sweep < sweeps; sweep++)
+            int stride = Math.Max(1, n / Math.Max(8 * e, 1024));
+            if (stride > 1)
             {
-                for (int i = 0; i < n; i++)
-                {
-                    RankRow(i, idx, val);
-                    double inside = k < e ? val[k] : double.NegativeInfinity, outside = val[k - 1];
-                    int row = i * e;
-                    for (int x = 0; x < e; x++)
-                    {
-                        thresholds[x * n + i] = s[row + x] - outside;
-                    }
-                    for (int j = 0; j < k; j++)
-                    {
-                        thresholds[idx[j] * n + i] = s[row + idx[j]] - inside;
-                    }
-                }
-                for (int x = 0; x < e; x++)
-                {
-                    double t = NthLargest(thresholds.AsSpan(x * n, n), c); // the (C+1)-th largest
-                    target[x] = double.IsFinite(t) ? Math.Max(0.0, t) : 0.0;
-                }
-                for (int x = 0; x < e; x++)
-                {
-                    lambda[x] += omega * (target[x] - lambda[x]);
-                }
+                var sample = Enumerable.Range(0, (n + stride - 1) / stride).Select(j => j * stride).ToArray();
+                int sampleCapacity = (int)Math.Ceiling((double)c * sample.Length / n);
+                CoordinateSweeps(sample, sampleCapacity, 2 * sweeps);
             }
+            CoordinateSweeps(Enumerable.Range(0, n).ToArray(), c, sweeps);
             return sweeps;
         }
 
-        /// <summary>The step size of the damped Jacobi price updates.</summary>
-        private const double Damping = 0.5;
+        private void CoordinateSweeps(int[] tokensUsed, int capacity, int sweeps)
+        {
+            int m = tokensUsed.Length, w = k + 1;
+            if (m <= capacity)
+            {
+                return;
+            }
+            var topIdx = new int[m * w];
+            var topVal = new double[m * w];
+            var threshold = new double[m];
+            // Membership masks (E <= 64): bit x of inTop[j] says x is in token j's top k; of inList[j], in its top k+1.
+            bool masks = e <= 64;
+            var inTop = new ulong[masks ? m : 0];
+            var inList = new ulong[masks ? m : 0];
+            var wanted = new int[e]; // tokens (of this set) whose top k holds x
+            void Rank(int j)
+            {
+                int b = j * w;
+                if (masks)
+                {
+                    for (int q = 0; q < k; q++)
+                    {
+                        wanted[topIdx[b + q]]--;
+                    }
+                }
+                RankRow(tokensUsed[j], topIdx.AsSpan(b, w), topVal.AsSpan(b, w));
+                if (masks)
+                {
+                    ulong top = 0, list = 0;
+                    for (int q = 0; q < w; q++)
+                    {
+                        int x = topIdx[b + q];
+                        if (x >= 0)
+                        {
+                            list |= 1UL << x;
+                            if (q < k)
+                            {
+                                top |= 1UL << x;
+                                wanted[x]++;
+                            }
+                        }
+                    }
+                    inTop[j] = top;
+                    inList[j] = list;
+                }
+            }
+            for (int j = 0; j < m; j++)
+            {
+                for (int q = 0; q < k; q++)
+                {
+                    topIdx[j * w + q] = 0; // placeholders, removed from wanted below
+                }
+            }
+            if (masks)
+            {
+                wanted[0] += m * k; // balance the placeholders' decrements
+            }
+            for (int j = 0; j < m; j++)
+            {
+                Rank(j);
+            }
+            for (int sweep = 0; sweep < sweeps; sweep++)
+            {
+                for (int x = 0; x < e; x++)
+                {
+                    // An unpriced expert that at most C tokens want keeps price 0: skip it.
+                    if (masks && lambda[x] == 0 && wanted[x] <= capacity)
+                    {
+                        continue;
+                    }
+                    // t_i = S_ix - (the k-th best reduced score among experts other than x): token i keeps x iff lambda_x < t_i.
+                    for (int j = 0; j < m; j++)
+                    {
+                        int b = j * w;
+                        bool inTopK;
+                        if (masks)
+                        {
+                            inTopK = (inTop[j] & (1UL << x)) != 0;
+                        }
+                        else
+                        {
+                            inTopK = false;
+                            for (int q = 0; q < k; q++)
+                            {
+                                inTopK |= topIdx[b + q] == x;
+                            }
+                        }
+                        threshold[j] = s[tokensUsed[j] * e + x] - topVal[b + (inTopK ? k : k - 1)];
+                    }
+                    double t = NthLargest(threshold, capacity); // the (C+1)-th largest
+                    double price = double.IsFinite(t) ? Math.Max(0.0, t) : 0.0;
+                    if (price == lambda[x])
+                    {
+                        continue;
+                    }
+                    bool raised = price > lambda[x];
+                    lambda[x] = price;
+                    // Only tokens whose top-(k+1) list holds x (price raised) or would now admit x (price lowered) change.
+                    for (int j = 0; j < m; j++)
+                    {
+                        int b = j * w, i = tokensUsed[j];
+                        bool affected;
+                        if (raised)
+                        {
+                            if (masks)
+                            {
+                                affected = (inList[j] & (1UL << x)) != 0;
+                            }
+                            else
+                            {
+                                affected = false;
+                                for (int q = 0; q < w; q++)
+                                {
+                                    affected |= topIdx[b + q] == x;
+                                }
+                            }
+                        }
+                        else
+                        {
+                            affected = s[i * e + x] - price >= topVal[b + k];
+                        }
+                        if (affected)
+                        {
+                            Rank(j);
+                        }
+                    }
+                }
+            }
+        }
 
         /// <summary>The indices and reduced scores of a token's best min(k+1, E) experts, ties to the lower index;
         /// unused tail entries get -Inf.</summary>
@@ -291,11 +402,9 @@ public static class MaxScoreSolver
         public int RouteExcess()
         {
             int augmentations = 0;
-            var best = new double[e * e];   // [E, E] min over tokens on a, not on b, of S_ia - S_ib
-            var bestToken = new int[e * e];
             for (int a = 0; a < e; a++)
             {
-                RecomputeRow(a, best, bestToken);
+                RecomputeRow(a);
             }
             var dist = new double[e];
             var parent = new int[e];
@@ -370,7 +479,7 @@ public static class MaxScoreSolver
                 for (int v = target; parent[v] >= 0; v = parent[v])
                 {
                     int u = parent[v], t = bestToken[u * e + v];
-                    Move(t, u, v, best, bestToken);
+                    Move(t, u, v);
                 }
                 augmentations++;
             }
@@ -379,7 +488,7 @@ public static class MaxScoreSolver
         /// <summary>Moves token t from expert u to expert v and repairs the pair minima that the move touches:
         /// row u loses t (entries whose best token was t are rescanned), row v gains t, and for the token's other experts x
         /// the entry (x, u) gains t while the entry (x, v) loses it.</summary>
-        private void Move(int t, int u, int v, double[] best, int[] bestToken)
+        private void Move(int t, int u, int v)
         {
             Remove(t, u);
             Add(t, v);
@@ -388,7 +497,7 @@ public static class MaxScoreSolver
             {
                 if (bestToken[u * e + b] == t)
                 {
-                    RecomputeEntry(u, b, best, bestToken);
+                    RecomputeEntry(u, b);
                 }
             }
             for (int x = 0; x < e; x++)
@@ -404,20 +513,20 @@ public static class MaxScoreSolver
                     {
                         if (!member[row + b])
                         {
-                            Offer(v, b, t, best, bestToken);
+                            Offer(v, b, t);
                         }
                     }
                     continue;
                 }
-                Offer(x, u, t, best, bestToken);
+                Offer(x, u, t);
                 if (bestToken[x * e + v] == t)
                 {
-                    RecomputeEntry(x, v, best, bestToken);
+                    RecomputeEntry(x, v);
                 }
             }
         }
 
-        private void Offer(int a, int b, int t, double[] best, int[] bestToken)
+        private void Offer(int a, int b, int t)
         {
             double key = s[t * e + a] - s[t * e + b];
             int at = a * e + b;
@@ -428,7 +537,7 @@ public static class MaxScoreSolver
             }
         }
 
-        private void RecomputeEntry(int a, int b, double[] best, int[] bestToken)
+        private void RecomputeEntry(int a, int b)
         {
             int at = a * e + b;
             best[at] = double.PositiveInfinity;
@@ -437,13 +546,13 @@ public static class MaxScoreSolver
             {
                 if (!member[i * e + b])
                 {
-                    Offer(a, b, i, best, bestToken);
+                    Offer(a, b, i);
                 }
             }
         }
 
         /// <summary>best[a, b] = min over tokens on a and not on b of S_ia - S_ib, with the token (ties to the lower token).</summary>
-        private void RecomputeRow(int a, double[] best, int[] bestToken)
+        private void RecomputeRow(int a)
         {
             for (int b = 0; b < e; b++)
             {
@@ -473,98 +582,137 @@ public static class MaxScoreSolver
 
         // ----- phase 3: the exact finish --------------------------------------------------------------------------------
 
-        /// <summary>Exact Bellman-Ford on the contracted graph; cancels negative cycles until none is left, and sets the
-        /// prices from the exact potentials. Returns the cycles canceled.</summary>
+        /// <summary>
+        /// The exact finish. Potentials phi (phi(a) = -lambda_a, phi(z) = 0) are snapped to the exact grid and relaxed by exact
+        /// Bellman-Ford over the contracted graph built from the maintained minimal tokens; a negative cycle is canceled and the
+        /// loop repeats. With no cycle, every token is checked exactly against the potentials (screened in doubles, exact when
+        /// close); a violated pair means that pair's exact minimum was another token, which then enters the graph.
+        /// Returns the cycles canceled; sets the prices from the exact potentials.
+        /// </summary>
         public int FinishExactly()
         {
             var exact = new ExactScores(s);
             int canceled = 0;
+            var phi = new BigInteger[e + 1];
+            for (int a = 0; a < e; a++)
+            {
+                phi[a] = -exact.Snap(lambda[a]);
+            }
+            var overrides = new Dictionary<int, int>(); // pair a*e+b -> a token with a smaller exact key than bestToken
             while (true)
             {
-                var graph = ExactContractedGraph(exact);
-                var cycle = graph.FindNegativeCycle(out var potentials);
-                if (cycle is null)
+                var graph = new ContractedGraph(e + 1);
+                for (int a = 0; a < e; a++)
+                {
+                    for (int b = 0; b < e; b++)
+                    {
+                        int at = a * e + b, t = bestToken[at];
+                        if (t < 0)
+                        {
+                            continue;
+                        }
+                        var cost = exact.Of(t * e + a) - exact.Of(t * e + b);
+                        if (overrides.TryGetValue(at, out int o) && member[o * e + a] && !member[o * e + b])
+                        {
+                            var alt = exact.Of(o * e + a) - exact.Of(o * e + b);
+                            if (alt < cost)
+                            {
+                                cost = alt;
+                                t = o;
+                            }
+                        }
+                        graph.AddArc(a, b, cost, t);
+                    }
+                    if (load[a] < c)
+                    {
+                        graph.AddArc(a, e, BigInteger.Zero, -1);
+                    }
+                    if (load[a] > 0)
+                    {
+                        graph.AddArc(e, a, BigInteger.Zero, -1);
+                    }
+                }
+                var cycle = graph.FindNegativeCycle(phi, out var potentials);
+                if (cycle is not null)
+                {
+                    ApplyCycle(cycle);
+                    overrides.Clear();
+                    canceled++;
+                    continue;
+                }
+                phi = potentials;
+                var violation = FindViolation(exact, phi);
+                if (violation is null)
                 {
                     for (int a = 0; a < e; a++)
                     {
-                        lambda[a] = exact.ToDouble(potentials[e] - potentials[a]); // lambda_a = phi(z) - phi(a)
+                        lambda[a] = exact.ToDouble(phi[e] - phi[a]); // lambda_a = phi(z) - phi(a)
                     }
                     return canceled;
                 }
-                // Move the cycle's tokens: arcs a -> b with a token move each (arcs through z only shift spare capacity).
-                // A token may carry two arcs of the cycle (a -> b, then b -> d); apply each move once its token is on its tail.
-                var pending = cycle.Where(arc => arc.Token >= 0).ToList();
-                while (pending.Count > 0)
-                {
-                    int ready = pending.FindIndex(arc => member[arc.Token * e + arc.From] && !member[arc.Token * e + arc.To]);
-                    if (ready < 0)
-                    {
-                        throw new InvalidOperationException("a negative cycle whose moves cannot be applied");
-                    }
-                    var arc = pending[ready];
-                    Remove(arc.Token, arc.From);
-                    Add(arc.Token, arc.To);
-                    pending.RemoveAt(ready);
-                }
-                canceled++;
+                overrides[violation.Value.Pair] = violation.Value.Token;
             }
         }
 
-        /// <summary>The contracted graph with exact weights: nodes 0..E-1 experts, E the sink z.</summary>
-        private ContractedGraph ExactContractedGraph(ExactScores exact)
+        /// <summary>Moves the tokens of a negative cycle. A token may carry two arcs of the cycle (a -> b, then b -> d),
+        /// so each move is applied once its token is on its tail.</summary>
+        private void ApplyCycle(List<ContractedArc> cycle)
         {
-            var g = new ContractedGraph(e + 1);
-            double slack = exact.MaxAbs * Math.ScaleB(1.0, -52);
-            var approx = new double[e * e];
-            var bestToken = new int[e * e];
-            for (int a = 0; a < e; a++)
+            var pending = cycle.Where(arc => arc.Token >= 0).ToList();
+            while (pending.Count > 0)
             {
-                RecomputeRow(a, approx, bestToken);
-            }
-            for (int a = 0; a < e; a++)
-            {
-                for (int b = 0; b < e; b++)
+                int ready = pending.FindIndex(arc => member[arc.Token * e + arc.From] && !member[arc.Token * e + arc.To]);
+                if (ready < 0)
                 {
-                    int at = a * e + b;
-                    if (bestToken[at] < 0)
+                    throw new InvalidOperationException("a negative cycle whose moves cannot be applied");
+                }
+                var arc = pending[ready];
+                Move(arc.Token, arc.From, arc.To);
+                pending.RemoveAt(ready);
+            }
+        }
+
+        /// <summary>The first (token, chosen a, unchosen b) with phi(b) &gt; phi(a) + S_ia - S_ib, exactly; screened in doubles.</summary>
+        private (int Pair, int Token)? FindViolation(ExactScores exact, BigInteger[] phi)
+        {
+            var p = new double[e];
+            double maxAbs = exact.MaxAbs;
+            for (int a = 0; a < e; a++)
+            {
+                p[a] = exact.ToDouble(phi[a]);
+                maxAbs = Math.Max(maxAbs, Math.Abs(p[a]));
+            }
+            // |rounded slack - exact slack| <= a few roundings of magnitude maxAbs; 16 u maxAbs is a safe screen.
+            double margin = 16 * maxAbs * Math.ScaleB(1.0, -53);
+            for (int i = 0; i < n; i++)
+            {
+                int row = i * e;
+                for (int a = 0; a < e; a++)
+                {
+                    if (!member[row + a])
                     {
                         continue;
                     }
-                    // A rounded difference errs by at most u * max|S| (u = 2^-53): only tokens within twice that of the
-                    // rounded minimum can hold the exact minimum, and those are compared exactly.
-                    double bound = approx[at] + 2 * slack;
-                    BigInteger bestExact = default;
-                    int bestTok = -1;
-                    foreach (int i in holders[a])
+                    for (int b = 0; b < e; b++)
                     {
-                        if (member[i * e + b])
+                        if (member[row + b])
                         {
                             continue;
                         }
-                        double key = s[i * e + a] - s[i * e + b];
-                        if (key > bound)
+                        double slackApprox = p[a] + s[row + a] - s[row + b] - p[b];
+                        if (slackApprox > margin)
                         {
                             continue;
                         }
-                        var exactKey = exact.Of(i * e + a) - exact.Of(i * e + b);
-                        if (bestTok < 0 || exactKey < bestExact || (exactKey == bestExact && i < bestTok))
+                        var slackExact = phi[a] + exact.Of(row + a) - exact.Of(row + b) - phi[b];
+                        if (slackExact < 0)
                         {
-                            bestExact = exactKey;
-                            bestTok = i;
+                            return (a * e + b, i);
                         }
                     }
-                    g.AddArc(a, b, bestExact, bestTok);
-                }
-                if (load[a] < c)
-                {
-                    g.AddArc(a, e, BigInteger.Zero, -1);
-                }
-                if (load[a] > 0)
-                {
-                    g.AddArc(e, a, BigInteger.Zero, -1);
                 }
             }
-            return g;
+            return null;
         }
 
         public MaxScoreFastResult Result(int sweeps, int augmentations, int cycles)
