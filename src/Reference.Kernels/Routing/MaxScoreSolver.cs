@@ -55,17 +55,11 @@ public static class MaxScoreSolver
             }
         }
         var state = new State(scores, tokens, experts, k, capacity);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         int done = state.ApproximatePrices(sweeps);
-        var t1 = clock.Elapsed.TotalMilliseconds;
         state.AssignTopK();
         state.ReleaseUnderfullPrices();
-        var t2 = clock.Elapsed.TotalMilliseconds;
         int augmentations = state.RouteExcess();
-        var t3 = clock.Elapsed.TotalMilliseconds;
         int cycles = state.FinishExactly();
-        var t4 = clock.Elapsed.TotalMilliseconds;
-        if (Environment.GetEnvironmentVariable("MAXSCORE_TRACE") == "1") Console.Error.WriteLine($"phase1 {t1:F1} assign {t2 - t1:F1} route {t3 - t2:F1} exact {t4 - t3:F1}");
         return state.Result(done, augmentations, cycles);
     }
 
