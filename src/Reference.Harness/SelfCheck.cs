@@ -65,12 +65,14 @@ public static class SelfCheck
                 var pathTally = new Tally();
                 foreach (var c in goldenCases)
                 {
-                    pathTally.Run($"golden {c.Name}", () => CheckPath(algorithm, path, algorithm.Bind(c.ReadInputs(), c.Parameters, c.InputPath)));
+                    pathTally.Run($"golden {c.Name}", path, () => algorithm.Bind(c.ReadInputs(), c.Parameters, c.InputPath),
+                        call => CheckPath(algorithm, path, call));
                 }
                 for (int i = 0; i < cases; i++)
                 {
                     var generated = algorithm.Generate(seed + i);
-                    pathTally.Run(generated.Name, () => CheckPath(algorithm, path, algorithm.Bind(generated.Inputs, generated.Parameters, generated.Name)));
+                    pathTally.Run(generated.Name, path, () => algorithm.Bind(generated.Inputs, generated.Parameters, generated.Name),
+                        call => CheckPath(algorithm, path, call));
                 }
                 rows.Add(pathTally.Row(algorithm.Name, path.Name));
             }
@@ -123,6 +125,26 @@ public static class SelfCheck
             {
                 Fail($"{name}: {ex.Message}");
             }
+        }
+
+        /// <summary>Binds a case and checks it, unless the path does not support it (then the case is not counted).</summary>
+        public void Run(string name, OptimizedPath path, Func<AlgorithmCall> bind, Func<AlgorithmCall, IReadOnlyList<ComparisonReport>> check)
+        {
+            AlgorithmCall? call = null;
+            try
+            {
+                call = bind();
+            }
+            catch (Exception ex) when (ex is InputException or TensorFileException or ArgumentException)
+            {
+                Fail($"{name}: {ex.Message}");
+                return;
+            }
+            if (path.Supports is { } supports && !supports(call))
+            {
+                return;
+            }
+            Run(name, () => check(call));
         }
 
         public SelfCheckRow Row(string algorithm, string path) => new(algorithm, path, cases, failures, worst, first);

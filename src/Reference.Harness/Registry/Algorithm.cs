@@ -13,7 +13,12 @@ public delegate IReadOnlyDictionary<string, NdArray> AlgorithmFunction(Algorithm
 /// <param name="Name">The name used by <c>--path</c> and in the selfcheck table.</param>
 /// <param name="Doc">One line: what it is (precision, parallelism).</param>
 /// <param name="Run">The implementation.</param>
-public sealed record OptimizedPath(string Name, string Doc, AlgorithmFunction Run);
+public sealed record OptimizedPath(string Name, string Doc, AlgorithmFunction Run)
+{
+    /// <summary>Which calls the path implements, when it covers only some parameter values (e.g. one method of several);
+    /// null means every call. Selfcheck runs the path only on the cases it supports.</summary>
+    public Func<AlgorithmCall, bool>? Supports { get; init; }
+}
 
 /// <summary>What a checker sees: the call, the reference's outputs, and the candidate's outputs.</summary>
 /// <param name="Call">The bound inputs and parameters.</param>

@@ -9,6 +9,7 @@ public static class AlgorithmRegistry
     public static IReadOnlyList<Algorithm> All { get; } =
     [
         TopKAlgorithm.Descriptor,
+        SinkhornAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>

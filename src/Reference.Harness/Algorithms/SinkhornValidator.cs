@@ -1,0 +1,351 @@
+using Reference.Harness.Comparison;
+using Reference.Harness.Registry;
+using Reference.Numerics;
+using Reference.Routing;
+using Reference.Transport;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>
+/// Judges a Sinkhorn candidate (proofs/sinkhorn.md, theorem sinkhorn.kernel-equals-reference and the decisions there).
+/// </summary>
+/// <remarks>
+/// <para>A candidate may run a different number of iterations than the reference: a float32 implementation cannot reach
+/// tol = 1e-9 and runs to its cap, or stops at another check. So the candidate's floats are compared with the reference's
+/// iterate after the candidate's own iteration count T (the reference rerun with max_iter = T and tol = 0, which
+/// reproduces exactly that iterate), within the bound derived in the proof: per half-step
+/// delta = u (6 S + 2 (N + E) + 8) with u the candidate's unit roundoff, |log G_c - log G_r| &lt;= 4 T delta + u (3 S + 4) and
+/// |f_c - f_r| &lt;= reg 2 T delta + 2 u |f_r| (T counts inner iterations for eps-scaling). S, the size of the iterates'
+/// potentials, is estimated from the reference's final potentials as max|M|/reg + 3 (max|f| + max|g|)/reg + max|log a| +
+/// max|log b| + log(N E): for a run from 0, an order-preserving homogeneous iteration keeps every iterate within the
+/// spread of its limit (proof of sinkhorn.variants-agree), which that estimate covers; the property test uses the exact
+/// maximum over the run instead.</para>
+/// <para>A double-precision candidate (for example a stored expected file) must follow the rules exactly: the same
+/// iterations, status and converged as the reference. A lower-precision candidate must be consistent with itself:
+/// status 0 only if its err meets the stopping rule and its iteration count is a check iteration; status 1 only at the
+/// cap; status 2 only where the reference fails too. Its err must be the stopping measure of its own plan (recomputed
+/// here in double). Experts may differ from the reference's only at ties within the plan bound; weights are then judged
+/// at the candidate's experts.</para>
+/// </remarks>
+public static class SinkhornValidator
+{
+    /// <summary>Validates every Sinkhorn output the candidate contains.</summary>
+    /// <param name="context">The call, the reference's outputs and the candidate's.</param>
+    /// <returns>One report per output the candidate contains.</returns>
+    public static IReadOnlyList<ComparisonReport> Validate(CheckContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var call = context.Call;
+        var candidate = context.Candidate;
+        var expected = context.Expected;
+        // The precision the candidate is judged in: the least precise of its float arrays (a float32 plan next to a
+        // double err is a float32 candidate).
+        var format = candidate.Values.Where(x => x.IsFloatingPoint).Select(x => Formats.Of(x.DType))
+            .DefaultIfEmpty(context.Format).Max();
+        var options = SinkhornAlgorithm.Options(call);
+        var method = options.Method;
+        var cost = SinkhornAlgorithm.Cost(call);
+        int n = cost.GetLength(0), e = cost.GetLength(1);
+        double u = Precision.UnitRoundoff(format);
+        bool exactRules = format == NumberFormat.Float64;
+        var reference = SinkhornAlgorithm.Solve(call, options);
+
+        // 1. The iterate to compare with: the reference's after the candidate's own iteration count.
+        int t = candidate.TryGetValue("iterations", out var it) ? (int)it.GetDouble(0) : reference.Iterations;
+        var target = reference;
+        if (!exactRules && t != reference.Iterations && t >= 1)
+        {
+            target = SinkhornAlgorithm.Solve(call, options with { MaxIterations = t, Tolerance = 0.0 });
+        }
+
+        // 2. The derived bound (see remarks).
+        double reg = method == SinkhornMethod.SBase ? 1.0 : options.Regularization ?? 1.0;
+        var a = options.RowMarginal?.ToArray() ?? Enumerable.Repeat(1.0 / n, n).ToArray();
+        var b = options.ColumnMarginal?.ToArray() ?? Enumerable.Repeat(1.0 / e, e).ToArray();
+        double s = MaxAbs(Flat(cost)) / reg + 3.0 * (MaxAbs(target.F) + MaxAbs(target.G)) / reg
+            + MaxAbs(a.Select(x => Math.Log(x))) + MaxAbs(b.Select(x => Math.Log(x))) + Math.Log((double)n * e);
+        if (!double.IsFinite(s))
+        {
+            s = 0; // a NaN (failed) target: only NaN matches NaN, whatever the tolerance
+        }
+        long work = (long)Math.Max(1, t) * (method == SinkhornMethod.EpsilonScaling ? options.InnerMaxIterations : 1);
+        double delta = u * (6.0 * s + 2.0 * (n + e) + 8.0);
+        double potential = 2.0 * work * delta;
+        double logPlan = 4.0 * work * delta + u * (3.0 * s + 4.0);
+        double floor = 2.0 * Precision.SmallestNormal(format);
+        var planPolicy = new AllClosePolicy(floor, Math.Min(double.ExpM1(logPlan), 1e300));
+        var potentialPolicy = new AllClosePolicy(Math.Min(reg * potential, 1e300), 2.0 * u);
+
+        var reports = new List<ComparisonReport>();
+        double[]? candidatePlan = candidate.TryGetValue("plan", out var cp) ? cp.ToDoubles() : null;
+        if (candidatePlan is not null)
+        {
+            reports.Add(planPolicy.Compare("plan", candidatePlan, Flat(target.Plan), [n, e]));
+        }
+        if (candidate.TryGetValue("f", out var cf))
+        {
+            reports.Add(potentialPolicy.Compare("f", cf.ToDoubles(), target.F, [n]));
+        }
+        if (candidate.TryGetValue("g", out var cg))
+        {
+            reports.Add(potentialPolicy.Compare("g", cg.ToDoubles(), target.G, [e]));
+        }
+
+        // 3. err: the stopping measure of the candidate's own plan (or the target's err when it sent no plan).
+        double? candidateErr = candidate.TryGetValue("err", out var ce) ? ce.GetDouble(0) : null;
+        double mass = Math.Max(a.Sum(), b.Sum());
+        if (candidateErr is { } errValue)
+        {
+            double want;
+            TolerancePolicy policy;
+            if (method == SinkhornMethod.SBase || candidatePlan is null)
+            {
+                // S-BASE's err is a change of scalings, not a function of the plan.
+                want = target.Error;
+                double scaleOfD1 = target.G.Length == 0 || !AllFinite(target.G) ? 1.0 : Math.Exp(target.G.Max());
+                policy = new AllClosePolicy(Math.Min(2.0 * double.ExpM1(logPlan) * Math.Max(mass, scaleOfD1), 1e300), 4.0 * u);
+            }
+            else
+            {
+                want = Measure(method, candidatePlan, a, b);
+                // The candidate sums N or E terms in its precision, then squares and adds E of them.
+                double slack = 4.0 * (n + e) * u * mass;
+                // (A NaN plan gives a NaN measure, which only a NaN err matches.)
+                policy = new AllClosePolicy(double.IsFinite(want) ? slack * (1.0 + 2.0 * want) : slack, 4.0 * (n + e) * u);
+            }
+            reports.Add(policy.Compare("err", [errValue], [want], []));
+        }
+
+        // 4. iterations, status, converged.
+        int cap = method == SinkhornMethod.EpsilonScaling
+            ? Math.Max(35, options.MaxIterations ?? 1000)
+            : options.MaxIterations ?? (method == SinkhornMethod.SBase ? 10000 : 1000);
+        double tol = options.Tolerance ?? (method == SinkhornMethod.SBase ? 1e-4 : 1e-9);
+        int? candidateStatus = candidate.TryGetValue("status", out var cs) ? (int)cs.GetDouble(0)
+            : candidate.TryGetValue("converged", out var cc) ? (cc.GetDouble(0) != 0 ? 0 : (t == cap ? 1 : 2)) : null;
+        double errForRule = candidateErr ?? (candidatePlan is null ? target.Error : Measure(method, candidatePlan, a, b));
+        int expectedStatus = (int)reference.Status;
+        int expectedIterations = reference.Iterations;
+        if (!exactRules && candidateStatus is { } st)
+        {
+            // The status the candidate's own state implies (its iteration count and err); -1 when none is possible.
+            int implied = st == 2
+                ? (reference.Status == SinkhornStatus.NumericalError ? 2 : -1)
+                : Implied(method, t, cap, errForRule, tol, st);
+            if (implied >= 0)
+            {
+                expectedStatus = implied;
+                expectedIterations = t;
+            }
+        }
+        if (candidate.TryGetValue("iterations", out var ci))
+        {
+            reports.Add(new ExactPolicy().Compare("iterations", [ci.GetDouble(0)], [expectedIterations], []));
+        }
+        if (candidate.TryGetValue("status", out var cst))
+        {
+            reports.Add(new ExactPolicy().Compare("status", [cst.GetDouble(0)], [expectedStatus], []));
+        }
+        if (candidate.TryGetValue("converged", out var ccv))
+        {
+            reports.Add(new ExactPolicy().Compare("converged", [ccv.GetDouble(0)], [expectedStatus == 0 ? 1.0 : 0.0], []));
+        }
+
+        // 5. experts and weights (S-BASE, SSR): a different choice passes only at a tie within the plan bound.
+        if (target.Experts is { } targetExperts && expected.ContainsKey("experts"))
+        {
+            int k = targetExperts.GetLength(1);
+            var accepted = Accept(candidate.TryGetValue("experts", out var cx) ? cx.ToDoubles() : null, target, double.ExpM1(logPlan), floor);
+            if (cx is not null)
+            {
+                reports.Add(new ExactPolicy().Compare("experts", cx.ToDoubles(), accepted.Select(x => (double)x).ToArray(), [n, k]));
+            }
+            if (candidate.TryGetValue("weights", out var cw))
+            {
+                var want = ExpectedWeights(method, cost, target.Plan, accepted, n, e, k);
+                var policy = method == SinkhornMethod.SBase
+                    ? AllClosePolicy.For(format)
+                    : new AllClosePolicy(floor, Math.Min(2.0 * double.ExpM1(logPlan) + 2.0 * k * u, 1e300));
+                reports.Add(policy.Compare("weights", cw.ToDoubles(), want, [n, k]));
+            }
+        }
+        return reports;
+    }
+
+    /// <summary>The stopping measure of a plan: ||G^T 1 - b||_2, or for eps-scaling ||G^T 1 - b||^2 + ||G 1 - a||^2.</summary>
+    private static double Measure(SinkhornMethod method, double[] plan, double[] a, double[] b)
+    {
+        int n = a.Length, e = b.Length;
+        double column = 0, row = 0;
+        for (int j = 0; j < e; j++)
+        {
+            double sum = 0;
+            for (int i = 0; i < n; i++)
+            {
+                sum += plan[i * e + j];
+            }
+            column += (sum - b[j]) * (sum - b[j]);
+        }
+        for (int i = 0; i < n; i++)
+        {
+            double sum = 0;
+            for (int j = 0; j < e; j++)
+            {
+                sum += plan[i * e + j];
+            }
+            row += (sum - a[i]) * (sum - a[i]);
+        }
+        return method == SinkhornMethod.EpsilonScaling ? column + row : Math.Sqrt(column);
+    }
+
+    /// <summary>
+    /// The status a run must report after <paramref name="t"/> iterations with final stopping measure
+    /// <paramref name="err"/>: 0 if it stopped by the rule (a check iteration whose measure meets it), 1 at the cap
+    /// otherwise, -1 when neither is possible (it stopped early without meeting the rule). For eps-scaling at the cap with
+    /// err &lt;= tol the stored error POT tests is not visible, so the candidate's own claim is taken.
+    /// </summary>
+    private static int Implied(SinkhornMethod method, int t, int cap, double err, double tol, int claimed)
+    {
+        switch (method)
+        {
+            case SinkhornMethod.SBase:
+                return err <= tol ? 0 : t == cap ? 1 : -1;
+            case SinkhornMethod.EpsilonScaling:
+                if (t == cap)
+                {
+                    return err <= tol ? claimed : 1;
+                }
+                return t - 1 > 35 && err <= tol ? 0 : -1;
+            default:
+                return IsCheckIteration(method, t) && MeetsRule(method, err, tol) ? 0 : t == cap ? 1 : -1;
+        }
+    }
+
+    /// <summary>The method's stopping comparison: strict for knopp, log and ssr; non-strict otherwise.</summary>
+    private static bool MeetsRule(SinkhornMethod method, double err, double tol) =>
+        method is SinkhornMethod.Knopp or SinkhornMethod.Log or SinkhornMethod.Selective ? err < tol : err <= tol;
+
+    /// <summary>True when a run that stopped after <paramref name="t"/> iterations stopped on a check iteration.</summary>
+    private static bool IsCheckIteration(SinkhornMethod method, int t) => method switch
+    {
+        SinkhornMethod.Stabilized => (t - 1) % 20 == 0,
+        SinkhornMethod.EpsilonScaling => t - 1 > 35,
+        SinkhornMethod.SBase => t >= 0,
+        _ => (t - 1) % 10 == 0,
+    };
+
+    /// <summary>The candidate's experts where each row is a valid top-k of the target plan within the slack, else the target's.</summary>
+    private static int[] Accept(double[]? candidate, SinkhornResult target, double relative, double floor)
+    {
+        var experts = target.Experts!;
+        int n = experts.GetLength(0), k = experts.GetLength(1), e = target.Plan.GetLength(1);
+        var result = new int[n * k];
+        for (int i = 0; i < n; i++)
+        {
+            var row = new double[e];
+            for (int j = 0; j < e; j++)
+            {
+                row[j] = target.Plan[i, j];
+            }
+            double slack = 2.0 * relative * (row.Length == 0 ? 0 : row.Max()) + floor;
+            bool valid = candidate is not null && IsValid(candidate.AsSpan(i * k, k), row, slack);
+            for (int s = 0; s < k; s++)
+            {
+                result[i * k + s] = valid ? (int)candidate![i * k + s] : experts[i, s];
+            }
+        }
+        return result;
+    }
+
+    private static bool IsValid(ReadOnlySpan<double> chosen, double[] row, double slack)
+    {
+        var taken = new bool[row.Length];
+        double weakest = double.PositiveInfinity;
+        for (int s = 0; s < chosen.Length; s++)
+        {
+            double c = chosen[s];
+            if (c < 0 || c >= row.Length || c != Math.Floor(c) || taken[(int)c])
+            {
+                return false;
+            }
+            taken[(int)c] = true;
+            if (s > 0 && row[(int)chosen[s - 1]] < row[(int)c] - slack)
+            {
+                return false;
+            }
+            weakest = Math.Min(weakest, row[(int)c]);
+        }
+        for (int j = 0; j < row.Length; j++)
+        {
+            if (!taken[j] && row[j] > weakest + slack)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>The weights a candidate's experts imply: sigmoid/softmax of X = -M for S-BASE, the plan renormalized for SSR.</summary>
+    private static double[] ExpectedWeights(SinkhornMethod method, double[,] cost, double[,] plan, int[] experts, int n, int e, int k)
+    {
+        var result = new double[n * k];
+        if (method == SinkhornMethod.SBase)
+        {
+            var logits = new double[n, e];
+            for (int i = 0; i < n; i++)
+            {
+                for (int j = 0; j < e; j++)
+                {
+                    logits[i, j] = -cost[i, j];
+                }
+            }
+            var scores = RouterScores.Compute(logits, k == 1 ? ScoreFunction.Sigmoid : ScoreFunction.Softmax);
+            for (int i = 0; i < n * k; i++)
+            {
+                result[i] = experts[i] < 0 ? double.NaN : scores[i / k, experts[i]];
+            }
+            return result;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            double sum = 0;
+            for (int s = 0; s < k; s++)
+            {
+                int x = experts[i * k + s];
+                result[i * k + s] = x < 0 ? double.NaN : plan[i, x];
+                sum += result[i * k + s];
+            }
+            for (int s = 0; s < k; s++)
+            {
+                result[i * k + s] /= sum;
+            }
+        }
+        return result;
+    }
+
+    private static bool AllFinite(double[] x) => x.All(double.IsFinite);
+
+    private static double[] Flat(double[,] m)
+    {
+        var flat = new double[m.Length];
+        int e = m.GetLength(1);
+        for (int i = 0; i < m.GetLength(0); i++)
+        {
+            for (int j = 0; j < e; j++)
+            {
+                flat[i * e + j] = m[i, j];
+            }
+        }
+        return flat;
+    }
+
+    private static double MaxAbs(IEnumerable<double> values)
+    {
+        double max = 0;
+        foreach (double x in values)
+        {
+            max = Math.Max(max, Math.Abs(x));
+        }
+        return max;
+    }
+}
