@@ -193,6 +193,10 @@ public static class MaxScoreSolver
                         continue;
                     }
                     // t_i = S_ix - (the k-th best reduced score among experts other than x): token i keeps x iff lambda_x < t_i.
+                    // When more than C tokens want x the new price is above the old one, and only those tokens (t_i > lambda_x)
+                    // can set it: the others are skipped. Otherwise every token is a candidate.
+                    bool onlyWanting = masks && wanted[x] > capacity;
+                    int count = 0;
                     for (int j = 0; j < m; j++)
                     {
                         int b = j * w;
@@ -200,6 +204,10 @@ public static class MaxScoreSolver
                         if (masks)
                         {
                             inTopK = (inTop[j] & (1UL << x)) != 0;
+                            if (onlyWanting && !inTopK)
+                            {
+                                continue;
+                            }
                         }
                         else
                         {
@@ -209,9 +217,9 @@ public static class MaxScoreSolver
                                 inTopK |= topIdx[b + q] == x;
                             }
                         }
-                        threshold[j] = s[tokensUsed[j] * e + x] - topVal[b + (inTopK ? k : k - 1)];
+                        threshold[count++] = s[tokensUsed[j] * e + x] - topVal[b + (inTopK ? k : k - 1)];
                     }
-                    double t = NthLargest(threshold, capacity); // the (C+1)-th largest
+                    double t = NthLargest(threshold.AsSpan(0, count), capacity); // the (C+1)-th largest
                     double price = double.IsFinite(t) ? Math.Max(0.0, t) : 0.0;
                     if (price == lambda[x])
                     {
@@ -229,6 +237,10 @@ public static class MaxScoreSolver
                             if (masks)
                             {
                                 affected = (inList[j] & (1UL << x)) != 0;
+                                if (affected && TryLowerInPlace(topIdx.AsSpan(b, w), topVal.AsSpan(b, w), x, s[i * e + x] - price))
+                                {
+                                    continue; // x stays in the top k: only its place among them changed
+                                }
                             }
                             else
                             {
@@ -250,6 +262,28 @@ public static class MaxScoreSolver
                     }
                 }
             }
+        }
+
+        /// <summary>
+        /// After expert x's reduced score fell to <paramref name="value"/>: when x was in the top k and still ranks above the
+        /// (k+1)-th entry, moves it down among the top k in place and returns true; otherwise returns false (rescan the row).
+        /// </summary>
+        private static bool TryLowerInPlace(Span<int> idx, Span<double> val, int x, double value)
+        {
+            int kk = idx.Length - 1, p = idx.IndexOf(x);
+            if (p < 0 || p >= kk || !(value > val[kk]))
+            {
+                return false;
+            }
+            while (p + 1 < kk && (val[p + 1] > value || (val[p + 1] == value && idx[p + 1] < x)))
+            {
+                val[p] = val[p + 1];
+                idx[p] = idx[p + 1];
+                p++;
+            }
+            val[p] = value;
+            idx[p] = x;
+            return true;
         }
 
         /// <summary>The indices and reduced scores of a token's best min(k+1, E) experts, ties to the lower index;
