@@ -1,0 +1,781 @@
+using System.Numerics;
+
+namespace Reference.Kernels.Routing;
+
+/// <summary>The result of the fast exact MaxScore solver.</summary>
+/// <param name="Experts">[N * k] row-major [N, k]: each token's experts by descending score (ties to the lower index).</param>
+/// <param name="Load">[E]: tokens per expert.</param>
+/// <param name="Objective">The total score of the routing, summed token by token in expert order.</param>
+/// <param name="Prices">[E]: the certificate's prices lambda, rounded to double from the exact rational potentials.</param>
+/// <param name="Sweeps">Price sweeps of phase 1.</param>
+/// <param name="Augmentations">Shortest-path augmentations of phase 2.</param>
+/// <param name="CyclesCanceled">Negative cycles found and canceled by the exact finish (usually 0).</param>
+public sealed record MaxScoreFastResult(int[] Experts, int[] Load, double Objective, double[] Prices, int Sweeps, int Augmentations, int CyclesCanceled);
+
+/// <summary>
+/// A fast exact MaxScore solver for the case C*E &gt;= k*N (every token gets k distinct experts, loads at most C), exploiting
+/// few experts and many tokens: (1) prices found approximately by coordinate steps on the dual, (2) the top-k assignment under
+/// those prices repaired by successive shortest paths on the E-node contracted residual graph, (3) an exact finish: the
+/// contracted graph's edge weights are computed exactly (doubles as integers at a common binary scale) and exact Bellman-Ford
+/// either finds a negative cycle, which is canceled, or certifies optimality with exact prices.
+/// See proofs/maxscore.md for why the contraction and the certificate are exact.
+/// </summary>
+public static class MaxScoreSolver
+{
+    /// <summary>Phase-1 coordinate sweeps over all experts.</summary>
+    public const int DefaultSweeps = 4;
+
+    /// <summary>Solves exactly.</summary>
+    /// <param name="scores">S, [N * E] row-major, finite.</param>
+    /// <param name="tokens">N.</param>
+    /// <param name="experts">E.</param>
+    /// <param name="k">Experts per token, 1..E.</param>
+    /// <param name="capacity">C, with C * E &gt;= k * N.</param>
+    /// <param name="sweeps">Phase-1 sweeps (0 disables phase 1; the result is exact either way).</param>
+    /// <returns>The optimal routing and its certificate prices.</returns>
+    /// <exception cref="ArgumentException">Bad shapes, k out of range, non-finite scores, or C * E &lt; k * N.</exception>
+    public static MaxScoreFastResult Solve(double[] scores, int tokens, int experts, int k, int capacity, int sweeps = DefaultSweeps)
+    {
+        ArgumentNullException.ThrowIfNull(scores);
+        if (tokens < 0 || experts < 1 || (long)tokens * experts != scores.LongLength)
+        {
+            throw new ArgumentException($"scores has {scores.Length} elements, not N * E = {tokens} * {experts}", nameof(scores));
+        }
+        Guard.InRange(k, 1, experts, nameof(k));
+        if (capacity < 0 || (long)capacity * experts < (long)k * tokens)
+        {
+            throw new ArgumentException(
+                $"capacity C = {capacity} with E = {experts} cannot hold k * N = {(long)k * tokens}; this solver needs C * E >= k * N", nameof(capacity));
+        }
+        for (int i = 0; i < scores.Length; i++)
+        {
+            if (!double.IsFinite(scores[i]))
+            {
+                throw new ArgumentException($"scores[{i / experts}, {i % experts}] is {Guard.Describe(scores[i])}; scores must be finite", nameof(scores));
+            }
+        }
+        var state = new State(scores, tokens, experts, k, capacity);
+        int done = state.ApproximatePrices(sweeps);
+        state.AssignTopK();
+        state.ReleaseUnderfullPrices();
+        int augmentations = state.RouteExcess();
+        int cycles = state.FinishExactly();
+        return state.Result(done, augmentations, cycles);
+    }
+
+    /// <summary>The solver's mutable state.</summary>
+    private sealed class State
+    {
+        private readonly double[] s;          // [N, E] scores
+        private readonly int n, e, k, c;
+        private readonly double[] lambda;     // [E] prices
+        private readonly bool[] member;       // [N, E] chosen
+        private readonly int[] load;          // [E]
+        private readonly List<int>[] holders; // [E] tokens on each expert
+        private readonly int[] slot;          // [N, E] position of token i in holders[e], or -1
+        private readonly double[] best;       // [E, E] min over tokens on a, not on b, of S_ia - S_ib (rounded)
+        private readonly int[] bestToken;     // [E, E] the token attaining it (ties to the lower token), or -1
+
+        public State(double[] scores, int tokens, int experts, int k, int capacity)
+        {
+            s = scores;
+            n = tokens;
+            e = experts;
+            this.k = k;
+            c = capacity;
+            lambda = new double[e];
+            member = new bool[n * e];
+            load = new int[e];
+            holders = new List<int>[e];
+            for (int x = 0; x < e; x++)
+            {
+                holders[x] = new List<int>();
+            }
+            slot = new int[n * e];
+            Array.Fill(slot, -1);
+            best = new double[e * e];
+            bestToken = new int[e * e];
+        }
+
+        // ----- phase 1: approximate prices ---------------------------------------------------------------------------------
+
+        /// <summary>
+        /// Gauss-Seidel coordinate steps on the dual, first on a subsample of the tokens (with the capacity scaled down), then
+        /// on all tokens: expert x's price becomes the smallest price (at least 0) at which at most C tokens still want x, given
+        /// the other prices. Each token keeps its top-(k+1) reduced scores, updated only when x enters or leaves them.
+        /// Returns the sweeps done over all tokens.
+        /// </summary>
+        public int ApproximatePrices(int sweeps)
+        {
+            if (sweeps <= 0 || n <= c)
+            {
+                return 0; // with N <= C no expert can overflow: prices stay 0
+            }
+            int stride = Math.Max(1, n / Math.Max(8 * e, 1024));
+            if (stride > 1)
+            {
+                var sample = Enumerable.Range(0, (n + stride - 1) / stride).Select(j => j * stride).ToArray();
+                int sampleCapacity = (int)Math.Ceiling((double)c * sample.Length / n);
+                CoordinateSweeps(sample, sampleCapacity, 2 * sweeps);
+            }
+            CoordinateSweeps(Enumerable.Range(0, n).ToArray(), c, sweeps);
+            return sweeps;
+        }
+
+        private void CoordinateSweeps(int[] tokensUsed, int capacity, int sweeps)
+        {
+            int m = tokensUsed.Length, w = k + 1;
+            if (m <= capacity)
+            {
+                return;
+            }
+            var topIdx = new int[m * w];
+            var topVal = new double[m * w];
+            var threshold = new double[m];
+            // Membership masks (E <= 64): bit x of inTop[j] says x is in token j's top k; of inList[j], in its top k+1.
+            bool masks = e <= 64;
+            var inTop = new ulong[masks ? m : 0];
+            var inList = new ulong[masks ? m : 0];
+            var wanted = new int[e]; // tokens (of this set) whose top k holds x
+            void Rank(int j)
+            {
+                int b = j * w;
+                if (masks)
+                {
+                    for (int q = 0; q < k; q++)
+                    {
+                        wanted[topIdx[b + q]]--;
+                    }
+                }
+                RankRow(tokensUsed[j], topIdx.AsSpan(b, w), topVal.AsSpan(b, w));
+                if (masks)
+                {
+                    ulong top = 0, list = 0;
+                    for (int q = 0; q < w; q++)
+                    {
+                        int x = topIdx[b + q];
+                        if (x >= 0)
+                        {
+                            list |= 1UL << x;
+                            if (q < k)
+                            {
+                                top |= 1UL << x;
+                                wanted[x]++;
+                            }
+                        }
+                    }
+                    inTop[j] = top;
+                    inList[j] = list;
+                }
+            }
+            for (int j = 0; j < m; j++)
+            {
+                for (int q = 0; q < k; q++)
+                {
+                    topIdx[j * w + q] = 0; // placeholders, removed from wanted below
+                }
+            }
+            if (masks)
+            {
+                wanted[0] += m * k; // balance the placeholders' decrements
+            }
+            for (int j = 0; j < m; j++)
+            {
+                Rank(j);
+            }
+            for (int sweep = 0; sweep < sweeps; sweep++)
+            {
+                for (int x = 0; x < e; x++)
+                {
+                    // An unpriced expert that at most C tokens want keeps price 0: skip it.
+                    if (masks && lambda[x] == 0 && wanted[x] <= capacity)
+                    {
+                        continue;
+                    }
+                    // t_i = S_ix - (the k-th best reduced score among experts other than x): token i keeps x iff lambda_x < t_i.
+                    // When more than C tokens want x the new price is above the old one, and only those tokens (t_i > lambda_x)
+                    // can set it: the others are skipped. Otherwise every token is a candidate.
+                    bool onlyWanting = masks && wanted[x] > capacity;
+                    int count = 0;
+                    for (int j = 0; j < m; j++)
+                    {
+                        int b = j * w;
+                        bool inTopK;
+                        if (masks)
+                        {
+                            inTopK = (inTop[j] & (1UL << x)) != 0;
+                            if (onlyWanting && !inTopK)
+                            {
+                                continue;
+                            }
+                        }
+                        else
+                        {
+                            inTopK = false;
+                            for (int q = 0; q < k; q++)
+                            {
+                                inTopK |= topIdx[b + q] == x;
+                            }
+                        }
+                        threshold[count++] = s[tokensUsed[j] * e + x] - topVal[b + (inTopK ? k : k - 1)];
+                    }
+                    double t = NthLargest(threshold.AsSpan(0, count), capacity); // the (C+1)-th largest
+                    double price = double.IsFinite(t) ? Math.Max(0.0, t) : 0.0;
+                    if (price == lambda[x])
+                    {
+                        continue;
+                    }
+                    bool raised = price > lambda[x];
+                    lambda[x] = price;
+                    // Only tokens whose top-(k+1) list holds x (price raised) or would now admit x (price lowered) change.
+                    for (int j = 0; j < m; j++)
+                    {
+                        int b = j * w, i = tokensUsed[j];
+                        bool affected;
+                        if (raised)
+                        {
+                            if (masks)
+                            {
+                                affected = (inList[j] & (1UL << x)) != 0;
+                                if (affected && TryLowerInPlace(topIdx.AsSpan(b, w), topVal.AsSpan(b, w), x, s[i * e + x] - price))
+                                {
+                                    continue; // x stays in the top k: only its place among them changed
+                                }
+                            }
+                            else
+                            {
+                                affected = false;
+                                for (int q = 0; q < w; q++)
+                                {
+                                    affected |= topIdx[b + q] == x;
+                                }
+                            }
+                        }
+                        else
+                        {
+                            affected = s[i * e + x] - price >= topVal[b + k];
+                        }
+                        if (affected)
+                        {
+                            Rank(j);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// <summary>
+        /// After expert x's reduced score fell to <paramref name="value"/>: when x was in the top k and still ranks above the
+        /// (k+1)-th entry, moves it down among the top k in place and returns true; otherwise returns false (rescan the row).
+        /// </summary>
+        private static bool TryLowerInPlace(Span<int> idx, Span<double> val, int x, double value)
+        {
+            int kk = idx.Length - 1, p = idx.IndexOf(x);
+            if (p < 0 || p >= kk || !(value > val[kk]))
+            {
+                return false;
+            }
+            while (p + 1 < kk && (val[p + 1] > value || (val[p + 1] == value && idx[p + 1] < x)))
+            {
+                val[p] = val[p + 1];
+                idx[p] = idx[p + 1];
+                p++;
+            }
+            val[p] = value;
+            idx[p] = x;
+            return true;
+        }
+
+        /// <summary>The indices and reduced scores of a token's best min(k+1, E) experts, ties to the lower index;
+        /// unused tail entries get -Inf.</summary>
+        private void RankRow(int i, Span<int> idx, Span<double> val)
+        {
+            int m = idx.Length, count = 0;
+            for (int x = 0; x < e; x++)
+            {
+                double r = s[i * e + x] - lambda[x];
+                if (count == m && !(r > val[m - 1]))
+                {
+                    continue;
+                }
+                int pos = count == m ? m - 1 : count;
+                while (pos > 0 && r > val[pos - 1])
+                {
+                    val[pos] = val[pos - 1];
+                    idx[pos] = idx[pos - 1];
+                    pos--;
+                }
+                val[pos] = r;
+                idx[pos] = x;
+                if (count < m)
+                {
+                    count++;
+                }
+            }
+            for (int j = count; j < m; j++)
+            {
+                val[j] = double.NegativeInfinity;
+                idx[j] = -1;
+            }
+        }
+
+        /// <summary>The (rank+1)-th largest value (rank 0 = the maximum) by quickselect; reorders the span.</summary>
+        private static double NthLargest(Span<double> a, int rank)
+        {
+            if (rank >= a.Length)
+            {
+                return double.NegativeInfinity;
+            }
+            int lo = 0, hi = a.Length - 1;
+            while (lo < hi)
+            {
+                double pivot = a[(lo + hi) >>> 1];
+                int i = lo, j = hi;
+                while (i <= j)
+                {
+                    while (a[i] > pivot) i++;
+                    while (a[j] < pivot) j--;
+                    if (i <= j)
+                    {
+                        (a[i], a[j]) = (a[j], a[i]);
+                        i++;
+                        j--;
+                    }
+                }
+                if (rank <= j) hi = j;
+                else if (rank >= i) lo = i;
+                else break;
+            }
+            return a[rank];
+        }
+
+        // ----- phase 2: assignment and excess routing ----------------------------------------------------------------------
+
+        /// <summary>Assigns every token the top-k of its reduced scores (ties to the lower index).</summary>
+        public void AssignTopK()
+        {
+            Span<int> idx = stackalloc int[k];
+            Span<double> val = stackalloc double[k];
+            for (int i = 0; i < n; i++)
+            {
+                RankRow(i, idx, val);
+                foreach (int x in idx)
+                {
+                    Add(i, x);
+                }
+            }
+        }
+
+        private void Add(int i, int x)
+        {
+            member[i * e + x] = true;
+            slot[i * e + x] = holders[x].Count;
+            holders[x].Add(i);
+            load[x]++;
+        }
+
+        private void Remove(int i, int x)
+        {
+            member[i * e + x] = false;
+            var list = holders[x];
+            int at = slot[i * e + x], last = list[^1];
+            list[at] = last;
+            slot[last * e + x] = at;
+            list.RemoveAt(list.Count - 1);
+            slot[i * e + x] = -1;
+            load[x]--;
+        }
+
+        /// <summary>Keeps complementary slackness for the shortest-path phase: an expert below capacity must have price 0.
+        /// Zeroing a price pulls tokens in (which may empty other priced experts); prices only fall, so this ends within E rounds.</summary>
+        public void ReleaseUnderfullPrices()
+        {
+            bool changed = true;
+            while (changed)
+            {
+                changed = false;
+                for (int x = 0; x < e; x++)
+                {
+                    if (lambda[x] > 0 && load[x] < c)
+                    {
+                        lambda[x] = 0;
+                        changed = true;
+                    }
+                }
+                if (changed)
+                {
+                    Reassign();
+                }
+            }
+        }
+
+        /// <summary>Recomputes every token's top-k under the current prices.</summary>
+        private void Reassign()
+        {
+            for (int x = 0; x < e; x++)
+            {
+                foreach (int i in holders[x])
+                {
+                    member[i * e + x] = false;
+                    slot[i * e + x] = -1;
+                }
+                holders[x].Clear();
+                load[x] = 0;
+            }
+            AssignTopK();
+        }
+
+        /// <summary>Routes every unit of excess (load above C) to an expert with room along a shortest path of the
+        /// contracted graph, Dijkstra with reduced costs (prices as potentials). Returns the augmentations.</summary>
+        public int RouteExcess()
+        {
+            int augmentations = 0;
+            for (int a = 0; a < e; a++)
+            {
+                RecomputeRow(a);
+            }
+            var dist = new double[e];
+            var parent = new int[e];
+            var done = new bool[e];
+            while (true)
+            {
+                bool any = false;
+                for (int a = 0; a < e; a++)
+                {
+                    any |= load[a] > c;
+                }
+                if (!any)
+                {
+                    return augmentations;
+                }
+                // Dijkstra from every overloaded expert (distance 0) until the first expert with room is settled.
+                for (int a = 0; a < e; a++)
+                {
+                    dist[a] = load[a] > c ? 0 : double.PositiveInfinity;
+                    parent[a] = -1;
+                    done[a] = false;
+                }
+                int target = -1;
+                double targetDist = double.PositiveInfinity;
+                for (int step = 0; step < e; step++)
+                {
+                    int u = -1;
+                    for (int a = 0; a < e; a++)
+                    {
+                        if (!done[a] && (u < 0 || dist[a] < dist[u]))
+                        {
+                            u = a;
+                        }
+                    }
+                    if (u < 0 || double.IsPositiveInfinity(dist[u]))
+                    {
+                        break;
+                    }
+                    done[u] = true;
+                    if (load[u] < c)
+                    {
+                        target = u;
+                        targetDist = dist[u];
+                        break;
+                    }
+                    for (int v = 0; v < e; v++)
+                    {
+                        int t = bestToken[u * e + v];
+                        if (done[v] || t < 0)
+                        {
+                            continue;
+                        }
+                        // Reduced cost of moving token t from u to v; never below 0 in exact arithmetic.
+                        double reduced = Math.Max(0.0, best[u * e + v] - lambda[u] + lambda[v]);
+                        if (dist[u] + reduced < dist[v])
+                        {
+                            dist[v] = dist[u] + reduced;
+                            parent[v] = u;
+                        }
+                    }
+                }
+                if (target < 0)
+                {
+                    throw new InvalidOperationException("no expert with room is reachable; C * E >= k * N guarantees one");
+                }
+                // Prices: lambda += targetDist - min(dist, targetDist), so that the path becomes tight.
+                for (int a = 0; a < e; a++)
+                {
+                    lambda[a] += targetDist - Math.Min(dist[a], targetDist);
+                }
+                // Augment: walk the path back, moving one token per arc, and repair the pair minima it touches.
+                for (int v = target; parent[v] >= 0; v = parent[v])
+                {
+                    int u = parent[v], t = bestToken[u * e + v];
+                    Move(t, u, v);
+                }
+                augmentations++;
+            }
+        }
+
+        /// <summary>Moves token t from expert u to expert v and repairs the pair minima that the move touches:
+        /// row u loses t (entries whose best token was t are rescanned), row v gains t, and for the token's other experts x
+        /// the entry (x, u) gains t while the entry (x, v) loses it.</summary>
+        private void Move(int t, int u, int v)
+        {
+            Remove(t, u);
+            Add(t, v);
+            int row = t * e;
+            for (int b = 0; b < e; b++)
+            {
+                if (bestToken[u * e + b] == t)
+                {
+                    RecomputeEntry(u, b);
+                }
+            }
+            for (int x = 0; x < e; x++)
+            {
+                if (!member[row + x])
+                {
+                    continue;
+                }
+                if (x == v)
+                {
+                    // Row v gains t for every expert t is not on (u among them).
+                    for (int b = 0; b < e; b++)
+                    {
+                        if (!member[row + b])
+                        {
+                            Offer(v, b, t);
+                        }
+                    }
+                    continue;
+                }
+                Offer(x, u, t);
+                if (bestToken[x * e + v] == t)
+                {
+                    RecomputeEntry(x, v);
+                }
+            }
+        }
+
+        private void Offer(int a, int b, int t)
+        {
+            double key = s[t * e + a] - s[t * e + b];
+            int at = a * e + b;
+            if (key < best[at] || (key == best[at] && t < bestToken[at]))
+            {
+                best[at] = key;
+                bestToken[at] = t;
+            }
+        }
+
+        private void RecomputeEntry(int a, int b)
+        {
+            int at = a * e + b;
+            best[at] = double.PositiveInfinity;
+            bestToken[at] = -1;
+            foreach (int i in holders[a])
+            {
+                if (!member[i * e + b])
+                {
+                    Offer(a, b, i);
+                }
+            }
+        }
+
+        /// <summary>best[a, b] = min over tokens on a and not on b of S_ia - S_ib, with the token (ties to the lower token).</summary>
+        private void RecomputeRow(int a)
+        {
+            for (int b = 0; b < e; b++)
+            {
+                best[a * e + b] = double.PositiveInfinity;
+                bestToken[a * e + b] = -1;
+            }
+            foreach (int i in holders[a])
+            {
+                double sa = s[i * e + a];
+                int row = i * e;
+                for (int b = 0; b < e; b++)
+                {
+                    if (member[row + b])
+                    {
+                        continue;
+                    }
+                    double key = sa - s[row + b];
+                    int at = a * e + b;
+                    if (key < best[at] || (key == best[at] && i < bestToken[at]))
+                    {
+                        best[at] = key;
+                        bestToken[at] = i;
+                    }
+                }
+            }
+        }
+
+        // ----- phase 3: the exact finish --------------------------------------------------------------------------------
+
+        /// <summary>
+        /// The exact finish. Potentials phi (phi(a) = -lambda_a, phi(z) = 0) are snapped to the exact grid and relaxed by exact
+        /// Bellman-Ford over the contracted graph built from the maintained minimal tokens; a negative cycle is canceled and the
+        /// loop repeats. With no cycle, every token is checked exactly against the potentials (screened in doubles, exact when
+        /// close); a violated pair means that pair's exact minimum was another token, which then enters the graph.
+        /// Returns the cycles canceled; sets the prices from the exact potentials.
+        /// </summary>
+        public int FinishExactly()
+        {
+            var exact = new ExactScores(s);
+            int canceled = 0;
+            var phi = new BigInteger[e + 1];
+            for (int a = 0; a < e; a++)
+            {
+                phi[a] = -exact.Snap(lambda[a]);
+            }
+            var overrides = new Dictionary<int, int>(); // pair a*e+b -> a token with a smaller exact key than bestToken
+            while (true)
+            {
+                var graph = new ContractedGraph(e + 1);
+                for (int a = 0; a < e; a++)
+                {
+                    for (int b = 0; b < e; b++)
+                    {
+                        int at = a * e + b, t = bestToken[at];
+                        if (t < 0)
+                        {
+                            continue;
+                        }
+                        var cost = exact.Of(t * e + a) - exact.Of(t * e + b);
+                        if (overrides.TryGetValue(at, out int o) && member[o * e + a] && !member[o * e + b])
+                        {
+                            var alt = exact.Of(o * e + a) - exact.Of(o * e + b);
+                            if (alt < cost)
+                            {
+                                cost = alt;
+                                t = o;
+                            }
+                        }
+                        graph.AddArc(a, b, cost, t);
+                    }
+                    if (load[a] < c)
+                    {
+                        graph.AddArc(a, e, BigInteger.Zero, -1);
+                    }
+                    if (load[a] > 0)
+                    {
+                        graph.AddArc(e, a, BigInteger.Zero, -1);
+                    }
+                }
+                var cycle = graph.FindNegativeCycle(phi, out var potentials);
+                if (cycle is not null)
+                {
+                    ApplyCycle(cycle);
+                    overrides.Clear();
+                    canceled++;
+                    continue;
+                }
+                phi = potentials;
+                var violation = FindViolation(exact, phi);
+                if (violation is null)
+                {
+                    for (int a = 0; a < e; a++)
+                    {
+                        lambda[a] = exact.ToDouble(phi[e] - phi[a]); // lambda_a = phi(z) - phi(a)
+                    }
+                    return canceled;
+                }
+                overrides[violation.Value.Pair] = violation.Value.Token;
+            }
+        }
+
+        /// <summary>Moves the tokens of a negative cycle. A token may carry two arcs of the cycle (a -> b, then b -> d),
+        /// so each move is applied once its token is on its tail.</summary>
+        private void ApplyCycle(List<ContractedArc> cycle)
+        {
+            var pending = cycle.Where(arc => arc.Token >= 0).ToList();
+            while (pending.Count > 0)
+            {
+                int ready = pending.FindIndex(arc => member[arc.Token * e + arc.From] && !member[arc.Token * e + arc.To]);
+                if (ready < 0)
+                {
+                    throw new InvalidOperationException("a negative cycle whose moves cannot be applied");
+                }
+                var arc = pending[ready];
+                Move(arc.Token, arc.From, arc.To);
+                pending.RemoveAt(ready);
+            }
+        }
+
+        /// <summary>The first (token, chosen a, unchosen b) with phi(b) &gt; phi(a) + S_ia - S_ib, exactly; screened in doubles.</summary>
+        private (int Pair, int Token)? FindViolation(ExactScores exact, BigInteger[] phi)
+        {
+            var p = new double[e];
+            double maxAbs = exact.MaxAbs;
+            for (int a = 0; a < e; a++)
+            {
+                p[a] = exact.ToDouble(phi[a]);
+                maxAbs = Math.Max(maxAbs, Math.Abs(p[a]));
+            }
+            // |rounded slack - exact slack| <= a few roundings of magnitude maxAbs; 16 u maxAbs is a safe screen.
+            double margin = 16 * maxAbs * Math.ScaleB(1.0, -53);
+            for (int i = 0; i < n; i++)
+            {
+                int row = i * e;
+                for (int a = 0; a < e; a++)
+                {
+                    if (!member[row + a])
+                    {
+                        continue;
+                    }
+                    for (int b = 0; b < e; b++)
+                    {
+                        if (member[row + b])
+                        {
+                            continue;
+                        }
+                        double slackApprox = p[a] + s[row + a] - s[row + b] - p[b];
+                        if (slackApprox > margin)
+                        {
+                            continue;
+                        }
+                        var slackExact = phi[a] + exact.Of(row + a) - exact.Of(row + b) - phi[b];
+                        if (slackExact < 0)
+                        {
+                            return (a * e + b, i);
+                        }
+                    }
+                }
+            }
+            return null;
+        }
+
+        public MaxScoreFastResult Result(int sweeps, int augmentations, int cycles)
+        {
+            var experts = new int[n * k];
+            double objective = 0;
+            Span<int> row = stackalloc int[k];
+            for (int i = 0; i < n; i++)
+            {
+                int count = 0;
+                for (int x = 0; x < e; x++)
+                {
+                    if (member[i * e + x])
+                    {
+                        row[count++] = x;
+                    }
+                }
+                // Descending score, ties to the lower index (insertion sort on k entries).
+                for (int a = 1; a < k; a++)
+                {
+                    int v = row[a], b = a - 1;
+                    while (b >= 0 && s[i * e + row[b]] < s[i * e + v])
+                    {
+                        row[b + 1] = row[b];
+                        b--;
+                    }
+                    row[b + 1] = v;
+                }
+                for (int j = 0; j < k; j++)
+                {
+                    experts[i * k + j] = row[j];
+                    objective += s[i * e + row[j]];
+                }
+            }
+            return new MaxScoreFastResult(experts, (int[])load.Clone(), objective, (double[])lambda.Clone(), sweeps, augmentations, cycles);
+        }
+    }
+}

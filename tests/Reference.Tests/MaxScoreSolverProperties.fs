@@ -1,0 +1,81 @@
+/// The fast exact MaxScore solver against brute force and the exact price certificate; theorems in proofs/maxscore.md.
+module Reference.Tests.MaxScoreSolverProperties
+
+open System
+open FsCheck
+open FsCheck.FSharp
+open NUnit.Framework
+open Reference.Kernels.Routing
+open Reference.Tests.Proofs
+
+/// A small MaxScore problem with C * E >= k * N: scores on a coarse grid (ties) or continuous.
+type Problem = { N: int; E: int; K: int; C: int; S: double[] }
+
+let problem (maxN: int) =
+    gen {
+        let! e = Gen.choose (1, 4)
+        let! k = Gen.choose (1, e)
+        let! n = Gen.choose (1, maxN)
+        let minC = (n * k + e - 1) / e
+        let! extra = Gen.choose (0, 2)
+        let! ties = Gen.elements [ true; false ]
+        let cell = if ties then Gen.choose (0, 4) |> Gen.map (fun v -> float v * 0.25)
+                   else Gen.choose (0, 1_000_000) |> Gen.map (fun v -> float v * 1e-6)
+        let! s = Gen.arrayOfLength (n * e) cell
+        return { N = n; E = e; K = k; C = min n (minC + extra) |> max minC; S = s }
+    } |> Arb.fromGen
+
+/// The exact optimum by enumerating every token's k-subset (tiny problems only).
+let bruteForce (p: Problem) =
+    let subsets =
+        [ for mask in 0 .. (1 <<< p.E) - 1 do
+            if Numerics.BitOperations.PopCount(uint32 mask) = p.K then yield mask ]
+    let load = Array.zeroCreate p.E
+    let mutable best = Double.NegativeInfinity
+    let rec go i acc =
+        if i = p.N then best <- max best acc
+        else
+            for mask in subsets do
+                let fits = [ 0 .. p.E - 1 ] |> List.forall (fun x -> mask &&& (1 <<< x) = 0 || load.[x] < p.C)
+                if fits then
+                    let mutable gain = 0.0
+                    for x in 0 .. p.E - 1 do
+                        if mask &&& (1 <<< x) <> 0 then
+                            load.[x] <- load.[x] + 1
+                            gain <- gain + p.S.[i * p.E + x]
+                    go (i + 1) (acc + gain)
+                    for x in 0 .. p.E - 1 do
+                        if mask &&& (1 <<< x) <> 0 then load.[x] <- load.[x] - 1
+    go 0 0.0
+    best
+
+[<Prop; Theorem "maxscore.fast-solver-optimal">]
+let ``fast solver reaches the brute-force optimum`` () =
+    Prop.forAll (problem 5) (fun p ->
+        for sweeps in [ 0; 4 ] do
+            let r = MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C, sweeps)
+            // Feasible: k distinct experts per token, loads within C and consistent.
+            let load = Array.zeroCreate p.E
+            for i in 0 .. p.N - 1 do
+                let row = r.Experts.[i * p.K .. (i + 1) * p.K - 1]
+                Assert.That(row |> Array.distinct |> Array.length, eq p.K)
+                for x in row do load.[x] <- load.[x] + 1
+            Assert.That(load, eq r.Load)
+            Assert.That(load |> Array.forall (fun l -> l <= p.C))
+            Assert.That(r.Objective, Is.EqualTo(bruteForce p).Within(1e-9), $"sweeps {sweeps}"))
+
+[<Prop; Theorem "maxscore.fast-solver-certificate">]
+let ``fast solver prices certify its routing`` () =
+    Prop.forAll (problem 12) (fun p ->
+        let r = MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C)
+        let slack = 1e-12
+        for x in 0 .. p.E - 1 do
+            Assert.That(r.Prices.[x], Is.GreaterThanOrEqualTo 0.0)
+            if r.Load.[x] < p.C then Assert.That(r.Prices.[x], eq 0.0, $"expert {x} below capacity has a price")
+        for i in 0 .. p.N - 1 do
+            let chosen = r.Experts.[i * p.K .. (i + 1) * p.K - 1]
+            let reduced x = p.S.[i * p.E + x] - r.Prices.[x]
+            let worstChosen = chosen |> Array.map reduced |> Array.min
+            for x in 0 .. p.E - 1 do
+                if not (Array.contains x chosen) then
+                    Assert.That(reduced x, Is.LessThanOrEqualTo(worstChosen + slack), $"token {i}: unchosen {x} beats a chosen expert"))
