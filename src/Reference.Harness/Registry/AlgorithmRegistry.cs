@@ -10,6 +10,8 @@ public static class AlgorithmRegistry
     [
         TopKAlgorithm.Descriptor,
         SinkhornAlgorithm.Descriptor,
+        MaxScoreAlgorithm.Descriptor,
+        BaseAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>
