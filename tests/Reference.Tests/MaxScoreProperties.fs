@@ -105,6 +105,18 @@ let ``maximum flow comes first even when scores are negative`` () =
         let r = MaxScore.Route(negative, options p)
         assertFeasible { p with S = negative } r)
 
+[<Test; Theorem "maxscore.reduction">]
+let ``maximum flow comes first even when a smaller flow scores more`` () =
+    // Non-negative scores, k = 2, C*E = k*N: leaving token 0 with one expert would score 5, but the maximum flow scores 4.
+    let p = { S = array2D [ [ 1.0; 0.0; 0.0 ]; [ 0.0; 1.0; 1.0 ]; [ 0.0; 1.0; 1.0 ] ]; K = 2; C = 2 }
+    let all = routings p
+    let bestAny = all |> Seq.map (scoreOf p) |> Seq.max
+    let bestMax = all |> Seq.filter (fun m -> flowOf m = maxFlow p) |> Seq.map (scoreOf p) |> Seq.max
+    Assert.That(bestAny, Is.GreaterThan bestMax)
+    let r = MaxScore.Route(p.S, options p)
+    assertFeasible p r
+    Assert.That(r.Objective, eq bestMax)
+
 [<Prop; Theorem "maxscore.reference-equals-fast">]
 let ``reference objective equals the fast solver's`` () =
     let arb =
@@ -428,7 +440,7 @@ let ``capacity defaults to ceil(cf N k / E)`` () =
     Assert.That(MaxScore.CapacityFor(7, 3, MaxScoreOptions(K = 2, CapacityFactor = 0.5)), eq 3)
     Assert.That(MaxScore.CapacityFor(7, 3, MaxScoreOptions(K = 2, Capacity = Nullable 1)), eq 1)
 
-[<Test>]
+[<Test; Theorem "maxscore.reduction">]
 let ``rounded costs are repaired exactly`` () =
     // Scores spanning 2^0 .. 2^-200 cannot be exact int64 costs; the exact finish must still find the optimum, which the
     // independent checker then proves.
