@@ -454,3 +454,27 @@ let ``rounded costs are repaired exactly`` () =
             let check = MaxScoreCertificate.Check(s, k, c, r.Experts, r.Prices)
             Assert.That(check.Optimal, check.Describe())
             Assert.That(check.GivenPrices.Problem, Is.Null)
+
+// ---- exact arithmetic on doubles ---------------------------------------------------------------------------------------
+
+/// Finite doubles of every kind: random bit patterns (all binades, subnormals included), small integers, and zeros.
+let private anyDouble =
+    Gen.oneof
+        [ Gen.choose (Int32.MinValue, Int32.MaxValue) |> Gen.two
+          |> Gen.map (fun (hi, lo) -> BitConverter.Int64BitsToDouble((int64 hi <<< 32) ||| (int64 (uint32 lo))))
+          |> Gen.filter Double.IsFinite
+          Gen.choose (-1000, 1000) |> Gen.map float
+          Gen.choose (1, 1 <<< 20) |> Gen.map (fun m -> Math.ScaleB(float m, -1074))
+          Gen.constant 0.0 ]
+
+[<Prop; Theorem "maxscore.dyadic">]
+let ``exact integers round back to the correctly rounded sum`` () =
+    // IEEE addition is correctly rounded, so it is the oracle for rounding an exact integer sum back to double.
+    Prop.forAll (Gen.two anyDouble |> Arb.fromGen) (fun (a, b) ->
+        let scale = Reference.Numerics.DyadicScale [ a; b ]
+        Assert.That(scale.ToDouble(scale.Of a), eq a)
+        Assert.That(scale.ToDouble(scale.Of a + scale.Of b), eq (a + b))
+        Assert.That(scale.ToDouble(scale.Of a - scale.Of b), eq (a - b))
+        // The checker's own arithmetic: the objective of a one-token routing over both experts.
+        let check = MaxScoreCertificate.Check(array2D [ [ a; b ] ], 2, 1, array2D [ [ 0; 1 ] ])
+        Assert.That(check.Objective, eq (a + b)))
