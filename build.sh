@@ -15,7 +15,7 @@ CLI_DLL="$ROOT/src/Reference.Cli/bin/$CONFIG/net10.0/Reference.Cli.dll"
 
 # Debian packages the peers and the native shim need. Python peers run under /usr/bin/python3 (Debian's),
 # not the python3 first on PATH.
-DEBIAN_PACKAGES=(python3-numpy python3-pot python3-torch liblemon-dev cmake g++)
+DEBIAN_PACKAGES=(python3-numpy python3-pot python3-torch python3-scipy python3-networkx liblemon-dev cmake g++)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -1,7 +1,9 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Reference.Flow;
 using Reference.Harness;
+using Reference.Harness.Bench;
 using Reference.Harness.Comparison;
 using Reference.Harness.Golden;
 using Reference.Harness.Registry;
@@ -30,6 +32,8 @@ public static class Cli
           reference run <algorithm> --input IN.npz --output OUT.npz [--param name=value]... [--params FILE.json] [--path reference|<optimized>]
           reference check <algorithm> --input IN.npz --candidate CAND.npz [--param name=value]... [--params FILE.json] [--json REPORT.json]
           reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--data DIR] [--only ALGORITHM]
+          reference flow --dimacs FILE.min
+          reference bench maxscore [--size N/E/k]... [--repeats R] [--seed S] [--json FILE]
         exit codes: 0 pass, 1 mismatch, 2 bad usage or bad input
         """;
 
@@ -62,8 +66,10 @@ public static class Cli
                 "list" => List(Arguments.Parse(rest, [], ["--json"]), stdout),
                 "run" => RunAlgorithm(Arguments.Parse(rest, ["--input", "--output", "--path", "--params"], []), stdout, stderr),
                 "check" => Check(Arguments.Parse(rest, ["--input", "--candidate", "--json", "--params"], []), stdout, stderr),
+                "flow" => FlowCommand(Arguments.Parse(rest, ["--dimacs"], []), stdout),
+                "bench" => BenchCommand(Arguments.Parse(rest, ["--size", "--repeats", "--seed", "--json"], []), stdout, stderr),
                 "selfcheck" => SelfCheckCommand(Arguments.Parse(rest, ["--seed", "--cases", "--json", "--data", "--only"], []), stdout, stderr),
-                _ => throw new InputException($"unknown command '{args[0]}'; commands: list, run, check, selfcheck"),
+                _ => throw new InputException($"unknown command '{args[0]}'; commands: list, run, check, selfcheck, flow, bench"),
             };
         }
         catch (Exception ex) when (ex is InputException or TensorFileException)
@@ -236,6 +242,98 @@ public static class Cli
             File.WriteAllText(jsonPath, JsonSerializer.Serialize(new { seed, cases, passed, rows }, Json));
         }
         return passed ? Pass : Mismatch;
+    }
+
+    /// <summary>
+    /// <c>reference flow --dimacs FILE</c>: solves a DIMACS min-cost-flow file with the reference solver and prints
+    /// <c>s COST</c> and <c>f SRC DST FLOW</c> lines (exit 0); an infeasible or unbalanced instance prints
+    /// <c>s infeasible</c> or <c>s unbalanced</c> and exits 1; a malformed file or costs out of range exit 2.
+    /// </summary>
+    private static int FlowCommand(Arguments a, TextWriter stdout)
+    {
+        var path = a.Option("--dimacs") ?? (a.Positional.Count == 1 ? a.Positional[0] : null)
+            ?? throw new InputException("flow needs --dimacs FILE");
+        if (!File.Exists(path))
+        {
+            throw new InputException($"{path}: file not found");
+        }
+        DimacsProblem problem;
+        try
+        {
+            problem = Dimacs.Parse(File.ReadAllText(path));
+        }
+        catch (FormatException ex)
+        {
+            throw new InputException($"{path}: {ex.Message}", ex);
+        }
+        var solution = Dimacs.SolveDimacs(problem);
+        switch (solution.Status)
+        {
+            case MinCostFlowStatus.Optimal:
+                stdout.Write(Dimacs.FormatSolution(problem, solution));
+                return Pass;
+            case MinCostFlowStatus.Infeasible:
+            case MinCostFlowStatus.Unbalanced:
+                stdout.WriteLine($"s {Dimacs.StatusWord(solution.Status).ToLowerInvariant()}");
+                return Mismatch;
+            default:
+                throw new InputException($"{path}: {Dimacs.StatusWord(solution.Status).ToLowerInvariant().Replace('_', ' ')}");
+        }
+    }
+
+    /// <summary>
+    /// <c>reference bench maxscore</c>: median solve times of the MaxScore solvers on identical skewed-router instances,
+    /// with objectives and time ratios against the fast solver. Data, not a pass/fail test: it exits 0 unless an
+    /// exact solver's objective disagrees with the fast solver's (then 1).
+    /// </summary>
+    private static int BenchCommand(Arguments a, TextWriter stdout, TextWriter stderr)
+    {
+        if (a.Positional.Count != 1 || a.Positional[0] != "maxscore")
+        {
+            throw new InputException("bench takes one algorithm: maxscore");
+        }
+        var sizes = a.Option("--size") is { } sizeText
+            ? sizeText.Split(',').Select(t =>
+            {
+                try
+                {
+                    return BenchSize.Parse(t.Trim());
+                }
+                catch (FormatException ex)
+                {
+                    throw new InputException($"option '--size': {ex.Message}", ex);
+                }
+            }).ToList()
+            : MaxScoreBench.DefaultSizes.ToList();
+        int repeats = a.IntOption("--repeats", 5);
+        if (repeats < 1)
+        {
+            throw new InputException($"option '--repeats' = {repeats} must be >= 1");
+        }
+        var rows = MaxScoreBench.Run(sizes, MaxScoreBench.Solvers, repeats, a.IntOption("--seed", 1), line => stderr.WriteLine($"bench: {line}"));
+        bool agree = true;
+        foreach (var row in rows)
+        {
+            var fast = row.Timings.First(t => t.Solver == MaxScoreBench.Fast.Name);
+            stdout.WriteLine($"size {row.Size} (C = {row.Size.Capacity})");
+            foreach (var t in row.Timings)
+            {
+                string time = double.IsNaN(t.MedianMilliseconds) ? "n/a" : t.MedianMilliseconds.ToString("0.000", CultureInfo.InvariantCulture) + " ms";
+                string ratio = double.IsNaN(t.MedianMilliseconds) || t == fast ? "" : $"  {t.MedianMilliseconds / fast.MedianMilliseconds:0.0}x the fast solver's time";
+                string objective = double.IsNaN(t.Objective) ? "" : $"  objective {t.Objective.ToString("R", CultureInfo.InvariantCulture)}";
+                stdout.WriteLine($"  {t.Solver,-24} {time,14}{objective}{ratio}{(t.Note is null ? "" : "  (" + t.Note + ")")}");
+                if (t.Exact && !double.IsNaN(t.Objective) && Math.Abs(t.Objective - fast.Objective) > 1e-9 * Math.Max(1, Math.Abs(fast.Objective)))
+                {
+                    agree = false;
+                    stdout.WriteLine($"  MISMATCH: {t.Solver}'s objective differs from the fast solver's");
+                }
+            }
+        }
+        if (a.Option("--json") is { } jsonPath)
+        {
+            File.WriteAllText(jsonPath, JsonSerializer.Serialize(rows, Json));
+        }
+        return agree ? Pass : Mismatch;
     }
 
     /// <summary>

@@ -139,3 +139,36 @@ let ``selfcheck prints the table and passes`` () =
     Assert.That(out, Does.Contain "worst error")
     Assert.That(out, Does.Match "topk\\s+kernel\\s+2\\d\\s+PASS")
     Assert.That(err, Does.Contain "selfcheck: topk")
+
+[<Test>]
+let ``flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1`` () =
+    let d = temp ()
+    let write name (text: string) =
+        let p = Path.Combine(d, name)
+        File.WriteAllText(p, text)
+        p
+    let problem supply = $"c tiny\np min 4 5\nn 1 {supply}\nn 4 -4\na 1 2 0 4 2\na 1 3 0 2 2\na 2 3 0 2 1\na 2 4 0 3 3\na 3 4 0 5 1\n"
+    // Optimal: the cost is checked by hand: 2 units 1->2->3->4 (cost 4 each) and 2 units 1->3->4 (cost 3 each) = 14.
+    let code, out, err = cli [ "flow"; "--dimacs"; write "ok.min" (problem 4) ]
+    Assert.That(code, eq 0, err)
+    let lines = out.Trim().Split('\n')
+    Assert.That(lines.[0], eq "s 14")
+    Assert.That(lines.Length, eq 6)
+    Assert.That(lines |> Array.forall (fun l -> l.StartsWith "s " || l.StartsWith "f "))
+    let code, out, _ = cli [ "flow"; "--dimacs"; write "unbalanced.min" (problem 5) ]
+    Assert.That((code, out.Trim()), eq ((1, "s unbalanced")))
+    let infeasible = (problem 4).Replace("n 1 4", "n 1 40").Replace("n 4 -4", "n 4 -40")
+    let code, out, _ = cli [ "flow"; "--dimacs"; write "infeasible.min" infeasible ]
+    Assert.That((code, out.Trim()), eq ((1, "s infeasible")))
+    expectBadInput (cli [ "flow"; "--dimacs"; write "bad.min" "p min x\n" ]) [ "bad.min"; "line 1" ]
+    expectBadInput (cli [ "flow"; "--dimacs"; Path.Combine(d, "missing.min") ]) [ "missing.min" ]
+
+[<Test>]
+let ``bench maxscore prints times and objectives that agree`` () =
+    let code, out, err = cli [ "bench"; "maxscore"; "--size"; "64/4/2"; "--repeats"; "1" ]
+    Assert.That(code, eq 0, out + err)
+    Assert.That(out, Does.Contain "size 64/4/2")
+    Assert.That(out, Does.Contain "fast (exact)")
+    Assert.That(out, Does.Contain "objective")
+    Assert.That(out, Does.Not.Contain "MISMATCH")
+    expectBadInput (cli [ "bench"; "maxscore"; "--size"; "64/4" ]) [ "--size" ]

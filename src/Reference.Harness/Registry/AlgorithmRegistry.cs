@@ -24,6 +24,8 @@ public static class AlgorithmRegistry
         LeanKMaskAlgorithm.Descriptor,
         LinearAlgorithm.Descriptor,
         SoftTopKAlgorithm.Descriptor,
+        MaxScoreAlgorithm.Descriptor,
+        BaseAlgorithm.Descriptor,
     ];
 
     /// <summary>The algorithm with a CLI name, or null.</summary>

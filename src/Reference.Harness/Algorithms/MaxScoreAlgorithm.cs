@@ -1,0 +1,249 @@
+using System.Globalization;
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+using Reference.Routing;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The registry entry for <c>maxscore</c> (SEMANTICS.md sections 8 and 12).</summary>
+/// <remarks>
+/// <para>Outputs of <c>mode=exact</c>: experts, weights, load, objective, prices. <c>mode=two-stage</c> outputs experts
+/// ([stage 1, stage 2]), weights, load, objective, repeated and gap (the exact optimum minus the two-stage objective); it has no
+/// prices, since a heuristic routing has no optimality certificate.</para>
+/// <para>All outputs are validated (<see cref="MaxScoreValidator"/>): several routings can be optimal, so a candidate is judged
+/// by feasibility, by the exact certificate (<see cref="MaxScoreCertificate"/>) and by its objective against the reference's.</para>
+/// </remarks>
+public static class MaxScoreAlgorithm
+{
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = new()
+    {
+        Name = "maxscore",
+        Summary = "MaxScore routing: the maximum flow of largest total score (exact, min-cost flow), or the released two-stage heuristic",
+        Section = "SEMANTICS.md section 8",
+        Parameters =
+        [
+            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E (two-stage: 2)"),
+            new ParameterSpec("capacity", ParameterKind.Int, null, "expert capacity C >= 0; default ceil(capacity_factor * N * k / E)"),
+            new ParameterSpec("capacity_factor", ParameterKind.Double, "1.0", "cf >= 0, used when capacity is absent"),
+            new ParameterSpec("mode", ParameterKind.Choice, "exact",
+                "exact (min-cost maximum flow, certified) or two-stage (the released code's heuristic; k = 2, C*E = 2N)", ["exact", "two-stage"]),
+            new ParameterSpec("normalize", ParameterKind.Bool, "false", "divide each token's weights by their sum (when not 0)"),
+        ],
+        Inputs =
+        [
+            new InputSpec("scores", "N,E", ArrayKind.Float, false, "router scores S, finite (usually softmax probabilities)"),
+        ],
+        Outputs =
+        [
+            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated,
+                "each token's experts by descending score, -1 padding (two-stage: [stage 1, stage 2])"),
+            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "S at those experts, normalized when asked"),
+            new OutputSpec("load", "E", ArrayKind.Integer, OutputComparison.Validated, "tokens per expert (two-stage: slots)"),
+            new OutputSpec("objective", "", ArrayKind.Float, OutputComparison.Validated, "total score (two-stage: a repeated expert counts once)"),
+            new OutputSpec("prices", "E", ArrayKind.Float, OutputComparison.Validated, "exact only: certificate prices lambda >= 0"),
+            new OutputSpec("repeated", "", ArrayKind.Integer, OutputComparison.Validated, "two-stage only: tokens given the same expert twice"),
+            new OutputSpec("gap", "", ArrayKind.Float, OutputComparison.Validated, "two-stage only: exact optimum minus the two-stage objective"),
+        ],
+        Reference = Run,
+        Paths =
+        [
+            new OptimizedPath("fast", "exact solver for C*E >= k*N: approximate prices, contracted shortest paths, exact finish (Reference.Kernels)", RunFast)
+            {
+                Supports = call => Mode(call) == "exact" && FastSupports(call),
+            },
+        ],
+        Validate = MaxScoreValidator.Validate,
+        Generate = Generate,
+    };
+
+    /// <summary>The reference options from the call's parameters.</summary>
+    public static MaxScoreOptions Options(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var p = call.Parameters;
+        return new MaxScoreOptions
+        {
+            K = p.GetInt("k"),
+            Capacity = p.TryGetInt("capacity"),
+            CapacityFactor = p.GetDouble("capacity_factor"),
+            Normalize = p.GetBool("normalize"),
+        };
+    }
+
+    /// <summary>The mode word: exact or two-stage.</summary>
+    public static string Mode(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return call.Parameters.GetChoice("mode");
+    }
+
+    /// <summary>Runs the reference: <see cref="MaxScore.Route"/>, or <see cref="MaxScoreTwoStage.Route"/> with the gap to it.</summary>
+    public static IReadOnlyDictionary<string, NdArray> Run(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var scores = call.Matrix("scores");
+        var options = Options(call);
+        if (Mode(call) == "exact")
+        {
+            return ExactOutputs(MaxScore.Route(scores, options));
+        }
+        var heuristic = MaxScoreTwoStage.Route(scores, options);
+        var exact = MaxScore.Route(scores, options);
+        return new Dictionary<string, NdArray>
+        {
+            ["experts"] = NdArray.FromMatrix(heuristic.Experts),
+            ["weights"] = NdArray.FromMatrix(heuristic.Weights),
+            ["load"] = NdArray.Create(heuristic.Load, heuristic.Load.Length),
+            ["objective"] = NdArray.Scalar(heuristic.Objective),
+            ["repeated"] = NdArray.Scalar(heuristic.Repeated),
+            ["gap"] = NdArray.Scalar(exact.Objective - heuristic.Objective),
+        };
+    }
+
+    /// <summary>The outputs of an exact routing.</summary>
+    public static Dictionary<string, NdArray> ExactOutputs(MaxScoreResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        return new Dictionary<string, NdArray>
+        {
+            ["experts"] = NdArray.FromMatrix(result.Experts),
+            ["weights"] = NdArray.FromMatrix(result.Weights),
+            ["load"] = NdArray.Create(result.Load, result.Load.Length),
+            ["objective"] = NdArray.Scalar(result.Objective),
+            ["prices"] = NdArray.Create(result.Prices, result.Prices.Length),
+        };
+    }
+
+    /// <summary>True when the fast solver covers the call: C*E &gt;= k*N (and k, C valid; bad input is left to the reference).</summary>
+    private static bool FastSupports(AlgorithmCall call)
+    {
+        var shape = call.Array("scores").Shape;
+        int n = shape[0], e = shape[1];
+        var options = Options(call);
+        if (e < 1 || options.K < 1 || options.K > e || options.Capacity < 0
+            || !(double.IsFinite(options.CapacityFactor) && options.CapacityFactor >= 0))
+        {
+            return false;
+        }
+        int c = MaxScore.CapacityFor(n, e, options);
+        return (long)c * e >= (long)options.K * n;
+    }
+
+    /// <summary>The fast exact solver (<see cref="Reference.Kernels.Routing.MaxScoreSolver"/>), double precision.</summary>
+    private static IReadOnlyDictionary<string, NdArray> RunFast(AlgorithmCall call)
+    {
+        var scores = call.Matrix("scores");
+        int n = scores.GetLength(0), e = scores.GetLength(1);
+        var options = Options(call);
+        int k = options.K, c = MaxScore.CapacityFor(n, e, options);
+        var flat = call.Doubles("scores");
+        var result = Reference.Kernels.Routing.MaxScoreSolver.Solve(flat, n, e, k, c);
+        var experts = new int[n, k];
+        var weights = new double[n, k];
+        for (int i = 0; i < n; i++)
+        {
+            double sum = 0;
+            for (int j = 0; j < k; j++)
+            {
+                experts[i, j] = result.Experts[i * k + j];
+                sum += scores[i, experts[i, j]];
+            }
+            for (int j = 0; j < k; j++)
+            {
+                double w = scores[i, experts[i, j]];
+                weights[i, j] = options.Normalize && sum != 0 ? w / sum : w;
+            }
+        }
+        return new Dictionary<string, NdArray>
+        {
+            ["experts"] = NdArray.FromMatrix(experts),
+            ["weights"] = NdArray.FromMatrix(weights),
+            ["load"] = NdArray.Create(result.Load, e),
+            ["objective"] = NdArray.Scalar(result.Objective),
+            ["prices"] = NdArray.Create(result.Prices, e),
+        };
+    }
+
+    /// <summary>A random case: awkward shapes; softmax scores (some skewed), dyadic-grid scores with ties, or small negative and
+    /// positive reals; capacities below, at and above k N / E; a quarter two-stage cases (k = 2, C E = 2 N).</summary>
+    private static GeneratedCase Generate(int seed)
+    {
+        var rng = new Random(seed);
+        string Text(int v) => v.ToString(CultureInfo.InvariantCulture);
+        var parameters = new Dictionary<string, string>();
+        int n, e;
+        if (rng.Next(4) == 0)
+        {
+            int[] expertChoices = [2, 3, 4, 8];
+            e = expertChoices[rng.Next(expertChoices.Length)];
+            int c = 1 + rng.Next(4);
+            if (c * e % 2 == 1)
+            {
+                c++;
+            }
+            n = c * e / 2;
+            parameters["mode"] = "two-stage";
+            parameters["k"] = "2";
+            parameters["capacity"] = Text(c);
+        }
+        else
+        {
+            int[] tokenChoices = [1, 2, 3, 7, 16, 33];
+            int[] expertChoices = [1, 2, 3, 4, 7, 8];
+            n = tokenChoices[rng.Next(tokenChoices.Length)];
+            e = expertChoices[rng.Next(expertChoices.Length)];
+            int k = 1 + rng.Next(Math.Min(e, 4));
+            parameters["k"] = Text(k);
+            if (rng.Next(2) == 0)
+            {
+                int fair = (n * k + e - 1) / e;
+                parameters["capacity"] = Text(Math.Max(0, fair + rng.Next(-2, 3)));
+            }
+            else
+            {
+                parameters["capacity_factor"] = new[] { "0.5", "1.0", "1.25", "2.0" }[rng.Next(4)];
+            }
+        }
+        if (rng.Next(3) == 0)
+        {
+            parameters["normalize"] = "true";
+        }
+        int kind = rng.Next(3);
+        var values = new double[n * e];
+        for (int i = 0; i < n; i++)
+        {
+            switch (kind)
+            {
+                case 0:
+                    // Softmax of logits, skewed towards low expert indices in half of the cases.
+                    double skew = rng.Next(2) == 0 ? 0.0 : 2.0;
+                    var logits = Enumerable.Range(0, e).Select(j => 2.0 * TopKAlgorithm.Gaussian(rng) - skew * j / Math.Max(1, e - 1)).ToArray();
+                    double max = logits.Max();
+                    double sum = logits.Sum(x => Math.Exp(x - max));
+                    for (int j = 0; j < e; j++)
+                    {
+                        values[i * e + j] = Math.Exp(logits[j] - max) / sum;
+                    }
+                    break;
+                case 1:
+                    for (int j = 0; j < e; j++)
+                    {
+                        values[i * e + j] = rng.Next(0, 5) * 0.125;
+                    }
+                    break;
+                default:
+                    for (int j = 0; j < e; j++)
+                    {
+                        values[i * e + j] = TopKAlgorithm.Gaussian(rng);
+                    }
+                    break;
+            }
+        }
+        bool f32 = rng.Next(3) == 0;
+        var scores = f32 ? NdArray.Create(values.Select(v => (float)v).ToArray(), n, e) : NdArray.Create(values, n, e);
+        string[] kinds = ["softmax", "grid", "normal"];
+        string name = $"seed {seed}: N={n} E={e} {string.Join(" ", parameters.Select(p => $"{p.Key}={p.Value}"))} {kinds[kind]}{(f32 ? " f32" : "")}";
+        return new GeneratedCase(name, new Dictionary<string, NdArray> { ["scores"] = scores }, parameters);
+    }
+}

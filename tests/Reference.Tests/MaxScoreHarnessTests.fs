@@ -1,0 +1,180 @@
+/// The maxscore and base registry entries end to end: the scipy/networkx peer on golden and fresh cases, the validator's
+/// verdicts on good and bad candidates, the fast paths, and `reference check maxscore`.
+module Reference.Tests.MaxScoreHarnessTests
+
+open System
+open System.Collections.Generic
+open System.IO
+open NUnit.Framework
+open Reference.Harness
+open Reference.Harness.Golden
+open Reference.Harness.Registry
+open Reference.Harness.Tensors
+
+let private golden = GoldenData(Repo.path [ "data" ])
+let private find name = AlgorithmRegistry.Find name
+let private inCi () = String.Equals(Environment.GetEnvironmentVariable "CI", "true", StringComparison.OrdinalIgnoreCase)
+
+let private temp prefix =
+    let d = Path.Combine(Path.GetTempPath(), prefix + Guid.NewGuid().ToString "N")
+    Directory.CreateDirectory d |> ignore
+    d
+
+let private parameters (pairs: (string * string) list) = pairs |> List.map (fun (k, v) -> KeyValuePair(k, v))
+
+let private bind (name: string) (scores: double[,]) pairs =
+    (find name).Bind(readOnlyDict [ "scores", NdArray.FromMatrix scores ], parameters pairs, "test")
+
+let private reportOf (reports: IReadOnlyList<Comparison.ComparisonReport>) name =
+    reports |> Seq.find (fun r -> r.ArrayName = name)
+
+// ---- the peer --------------------------------------------------------------------------------------------------------
+
+let private peerModules () = Peers.requireModules [ "numpy"; "scipy"; "networkx" ] "python3-numpy python3-scipy python3-networkx"
+
+[<TestCase("maxscore")>]
+[<TestCase("base")>]
+let ``scipy and networkx peer confirms the golden cases`` (name: string) =
+    peerModules ()
+    let out = Peers.runPeer "maxscore_peer.py" [ "verify"; name; Path.Combine(golden.Root, name) ]
+    Assert.That(out, Does.Contain "cases agree")
+
+[<TestCase("maxscore")>]
+[<TestCase("base")>]
+let ``scipy and networkx peer agrees with the reference on fresh cases`` (name: string) =
+    peerModules ()
+    let d = temp $"{name}-peer-"
+    let seed = if inCi () then 11 else Random.Shared.Next()
+    Peers.runPeer "maxscore_peer.py" [ "generate"; name; d; string seed; "30" ] |> ignore
+    let algorithm = find name
+    for case in Directory.GetDirectories d do
+        let inputPath = Path.Combine(case, "input.npz")
+        let call = algorithm.Bind(TensorFile.Read inputPath, GoldenData.ReadParameters(Path.Combine(case, "params.json")), inputPath)
+        TensorFile.Write(Path.Combine(case, "expected.npz"), algorithm.RunReference call)
+    let out = Peers.runPeer "maxscore_peer.py" [ "verify"; name; d ]
+    Assert.That(out, Does.Contain "30 of 30 cases agree", $"seed {seed}")
+    Directory.Delete(d, true)
+
+// ---- the validator ---------------------------------------------------------------------------------------------------
+
+/// One ulp of 1.0.
+let private ulp = Math.Pow(2.0, -52)
+
+/// Three tokens, two experts, k = 1, C = 2 on the ulp grid: token 0 prefers expert 0 by one ulp, tokens 1 and 2 are
+/// indifferent, so several routings are optimal; sending token 0 to expert 1 (and one indifferent token to 0) loses one ulp.
+let private ulpScores = array2D [ [ 1.0 + ulp; 1.0 ]; [ 1.0; 1.0 ]; [ 1.0; 1.0 ] ]
+
+[<Test>]
+let ``validator accepts every optimal routing and rejects one an ulp worse`` () =
+    let algorithm = find "maxscore"
+    let call = bind "maxscore" ulpScores [ "k", "1"; "capacity", "2" ]
+    let expected = algorithm.RunReference call
+    let candidate (experts: int[]) =
+        let objective = experts |> Array.mapi (fun i x -> ulpScores.[i, x]) |> Array.sum
+        let load = [| experts |> Array.filter ((=) 0) |> Array.length; experts |> Array.filter ((=) 1) |> Array.length |]
+        readOnlyDict [ "experts", NdArray.Create(experts, 3, 1); "load", NdArray.Create(load, 2); "objective", NdArray.Scalar objective ]
+    // Both optimal routings pass: token 0 on expert 0 and either indifferent token on expert 1.
+    for good in [ [| 0; 0; 1 |]; [| 0; 1; 0 |] ] do
+        for r in algorithm.Check(call, expected, candidate good, "candidate") do
+            Assert.That(r.Passed, $"{good}: {r.Summary()} {r.Detail}")
+    // One ulp worse: the certificate rejects it, although the objective is within any relative tolerance.
+    let reports = algorithm.Check(call, expected, candidate [| 1; 0; 0 |], "candidate")
+    let experts = reportOf reports "experts"
+    Assert.That(experts.Passed, eq false, experts.Detail)
+    Assert.That(experts.MaxAbsError, eq ulp)
+    Assert.That((reportOf reports "objective").Passed, experts.Detail)
+    // Infeasible: expert 0 three times.
+    let over = algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create([| 0; 0; 0 |], 3, 1) ], "candidate")
+    Assert.That((reportOf over "experts").Passed, eq false)
+    Assert.That((reportOf over "experts").Detail, Does.Contain "infeasible")
+
+[<Test>]
+let ``validator treats prices as a certificate, not as values to match`` () =
+    let algorithm = find "maxscore"
+    let scores = array2D [ [ 0.5; 0.25; 0.0 ]; [ 0.5; 0.5; 0.0 ]; [ 0.75; 0.25; 0.25 ]; [ 0.5; 0.0; 0.25 ] ]
+    let call = bind "maxscore" scores [ "k", "1"; "capacity", "2" ]
+    let expected = algorithm.RunReference call
+    let prices = expected.["prices"].ToDoubles()
+    let withPrices (p: double[]) = readOnlyDict [ "experts", expected.["experts"]; "prices", NdArray.Create(p, 3) ]
+    Assert.That((reportOf (algorithm.Check(call, expected, withPrices prices, "c")) "prices").Passed)
+    // Expert 2 has room (C = 2, and at most one token wants it), so a positive price on it leaves a duality gap: the prices
+    // report fails while the routing itself still passes.
+    let wrong = Array.copy prices
+    wrong.[2] <- wrong.[2] + 0.125
+    let reports = algorithm.Check(call, expected, withPrices wrong, "c")
+    Assert.That((reportOf reports "prices").Passed, eq false)
+    Assert.That((reportOf reports "experts").Passed, (reportOf reports "experts").Detail)
+
+[<Test>]
+let ``validator accepts any maximum-weight stage-2 matching of two-stage`` () =
+    // Every token ties between experts 1 and 2 in stage 2, so several matchings have the maximum weight.
+    let algorithm = find "maxscore"
+    let scores = array2D [ [ 1.0; 0.5; 0.5 ]; [ 1.0; 0.5; 0.5 ]; [ 0.25; 1.0; 0.5 ] ]
+    let call = bind "maxscore" scores [ "mode", "two-stage"; "k", "2"; "capacity", "2" ]
+    let expected = algorithm.RunReference call
+    let reference = expected.["experts"].Values<int>()
+    // Swap the stage-2 experts of tokens 0 and 1 (they differ: one takes expert 1, the other 2): same slots, same weight.
+    Assert.That(reference.[1], Is.Not.EqualTo reference.[3])
+    let swapped = Array.copy reference
+    swapped.[1] <- reference.[3]
+    swapped.[3] <- reference.[1]
+    let reports = algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create(swapped, 3, 2) ], "c")
+    Assert.That((reportOf reports "experts").Passed, (reportOf reports "experts").Detail)
+    // A stage-1 change fails.
+    let moved = Array.copy reference
+    moved.[0] <- (reference.[0] + 1) % 3
+    Assert.That((reportOf (algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create(moved, 3, 2) ], "c")) "experts").Passed, eq false)
+
+[<TestCase("maxscore")>]
+[<TestCase("base")>]
+let ``fast path passes the validator on generated cases`` (name: string) =
+    let algorithm = find name
+    let path = algorithm.Paths |> Seq.find (fun p -> p.Name = "fast")
+    let mutable ran = 0
+    for seed in 1 .. 40 do
+        let case = algorithm.Generate.Invoke seed
+        let call = algorithm.Bind(case.Inputs, case.Parameters, case.Name)
+        if path.Supports.Invoke call then
+            ran <- ran + 1
+            for r in SelfCheck.CheckPath(algorithm, path, call) do
+                Assert.That(r.Passed, $"{case.Name}: {r.Summary()} {r.Detail}")
+    Assert.That(ran, Is.GreaterThan 10)
+
+[<Test>]
+let ``fast path does not claim C*E below k*N or two-stage`` () =
+    let path = (find "maxscore").Paths |> Seq.head
+    let s = Array2D.create 6 3 0.25
+    Assert.That(path.Supports.Invoke(bind "maxscore" s [ "k", "2"; "capacity", "3" ]), eq false)
+    Assert.That(path.Supports.Invoke(bind "maxscore" s [ "k", "2"; "capacity", "4" ]), eq true)
+    Assert.That(path.Supports.Invoke(bind "maxscore" s [ "k", "2"; "capacity", "4"; "mode", "two-stage" ]), eq false)
+
+// ---- the CLI ---------------------------------------------------------------------------------------------------------
+
+[<Test>]
+let ``check maxscore passes the reference's output and fails a routing one ulp worse`` () =
+    let d = temp "maxscore-cli-"
+    let input, output, worse = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
+    TensorFile.Write(input, [ KeyValuePair("scores", NdArray.FromMatrix ulpScores) ])
+    let code, _, err = CliTests.cli [ "run"; "maxscore"; "--input"; input; "--output"; output; "--param"; "k=1"; "--param"; "capacity=2" ]
+    Assert.That(code, eq 0, err)
+    let code, out, err = CliTests.cli [ "check"; "maxscore"; "--input"; input; "--candidate"; output; "--param"; "k=1"; "--param"; "capacity=2" ]
+    Assert.That(code, eq 0, out + err)
+    Assert.That(out, Does.Contain "PASS experts maxscore-certificate")
+    Assert.That(out, Does.Contain "PASS prices")
+    TensorFile.Write(worse, [ KeyValuePair("experts", NdArray.Create([| 1; 0; 0 |], 3, 1)) ])
+    let code, out, _ = CliTests.cli [ "check"; "maxscore"; "--input"; input; "--candidate"; worse; "--param"; "k=1"; "--param"; "capacity=2" ]
+    Assert.That(code, eq 1, out)
+    Assert.That(out, Does.Contain "FAIL experts maxscore-certificate")
+    Directory.Delete(d, true)
+
+[<Test>]
+let ``run maxscore rejects NaN scores with exit 2`` () =
+    let d = temp "maxscore-cli-"
+    let input = Path.Combine(d, "in.npz")
+    let s = Array2D.create 3 2 0.5
+    s.[2, 1] <- nan
+    TensorFile.Write(input, [ KeyValuePair("scores", NdArray.FromMatrix s) ])
+    let code, _, err = CliTests.cli [ "run"; "maxscore"; "--input"; input; "--output"; Path.Combine(d, "o.npz") ]
+    Assert.That(code, eq 2, err)
+    Assert.That(err, Does.Contain "scores[2, 1] is NaN")
+    Directory.Delete(d, true)
