@@ -38,8 +38,8 @@ const int RL_EXCEPTION = -2;
 const int RL_CRASHED = -3;
 const int RL_TIMED_OUT = -4;
 
-// How long an isolated solver may run before it is killed.
-const int RL_ISOLATION_TIMEOUT_MS = 120000;
+// How long an isolated solver may run before it is killed (rl_set_isolation_timeout_ms changes it).
+int g_isolation_timeout_ms = 120000;
 
 // Algorithm codes.
 const int RL_NETWORK_SIMPLEX = 0;
@@ -119,7 +119,7 @@ int isolated(int n, int m, long long* flow_out, long long* potential_out, long l
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     long long elapsed_ms = (now.tv_sec - started.tv_sec) * 1000LL + (now.tv_nsec - started.tv_nsec) / 1000000;
-    if (elapsed_ms >= RL_ISOLATION_TIMEOUT_MS) {
+    if (elapsed_ms >= g_isolation_timeout_ms) {
       kill(child, SIGKILL);
       while (waitpid(child, &wait_status, 0) < 0 && errno == EINTR) {
       }
@@ -140,7 +140,36 @@ int isolated(int n, int m, long long* flow_out, long long* potential_out, long l
   return result;
 }
 
+// Checks an answer in the caller's process before it is trusted: bounds, conservation, the total cost, and LEMON's
+// own optimality certificate (cost + pi(tail) - pi(head) >= 0 on every residual arc). A solver that corrupted its
+// heap may still exit cleanly; this catches a wrong answer from it. Exact in 128-bit arithmetic.
+bool verified(int n, int m, const int* tail, const int* head, const long long* lower, const long long* cap,
+              const long long* cost, const long long* supply, const long long* flow, const long long* pi,
+              long long total_cost) {
+  std::vector<__int128> net(n, 0);
+  __int128 sum = 0;
+  for (int a = 0; a < m; ++a) {
+    long long low = lower != nullptr ? lower[a] : 0;
+    if (flow[a] < low || flow[a] > cap[a]) return false;
+    net[tail[a]] += flow[a];
+    net[head[a]] -= flow[a];
+    sum += static_cast<__int128>(flow[a]) * cost[a];
+    __int128 reduced = static_cast<__int128>(cost[a]) + pi[tail[a]] - pi[head[a]];
+    if (flow[a] < cap[a] && reduced < 0) return false;
+    if (flow[a] > low && reduced > 0) return false;
+  }
+  for (int v = 0; v < n; ++v)
+    if (net[v] != (supply != nullptr ? supply[v] : 0)) return false;
+  return sum == total_cost;
+}
+
 }  // namespace
+
+// Sets how long an isolated solver (CostScaling) may run before it is killed and RL_TIMED_OUT is returned.
+// Milliseconds, at least 1; the default is 120000. Not thread-safe with respect to running solves.
+RL_EXPORT void rl_set_isolation_timeout_ms(int milliseconds) {
+  if (milliseconds >= 1) g_isolation_timeout_ms = milliseconds;
+}
 
 // Version of this shim's ABI; bump when a signature changes.
 RL_EXPORT int rl_shim_version(void) { return 1; }
@@ -155,8 +184,9 @@ RL_EXPORT const char* rl_lemon_version(void) { return LEMON_VERSION; }
 //   flow_out[m], potential_out[n], cost_out[1]: written when optimal; each may be null.
 //   LEMON's potentials pi satisfy cost + pi(tail) - pi(head) >= 0 on residual arcs (opposite sign to MinCostFlow's).
 // Returns 0 OPTIMAL, 1 INFEASIBLE, 2 UNBOUNDED, 3 UNBALANCED (supplies do not sum to 0), -1 bad argument,
-// -2 an exception inside LEMON (or no memory/process for isolation), -3 the isolated solver crashed,
-// -4 the isolated solver ran past the timeout (RL_ISOLATION_TIMEOUT_MS) and was killed.
+// -2 an exception inside LEMON (or no memory/process for isolation), -3 the isolated solver crashed or returned an
+// answer that failed the shim's check (bounds, conservation, cost, LEMON's own dual certificate),
+// -4 the isolated solver ran past the timeout (rl_set_isolation_timeout_ms, default 120 s) and was killed.
 // NetworkSimplex runs in the calling process. CostScaling runs in a forked child process (see isolated()).
 RL_EXPORT int rl_min_cost_flow(int algorithm, int n, int m, const int* tail, const int* head, const long long* lower,
                                const long long* cap, const long long* cost, const long long* supply,
@@ -200,13 +230,22 @@ RL_EXPORT int rl_min_cost_flow(int algorithm, int n, int m, const int* tail, con
     } else {
       // Isolated in a child process: see isolated() above. The PUSH method hits the LEMON 1.3.1 overflow far less
       // often than the default PARTIAL_AUGMENT (both share priceRefinement, where the bug is).
-      return isolated(n, m, flow_out, potential_out, cost_out,
-                      [&](long long* flow, long long* potential, long long* cost) {
-                        typedef lemon::CostScaling<Graph, Int, Int> Solver;
-                        Solver solver(graph);
-                        solver.lowerMap(lowerMap).upperMap(capMap).costMap(costMap).supplyMap(supplyMap);
-                        return solve(solver, nodes, arcs, flow, potential, cost, Solver::PUSH);
-                      });
+      std::vector<long long> flow(m), potential(n);
+      long long total_cost = 0;
+      int status = isolated(n, m, flow.data(), potential.data(), &total_cost,
+                            [&](long long* f, long long* p, long long* c) {
+                              typedef lemon::CostScaling<Graph, Int, Int> Solver;
+                              Solver solver(graph);
+                              solver.lowerMap(lowerMap).upperMap(capMap).costMap(costMap).supplyMap(supplyMap);
+                              return solve(solver, nodes, arcs, f, p, c, Solver::PUSH);
+                            });
+      if (status != RL_OPTIMAL) return status;
+      if (!verified(n, m, tail, head, lower, cap, cost, supply, flow.data(), potential.data(), total_cost))
+        return RL_CRASHED;
+      if (flow_out != nullptr && m > 0) std::memcpy(flow_out, flow.data(), sizeof(long long) * m);
+      if (potential_out != nullptr && n > 0) std::memcpy(potential_out, potential.data(), sizeof(long long) * n);
+      if (cost_out != nullptr) *cost_out = total_cost;
+      return RL_OPTIMAL;
     }
   } catch (...) {
     return RL_EXCEPTION;

@@ -227,6 +227,8 @@ let requireLemon () =
     if not Lemon.IsAvailable then
         let message = $"LEMON peer unavailable: {Lemon.UnavailableReason}"
         if isCI then Assert.Fail message else Assert.Ignore message
+    // The cases are tiny: a CostScaling child still running after 5 s is looping (the LEMON bug), not working.
+    Lemon.SetIsolationTimeout(TimeSpan.FromSeconds 5.0)
 
 let lemonSolve algorithm (net: Net) =
     Lemon.MinCostFlow(algorithm, net.N, net.Tails, net.Heads, null, net.Caps, net.Costs, net.Supplies)
@@ -604,6 +606,30 @@ let ``LEMON shim reports its versions`` () =
     requireLemon ()
     Assert.That(Lemon.ShimVersion, Is.EqualTo 1)
     Assert.That(Lemon.LemonVersion, Does.Match(@"^\d+\.\d+"))
+
+[<Test>]
+let ``a LEMON CostScaling crash is contained and reported, never taken for an answer`` () =
+    requireLemon ()
+    // Found by the DIMACS property: LEMON 1.3.1's CostScaling overruns a bucket array on this input (AddressSanitizer:
+    // heap-buffer-overflow in priceRefinement). The shim runs it in a child process, so this process must survive, and
+    // the result must be Crashed/TimedOut or else agree with NetworkSimplex.
+    let tails = [| 1; 3; 3; 0; 2; 3; 2; 3; 3; 0; 1; 1; 0; 0; 1; 3; 1; 2; 0; 2 |]
+    let heads = [| 1; 2; 3; 0; 0; 1; 0; 3; 1; 0; 2; 0; 0; 2; 0; 0; 1; 2; 1; 1 |]
+    let lower = [| 0L; 1L; 0L; 1L; 2L; 1L; 0L; 0L; 0L; 0L; 1L; 3L; 0L; 0L; 0L; 0L; 0L; 3L; 0L; 0L |]
+    let caps = [| 1L; 5L; 7L; 5L; 2L; 9L; 1L; 1L; 2L; 6L; 9L; 12L; 7L; 8L; 6L; 8L; 5L; 12L; 0L; 5L |]
+    let costs = [| 3L; -6L; 4L; -6L; 3L; 1L; -5L; 0L; 2L; 4L; 2L; 1L; -4L; -1L; -5L; -4L; 3L; 6L; -5L; 3L |]
+    let supplies = [| -12L; 20L; -13L; 5L |]
+    let run algorithm = Lemon.MinCostFlow(algorithm, 4, tails, heads, lower, caps, costs, supplies)
+    let simplex = run LemonAlgorithm.NetworkSimplex
+    let scaling = run LemonAlgorithm.CostScaling
+    Assert.That(simplex.Status, Is.EqualTo LemonStatus.Optimal)
+    match scaling.Status with
+    | LemonStatus.Crashed
+    | LemonStatus.TimedOut -> Assert.That(scaling.Flows |> Array.forall ((=) 0L), "no flows from a crashed run")
+    | _ -> Assert.That((scaling.Status, scaling.Cost), Is.EqualTo((simplex.Status, simplex.Cost)))
+    // And our own solver agrees with the in-process peer.
+    let ours = Dimacs.SolveDimacs(DimacsProblem(4, tails, heads, lower, caps, costs, supplies))
+    Assert.That(ours.Cost, Is.EqualTo simplex.Cost)
 
 // ================================================================================================
 // DIMACS and lower bounds: flow.dimacs, flow.lower-bounds

@@ -9,7 +9,8 @@ public enum LemonAlgorithm
     NetworkSimplex = 0,
 
     /// <summary>LEMON's cost scaling push-relabel (<c>lemon::CostScaling</c>, PUSH method), run in a forked child
-    /// process because of a memory bug in LEMON 1.3.1 (see <see cref="LemonStatus.Crashed"/>).</summary>
+    /// process because of a memory bug in LEMON 1.3.1 (see <see cref="LemonStatus.Crashed"/>). The fork costs roughly
+    /// 10–20 ms per call (it grows with the caller's memory), so do not time it against in-process solvers.</summary>
     CostScaling = 1,
 }
 
@@ -29,14 +30,16 @@ public enum LemonStatus
     Unbalanced,
 
     /// <summary>
-    /// <see cref="LemonAlgorithm.CostScaling"/> only: the solver's child process died. LEMON 1.3.1's
+    /// <see cref="LemonAlgorithm.CostScaling"/> only: the solver's child process died, or its answer failed the shim's
+    /// check (bounds, conservation, cost, LEMON's own dual certificate). LEMON 1.3.1's
     /// <c>CostScaling::priceRefinement</c> can write past its bucket array on small inputs (found with AddressSanitizer),
     /// so the shim runs it in a forked process and reports the crash instead of taking the caller down. No answer.
     /// </summary>
     Crashed,
 
     /// <summary><see cref="LemonAlgorithm.CostScaling"/> only: the solver's child process ran past the shim's timeout
-    /// (120 s) and was killed (the same LEMON bug can make it loop). No answer.</summary>
+    /// (120 s unless <see cref="Lemon.SetIsolationTimeout"/> changed it) and was killed (the same LEMON bug can make it loop).
+    /// No answer.</summary>
     TimedOut,
 }
 
@@ -92,6 +95,21 @@ public static partial class Lemon
             RequireAvailable();
             return rl_shim_version();
         }
+    }
+
+    /// <summary>
+    /// Sets how long the isolated <see cref="LemonAlgorithm.CostScaling"/> child process may run before it is killed
+    /// and <see cref="LemonStatus.TimedOut"/> is reported (the shim's default is 120 s). Process-wide.
+    /// </summary>
+    /// <param name="timeout">At least one millisecond.</param>
+    /// <exception cref="ArgumentOutOfRangeException">Below one millisecond or beyond int.MaxValue milliseconds.</exception>
+    /// <exception cref="InvalidOperationException">The library is not available.</exception>
+    public static void SetIsolationTimeout(TimeSpan timeout)
+    {
+        if (timeout.TotalMilliseconds < 1 || timeout.TotalMilliseconds > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "must be between 1 ms and int.MaxValue ms");
+        RequireAvailable();
+        rl_set_isolation_timeout_ms((int)timeout.TotalMilliseconds);
     }
 
     /// <summary>Solves a min-cost-flow problem with LEMON.</summary>
@@ -189,6 +207,9 @@ public static partial class Lemon
 
     [LibraryImport(LibraryName)]
     private static partial IntPtr rl_lemon_version();
+
+    [LibraryImport(LibraryName)]
+    private static partial void rl_set_isolation_timeout_ms(int milliseconds);
 
     [LibraryImport(LibraryName)]
     private static unsafe partial int rl_min_cost_flow(
