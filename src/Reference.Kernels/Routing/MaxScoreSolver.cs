@@ -75,6 +75,14 @@ public static class MaxScoreSolver
         private readonly int[] slot;          // [N, E] position of token i in holders[e], or -1
         private readonly double[] best;       // [E, E] min over tokens on a, not on b, of S_ia - S_ib (rounded)
         private readonly int[] bestToken;     // [E, E] the token attaining it (ties to the lower token), or -1
+        // Per pair, the few best tokens (key ascending, ties to the lower token), so that a leaving best token is replaced
+        // without rescanning the expert's holders. Unlisted eligible tokens have keys >= the last listed one when the
+        // list is truncated; an untruncated list holds every eligible token.
+        private const int Listed = 4;
+        private readonly double[] candKey;    // [E, E, Listed]
+        private readonly int[] candTok;       // [E, E, Listed]
+        private readonly int[] candCount;     // [E, E]
+        private readonly bool[] truncated;    // [E, E]
 
         public State(double[] scores, int tokens, int experts, int k, int capacity)
         {
@@ -95,6 +103,10 @@ public static class MaxScoreSolver
             Array.Fill(slot, -1);
             best = new double[e * e];
             bestToken = new int[e * e];
+            candKey = new double[e * e * Listed];
+            candTok = new int[e * e * Listed];
+            candCount = new int[e * e];
+            truncated = new bool[e * e];
         }
 
         // ----- phase 1: approximate prices ---------------------------------------------------------------------------------
@@ -523,10 +535,7 @@ public static class MaxScoreSolver
             int row = t * e;
             for (int b = 0; b < e; b++)
             {
-                if (bestToken[u * e + b] == t)
-                {
-                    RecomputeEntry(u, b);
-                }
+                Drop(u, b, t); // t left u
             }
             for (int x = 0; x < e; x++)
             {
@@ -546,30 +555,88 @@ public static class MaxScoreSolver
                     }
                     continue;
                 }
-                Offer(x, u, t);
-                if (bestToken[x * e + v] == t)
-                {
-                    RecomputeEntry(x, v);
-                }
+                Offer(x, u, t); // u is now a target for t
+                Drop(x, v, t);  // v no longer is
             }
         }
 
+        /// <summary>Token t became eligible for the pair (a, b): list it if it ranks among the pair's best.</summary>
         private void Offer(int a, int b, int t)
         {
+            int at = a * e + b, basis = at * Listed, count = candCount[at];
             double key = s[t * e + a] - s[t * e + b];
-            int at = a * e + b;
-            if (key < best[at] || (key == best[at] && t < bestToken[at]))
+            if (count > 0)
             {
-                best[at] = key;
-                bestToken[at] = t;
+                int last = basis + count - 1;
+                bool beforeLast = key < candKey[last] || (key == candKey[last] && t < candTok[last]);
+                if (!beforeLast && (count == Listed || truncated[at]))
+                {
+                    truncated[at] |= count == Listed;
+                    return; // ranks after every listed token: stays unlisted
+                }
             }
+            if (count == Listed)
+            {
+                count--; // drop the last to make room
+                truncated[at] = true;
+            }
+            int pos = basis + count;
+            while (pos > basis && (key < candKey[pos - 1] || (key == candKey[pos - 1] && t < candTok[pos - 1])))
+            {
+                candKey[pos] = candKey[pos - 1];
+                candTok[pos] = candTok[pos - 1];
+                pos--;
+            }
+            candKey[pos] = key;
+            candTok[pos] = t;
+            candCount[at] = count + 1;
+            Sync(at);
+        }
+
+        /// <summary>Token t stopped being eligible for the pair (a, b): unlist it; rescan when a truncated list runs dry.</summary>
+        private void Drop(int a, int b, int t)
+        {
+            int at = a * e + b, basis = at * Listed, count = candCount[at];
+            int p = -1;
+            for (int q = 0; q < count; q++)
+            {
+                if (candTok[basis + q] == t)
+                {
+                    p = q;
+                    break;
+                }
+            }
+            if (p < 0)
+            {
+                return;
+            }
+            for (int q = p; q + 1 < count; q++)
+            {
+                candKey[basis + q] = candKey[basis + q + 1];
+                candTok[basis + q] = candTok[basis + q + 1];
+            }
+            candCount[at] = count - 1;
+            if (count - 1 == 0 && truncated[at])
+            {
+                RecomputeEntry(a, b);
+                return;
+            }
+            Sync(at);
+        }
+
+        private void Sync(int at)
+        {
+            bool any = candCount[at] > 0;
+            best[at] = any ? candKey[at * Listed] : double.PositiveInfinity;
+            bestToken[at] = any ? candTok[at * Listed] : -1;
         }
 
         private void RecomputeEntry(int a, int b)
         {
             int at = a * e + b;
-            best[at] = double.PositiveInfinity;
-            bestToken[at] = -1;
+            candCount[at] = 0;
+            truncated[at] = false;
+            Sync(at);
             foreach (int i in holders[a])
             {
                 if (!member[i * e + b])
@@ -579,30 +646,23 @@ public static class MaxScoreSolver
             }
         }
 
-        /// <summary>best[a, b] = min over tokens on a and not on b of S_ia - S_ib, with the token (ties to the lower token).</summary>
+        /// <summary>Rebuilds the pair lists (a, *): for every b, the best tokens on a and not on b by S_ia - S_ib.</summary>
         private void RecomputeRow(int a)
         {
             for (int b = 0; b < e; b++)
             {
-                best[a * e + b] = double.PositiveInfinity;
-                bestToken[a * e + b] = -1;
+                candCount[a * e + b] = 0;
+                truncated[a * e + b] = false;
+                Sync(a * e + b);
             }
             foreach (int i in holders[a])
             {
-                double sa = s[i * e + a];
                 int row = i * e;
                 for (int b = 0; b < e; b++)
                 {
-                    if (member[row + b])
+                    if (!member[row + b])
                     {
-                        continue;
-                    }
-                    double key = sa - s[row + b];
-                    int at = a * e + b;
-                    if (key < best[at] || (key == best[at] && i < bestToken[at]))
-                    {
-                        best[at] = key;
-                        bestToken[at] = i;
+                        Offer(a, b, i);
                     }
                 }
             }
