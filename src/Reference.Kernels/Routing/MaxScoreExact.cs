@@ -1,59 +1,43 @@
 using System.Numerics;
+using Reference.Numerics;
 
 namespace Reference.Kernels.Routing;
 
 /// <summary>
-/// Doubles as exact integers at one common binary scale: every finite double is m * 2^q with an integer m, so with
-/// Q = the smallest q among the scores, x = X * 2^Q with the integer X = m * 2^(q - Q). Sums and differences of such
-/// integers are exact, which is what the exact finish and the certificates need.
+/// The solver's scores as exact integers at one common binary scale (<see cref="DyadicScale"/>), indexed like the
+/// scores, plus the largest |score| for rounding-error screens and <see cref="Snap"/> for approximate values.
 /// </summary>
 public sealed class ExactScores
 {
     private readonly double[] values;
+    private readonly DyadicScale scale;
 
     /// <summary>Prepares the scale for a set of finite doubles.</summary>
     public ExactScores(double[] values)
     {
         ArgumentNullException.ThrowIfNull(values);
         this.values = values;
-        int q = int.MaxValue;
+        scale = new DyadicScale(values);
         double max = 0;
         foreach (double x in values)
         {
             max = Math.Max(max, Math.Abs(x));
-            if (x != 0)
-            {
-                q = Math.Min(q, Decompose(x).Exponent);
-            }
         }
-        Exponent = q == int.MaxValue ? 0 : q;
         MaxAbs = max;
     }
 
     /// <summary>Q, the common binary exponent: a value X stands for X * 2^Q.</summary>
-    public int Exponent { get; }
+    public int Exponent => scale.Exponent;
 
     /// <summary>The largest |value|.</summary>
     public double MaxAbs { get; }
 
     /// <summary>The exact integer for the value at an index.</summary>
-    public BigInteger Of(int index) => Of(values[index]);
+    public BigInteger Of(int index) => scale.Of(values[index]);
 
     /// <summary>The exact integer for a double at this scale.</summary>
     /// <exception cref="ArgumentException">The double is not a multiple of 2^Q.</exception>
-    public BigInteger Of(double x)
-    {
-        if (x == 0)
-        {
-            return BigInteger.Zero;
-        }
-        var (mantissa, exponent) = Decompose(x);
-        if (exponent < Exponent)
-        {
-            throw new ArgumentException($"{x} is finer than the common scale 2^{Exponent}", nameof(x));
-        }
-        return new BigInteger(mantissa) << (exponent - Exponent);
-    }
+    public BigInteger Of(double x) => scale.Of(x);
 
     /// <summary>The grid integer nearest below x / 2^Q (exact when x is on the grid): snaps an approximate value.</summary>
     public BigInteger Snap(double x)
@@ -62,40 +46,13 @@ public sealed class ExactScores
         {
             return BigInteger.Zero;
         }
-        var (mantissa, exponent) = Decompose(x);
+        var (mantissa, exponent) = DyadicScale.Split(x);
         int shift = exponent - Exponent;
         return shift >= 0 ? new BigInteger(mantissa) << shift : new BigInteger(mantissa) >> -shift;
     }
 
-    /// <summary>The double nearest to X * 2^Q (rounding through the top 64 bits when X is long).</summary>
-    public double ToDouble(BigInteger value)
-    {
-        if (value.IsZero)
-        {
-            return 0;
-        }
-        long bits = (long)value.GetBitLength();
-        int shift = (int)Math.Max(0, bits - 64);
-        return Math.ScaleB((double)(value >> shift), Exponent + shift);
-    }
-
-    /// <summary>x = mantissa * 2^exponent with an odd mantissa (or the subnormal's integer mantissa).</summary>
-    private static (long Mantissa, int Exponent) Decompose(double x)
-    {
-        long bits = BitConverter.DoubleToInt64Bits(x);
-        bool negative = bits < 0;
-        int biased = (int)((bits >> 52) & 0x7FF);
-        long fraction = bits & 0xFFFFFFFFFFFFFL;
-        long mantissa = biased == 0 ? fraction : fraction | (1L << 52);
-        int exponent = (biased == 0 ? 1 : biased) - 1075;
-        if (mantissa != 0)
-        {
-            int zeros = BitOperations.TrailingZeroCount(mantissa);
-            mantissa >>= zeros;
-            exponent += zeros;
-        }
-        return (negative ? -mantissa : mantissa, exponent);
-    }
+    /// <summary>The double nearest to X * 2^Q.</summary>
+    public double ToDouble(BigInteger value) => scale.ToDouble(value);
 }
 
 /// <summary>One arc of the contracted graph: moving <see cref="Token"/> from expert From to expert To (or a capacity arc
