@@ -45,13 +45,14 @@ public sealed record MaxScoreResult(
 /// <para>Network: source -&gt; token i (capacity k, cost 0); token i -&gt; expert e (capacity 1, cost -S_ie); expert e -&gt; sink
 /// (capacity C, cost 0). The maximum flow is F = min(k N, C E): every token gets k distinct experts when C E &gt;= k N, otherwise
 /// every expert ends full and tokens get fewer.</para>
-/// <para>Exactness. Scores are doubles, so they are exact integers at a common binary scale 2^Q (<see cref="DyadicScale"/>).
-/// When those integers fit the int64 range of <see cref="MinCostFlow"/> (|cost| (n + 1) and F |cost| below 2^62), they are
-/// the costs and the flow's answer is exact. Otherwise the costs are the scores rounded to the 62-bit budget, and the flow's
-/// answer is a maximum flow that is optimal for the rounded costs. Either way the exact finish follows: exact Bellman-Ford on
-/// the residual network with the exact integer costs; each negative cycle found is canceled (one unit around it, which keeps
-/// the flow maximum and raises the exact score), and when none is left the distances are exact potentials that certify the
-/// flow (proofs/maxscore.md, theorems maxscore.reduction and maxscore.price-certificate).</para>
+/// <para>Exactness. Scores are doubles, so they are exact integers X at a common binary scale 2^Q (<see cref="DyadicScale"/>).
+/// The flow's costs are max X - X_ie &gt;= 0 (a constant shift: every unit crosses one token-expert arc, so all maximum flows
+/// move by the same amount). When they fit the int64 range of <see cref="MinCostFlow"/> (|cost| (n + 1) and F |cost| below
+/// 2^62), the flow's answer is exact. Otherwise the costs are rounded to the 62-bit budget, and the flow's answer is a maximum
+/// flow that is optimal for the rounded costs. Either way the exact finish follows: exact Bellman-Ford on the residual network
+/// with the exact integer costs, started from the flow's potentials; each negative cycle found is canceled (one unit around
+/// it, which keeps the flow maximum and raises the exact score), and when none is left the distances are exact potentials
+/// that certify the flow (proofs/maxscore.md, theorems maxscore.reduction and maxscore.price-certificate).</para>
 /// <para>Sources: the MaxScore paper's formulation of routing as a min-cost maximum-flow problem; Ahuja, Magnanti and Orlin,
 /// <i>Network Flows</i> (1993), sections 9.3 (negative-cycle optimality) and 9.7 (successive shortest paths).</para>
 /// </remarks>
@@ -107,27 +108,30 @@ public static class MaxScore
         // 2. Exact integer scores at the common binary scale.
         var scale = new DyadicScale(Flatten(scores));
         var exact = new BigInteger[n, e];    // [N, E]
-        var maxAbs = BigInteger.Zero;
         for (int i = 0; i < n; i++)
         {
             for (int j = 0; j < e; j++)
             {
                 exact[i, j] = scale.Of(scores[i, j]);
-                maxAbs = BigInteger.Max(maxAbs, BigInteger.Abs(exact[i, j]));
             }
         }
 
-        // 3. int64 costs for the flow: exact when they fit the budget, else rounded (the exact finish repairs the answer).
+        // 3. int64 costs for the flow: M - X_ie with M = max X, so every cost is >= 0. Each unit of a flow crosses exactly one
+        //    token -> expert arc, so the shift adds M F to every flow of value F and leaves the optimum among maximum flows
+        //    unchanged; non-negative costs spare the flow its negative-arc saturation (which would route N E units back).
+        //    Exact when M - X fits the budget, else rounded (the exact finish repairs the answer).
+        var top = n == 0 ? BigInteger.Zero : Extreme(exact, BigInteger.Max);
         int nodes = n + e + 2;
         long budget = (1L << 62) / Math.Max(nodes + 1L, flow + 1L);
-        int shift = maxAbs <= budget ? 0 : (int)(maxAbs.GetBitLength() - new BigInteger(budget).GetBitLength()) + 1;
-        var cost = new long[n, e];           // [N, E]: -S_ie, scaled
+        var spread = n == 0 ? BigInteger.Zero : top - Extreme(exact, BigInteger.Min);
+        int shift = spread <= budget ? 0 : (int)(spread.GetBitLength() - new BigInteger(budget).GetBitLength()) + 1;
+        var cost = new long[n, e];           // [N, E]: M - X_ie, scaled
         for (int i = 0; i < n; i++)
         {
             for (int j = 0; j < e; j++)
             {
-                var v = shift == 0 ? exact[i, j] : (exact[i, j] + (BigInteger.One << (shift - 1))) >> shift;
-                cost[i, j] = -(long)v;
+                var v = top - exact[i, j];
+                cost[i, j] = (long)(shift == 0 ? v : (v + (BigInteger.One << (shift - 1))) >> shift);
             }
         }
 
@@ -168,13 +172,20 @@ public static class MaxScore
             }
         }
 
-        // 5. The exact finish: cancel negative residual cycles in exact arithmetic, then read exact potentials.
+        // 5. The exact finish: cancel negative residual cycles in exact arithmetic, then read exact potentials. The flow's
+        //    potentials p start the search: d = -p, less M (in exact units) at experts and the sink, undoes the shift, so
+        //    with exact costs they already satisfy every residual arc and one pass confirms them.
         var residual = new ExactResidual(exact, k, c);
+        var start = new BigInteger[nodes];
+        for (int v = 0; v < nodes; v++)
+        {
+            start[v] = -(new BigInteger(network.Potential(v)) << shift) - (v > n ? top : BigInteger.Zero);
+        }
         int canceled = 0;
         BigInteger[] distance;
         while (true)
         {
-            var (d, cycle) = residual.ShortestDistancesOrNegativeCycle(member);
+            var (d, cycle) = residual.ShortestDistancesOrNegativeCycle(member, start);
             if (cycle is null)
             {
                 distance = d!;
@@ -242,6 +253,16 @@ public static class MaxScore
                 weights[token, slot] = 0.0;
             }
         }
+    }
+
+    private static BigInteger Extreme(BigInteger[,] values, Func<BigInteger, BigInteger, BigInteger> pick)
+    {
+        var best = values[0, 0];
+        foreach (var v in values)
+        {
+            best = pick(best, v);
+        }
+        return best;
     }
 
     internal static IEnumerable<double> Flatten(double[,] values)
@@ -318,15 +339,15 @@ public static class MaxScore
         }
 
         /// <summary>
-        /// Exact Bellman-Ford from a virtual root joined to every node at cost 0. Returns the distances d (then
+        /// Exact Bellman-Ford from a virtual root joined to every node v at cost start[v]. Returns the distances d (then
         /// d(v) &lt;= d(u) + cost on every residual arc) or, when a negative cycle exists, one such cycle as a node sequence
         /// (first node repeated at the end). The distances are integers that only decrease, so without a negative cycle the
         /// passes end; with one, the predecessor graph eventually holds a cycle, and every predecessor cycle is negative.
         /// </summary>
-        public (BigInteger[]? Distances, List<int>? Cycle) ShortestDistancesOrNegativeCycle(bool[,] x)
+        public (BigInteger[]? Distances, List<int>? Cycle) ShortestDistancesOrNegativeCycle(bool[,] x, BigInteger[] start)
         {
             var arcs = Arcs(x);
-            var d = new BigInteger[Nodes];
+            var d = (BigInteger[])start.Clone();
             var pred = new int[Nodes];
             Array.Fill(pred, -1);
             for (int pass = 1; ; pass++)
