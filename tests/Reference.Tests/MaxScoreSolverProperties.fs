@@ -79,3 +79,38 @@ let ``fast solver prices certify its routing`` () =
             for x in 0 .. p.E - 1 do
                 if not (Array.contains x chosen) then
                     Assert.That(reduced x, Is.LessThanOrEqualTo(worstChosen + slack), $"token {i}: unchosen {x} beats a chosen expert"))
+
+/// A wider problem (E up to 70, past the 64-expert bit sets), skewed softmax scores or a coarse grid with ties, C from the
+/// fair share up, and a phase-1 budget from none to the default.
+let private wide =
+    gen {
+        let! e = Gen.elements [ 5; 7; 16; 33; 64; 65; 70 ]
+        let! k = Gen.choose (1, min e 9)
+        let! n = Gen.choose (1, 160)
+        let minC = (n * k + e - 1) / e
+        let! extra = Gen.elements [ 0; 0; 1; 5; n ]
+        let! sweeps = Gen.elements [ 0; 1; 2; MaxScoreSolver.DefaultSweeps ]
+        let! grid = Gen.elements [ true; false ]
+        let! seed = Gen.choose (0, Int32.MaxValue)
+        let rng = Random seed
+        let bias = Array.init e (fun _ -> 2.0 * rng.NextDouble())
+        let s =
+            Array.init n (fun _ ->
+                let logits = Array.init e (fun x -> if grid then float (rng.Next 4) else bias.[x] + rng.NextDouble() * 3.0)
+                let top = Array.max logits
+                let p = logits |> Array.map (fun v -> exp (v - top))
+                let total = Array.sum p
+                if grid then logits |> Array.map (fun v -> v * 0.25) else p |> Array.map (fun v -> v / total))
+            |> Array.concat
+        return ({ N = n; E = e; K = k; C = minC + extra; S = s }, sweeps)
+    } |> Arb.fromGen
+
+[<Prop; Theorem "maxscore.fast-solver-optimal">]
+let ``fast solver is certified optimal on wide problems`` () =
+    Prop.forAll wide (fun (p, sweeps) ->
+        let r = MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C, sweeps)
+        let s = Array2D.init p.N p.E (fun i x -> p.S.[i * p.E + x])
+        let experts = Array2D.init p.N p.K (fun i j -> r.Experts.[i * p.K + j])
+        let check = Reference.Harness.Algorithms.MaxScoreCertificate.Check(s, p.K, p.C, experts, r.Prices)
+        Assert.That(check.Optimal, check.Describe())
+        Assert.That(check.GivenPrices.Problem, Is.Null, check.Describe()))

@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.Intrinsics;
 
 namespace Reference.Kernels.Routing;
 
@@ -7,7 +8,7 @@ namespace Reference.Kernels.Routing;
 /// <param name="Load">[E]: tokens per expert.</param>
 /// <param name="Objective">The total score of the routing, summed token by token in expert order.</param>
 /// <param name="Prices">[E]: the certificate's prices lambda, rounded to double from the exact rational potentials.</param>
-/// <param name="Sweeps">Price sweeps of phase 1.</param>
+/// <param name="Sweeps">Price sweeps of phase 1 over all tokens.</param>
 /// <param name="Augmentations">Shortest-path augmentations of phase 2.</param>
 /// <param name="CyclesCanceled">Negative cycles found and canceled by the exact finish (usually 0).</param>
 public sealed record MaxScoreFastResult(int[] Experts, int[] Load, double Objective, double[] Prices, int Sweeps, int Augmentations, int CyclesCanceled);
@@ -22,8 +23,9 @@ public sealed record MaxScoreFastResult(int[] Experts, int[] Load, double Object
 /// </summary>
 public static class MaxScoreSolver
 {
-    /// <summary>Phase-1 coordinate sweeps over all experts.</summary>
-    public const int DefaultSweeps = 4;
+    /// <summary>The most phase-1 sweeps over all tokens (a sweep steps every expert's price once); it stops earlier once
+    /// few tokens are over capacity.</summary>
+    public const int DefaultSweeps = 8;
 
     /// <summary>Solves exactly.</summary>
     /// <param name="scores">S, [N * E] row-major, finite.</param>
@@ -31,7 +33,7 @@ public static class MaxScoreSolver
     /// <param name="experts">E.</param>
     /// <param name="k">Experts per token, 1..E.</param>
     /// <param name="capacity">C, with C * E &gt;= k * N.</param>
-    /// <param name="sweeps">Phase-1 sweeps (0 disables phase 1; the result is exact either way).</param>
+    /// <param name="sweeps">The most phase-1 sweeps over all tokens (0 disables phase 1; the result is exact either way).</param>
     /// <returns>The optimal routing and its certificate prices.</returns>
     /// <exception cref="ArgumentException">Bad shapes, k out of range, non-finite scores, or C * E &lt; k * N.</exception>
     public static MaxScoreFastResult Solve(double[] scores, int tokens, int experts, int k, int capacity, int sweeps = DefaultSweeps)
@@ -57,7 +59,6 @@ public static class MaxScoreSolver
         var state = new State(scores, tokens, experts, k, capacity);
         int done = state.ApproximatePrices(sweeps);
         state.AssignTopK();
-        state.ReleaseUnderfullPrices();
         int augmentations = state.RouteExcess();
         int cycles = state.FinishExactly();
         return state.Result(done, augmentations, cycles);
@@ -70,6 +71,7 @@ public static class MaxScoreSolver
         private readonly int n, e, k, c;
         private readonly double[] lambda;     // [E] prices
         private readonly bool[] member;       // [N, E] chosen
+        private readonly ulong[] memberBits;  // [N] bit x: token i is on x (only when E <= 64; empty otherwise)
         private readonly int[] load;          // [E]
         private readonly List<int>[] holders; // [E] tokens on each expert
         private readonly int[] slot;          // [N, E] position of token i in holders[e], or -1
@@ -83,6 +85,7 @@ public static class MaxScoreSolver
         private readonly int[] candTok;       // [E, E, Listed]
         private readonly int[] candCount;     // [E, E]
         private readonly bool[] truncated;    // [E, E]
+        private PriceSweeps? ranked;          // phase 1 over all tokens (token j = token i), when it ran
 
         public State(double[] scores, int tokens, int experts, int k, int capacity)
         {
@@ -93,6 +96,7 @@ public static class MaxScoreSolver
             c = capacity;
             lambda = new double[e];
             member = new bool[n * e];
+            memberBits = new ulong[e <= 64 ? n : 0];
             load = new int[e];
             holders = new List<int>[e];
             for (int x = 0; x < e; x++)
@@ -114,9 +118,13 @@ public static class MaxScoreSolver
         /// <summary>
         /// Gauss-Seidel coordinate steps on the dual, first on a subsample of the tokens (with the capacity scaled down), then
         /// on all tokens: expert x's price becomes the smallest price (at least 0) at which at most C tokens still want x, given
-        /// the other prices. Each token keeps its top-(k+1) reduced scores, updated only when x enters or leaves them.
-        /// Returns the sweeps done over all tokens.
+        /// the other prices. Returns the sweeps done over all tokens.
         /// </summary>
+        /// <summary>Phase 1 stops once at most this many tokens per expert (on average) are over capacity: a sweep costs about
+        /// E m steps, an augmentation about E^2, and a sweep removes about half the excess, so below some multiple of m / E the
+        /// shortest paths are cheaper. The multiple was measured (`reference bench maxscore`).</summary>
+        private const double EnoughPerExpert = 4;
+
         public int ApproximatePrices(int sweeps)
         {
             if (sweeps <= 0 || n <= c)
@@ -128,179 +136,274 @@ public static class MaxScoreSolver
             {
                 var sample = Enumerable.Range(0, (n + stride - 1) / stride).Select(j => j * stride).ToArray();
                 int sampleCapacity = (int)Math.Ceiling((double)c * sample.Length / n);
-                CoordinateSweeps(sample, sampleCapacity, 2 * sweeps);
+                new PriceSweeps(this, sample, sampleCapacity).Run(2 * sweeps, (long)(EnoughPerExpert * sample.Length / e));
             }
-            CoordinateSweeps(Enumerable.Range(0, n).ToArray(), c, sweeps);
-            return sweeps;
-        }
-
-        private void CoordinateSweeps(int[] tokensUsed, int capacity, int sweeps)
-        {
-            int m = tokensUsed.Length, w = k + 1;
-            if (m <= capacity)
-            {
-                return;
-            }
-            var topIdx = new int[m * w];
-            var topVal = new double[m * w];
-            var threshold = new double[m];
-            // Membership masks (E <= 64): bit x of inTop[j] says x is in token j's top k; of inList[j], in its top k+1.
-            bool masks = e <= 64;
-            var inTop = new ulong[masks ? m : 0];
-            var inList = new ulong[masks ? m : 0];
-            var wanted = new int[e]; // tokens (of this set) whose top k holds x
-            void Rank(int j)
-            {
-                int b = j * w;
-                if (masks)
-                {
-                    for (int q = 0; q < k; q++)
-                    {
-                        wanted[topIdx[b + q]]--;
-                    }
-                }
-                RankRow(tokensUsed[j], topIdx.AsSpan(b, w), topVal.AsSpan(b, w));
-                if (masks)
-                {
-                    ulong top = 0, list = 0;
-                    for (int q = 0; q < w; q++)
-                    {
-                        int x = topIdx[b + q];
-                        if (x >= 0)
-                        {
-                            list |= 1UL << x;
-                            if (q < k)
-                            {
-                                top |= 1UL << x;
-                                wanted[x]++;
-                            }
-                        }
-                    }
-                    inTop[j] = top;
-                    inList[j] = list;
-                }
-            }
-            for (int j = 0; j < m; j++)
-            {
-                for (int q = 0; q < k; q++)
-                {
-                    topIdx[j * w + q] = 0; // placeholders, removed from wanted below
-                }
-            }
-            if (masks)
-            {
-                wanted[0] += m * k; // balance the placeholders' decrements
-            }
-            for (int j = 0; j < m; j++)
-            {
-                Rank(j);
-            }
-            for (int sweep = 0; sweep < sweeps; sweep++)
-            {
-                for (int x = 0; x < e; x++)
-                {
-                    // An unpriced expert that at most C tokens want keeps price 0: skip it.
-                    if (masks && lambda[x] == 0 && wanted[x] <= capacity)
-                    {
-                        continue;
-                    }
-                    // t_i = S_ix - (the k-th best reduced score among experts other than x): token i keeps x iff lambda_x < t_i.
-                    // When more than C tokens want x the new price is above the old one, and only those tokens (t_i > lambda_x)
-                    // can set it: the others are skipped. Otherwise every token is a candidate.
-                    bool onlyWanting = masks && wanted[x] > capacity;
-                    int count = 0;
-                    for (int j = 0; j < m; j++)
-                    {
-                        int b = j * w;
-                        bool inTopK;
-                        if (masks)
-                        {
-                            inTopK = (inTop[j] & (1UL << x)) != 0;
-                            if (onlyWanting && !inTopK)
-                            {
-                                continue;
-                            }
-                        }
-                        else
-                        {
-                            inTopK = false;
-                            for (int q = 0; q < k; q++)
-                            {
-                                inTopK |= topIdx[b + q] == x;
-                            }
-                        }
-                        threshold[count++] = s[tokensUsed[j] * e + x] - topVal[b + (inTopK ? k : k - 1)];
-                    }
-                    double t = NthLargest(threshold.AsSpan(0, count), capacity); // the (C+1)-th largest
-                    double price = double.IsFinite(t) ? Math.Max(0.0, t) : 0.0;
-                    if (price == lambda[x])
-                    {
-                        continue;
-                    }
-                    bool raised = price > lambda[x];
-                    lambda[x] = price;
-                    // Only tokens whose top-(k+1) list holds x (price raised) or would now admit x (price lowered) change.
-                    for (int j = 0; j < m; j++)
-                    {
-                        int b = j * w, i = tokensUsed[j];
-                        bool affected;
-                        if (raised)
-                        {
-                            if (masks)
-                            {
-                                affected = (inList[j] & (1UL << x)) != 0;
-                                if (affected && TryLowerInPlace(topIdx.AsSpan(b, w), topVal.AsSpan(b, w), x, s[i * e + x] - price))
-                                {
-                                    continue; // x stays in the top k: only its place among them changed
-                                }
-                            }
-                            else
-                            {
-                                affected = false;
-                                for (int q = 0; q < w; q++)
-                                {
-                                    affected |= topIdx[b + q] == x;
-                                }
-                            }
-                        }
-                        else
-                        {
-                            affected = s[i * e + x] - price >= topVal[b + k];
-                        }
-                        if (affected)
-                        {
-                            Rank(j);
-                        }
-                    }
-                }
-            }
+            ranked = new PriceSweeps(this, Enumerable.Range(0, n).ToArray(), c);
+            return ranked.Run(sweeps, (long)(EnoughPerExpert * n / e));
         }
 
         /// <summary>
-        /// After expert x's reduced score fell to <paramref name="value"/>: when x was in the top k and still ranks above the
-        /// (k+1)-th entry, moves it down among the top k in place and returns true; otherwise returns false (rescan the row).
+        /// Coordinate steps on the dual over a set of tokens. Each token keeps a prefix of its ranking by reduced score
+        /// S_ix - lambda_x (descending, ties to the lower index): between k + 1 and k + 1 + <see cref="Slack"/> entries, or all E.
+        /// The threshold of expert x needs only the first k + 1. A price change moves x within the lists that hold it (or
+        /// drops it off the end, or lets it in); a list is ranked again from the scores only when it falls below k + 1.
         /// </summary>
-        private static bool TryLowerInPlace(Span<int> idx, Span<double> val, int x, double value)
+        private sealed class PriceSweeps
         {
-            int kk = idx.Length - 1, p = idx.IndexOf(x);
-            if (p < 0 || p >= kk || !(value > val[kk]))
+            private const int Slack = 3;
+            private readonly State st;
+            private readonly int[] tokensUsed;
+            private readonly int capacity, m, w, words, full;
+            private readonly int[] idx;        // [m, w] the ranked prefix: experts
+            private readonly double[] val;     // [m, w] their reduced scores
+            private readonly int[] len;        // [m] entries held
+            private readonly ulong[] inTop;    // [m, words] bit x: x is among the token's first k
+            private readonly ulong[] inList;   // [m, words] bit x: x is in the token's list
+            private readonly int[] wanted;     // [E] tokens whose first k hold x
+            private readonly double[] threshold;
+            private readonly double[] column;  // [E, m] the scores by expert, so that a price step reads them in order
+            private bool isRanked;             // the lists hold rankings (Run ranked them)
+
+            /// <summary>Token j's first k experts under the current prices, when the lists are ranked; false otherwise.</summary>
+            public bool TopK(int j, Span<int> experts)
             {
-                return false;
+                if (!isRanked)
+                {
+                    return false;
+                }
+                idx.AsSpan(j * w, st.k).CopyTo(experts);
+                return true;
             }
-            while (p + 1 < kk && (val[p + 1] > value || (val[p + 1] == value && idx[p + 1] < x)))
+
+            public PriceSweeps(State state, int[] tokens, int capacity)
             {
-                val[p] = val[p + 1];
-                idx[p] = idx[p + 1];
-                p++;
+                st = state;
+                tokensUsed = tokens;
+                this.capacity = capacity;
+                m = tokens.Length;
+                full = st.e;
+                w = Math.Min(st.k + 1 + Slack, st.e);
+                words = (st.e + 63) / 64;
+                idx = new int[m * w];
+                val = new double[m * w];
+                len = new int[m];
+                inTop = new ulong[m * words];
+                inList = new ulong[m * words];
+                wanted = new int[st.e];
+                threshold = new double[m];
+                column = new double[st.e * m];
+                const int block = 64;
+                for (int j0 = 0; j0 < m; j0 += block)
+                {
+                    for (int j = j0; j < Math.Min(m, j0 + block); j++)
+                    {
+                        int row = tokens[j] * st.e;
+                        for (int x = 0; x < st.e; x++)
+                        {
+                            column[x * m + j] = st.s[row + x];
+                        }
+                    }
+                }
             }
-            val[p] = value;
-            idx[p] = x;
-            return true;
+
+            /// <summary>Sweeps until the tokens over capacity are at most <paramref name="enough"/> (then shortest paths are the
+            /// cheaper way to place them) or <paramref name="maxSweeps"/> are done. Returns the sweeps done.</summary>
+            public int Run(int maxSweeps, long enough)
+            {
+                if (m <= capacity)
+                {
+                    return 0;
+                }
+                isRanked = true;
+                for (int j = 0; j < m; j++)
+                {
+                    Rank(j);
+                }
+                int k = st.k, e = st.e;
+                int[] listedTokens = new int[m];
+                int sweep = 0;
+                while (sweep < maxSweeps && Excess() > enough)
+                {
+                    sweep++;
+                    for (int x = 0; x < e; x++)
+                    {
+                        double old = st.lambda[x];
+                        if (old == 0 && wanted[x] <= capacity)
+                        {
+                            continue; // an unpriced expert that at most C tokens want keeps price 0
+                        }
+                        // t_j = S_jx - (the k-th best reduced score among experts other than x): token j keeps x iff lambda_x < t_j.
+                        // When more than C tokens want x the new price is above the old one, and only they can set it.
+                        bool onlyWanting = wanted[x] > capacity;
+                        int count = 0, listedCount = 0, word = x >> 6;
+                        ulong bit = 1UL << (x & 63);
+                        for (int j = 0; j < m; j++)
+                        {
+                            if ((inList[j * words + word] & bit) != 0)
+                            {
+                                listedTokens[listedCount++] = j;
+                            }
+                            bool top = (inTop[j * words + word] & bit) != 0;
+                            if (onlyWanting && !top)
+                            {
+                                continue;
+                            }
+                            threshold[count++] = column[x * m + j] - val[j * w + (top ? k : k - 1)];
+                        }
+                        double t = NthLargest(threshold.AsSpan(0, count), capacity); // the (C+1)-th largest
+                        double price = double.IsFinite(t) ? Math.Max(0.0, t) : 0.0;
+                        if (price == old)
+                        {
+                            continue;
+                        }
+                        st.lambda[x] = price;
+                        if (price > old)
+                        {
+                            // x's reduced score fell: only the lists holding x change.
+                            for (int q = 0; q < listedCount; q++)
+                            {
+                                int j = listedTokens[q];
+                                Update(j, x, column[x * m + j] - price, listed: true, rose: false);
+                            }
+                            continue;
+                        }
+                        for (int j = 0; j < m; j++)
+                        {
+                            bool listed = (inList[j * words + word] & bit) != 0;
+                            double value = column[x * m + j] - price;
+                            int last = j * w + len[j] - 1;
+                            if (listed || RanksBefore(value, x, val[last], idx[last]))
+                            {
+                                Update(j, x, value, listed, rose: true);
+                            }
+                        }
+                    }
+                }
+                return sweep;
+            }
+
+            /// <summary>Tokens over capacity under the current prices: sum over x of max(0, wanted_x - C).</summary>
+            private long Excess()
+            {
+                long total = 0;
+                foreach (int count in wanted)
+                {
+                    total += Math.Max(0, count - capacity);
+                }
+                return total;
+            }
+
+            /// <summary>Expert x's reduced score for token j changed to <paramref name="value"/>: keeps the list an exact prefix of
+            /// the ranking (x moves within it, enters it, or drops off the end of an incomplete list when its score fell, since an
+            /// expert outside might rank before it), then the bit sets; ranks again from the scores when fewer than k + 1 entries are left.</summary>
+            private void Update(int j, int x, double value, bool listed, bool rose)
+            {
+                int b = j * w, n = len[j], k = st.k, p = -1;
+                bool complete = n == full;
+                if (listed)
+                {
+                    p = 0;
+                    while (idx[b + p] != x)
+                    {
+                        p++;
+                    }
+                    for (int q = p; q + 1 < n; q++)
+                    {
+                        idx[b + q] = idx[b + q + 1];
+                        val[b + q] = val[b + q + 1];
+                    }
+                    n--;
+                }
+                int at = 0;
+                while (at < n && RanksBefore(val[b + at], idx[b + at], value, x))
+                {
+                    at++;
+                }
+                bool keep = at < n || complete || (listed && rose);
+                int evicted = -1;
+                if (keep)
+                {
+                    if (n == w)
+                    {
+                        n--; // the last entry leaves; everything outside still ranks after the new last
+                        evicted = idx[b + n];
+                    }
+                    for (int q = n; q > at; q--)
+                    {
+                        idx[b + q] = idx[b + q - 1];
+                        val[b + q] = val[b + q - 1];
+                    }
+                    idx[b + at] = x;
+                    val[b + at] = value;
+                    n++;
+                }
+                len[j] = n;
+                if (n < Math.Min(k + 1, full))
+                {
+                    Rank(j);
+                    return;
+                }
+                // The first k change by at most one swap: x leaves (the old (k+1)-th enters) or x enters (the old k-th leaves).
+                if (listed != keep)
+                {
+                    Flip(inList, j, x);
+                }
+                if (evicted >= 0)
+                {
+                    Flip(inList, j, evicted);
+                }
+                bool wasTop = listed && p < k, isTop = keep && at < k;
+                if (wasTop != isTop)
+                {
+                    int other = idx[b + (wasTop ? k - 1 : k)];
+                    Flip(inTop, j, x);
+                    Flip(inTop, j, other);
+                    wanted[x] += isTop ? 1 : -1;
+                    wanted[other] += isTop ? -1 : 1;
+                }
+            }
+
+            private void Flip(ulong[] bits, int j, int x) => bits[j * words + (x >> 6)] ^= 1UL << (x & 63);
+
+            private static bool RanksBefore(double v, int x, double u, int y) => v > u || (v == u && x < y);
+
+            /// <summary>Ranks token j's list from the scores.</summary>
+            private void Rank(int j)
+            {
+                len[j] = st.RankRow(tokensUsed[j], idx.AsSpan(j * w, w), val.AsSpan(j * w, w));
+                Bits(j);
+            }
+
+            /// <summary>Recomputes token j's bit sets from its list and keeps <see cref="wanted"/> in step.</summary>
+            private void Bits(int j)
+            {
+                int b = j * w, wb = j * words, k = st.k;
+                for (int q = 0; q < words; q++)
+                {
+                    ulong was = inTop[wb + q];
+                    for (ulong gone = was; gone != 0; gone &= gone - 1)
+                    {
+                        wanted[q * 64 + BitOperations.TrailingZeroCount(gone)]--;
+                    }
+                    inTop[wb + q] = 0;
+                    inList[wb + q] = 0;
+                }
+                for (int q = 0; q < len[j]; q++)
+                {
+                    int x = idx[b + q];
+                    inList[wb + (x >> 6)] |= 1UL << (x & 63);
+                    if (q < k)
+                    {
+                        inTop[wb + (x >> 6)] |= 1UL << (x & 63);
+                        wanted[x]++;
+                    }
+                }
+            }
         }
 
-        /// <summary>The indices and reduced scores of a token's best min(k+1, E) experts, ties to the lower index;
-        /// unused tail entries get -Inf.</summary>
-        private void RankRow(int i, Span<int> idx, Span<double> val)
+        /// <summary>The indices and reduced scores of a token's best min(idx.Length, E) experts (descending, ties to the
+        /// lower index); returns how many; unused tail entries get -Inf and -1.</summary>
+        private int RankRow(int i, Span<int> idx, Span<double> val)
         {
             int m = idx.Length, count = 0;
             for (int x = 0; x < e; x++)
@@ -329,6 +432,7 @@ public static class MaxScoreSolver
                 val[j] = double.NegativeInfinity;
                 idx[j] = -1;
             }
+            return count;
         }
 
         /// <summary>The (rank+1)-th largest value (rank 0 = the maximum) by quickselect; reorders the span.</summary>
@@ -364,13 +468,18 @@ public static class MaxScoreSolver
         // ----- phase 2: assignment and excess routing ----------------------------------------------------------------------
 
         /// <summary>Assigns every token the top-k of its reduced scores (ties to the lower index).</summary>
+        /// <remarks>When phase 1 swept all tokens, their ranked lists are exact prefixes of the rankings under the final prices,
+        /// so their first k entries are read instead of ranking again.</remarks>
         public void AssignTopK()
         {
             Span<int> idx = stackalloc int[k];
             Span<double> val = stackalloc double[k];
             for (int i = 0; i < n; i++)
             {
-                RankRow(i, idx, val);
+                if (ranked is null || !ranked.TopK(i, idx))
+                {
+                    RankRow(i, idx, val);
+                }
                 foreach (int x in idx)
                 {
                     Add(i, x);
@@ -381,6 +490,10 @@ public static class MaxScoreSolver
         private void Add(int i, int x)
         {
             member[i * e + x] = true;
+            if (memberBits.Length > 0)
+            {
+                memberBits[i] |= 1UL << x;
+            }
             slot[i * e + x] = holders[x].Count;
             holders[x].Add(i);
             load[x]++;
@@ -389,6 +502,10 @@ public static class MaxScoreSolver
         private void Remove(int i, int x)
         {
             member[i * e + x] = false;
+            if (memberBits.Length > 0)
+            {
+                memberBits[i] &= ~(1UL << x);
+            }
             var list = holders[x];
             int at = slot[i * e + x], last = list[^1];
             list[at] = last;
@@ -398,47 +515,15 @@ public static class MaxScoreSolver
             load[x]--;
         }
 
-        /// <summary>Keeps complementary slackness for the shortest-path phase: an expert below capacity must have price 0.
-        /// Zeroing a price pulls tokens in (which may empty other priced experts); prices only fall, so this ends within E rounds.</summary>
-        public void ReleaseUnderfullPrices()
-        {
-            bool changed = true;
-            while (changed)
-            {
-                changed = false;
-                for (int x = 0; x < e; x++)
-                {
-                    if (lambda[x] > 0 && load[x] < c)
-                    {
-                        lambda[x] = 0;
-                        changed = true;
-                    }
-                }
-                if (changed)
-                {
-                    Reassign();
-                }
-            }
-        }
-
-        /// <summary>Recomputes every token's top-k under the current prices.</summary>
-        private void Reassign()
-        {
-            for (int x = 0; x < e; x++)
-            {
-                foreach (int i in holders[x])
-                {
-                    member[i * e + x] = false;
-                    slot[i * e + x] = -1;
-                }
-                holders[x].Clear();
-                load[x] = 0;
-            }
-            AssignTopK();
-        }
-
-        /// <summary>Routes every unit of excess (load above C) to an expert with room along a shortest path of the
-        /// contracted graph, Dijkstra with reduced costs (prices as potentials). Returns the augmentations.</summary>
+        /// <summary>
+        /// Makes the routing a maximum flow of least cost by successive shortest paths on the contracted graph: nodes are the
+        /// experts and the sink z; a token's move from u to v is an arc of cost S_iu - S_iv (the pair lists keep the cheapest);
+        /// u -&gt; z carries the flow f_u &lt;= C into the sink and z -&gt; u takes it back. Potentials phi (phi(u) = -lambda_u,
+        /// phi(z) = 0 at the start) keep every reduced cost &gt;= 0: token moves because every token holds a top k of
+        /// S_i - lambda, and the sink arcs because f_u = C wherever lambda_u &gt; 0 (a priced expert below C is a deficit of
+        /// C - load, and z holds the difference). Each round runs Dijkstra from every node with excess to the nearest node
+        /// with a deficit, moves one unit along the path and updates phi. Returns the augmentations.
+        /// </summary>
         public int RouteExcess()
         {
             int augmentations = 0;
@@ -446,37 +531,44 @@ public static class MaxScoreSolver
             {
                 RecomputeRow(a);
             }
-            var dist = new double[e];
-            var parent = new int[e];
-            var done = new bool[e];
+            int z = e, nodes = e + 1;
+            var phi = new double[nodes];
+            var flow = new int[e];               // f_u, the flow u -> z
+            long excessZ = -(long)n * k;         // z's inflow minus its demand k N
+            for (int a = 0; a < e; a++)
+            {
+                phi[a] = -lambda[a];
+                flow[a] = lambda[a] > 0 ? c : Math.Min(load[a], c);
+                excessZ += flow[a];
+            }
+            long Excess(int v) => v == z ? excessZ : load[v] - flow[v];
+            var dist = new double[nodes];
+            var parent = new int[nodes];
+            var done = new bool[nodes];
             while (true)
             {
                 bool any = false;
-                for (int a = 0; a < e; a++)
+                for (int v = 0; v < nodes; v++)
                 {
-                    any |= load[a] > c;
+                    dist[v] = Excess(v) > 0 ? 0 : double.PositiveInfinity;
+                    any |= Excess(v) > 0;
+                    parent[v] = -1;
+                    done[v] = false;
                 }
                 if (!any)
                 {
-                    return augmentations;
+                    break;
                 }
-                // Dijkstra from every overloaded expert (distance 0) until the first expert with room is settled.
-                for (int a = 0; a < e; a++)
-                {
-                    dist[a] = load[a] > c ? 0 : double.PositiveInfinity;
-                    parent[a] = -1;
-                    done[a] = false;
-                }
+                // Dijkstra (dense: the graph is small and complete) until the first node with a deficit is settled.
                 int target = -1;
-                double targetDist = double.PositiveInfinity;
-                for (int step = 0; step < e; step++)
+                for (int step = 0; step < nodes; step++)
                 {
                     int u = -1;
-                    for (int a = 0; a < e; a++)
+                    for (int v = 0; v < nodes; v++)
                     {
-                        if (!done[a] && (u < 0 || dist[a] < dist[u]))
+                        if (!done[v] && (u < 0 || dist[v] < dist[u]))
                         {
-                            u = a;
+                            u = v;
                         }
                     }
                     if (u < 0 || double.IsPositiveInfinity(dist[u]))
@@ -484,21 +576,32 @@ public static class MaxScoreSolver
                         break;
                     }
                     done[u] = true;
-                    if (load[u] < c)
+                    if (Excess(u) < 0)
                     {
                         target = u;
-                        targetDist = dist[u];
                         break;
                     }
-                    for (int v = 0; v < e; v++)
+                    for (int v = 0; v < nodes; v++)
                     {
-                        int t = bestToken[u * e + v];
-                        if (done[v] || t < 0)
+                        if (done[v])
                         {
                             continue;
                         }
-                        // Reduced cost of moving token t from u to v; never below 0 in exact arithmetic.
-                        double reduced = Math.Max(0.0, best[u * e + v] - lambda[u] + lambda[v]);
+                        double cost;
+                        if (u == z)
+                        {
+                            cost = flow[v] > 0 ? 0 : double.PositiveInfinity;
+                        }
+                        else if (v == z)
+                        {
+                            cost = flow[u] < c ? 0 : double.PositiveInfinity;
+                        }
+                        else
+                        {
+                            cost = bestToken[u * e + v] >= 0 ? best[u * e + v] : double.PositiveInfinity;
+                        }
+                        // Reduced costs are never below 0 in exact arithmetic; rounding is clipped.
+                        double reduced = Math.Max(0.0, cost + phi[u] - phi[v]);
                         if (dist[u] + reduced < dist[v])
                         {
                             dist[v] = dist[u] + reduced;
@@ -508,21 +611,39 @@ public static class MaxScoreSolver
                 }
                 if (target < 0)
                 {
-                    throw new InvalidOperationException("no expert with room is reachable; C * E >= k * N guarantees one");
+                    throw new InvalidOperationException("no deficit is reachable from an excess; C * E >= k * N guarantees one");
                 }
-                // Prices: lambda += targetDist - min(dist, targetDist), so that the path becomes tight.
-                for (int a = 0; a < e; a++)
+                double reach = dist[target];
+                for (int v = 0; v < nodes; v++)
                 {
-                    lambda[a] += targetDist - Math.Min(dist[a], targetDist);
+                    phi[v] += Math.Min(dist[v], reach);
                 }
-                // Augment: walk the path back, moving one token per arc, and repair the pair minima it touches.
+                // Augment: walk the path back; a token arc moves its token, a sink arc changes f.
                 for (int v = target; parent[v] >= 0; v = parent[v])
                 {
-                    int u = parent[v], t = bestToken[u * e + v];
-                    Move(t, u, v);
+                    int u = parent[v];
+                    if (u == z)
+                    {
+                        flow[v]--;
+                        excessZ--;
+                    }
+                    else if (v == z)
+                    {
+                        flow[u]++;
+                        excessZ++;
+                    }
+                    else
+                    {
+                        Move(bestToken[u * e + v], u, v);
+                    }
                 }
                 augmentations++;
             }
+            for (int a = 0; a < e; a++)
+            {
+                lambda[a] = phi[z] - phi[a];
+            }
+            return augmentations;
         }
 
         /// <summary>Moves token t from expert u to expert v and repairs the pair minima that the move touches:
@@ -655,6 +776,11 @@ public static class MaxScoreSolver
                 truncated[a * e + b] = false;
                 Sync(a * e + b);
             }
+            if (memberBits.Length > 0)
+            {
+                RecomputeRowScreened(a);
+                return;
+            }
             foreach (int i in holders[a])
             {
                 int row = i * e;
@@ -665,6 +791,54 @@ public static class MaxScoreSolver
                         Offer(a, b, i);
                     }
                 }
+            }
+        }
+
+        /// <summary>
+        /// <see cref="RecomputeRow"/> for E &lt;= 64: a token is offered to the pairs (a, b) only where its key can enter the
+        /// list (key &lt;= the list's last key, or the list is not full), found for all b at once with vector compares; a token
+        /// screened out of a full list marks it truncated, as <see cref="Offer"/> would.
+        /// </summary>
+        private void RecomputeRowScreened(int a)
+        {
+            Span<double> limit = stackalloc double[e]; // the last key of a full list, else +Inf
+            limit.Fill(double.PositiveInfinity);
+            ulong fullLists = 0, truncatedLists = 0, all = e == 64 ? ulong.MaxValue : (1UL << e) - 1;
+            foreach (int i in holders[a])
+            {
+                int row = i * e;
+                double sa = s[row + a];
+                ulong enter = 0;
+                int b = 0;
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    var top = Vector256.Create(sa);
+                    for (; b + 4 <= e; b += 4)
+                    {
+                        var key = top - Vector256.Create(s.AsSpan(row + b, 4));
+                        enter |= (ulong)Vector256.LessThanOrEqual(key, Vector256.Create(limit.Slice(b, 4))).ExtractMostSignificantBits() << b;
+                    }
+                }
+                for (; b < e; b++)
+                {
+                    enter |= sa - s[row + b] <= limit[b] ? 1UL << b : 0;
+                }
+                ulong eligible = ~memberBits[i] & all;
+                truncatedLists |= eligible & ~enter & fullLists;
+                for (ulong bits = eligible & enter; bits != 0; bits &= bits - 1)
+                {
+                    int target = BitOperations.TrailingZeroCount(bits), at = a * e + target;
+                    Offer(a, target, i);
+                    if (candCount[at] == Listed)
+                    {
+                        fullLists |= 1UL << target;
+                        limit[target] = candKey[at * Listed + Listed - 1];
+                    }
+                }
+            }
+            for (ulong bits = truncatedLists; bits != 0; bits &= bits - 1)
+            {
+                truncated[a * e + BitOperations.TrailingZeroCount(bits)] = true;
             }
         }
 
