@@ -171,7 +171,7 @@ public static class Cli
         var (algorithm, call) = Prepare(a, "check");
         var candidatePath = a.Required("--candidate");
         var candidate = TensorFile.Read(candidatePath);
-        var expected = algorithm.RunReference(call);
+        var expected = algorithm.RunOracle(call);
         WarnIfNotConverged(algorithm, expected, stderr);
         var reports = algorithm.Check(call, expected, candidate, candidatePath);
         foreach (var r in reports)

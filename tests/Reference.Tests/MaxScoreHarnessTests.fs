@@ -167,6 +167,46 @@ let ``check maxscore passes the reference's output and fails a routing one ulp w
     Assert.That(out, Does.Contain "FAIL experts maxscore-certificate")
     Directory.Delete(d, true)
 
+/// Softmax scores with a per-expert bias, just above the size where `check` judges against the certified fast solver.
+let private largeScores () =
+    let rng = Random 11
+    let n, e = 1025, 64
+    let bias = Array.init e (fun _ -> 2.0 * rng.NextDouble())
+    Array2D.init n e (fun _ x -> exp (bias.[x] + 2.0 * rng.NextDouble()))
+    |> fun raw -> Array2D.init n e (fun i x -> raw.[i, x] / Seq.sum (seq { for y in 0 .. e - 1 -> raw.[i, y] }))
+
+[<Test>]
+let ``large maxscore checks judge against the certified fast optimum, which is the reference's`` () =
+    let s = largeScores ()
+    let call = bind "maxscore" s [ "k", "1" ]
+    let oracle = Algorithms.MaxScoreAlgorithm.Oracle call
+    let reference = Algorithms.MaxScoreAlgorithm.Run call
+    Assert.That(oracle.["objective"].ToDoubles().[0], Is.EqualTo(reference.["objective"].ToDoubles().[0]).Within(1e-12))
+    // The oracle is the fast path's answer here, not the reference run again.
+    Assert.That(oracle.["experts"].ToDoubles(), eq ((find "maxscore").Run(call, "fast").["experts"].ToDoubles()))
+
+[<Test>]
+let ``check maxscore on a large instance passes the fast output and fails a worse routing`` () =
+    let d = temp "maxscore-cli-"
+    let input, output, worse = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
+    let s = largeScores ()
+    TensorFile.Write(input, [ KeyValuePair("scores", NdArray.FromMatrix s) ])
+    let args = [ "--input"; input; "--param"; "k=2"; "--param"; "capacity_factor=1.25" ]
+    let code, _, err = CliTests.cli ([ "run"; "maxscore"; "--output"; output; "--path"; "fast" ] @ args)
+    Assert.That(code, eq 0, err)
+    let code, out, err = CliTests.cli ([ "check"; "maxscore"; "--candidate"; output ] @ args)
+    Assert.That(code, eq 0, out + err)
+    Assert.That(out, Does.Contain "PASS experts maxscore-certificate")
+    // Token 0 trades its second expert for its worst one (loads stay within C = 41 for E = 64, N = 1025): feasible, worse.
+    let experts = (TensorFile.Read output).["experts"].ToDoubles() |> Array.map int
+    let worst = [ 0 .. 63 ] |> List.minBy (fun x -> s.[0, x])
+    experts.[1] <- worst
+    TensorFile.Write(worse, [ KeyValuePair("experts", NdArray.Create(experts, 1025, 2)) ])
+    let code, out, _ = CliTests.cli ([ "check"; "maxscore"; "--candidate"; worse ] @ args)
+    Assert.That(code, eq 1, out)
+    Assert.That(out, Does.Contain "FAIL experts maxscore-certificate")
+    Directory.Delete(d, true)
+
 [<Test>]
 let ``run maxscore rejects NaN scores with exit 2`` () =
     let d = temp "maxscore-cli-"

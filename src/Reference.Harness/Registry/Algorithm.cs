@@ -80,6 +80,13 @@ public sealed class Algorithm
     /// <summary>The reference implementation (double precision).</summary>
     public required AlgorithmFunction Reference { get; init; }
 
+    /// <summary>
+    /// What <c>check</c> judges candidates against, when it is not the reference's run itself: a faster computation whose
+    /// outputs are proven to be ones the reference could return (e.g. an optimum certified exactly), falling back to the
+    /// reference otherwise. Null: the reference.
+    /// </summary>
+    public AlgorithmFunction? Oracle { get; init; }
+
     /// <summary>The optimized paths.</summary>
     public IReadOnlyList<OptimizedPath> Paths { get; init; } = Array.Empty<OptimizedPath>();
 
@@ -149,6 +156,9 @@ public sealed class Algorithm
 
     /// <summary>Runs the reference, translating its argument errors into <see cref="InputException"/>s that name the source.</summary>
     public IReadOnlyDictionary<string, NdArray> RunReference(AlgorithmCall call) => Guarded(Reference, call);
+
+    /// <summary>The outputs <c>check</c> judges against: <see cref="Oracle"/> when there is one, else the reference.</summary>
+    public IReadOnlyDictionary<string, NdArray> RunOracle(AlgorithmCall call) => Guarded(Oracle ?? Reference, call);
 
     /// <summary>Runs the reference or a named optimized path.</summary>
     /// <exception cref="InputException">No such path, or the implementation rejects the inputs.</exception>
