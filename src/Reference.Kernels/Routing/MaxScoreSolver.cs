@@ -728,7 +728,8 @@ public static class MaxScoreSolver
             var cachedToken = new int[e * e];      // [E, E] the token whose key is in cachedKey, or -1
             var cachedKey = new T[e * e];          // [E, E] X_ta - X_tb for that token
             var candidate = new int[e * e];        // [E, E] a token found by the check with a smaller key than the arc's, or -1
-            var reduced = new double[e];           // scratch for the check
+            var reduced = new double[e];           // [E] scratch for the check: the potentials in doubles
+            var chosen = new int[e];               // [E] scratch for the check: a token's experts
             Array.Fill(cachedToken, -1);
             Array.Fill(candidate, -1);
             int canceled = 0;
@@ -789,7 +790,7 @@ public static class MaxScoreSolver
                     canceled++;
                     continue;
                 }
-                if (!FindViolations(scores, phi, candidate, reduced))
+                if (!FindViolations(scores, phi, candidate, reduced, chosen))
                 {
                     for (int a = 0; a < e; a++)
                     {
@@ -824,11 +825,12 @@ public static class MaxScoreSolver
         /// <summary>
         /// Checks every token exactly against the potentials: optimality needs min over chosen a of (phi(a) + X_ia) &gt;= max
         /// over unchosen b of (phi(b) + X_ib) (that is phi(b) &lt;= phi(a) + X_ia - X_ib on every token arc). Screened in
-        /// doubles, one pass over the row; a token within the rounding margin is decided exactly. A violating token records
-        /// itself as the candidate of its worst pair (the arg-min a, arg-max b), keeping the smaller key when two tokens
-        /// share a pair. Returns whether any token violated.
+        /// doubles: with low the rounded minimum over the chosen experts, a token passes when exactly k of its experts reach
+        /// low - margin (the chosen ones always do); a token that fails is decided exactly. A violating token records itself
+        /// as the candidate of its worst pair (the arg-min a, arg-max b), keeping the smaller key when two tokens share a
+        /// pair. Returns whether any token violated.
         /// </summary>
-        private bool FindViolations<T>(ExactScores scores, T[] phi, int[] candidate, double[] p) where T : IBinaryInteger<T>
+        private bool FindViolations<T>(ExactScores scores, T[] phi, int[] candidate, double[] p, int[] chosen) where T : IBinaryInteger<T>
         {
             double maxAbs = scores.MaxAbs;
             for (int a = 0; a < e; a++)
@@ -836,28 +838,17 @@ public static class MaxScoreSolver
                 p[a] = scores.ToDouble(phi[a]);
                 maxAbs = Math.Max(maxAbs, Math.Abs(p[a]));
             }
-            // Each p(a) + S_ia is within 3 u maxAbs of its exact value (p rounded once, then one addition) and the final
-            // difference adds 4 u maxAbs: 16 u maxAbs is a safe screen, plus a few subnormal steps for the absolute error of
-            // rounding p. A NaN or infinite screen fails the comparison and goes exact.
+            // Each p(a) + S_ia is within 3 u maxAbs of its exact value (p rounded once, then one addition), and rounding
+            // low - margin moves the threshold by under 3 u maxAbs: a margin of 16 u maxAbs leaves every passing unchosen
+            // expert strictly below the exact minimum. The subnormal term covers the absolute error of rounding p. Near the
+            // top of the double range the screen is off (every token exact).
             double margin = 16 * maxAbs * Math.ScaleB(1.0, -53) + Math.ScaleB(1.0, -1070);
+            bool screen = maxAbs < double.MaxValue / 16;
             bool found = false;
             for (int i = 0; i < n; i++)
             {
                 int row = i * e;
-                double low = double.PositiveInfinity, high = double.NegativeInfinity;
-                for (int x = 0; x < e; x++)
-                {
-                    double v = p[x] + s[row + x];
-                    if (member[row + x])
-                    {
-                        low = Math.Min(low, v);
-                    }
-                    else
-                    {
-                        high = Math.Max(high, v);
-                    }
-                }
-                if (low - high > margin)
+                if (screen && Passes(chosen.AsSpan(0, Chosen(i, chosen)), s.AsSpan(row, e), p, margin))
                 {
                     continue;
                 }
@@ -895,20 +886,82 @@ public static class MaxScoreSolver
             return found;
         }
 
+        /// <summary>The screen for one token: with low = min over its chosen experts x of p_x + S_x, whether exactly
+        /// k experts have p_x + S_x &gt;= low - margin (the chosen ones always do; the count runs over whole vectors).</summary>
+        private bool Passes(ReadOnlySpan<int> chosen, ReadOnlySpan<double> scores, double[] p, double margin)
+        {
+            double low = double.PositiveInfinity;
+            foreach (int x in chosen)
+            {
+                double v = p[x] + scores[x];
+                low = v < low ? v : low;
+            }
+            double threshold = low - margin;
+            var bar = new Vector<double>(threshold);
+            var reach = Vector<long>.Zero;
+            int count = 0, y = 0;
+            for (; y + Vector<double>.Count <= e; y += Vector<double>.Count)
+            {
+                var v = new Vector<double>(p.AsSpan(y, Vector<double>.Count)) + new Vector<double>(scores.Slice(y, Vector<double>.Count));
+                reach -= Vector.GreaterThanOrEqual(v, bar);
+            }
+            for (; y < e; y++)
+            {
+                count += p[y] + scores[y] >= threshold ? 1 : 0;
+            }
+            return count + Vector.Sum(reach) == k;
+        }
+
+        /// <summary>Writes token i's chosen experts in ascending order into <paramref name="into"/> ([E] room) and returns
+        /// how many; reads the member flags 16 at a time as a bit mask.</summary>
+        private int Chosen(int i, Span<int> into)
+        {
+            const int Lanes = 16;
+            var flags = System.Runtime.InteropServices.MemoryMarshal.Cast<bool, byte>(member.AsSpan(i * e, e));
+            var none = System.Runtime.Intrinsics.Vector128<byte>.Zero;
+            int count = 0, x = 0;
+            for (; x + Lanes <= e; x += Lanes)
+            {
+                var block = System.Runtime.Intrinsics.Vector128.Create(flags.Slice(x, Lanes));
+                uint bits = ~System.Runtime.Intrinsics.Vector128.ExtractMostSignificantBits(System.Runtime.Intrinsics.Vector128.Equals(block, none)) & 0xFFFFu;
+                for (; bits != 0; bits &= bits - 1)
+                {
+                    into[count++] = x + BitOperations.TrailingZeroCount(bits);
+                }
+            }
+            for (; x < e; x++)
+            {
+                if (flags[x] != 0)
+                {
+                    into[count++] = x;
+                }
+            }
+            return count;
+        }
+
         public MaxScoreFastResult Result(int sweeps, int augmentations, int cycles)
         {
+            // The objective exactly, rounded once: N k integers below 2^Bits sum below 2^(Bits + bits of N k).
+            exact ??= new ExactScores(s);
+            long terms = (long)n * k;
+            bool narrow = exact.Bits + (64 - BitOperations.LeadingZeroCount((ulong)terms)) < ExactScores.Room<Int128>();
             var experts = new int[n * k];
-            Span<int> row = stackalloc int[k];
+            double objective = narrow ? Rows<Int128>(exact, experts) : Rows<BigInteger>(exact, experts);
+            return new MaxScoreFastResult(experts, (int[])load.Clone(), objective, (double[])lambda.Clone(), sweeps, augmentations, cycles)
+            {
+                WideFinish = WideFinish,
+            };
+        }
+
+        /// <summary>Writes each token's experts by descending score (ties to the lower index) into experts [N, k] and returns
+        /// the routing's total score, exact in T and rounded once to double.</summary>
+        private double Rows<T>(ExactScores scores, int[] experts) where T : IBinaryInteger<T>
+        {
+            var total = T.Zero;
+            Span<int> row = e <= 256 ? stackalloc int[e] : new int[e];
             for (int i = 0; i < n; i++)
             {
-                int count = 0;
-                for (int x = 0; x < e; x++)
-                {
-                    if (member[i * e + x])
-                    {
-                        row[count++] = x;
-                    }
-                }
+                Chosen(i, row);
                 // Descending score, ties to the lower index (insertion sort on k entries).
                 for (int a = 1; a < k; a++)
                 {
@@ -923,28 +976,7 @@ public static class MaxScoreSolver
                 for (int j = 0; j < k; j++)
                 {
                     experts[i * k + j] = row[j];
-                }
-            }
-            // The objective exactly, rounded once: N k integers below 2^Bits sum below 2^(Bits + bits of N k).
-            exact ??= new ExactScores(s);
-            long terms = (long)n * k;
-            bool narrow = exact.Bits + (64 - BitOperations.LeadingZeroCount((ulong)terms)) < ExactScores.Room<Int128>();
-            double objective = narrow ? Total<Int128>(exact, experts) : Total<BigInteger>(exact, experts);
-            return new MaxScoreFastResult(experts, (int[])load.Clone(), objective, (double[])lambda.Clone(), sweeps, augmentations, cycles)
-            {
-                WideFinish = WideFinish,
-            };
-        }
-
-        /// <summary>The routing's total score, exact in T and rounded once to double.</summary>
-        private double Total<T>(ExactScores scores, int[] experts) where T : IBinaryInteger<T>
-        {
-            var total = T.Zero;
-            for (int i = 0; i < n; i++)
-            {
-                for (int j = 0; j < k; j++)
-                {
-                    total += scores.Of<T>(i * e + experts[i * k + j]);
+                    total += scores.Of<T>(i * e + row[j]);
                 }
             }
             return scores.ToDouble(total);
