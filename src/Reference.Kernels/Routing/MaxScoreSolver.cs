@@ -6,12 +6,18 @@ namespace Reference.Kernels.Routing;
 /// <summary>The result of the fast exact MaxScore solver.</summary>
 /// <param name="Experts">[N * k] row-major [N, k]: each token's experts by descending score (ties to the lower index).</param>
 /// <param name="Load">[E]: tokens per expert.</param>
-/// <param name="Objective">The total score of the routing, summed token by token in expert order.</param>
+/// <param name="Objective">The total score of the routing, computed exactly and rounded once to double (as the reference
+/// <c>Reference.Routing.MaxScore.Route</c> reports it, so both give the identical double for the same optimum).</param>
 /// <param name="Prices">[E]: the certificate's prices lambda, rounded to double from the exact rational potentials.</param>
 /// <param name="Sweeps">Price sweeps of phase 1 over all tokens.</param>
 /// <param name="Augmentations">Shortest-path augmentations of phase 2.</param>
 /// <param name="CyclesCanceled">Negative cycles found and canceled by the exact finish (usually 0).</param>
-public sealed record MaxScoreFastResult(int[] Experts, int[] Load, double Objective, double[] Prices, int Sweeps, int Augmentations, int CyclesCanceled);
+public sealed record MaxScoreFastResult(int[] Experts, int[] Load, double Objective, double[] Prices, int Sweeps, int Augmentations, int CyclesCanceled)
+{
+    /// <summary>True when the exact finish computed in BigInteger because the scores' binary range (largest over smallest
+    /// nonzero |score|) was too wide for Int128 to hold every exact sum provably; false when Int128 sufficed.</summary>
+    public bool WideFinish { get; init; }
+}
 
 /// <summary>
 /// A fast exact MaxScore solver for the case C*E &gt;= k*N (every token gets k distinct experts, loads at most C), exploiting
@@ -844,154 +850,292 @@ public static class MaxScoreSolver
 
         // ----- phase 3: the exact finish --------------------------------------------------------------------------------
 
+        private ExactScores? exact; // the scores as exact integers, made by FinishExactly, used again by Result
+
         /// <summary>
-        /// The exact finish. Potentials phi (phi(a) = -lambda_a, phi(z) = 0) are snapped to the exact grid and relaxed by exact
-        /// Bellman-Ford over the contracted graph built from the maintained minimal tokens; a negative cycle is canceled and the
-        /// loop repeats. With no cycle, every token is checked exactly against the potentials (screened in doubles, exact when
-        /// close); a violated pair means that pair's exact minimum was another token, which then enters the graph.
+        /// The exact finish. The scores become integers X at a common binary scale (<see cref="ExactScores"/>), in Int128 when a
+        /// bound proves every label and sum below fits (see <see cref="LabelBudget"/>), in BigInteger otherwise; one generic
+        /// implementation serves both. Potentials phi (phi(a) = -lambda_a, phi(z) = 0) are snapped to the grid and relaxed by
+        /// exact Bellman-Ford over the contracted graph built from the maintained minimal tokens; a negative cycle is canceled
+        /// and the loop repeats. With no cycle, every token is checked exactly against the potentials (screened in doubles,
+        /// exact when close); a violated pair means that pair's exact minimum was another token, which then enters the graph.
         /// Returns the cycles canceled; sets the prices from the exact potentials.
         /// </summary>
         public int FinishExactly()
         {
-            var exact = new ExactScores(s);
-            int canceled = 0;
-            var phi = new BigInteger[e + 1];
+            exact = new ExactScores(s);
+            int budget = LabelBudget(exact.Bits);
+            WideFinish = budget + 3 > ExactScores.Room<Int128>();
+            return WideFinish ? FinishExactly<BigInteger>(exact, budget) : FinishExactly<Int128>(exact, budget);
+        }
+
+        /// <summary>True when the exact finish needed BigInteger.</summary>
+        public bool WideFinish { get; private set; }
+
+        /// <summary>
+        /// The bound B on start labels: |phi| &lt;= 2^B with B = bits + 1 + w, where 2^w exceeds (E + 1) * arcs, the most
+        /// relaxations Bellman-Ford performs. Arc costs X_ia - X_ib are below 2^(bits+1), so every label stays below
+        /// 2^B + 2^B = 2^(B+1), every relaxation sum and phi_a + X_ia below 2^(B+2), and lambda = phi(z) - phi(a) likewise:
+        /// the arithmetic fits a signed type holding 2^(B+3).
+        /// </summary>
+        private int LabelBudget(int bits)
+        {
+            long relaxations = (long)(e + 1) * (e * e + 2 * e);
+            return bits + 1 + (64 - BitOperations.LeadingZeroCount((ulong)relaxations));
+        }
+
+        /// <summary>The exact finish in the integer type T, which must hold 2^(budget+3).</summary>
+        private int FinishExactly<T>(ExactScores scores, int budget) where T : IBinaryInteger<T>
+        {
+            var limit = T.One << budget;
+            var phi = new T[e + 1];
             for (int a = 0; a < e; a++)
             {
-                phi[a] = -exact.Snap(lambda[a]);
+                if (!scores.TrySnap(lambda[a], budget, out T price))
+                {
+                    Array.Clear(phi); // prices out of the bound: start from zero labels (any labels work)
+                    break;
+                }
+                phi[a] = -price;
             }
-            var overrides = new Dictionary<int, int>(); // pair a*e+b -> a token with a smaller exact key than bestToken
+            var graph = new ContractedGraph<T>(e + 1, e * e + 2 * e);
+            var cachedToken = new int[e * e];      // [E, E] the token whose key is in cachedKey, or -1
+            var cachedKey = new T[e * e];          // [E, E] X_ta - X_tb for that token
+            var candidate = new int[e * e];        // [E, E] a token found by the check with a smaller key than the arc's, or -1
+            var reduced = new double[e];           // [E] scratch for the check: the potentials in doubles
+            var chosen = new int[e];               // [E] scratch for the check: a token's experts
+            Array.Fill(cachedToken, -1);
+            Array.Fill(candidate, -1);
+            int canceled = 0;
             while (true)
             {
-                var graph = new ContractedGraph(e + 1);
+                graph.Clear();
                 for (int a = 0; a < e; a++)
                 {
                     for (int b = 0; b < e; b++)
                     {
-                        int at = a * e + b, t = bestToken[at];
-                        if (t < 0)
+                        int pair = a * e + b, t = bestToken[pair], o = candidate[pair];
+                        T cost = T.Zero;
+                        if (t >= 0)
                         {
-                            continue;
+                            if (cachedToken[pair] != t)
+                            {
+                                cachedToken[pair] = t;
+                                cachedKey[pair] = scores.Of<T>(t * e + a) - scores.Of<T>(t * e + b);
+                            }
+                            cost = cachedKey[pair];
                         }
-                        var cost = exact.Of(t * e + a) - exact.Of(t * e + b);
-                        if (overrides.TryGetValue(at, out int o) && member[o * e + a] && !member[o * e + b])
+                        if (o >= 0 && o != t && member[o * e + a] && !member[o * e + b])
                         {
-                            var alt = exact.Of(o * e + a) - exact.Of(o * e + b);
-                            if (alt < cost)
+                            var alt = scores.Of<T>(o * e + a) - scores.Of<T>(o * e + b);
+                            if (t < 0 || alt < cost)
                             {
                                 cost = alt;
                                 t = o;
                             }
                         }
-                        graph.AddArc(a, b, cost, t);
+                        if (t >= 0)
+                        {
+                            graph.AddArc(a, b, cost, t);
+                        }
                     }
                     if (load[a] < c)
                     {
-                        graph.AddArc(a, e, BigInteger.Zero, -1);
+                        graph.AddArc(a, e, T.Zero, -1);
                     }
                     if (load[a] > 0)
                     {
-                        graph.AddArc(e, a, BigInteger.Zero, -1);
+                        graph.AddArc(e, a, T.Zero, -1);
                     }
                 }
-                var cycle = graph.FindNegativeCycle(phi, out var potentials);
+                foreach (var label in phi)
+                {
+                    if (label > limit || label < -limit)
+                    {
+                        Array.Clear(phi); // keep the start labels within the budget
+                        break;
+                    }
+                }
+                var cycle = graph.FindNegativeCycle(phi);
                 if (cycle is not null)
                 {
-                    ApplyCycle(cycle);
-                    overrides.Clear();
+                    ApplyCycle(graph, cycle);
+                    Array.Fill(candidate, -1);
                     canceled++;
                     continue;
                 }
-                phi = potentials;
-                var violation = FindViolation(exact, phi);
-                if (violation is null)
+                if (!FindViolations(scores, phi, candidate, reduced, chosen))
                 {
                     for (int a = 0; a < e; a++)
                     {
-                        lambda[a] = exact.ToDouble(phi[e] - phi[a]); // lambda_a = phi(z) - phi(a)
+                        // lambda_a = phi(z) - phi(a); an expert below capacity is priced 0 (complementary slackness; with
+                        // load > 0 the arcs a -> z and z -> a force it, with load 0 raising a nonpositive price to 0 keeps
+                        // every token's condition, as no token holds a).
+                        lambda[a] = load[a] < c ? 0.0 : scores.ToDouble(phi[e] - phi[a]);
                     }
                     return canceled;
                 }
-                overrides[violation.Value.Pair] = violation.Value.Token;
             }
         }
 
         /// <summary>Moves the tokens of a negative cycle. A token may carry two arcs of the cycle (a -> b, then b -> d),
         /// so each move is applied once its token is on its tail.</summary>
-        private void ApplyCycle(List<ContractedArc> cycle)
+        private void ApplyCycle<T>(ContractedGraph<T> graph, List<int> cycle) where T : IBinaryInteger<T>
         {
-            var pending = cycle.Where(arc => arc.Token >= 0).ToList();
+            var pending = cycle.Where(arc => graph.Token(arc) >= 0).ToList();
             while (pending.Count > 0)
             {
-                int ready = pending.FindIndex(arc => member[arc.Token * e + arc.From] && !member[arc.Token * e + arc.To]);
+                int ready = pending.FindIndex(arc => member[graph.Token(arc) * e + graph.From(arc)] && !member[graph.Token(arc) * e + graph.To(arc)]);
                 if (ready < 0)
                 {
                     throw new InvalidOperationException("a negative cycle whose moves cannot be applied");
                 }
-                var arc = pending[ready];
-                Move(arc.Token, arc.From, arc.To);
+                int arc = pending[ready];
+                Move(graph.Token(arc), graph.From(arc), graph.To(arc));
                 pending.RemoveAt(ready);
             }
         }
 
-        /// <summary>The first (token, chosen a, unchosen b) with phi(b) &gt; phi(a) + S_ia - S_ib, exactly; screened in doubles.</summary>
-        private (int Pair, int Token)? FindViolation(ExactScores exact, BigInteger[] phi)
+        /// <summary>
+        /// Checks every token exactly against the potentials: optimality needs min over chosen a of (phi(a) + X_ia) &gt;= max
+        /// over unchosen b of (phi(b) + X_ib) (that is phi(b) &lt;= phi(a) + X_ia - X_ib on every token arc). Screened in
+        /// doubles: with low the rounded minimum over the chosen experts, a token passes when exactly k of its experts reach
+        /// low - margin (the chosen ones always do); a token that fails is decided exactly. A violating token records itself
+        /// as the candidate of its worst pair (the arg-min a, arg-max b), keeping the smaller key when two tokens share a
+        /// pair. Returns whether any token violated.
+        /// </summary>
+        private bool FindViolations<T>(ExactScores scores, T[] phi, int[] candidate, double[] p, int[] chosen) where T : IBinaryInteger<T>
         {
-            var p = new double[e];
-            double maxAbs = exact.MaxAbs;
+            double maxAbs = scores.MaxAbs;
             for (int a = 0; a < e; a++)
             {
-                p[a] = exact.ToDouble(phi[a]);
+                p[a] = scores.ToDouble(phi[a]);
                 maxAbs = Math.Max(maxAbs, Math.Abs(p[a]));
             }
-            // |rounded slack - exact slack| <= a few roundings of magnitude maxAbs; 16 u maxAbs is a safe screen.
-            double margin = 16 * maxAbs * Math.ScaleB(1.0, -53);
+            // Each p(a) + S_ia is within 3 u maxAbs of its exact value (p rounded once, then one addition), and rounding
+            // low - margin moves the threshold by under 3 u maxAbs: a margin of 16 u maxAbs leaves every passing unchosen
+            // expert strictly below the exact minimum. The subnormal term covers the absolute error of rounding p. Near the
+            // top of the double range the screen is off (every token exact).
+            double margin = 16 * maxAbs * Math.ScaleB(1.0, -53) + Math.ScaleB(1.0, -1070);
+            bool screen = maxAbs < double.MaxValue / 16;
+            bool found = false;
             for (int i = 0; i < n; i++)
             {
                 int row = i * e;
-                for (int a = 0; a < e; a++)
+                if (screen && Passes(chosen.AsSpan(0, Chosen(i, chosen)), s.AsSpan(row, e), p, margin))
                 {
-                    if (!member[row + a])
+                    continue;
+                }
+                int worstA = -1, worstB = -1;
+                T lowExact = T.Zero, highExact = T.Zero;
+                for (int x = 0; x < e; x++)
+                {
+                    var v = phi[x] + scores.Of<T>(row + x);
+                    if (member[row + x])
                     {
-                        continue;
+                        if (worstA < 0 || v < lowExact)
+                        {
+                            worstA = x;
+                            lowExact = v;
+                        }
                     }
-                    for (int b = 0; b < e; b++)
+                    else if (worstB < 0 || v > highExact)
                     {
-                        if (member[row + b])
-                        {
-                            continue;
-                        }
-                        double slackApprox = p[a] + s[row + a] - s[row + b] - p[b];
-                        if (slackApprox > margin)
-                        {
-                            continue;
-                        }
-                        var slackExact = phi[a] + exact.Of(row + a) - exact.Of(row + b) - phi[b];
-                        if (slackExact < 0)
-                        {
-                            return (a * e + b, i);
-                        }
+                        worstB = x;
+                        highExact = v;
                     }
                 }
+                if (worstA < 0 || worstB < 0 || lowExact >= highExact)
+                {
+                    continue;
+                }
+                int pair = worstA * e + worstB, held = candidate[pair];
+                if (held < 0 || !member[held * e + worstA] || member[held * e + worstB] ||
+                    scores.Of<T>(row + worstA) - scores.Of<T>(row + worstB) < scores.Of<T>(held * e + worstA) - scores.Of<T>(held * e + worstB))
+                {
+                    candidate[pair] = i;
+                }
+                found = true;
             }
-            return null;
+            return found;
+        }
+
+        /// <summary>The screen for one token: with low = min over its chosen experts x of p_x + S_x, whether exactly
+        /// k experts have p_x + S_x &gt;= low - margin (the chosen ones always do; the count runs over whole vectors).</summary>
+        private bool Passes(ReadOnlySpan<int> chosen, ReadOnlySpan<double> scores, double[] p, double margin)
+        {
+            double low = double.PositiveInfinity;
+            foreach (int x in chosen)
+            {
+                double v = p[x] + scores[x];
+                low = v < low ? v : low;
+            }
+            double threshold = low - margin;
+            var bar = new Vector<double>(threshold);
+            var reach = Vector<long>.Zero;
+            int count = 0, y = 0;
+            for (; y + Vector<double>.Count <= e; y += Vector<double>.Count)
+            {
+                var v = new Vector<double>(p.AsSpan(y, Vector<double>.Count)) + new Vector<double>(scores.Slice(y, Vector<double>.Count));
+                reach -= Vector.GreaterThanOrEqual(v, bar);
+            }
+            for (; y < e; y++)
+            {
+                count += p[y] + scores[y] >= threshold ? 1 : 0;
+            }
+            return count + Vector.Sum(reach) == k;
+        }
+
+        /// <summary>Writes token i's chosen experts in ascending order into <paramref name="into"/> ([E] room) and returns
+        /// how many; reads the member flags 16 at a time as a bit mask.</summary>
+        private int Chosen(int i, Span<int> into)
+        {
+            const int Lanes = 16;
+            var flags = System.Runtime.InteropServices.MemoryMarshal.Cast<bool, byte>(member.AsSpan(i * e, e));
+            var none = System.Runtime.Intrinsics.Vector128<byte>.Zero;
+            int count = 0, x = 0;
+            for (; x + Lanes <= e; x += Lanes)
+            {
+                var block = System.Runtime.Intrinsics.Vector128.Create(flags.Slice(x, Lanes));
+                uint bits = ~System.Runtime.Intrinsics.Vector128.ExtractMostSignificantBits(System.Runtime.Intrinsics.Vector128.Equals(block, none)) & 0xFFFFu;
+                for (; bits != 0; bits &= bits - 1)
+                {
+                    into[count++] = x + BitOperations.TrailingZeroCount(bits);
+                }
+            }
+            for (; x < e; x++)
+            {
+                if (flags[x] != 0)
+                {
+                    into[count++] = x;
+                }
+            }
+            return count;
         }
 
         public MaxScoreFastResult Result(int sweeps, int augmentations, int cycles)
         {
+            // The objective exactly, rounded once: N k integers below 2^Bits sum below 2^(Bits + bits of N k).
+            exact ??= new ExactScores(s);
+            long terms = (long)n * k;
+            bool narrow = exact.Bits + (64 - BitOperations.LeadingZeroCount((ulong)terms)) < ExactScores.Room<Int128>();
             var experts = new int[n * k];
-            double objective = 0;
-            Span<int> row = stackalloc int[k];
+            double objective = narrow ? Rows<Int128>(exact, experts) : Rows<BigInteger>(exact, experts);
+            return new MaxScoreFastResult(experts, (int[])load.Clone(), objective, (double[])lambda.Clone(), sweeps, augmentations, cycles)
+            {
+                WideFinish = WideFinish,
+            };
+        }
+
+        /// <summary>Writes each token's experts by descending score (ties to the lower index) into experts [N, k] and returns
+        /// the routing's total score, exact in T and rounded once to double.</summary>
+        private double Rows<T>(ExactScores scores, int[] experts) where T : IBinaryInteger<T>
+        {
+            var total = T.Zero;
+            Span<int> row = e <= 256 ? stackalloc int[e] : new int[e];
             for (int i = 0; i < n; i++)
             {
-                int count = 0;
-                for (int x = 0; x < e; x++)
-                {
-                    if (member[i * e + x])
-                    {
-                        row[count++] = x;
-                    }
-                }
+                Chosen(i, row);
                 // Descending score, ties to the lower index (insertion sort on k entries).
                 for (int a = 1; a < k; a++)
                 {
@@ -1006,10 +1150,10 @@ public static class MaxScoreSolver
                 for (int j = 0; j < k; j++)
                 {
                     experts[i * k + j] = row[j];
-                    objective += s[i * e + row[j]];
+                    total += scores.Of<T>(i * e + row[j]);
                 }
             }
-            return new MaxScoreFastResult(experts, (int[])load.Clone(), objective, (double[])lambda.Clone(), sweeps, augmentations, cycles);
+            return scores.ToDouble(total);
         }
     }
 }
