@@ -117,7 +117,7 @@ public static class Cli
             foreach (var p in alg.Parameters)
             {
                 var choices = p.Choices is null ? "" : $" ({string.Join("|", p.Choices)})";
-                stdout.WriteLine($"  param  {p.Name} = {p.Default ?? "(required)"}{choices}: {p.Doc}");
+                stdout.WriteLine($"  param  {p.Name} = {p.Default ?? "(no fixed default)"}{choices}: {p.Doc}");
             }
             foreach (var o in alg.Outputs)
             {

@@ -412,14 +412,24 @@ public static class MaxScoreSolver
         private int RankRow(int i, Span<int> idx, Span<double> val)
         {
             int m = idx.Length, count = 0;
-            for (int x = 0; x < e; x++)
+            ReadOnlySpan<double> row = s.AsSpan(i * e, e), price = lambda;
+            double last = double.NegativeInfinity; // the m-th value, once m are held
+            for (int x = 0; x < row.Length; x++)
             {
-                double r = s[i * e + x] - lambda[x];
-                if (count == m && !(r > val[m - 1]))
+                double r = row[x] - price[x];
+                int pos;
+                if (count == m)
                 {
-                    continue;
+                    if (!(r > last))
+                    {
+                        continue;
+                    }
+                    pos = m - 1;
                 }
-                int pos = count == m ? m - 1 : count;
+                else
+                {
+                    pos = count++;
+                }
                 while (pos > 0 && r > val[pos - 1])
                 {
                     val[pos] = val[pos - 1];
@@ -428,9 +438,9 @@ public static class MaxScoreSolver
                 }
                 val[pos] = r;
                 idx[pos] = x;
-                if (count < m)
+                if (count == m)
                 {
-                    count++;
+                    last = val[m - 1];
                 }
             }
             for (int j = count; j < m; j++)
@@ -570,14 +580,16 @@ public static class MaxScoreSolver
                 for (int step = 0; step < nodes; step++)
                 {
                     int u = -1;
+                    double nearest = double.PositiveInfinity;
                     for (int v = 0; v < nodes; v++)
                     {
-                        if (!done[v] && (u < 0 || dist[v] < dist[u]))
+                        if (!done[v] && dist[v] < nearest)
                         {
                             u = v;
+                            nearest = dist[v];
                         }
                     }
-                    if (u < 0 || double.IsPositiveInfinity(dist[u]))
+                    if (u < 0)
                     {
                         break;
                     }
@@ -587,30 +599,18 @@ public static class MaxScoreSolver
                         target = u;
                         break;
                     }
+                    // Reduced costs are never below 0 in exact arithmetic; rounding is clipped. Arc costs: from z, 0 to an
+                    // expert with flow into z; into z, 0 from an expert with room under C; a token move, its pair's best key.
+                    int row = u * e;
                     for (int v = 0; v < nodes; v++)
                     {
-                        if (done[v])
+                        double cost = u == z ? (v < e && flow[v] > 0 ? 0.0 : double.PositiveInfinity)
+                            : v == z ? (flow[u] < c ? 0.0 : double.PositiveInfinity)
+                            : best[row + v];
+                        double through = nearest + Math.Max(0.0, cost + phi[u] - phi[v]);
+                        if (through < dist[v] && !done[v])
                         {
-                            continue;
-                        }
-                        double cost;
-                        if (u == z)
-                        {
-                            cost = flow[v] > 0 ? 0 : double.PositiveInfinity;
-                        }
-                        else if (v == z)
-                        {
-                            cost = flow[u] < c ? 0 : double.PositiveInfinity;
-                        }
-                        else
-                        {
-                            cost = bestToken[u * e + v] >= 0 ? best[u * e + v] : double.PositiveInfinity;
-                        }
-                        // Reduced costs are never below 0 in exact arithmetic; rounding is clipped.
-                        double reduced = Math.Max(0.0, cost + phi[u] - phi[v]);
-                        if (dist[u] + reduced < dist[v])
-                        {
-                            dist[v] = dist[u] + reduced;
+                            dist[v] = through;
                             parent[v] = u;
                         }
                     }
