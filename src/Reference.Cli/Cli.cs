@@ -321,7 +321,8 @@ public static class Cli
                 string time = double.IsNaN(t.MedianMilliseconds) ? "n/a" : t.MedianMilliseconds.ToString("0.000", CultureInfo.InvariantCulture) + " ms";
                 string ratio = double.IsNaN(t.MedianMilliseconds) || t == fast ? "" : $"  {t.MedianMilliseconds / fast.MedianMilliseconds:0.0}x the fast solver's time";
                 string objective = double.IsNaN(t.Objective) ? "" : $"  objective {t.Objective.ToString("R", CultureInfo.InvariantCulture)}";
-                stdout.WriteLine($"  {t.Solver,-24} {time,14}{objective}{ratio}{(t.Note is null ? "" : "  (" + t.Note + ")")}");
+                string runs = double.IsNaN(t.MedianMilliseconds) ? "" : $" median of {t.Repeats,4}";
+                stdout.WriteLine($"  {t.Solver,-24} {time,14}{runs}{objective}{ratio}{(t.Note is null ? "" : "  (" + t.Note + ")")}");
                 if (t.Exact && !double.IsNaN(t.Objective) && Math.Abs(t.Objective - fast.Objective) > 1e-9 * Math.Max(1, Math.Abs(fast.Objective)))
                 {
                     agree = false;

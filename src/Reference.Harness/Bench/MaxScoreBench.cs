@@ -35,7 +35,7 @@ public sealed record BenchSize(int Tokens, int Experts, int K)
 /// <summary>One solver's timings on one size.</summary>
 /// <param name="Solver">The solver's name.</param>
 /// <param name="MedianMilliseconds">The median wall time of the repeats (after one warm-up run), or NaN when not run.</param>
-/// <param name="Repeats">How many timed runs.</param>
+/// <param name="Repeats">How many timed runs the median is over.</param>
 /// <param name="Objective">The total score of its routing (recomputed from the routing in double).</param>
 /// <param name="Note">Why it was not run, or what it reports besides (e.g. repeated experts).</param>
 /// <param name="Exact">True for exact solvers, whose objective must equal the fast solver's.</param>
@@ -157,7 +157,16 @@ public static class MaxScoreBench
         (s, z) => SolveWithLemon(algorithm, s, z),
         _ => Lemon.IsAvailable ? null : $"LEMON shim unavailable: {Lemon.UnavailableReason}; build it with {Lemon.BuildCommand}");
 
-    /// <summary>Runs the solvers on every size: one warm-up run, then the median of <paramref name="repeats"/> timed runs.</summary>
+    /// <summary>Timed runs continue past the requested repeats until they add up to this much wall time (at most
+    /// <see cref="MaxRuns"/> runs), the same rule for every solver: a sub-millisecond median from five runs on a shared
+    /// machine is mostly noise.</summary>
+    public const double MinTotalMilliseconds = 300;
+
+    /// <summary>The most timed runs of one solver on one size.</summary>
+    public const int MaxRuns = 1000;
+
+    /// <summary>Runs the solvers on every size: one warm-up run, then the median of at least <paramref name="repeats"/> timed
+    /// runs (more for fast solvers, see <see cref="MinTotalMilliseconds"/>).</summary>
     public static IReadOnlyList<BenchRow> Run(IEnumerable<BenchSize> sizes, IReadOnlyList<BenchSolver> solvers, int repeats, int seed, Action<string>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(sizes);
@@ -177,15 +186,19 @@ public static class MaxScoreBench
                 }
                 progress?.Invoke($"{size}: {solver.Name}");
                 var experts = solver.Solve(scores, size); // warm-up, and the routing whose objective is reported
-                var times = new double[repeats];
-                for (int r = 0; r < repeats; r++)
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                var times = new List<double>();
+                double total = 0;
+                while (times.Count < repeats || (total < MinTotalMilliseconds && times.Count < MaxRuns))
                 {
                     var clock = Stopwatch.StartNew();
                     solver.Solve(scores, size);
-                    times[r] = clock.Elapsed.TotalMilliseconds;
+                    times.Add(clock.Elapsed.TotalMilliseconds);
+                    total += times[^1];
                 }
-                Array.Sort(times);
-                timings.Add(new BenchTiming(solver.Name, repeats > 0 ? times[repeats / 2] : double.NaN, repeats, Objective(scores, size, experts), null, solver.Exact));
+                times.Sort();
+                timings.Add(new BenchTiming(solver.Name, times.Count > 0 ? times[times.Count / 2] : double.NaN, times.Count, Objective(scores, size, experts), null, solver.Exact));
             }
             rows.Add(new BenchRow(size, timings));
         }
