@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Reference.Kernels.Routing;
@@ -717,7 +718,10 @@ public static class MaxScoreSolver
             candKey[pos] = key;
             candTok[pos] = t;
             candCount[at] = count + 1;
-            Sync(at);
+            if (pos == basis)
+            {
+                Sync(at); // a new best
+            }
         }
 
         /// <summary>Token t stopped being eligible for the pair (a, b): unlist it; rescan when a truncated list runs dry.</summary>
@@ -748,7 +752,10 @@ public static class MaxScoreSolver
                 RecomputeEntry(a, b);
                 return;
             }
-            Sync(at);
+            if (p == 0)
+            {
+                Sync(at); // the best left
+            }
         }
 
         private void Sync(int at)
@@ -760,16 +767,27 @@ public static class MaxScoreSolver
 
         private void RecomputeEntry(int a, int b)
         {
-            int at = a * e + b;
+            int at = a * e + b, last = at * Listed + Listed - 1;
             candCount[at] = 0;
             truncated[at] = false;
             Sync(at);
-            foreach (int i in holders[a])
+            foreach (int i in CollectionsMarshal.AsSpan(holders[a]))
             {
-                if (!member[i * e + b])
+                if (member[i * e + b])
                 {
-                    Offer(a, b, i);
+                    continue;
                 }
+                if (candCount[at] == Listed)
+                {
+                    // Screen before the call: most holders rank after a full list's last token.
+                    double key = s[i * e + a] - s[i * e + b];
+                    if (key > candKey[last] || (key == candKey[last] && i > candTok[last]))
+                    {
+                        truncated[at] = true;
+                        continue;
+                    }
+                }
+                Offer(a, b, i);
             }
         }
 
