@@ -114,3 +114,43 @@ let ``fast solver is certified optimal on wide problems`` () =
         let check = Reference.Harness.Algorithms.MaxScoreCertificate.Check(s, p.K, p.C, experts, r.Prices)
         Assert.That(check.Optimal, check.Describe())
         Assert.That(check.GivenPrices.Problem, Is.Null, check.Describe()))
+
+/// A problem short of capacity (C * E < k * N, C from 0 up): continuous scores, a grid with ties, or negative scores.
+let private short =
+    gen {
+        let! e = Gen.elements [ 1; 2; 3; 5; 16; 65 ]
+        let! k = Gen.choose (1, min e 4)
+        let! n = Gen.choose (1, 40)
+        let fair = (n * k + e - 1) / e
+        let! c = Gen.choose (0, max 0 (fair - 1))
+        let! kind = Gen.choose (0, 2)
+        let! seed = Gen.choose (0, Int32.MaxValue)
+        let rng = Random seed
+        let cell () =
+            match kind with
+            | 0 -> rng.NextDouble()
+            | 1 -> float (rng.Next 4) * 0.25
+            | _ -> rng.NextDouble() * 4.0 - 3.0
+        return { N = n; E = e; K = k; C = c; S = Array.init (n * e) (fun _ -> cell ()) }
+    }
+    |> Gen.filter (fun p -> int64 p.C * int64 p.E < int64 p.K * int64 p.N)
+    |> Arb.fromGen
+
+[<Prop; Theorem "maxscore.fast-solver-short">]
+let ``fast solver short of capacity fills every expert and reaches the reference optimum`` () =
+    Prop.forAll short (fun p ->
+        let r = MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C)
+        let s = Array2D.init p.N p.E (fun i x -> p.S.[i * p.E + x])
+        let experts = Array2D.init p.N p.K (fun i j -> r.Experts.[i * p.K + j])
+        // Every expert full; rows hold distinct experts, then -1 only.
+        Assert.That(r.Load, eq (Array.create p.E p.C))
+        for i in 0 .. p.N - 1 do
+            let row = r.Experts.[i * p.K .. (i + 1) * p.K - 1]
+            let used = row |> Array.filter (fun x -> x >= 0)
+            Assert.That(used |> Array.distinct |> Array.length, eq used.Length)
+            Assert.That(row.[used.Length ..] |> Array.forall (fun x -> x = -1), $"row {i}: -1 before an expert")
+        let reference = Reference.Routing.MaxScore.Route(s, Reference.Routing.MaxScoreOptions(K = p.K, Capacity = Nullable p.C))
+        Assert.That(r.Objective, Is.EqualTo(reference.Objective).Within(1e-12 * (1.0 + abs reference.Objective)))
+        let check = Reference.Harness.Algorithms.MaxScoreCertificate.Check(s, p.K, p.C, experts, r.Prices)
+        Assert.That(check.Optimal, check.Describe())
+        Assert.That(check.GivenPrices.Problem, Is.Null, check.Describe()))

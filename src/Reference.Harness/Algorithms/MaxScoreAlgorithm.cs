@@ -49,7 +49,7 @@ public static class MaxScoreAlgorithm
         Oracle = Oracle,
         Paths =
         [
-            new OptimizedPath("fast", "exact solver for C*E >= k*N: approximate prices, contracted shortest paths, exact finish (Reference.Kernels)", RunFast)
+            new OptimizedPath("fast", "exact solver: approximate prices, contracted shortest paths, exact finish; stand-in experts when C*E < k*N (Reference.Kernels)", RunFast)
             {
                 Supports = call => Mode(call) == "exact" && FastSupports(call),
             },
@@ -107,7 +107,7 @@ public static class MaxScoreAlgorithm
     public const long OracleCells = 65536;
 
     /// <summary>
-    /// What <c>check maxscore</c> judges against: for mode=exact with C*E &gt;= k*N and more than <see cref="OracleCells"/> scores,
+    /// What <c>check maxscore</c> judges against: for mode=exact with more than <see cref="OracleCells"/> scores,
     /// the fast solver's routing once <see cref="MaxScoreCertificate"/> (independent of every solver) proves it optimal in
     /// exact arithmetic; every optimal routing has the same exact objective, so the judgment is the reference's. Otherwise,
     /// or if the proof fails, the reference.
@@ -151,7 +151,8 @@ public static class MaxScoreAlgorithm
         };
     }
 
-    /// <summary>True when the fast solver covers the call: C*E &gt;= k*N (and k, C valid; bad input is left to the reference).</summary>
+    /// <summary>True when the fast solver covers the call: valid k and C, in every capacity regime (bad input is left to the
+    /// reference, which names it).</summary>
     private static bool FastSupports(AlgorithmCall call)
     {
         var shape = call.Array("scores").Shape;
@@ -162,8 +163,7 @@ public static class MaxScoreAlgorithm
         {
             return false;
         }
-        int c = MaxScore.CapacityFor(n, e, options);
-        return (long)c * e >= (long)options.K * n;
+        return true;
     }
 
     /// <summary>The fast exact solver (<see cref="Reference.Kernels.Routing.MaxScoreSolver"/>), double precision.</summary>
@@ -183,11 +183,11 @@ public static class MaxScoreAlgorithm
             for (int j = 0; j < k; j++)
             {
                 experts[i, j] = result.Experts[i * k + j];
-                sum += scores[i, experts[i, j]];
+                sum += experts[i, j] >= 0 ? scores[i, experts[i, j]] : 0.0;
             }
             for (int j = 0; j < k; j++)
             {
-                double w = scores[i, experts[i, j]];
+                double w = experts[i, j] >= 0 ? scores[i, experts[i, j]] : 0.0; // -1 padding weighs 0
                 weights[i, j] = options.Normalize && sum != 0 ? w / sum : w;
             }
         }

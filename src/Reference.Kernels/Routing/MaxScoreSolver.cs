@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics;
 namespace Reference.Kernels.Routing;
 
 /// <summary>The result of the fast exact MaxScore solver.</summary>
-/// <param name="Experts">[N * k] row-major [N, k]: each token's experts by descending score (ties to the lower index).</param>
+/// <param name="Experts">[N * k] row-major [N, k]: each token's experts by descending score (ties to the lower index), -1 padding after them when C * E &lt; k * N.</param>
 /// <param name="Load">[E]: tokens per expert.</param>
 /// <param name="Objective">The total score of the routing, computed exactly and rounded once to double (as the reference
 /// <c>Reference.Routing.MaxScore.Route</c> reports it, so both give the identical double for the same optimum).</param>
@@ -34,15 +34,23 @@ public static class MaxScoreSolver
     /// few tokens are over capacity.</summary>
     public const int DefaultSweeps = 8;
 
-    /// <summary>Solves exactly.</summary>
+    /// <summary>Solves exactly: among the maximum flows, one of largest total score (SEMANTICS.md section 8), in every
+    /// capacity regime.</summary>
     /// <param name="scores">S, [N * E] row-major, finite.</param>
     /// <param name="tokens">N.</param>
     /// <param name="experts">E.</param>
     /// <param name="k">Experts per token, 1..E.</param>
-    /// <param name="capacity">C, with C * E &gt;= k * N.</param>
+    /// <param name="capacity">C &gt;= 0. With C * E &lt; k * N every expert ends full and tokens get fewer than k experts.</param>
     /// <param name="sweeps">The most phase-1 sweeps over all tokens (0 disables phase 1; the result is exact either way).</param>
-    /// <returns>The optimal routing and its certificate prices.</returns>
-    /// <exception cref="ArgumentException">Bad shapes, k out of range, non-finite scores, or C * E &lt; k * N.</exception>
+    /// <returns>The optimal routing (rows padded with -1 when C * E &lt; k * N) and its certificate prices.</returns>
+    /// <exception cref="ArgumentException">Bad shapes, k out of range, a negative capacity, or non-finite scores.</exception>
+    /// <remarks>
+    /// C * E &lt; k * N is reduced to the full case: k stand-in experts for an empty slot, each of capacity N, with one score D
+    /// for every token, low enough that a maximum flow of the real network is always worth more than any routing that leaves
+    /// it short (D &lt; min S - (E - 1)(max S - min S); proofs/maxscore.md, theorem maxscore.fast-solver-short). Stand-ins
+    /// are reported as -1. Their price is 0 (never full but at C = 0), so the threshold of the certificate is D; the real prices
+    /// are returned less their minimum (every real expert is full, so a common shift certifies as well).
+    /// </remarks>
     public static MaxScoreFastResult Solve(double[] scores, int tokens, int experts, int k, int capacity, int sweeps = DefaultSweeps)
     {
         ArgumentNullException.ThrowIfNull(scores);
@@ -51,10 +59,9 @@ public static class MaxScoreSolver
             throw new ArgumentException($"scores has {scores.Length} elements, not N * E = {tokens} * {experts}", nameof(scores));
         }
         Guard.InRange(k, 1, experts, nameof(k));
-        if (capacity < 0 || (long)capacity * experts < (long)k * tokens)
+        if (capacity < 0)
         {
-            throw new ArgumentException(
-                $"capacity C = {capacity} with E = {experts} cannot hold k * N = {(long)k * tokens}; this solver needs C * E >= k * N", nameof(capacity));
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"capacity C = {capacity} must be >= 0");
         }
         for (int i = 0; i < scores.Length; i++)
         {
@@ -63,7 +70,34 @@ public static class MaxScoreSolver
                 throw new ArgumentException($"scores[{i / experts}, {i % experts}] is {Guard.Describe(scores[i])}; scores must be finite", nameof(scores));
             }
         }
-        var state = new State(scores, tokens, experts, k, capacity);
+        if ((long)capacity * experts >= (long)k * tokens)
+        {
+            return Run(scores, tokens, experts, k, Enumerable.Repeat(capacity, experts).ToArray(), experts, sweeps);
+        }
+
+        // Short of capacity: k stand-ins of score D and capacity N.
+        double low = scores.Length == 0 ? 0 : scores.Min(), high = scores.Length == 0 ? 0 : scores.Max();
+        double bound = Math.Abs(low) + experts * (high - low) + 1; // D = -2^p <= -bound < min S - (E - 1)(max S - min S)
+        double d = -Math.ScaleB(1.0, Math.ILogB(bound) + 1);
+        int wide = experts + k;
+        var padded = new double[tokens * wide];
+        for (int i = 0; i < tokens; i++)
+        {
+            Array.Copy(scores, i * experts, padded, i * wide, experts);
+            Array.Fill(padded, d, i * wide + experts, k);
+        }
+        var caps = new int[wide];
+        Array.Fill(caps, capacity, 0, experts);
+        Array.Fill(caps, tokens, experts, k);
+        var r = Run(padded, tokens, wide, k, caps, experts, sweeps);
+        var prices = r.Prices[..experts];
+        double shift = prices.Length == 0 ? 0 : prices.Min();
+        return r with { Load = r.Load[..experts], Prices = prices.Select(p => p - shift).ToArray() };
+    }
+
+    private static MaxScoreFastResult Run(double[] scores, int tokens, int experts, int k, int[] capacity, int real, int sweeps)
+    {
+        var state = new State(scores, tokens, experts, k, capacity, real);
         int done = state.ApproximatePrices(sweeps);
         state.AssignTopK();
         int augmentations = state.RouteExcess();
@@ -75,7 +109,9 @@ public static class MaxScoreSolver
     private sealed class State
     {
         private readonly double[] s;          // [N, E] scores
-        private readonly int n, e, k, c;
+        private readonly int n, e, k;
+        private readonly int[] cap;           // [E] capacities (C for a real expert; N for a stand-in for an empty slot)
+        private readonly int real;            // experts below this index are real; the rest are stand-ins, reported as -1
         private readonly double[] lambda;     // [E] prices
         private readonly bool[] member;       // [N, E] chosen
         private readonly ulong[] memberBits;  // [N] bit x: token i is on x (only when E <= 64; empty otherwise)
@@ -94,13 +130,14 @@ public static class MaxScoreSolver
         private readonly bool[] truncated;    // [E, E]
         private PriceSweeps? ranked;          // phase 1 over all tokens (token j = token i), when it ran
 
-        public State(double[] scores, int tokens, int experts, int k, int capacity)
+        public State(double[] scores, int tokens, int experts, int k, int[] capacity, int real)
         {
             s = scores;
             n = tokens;
             e = experts;
             this.k = k;
-            c = capacity;
+            cap = capacity;
+            this.real = real;
             lambda = new double[e];
             member = new bool[n * e];
             memberBits = new ulong[e <= 64 ? n : 0];
@@ -134,19 +171,45 @@ public static class MaxScoreSolver
 
         public int ApproximatePrices(int sweeps)
         {
-            if (sweeps <= 0 || n <= c)
+            if (sweeps <= 0 || n <= cap.Min())
             {
                 return 0; // with N <= C no expert can overflow: prices stay 0
+            }
+            if (real < e)
+            {
+                PriceAgainstStandIns();
             }
             int stride = Math.Max(1, n / Math.Max(8 * e, 1024));
             if (stride > 1)
             {
                 var sample = Enumerable.Range(0, (n + stride - 1) / stride).Select(j => j * stride).ToArray();
-                int sampleCapacity = (int)Math.Ceiling((double)c * sample.Length / n);
+                var sampleCapacity = cap.Select(x => (int)Math.Ceiling((double)x * sample.Length / n)).ToArray();
                 new PriceSweeps(this, sample, sampleCapacity).Run(2 * sweeps, (long)(EnoughPerExpert * sample.Length / e));
             }
-            ranked = new PriceSweeps(this, Enumerable.Range(0, n).ToArray(), c);
+            ranked = new PriceSweeps(this, Enumerable.Range(0, n).ToArray(), cap);
             return ranked.Run(sweeps, (long)(EnoughPerExpert * n / e));
+        }
+
+        /// <summary>
+        /// Short of capacity, every real price must rise to about the scores' level minus the stand-ins' score D before tokens
+        /// give way to stand-ins, which coordinate steps reach only slowly (all real experts are over capacity together). Start
+        /// each real expert x at the price where it competes with the stand-ins alone: at most C tokens have S_ix - lambda_x
+        /// above D, i.e. lambda_x = max(0, (C+1)-th largest S_.x - D). Competition among real experts only lowers demand, and
+        /// the sweeps that follow lower such prices again.
+        /// </summary>
+        private void PriceAgainstStandIns()
+        {
+            double d = s[real];
+            var column = new double[n];
+            for (int x = 0; x < real; x++)
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    column[i] = s[i * e + x];
+                }
+                double q = NthLargest(column, cap[x]);
+                lambda[x] = double.IsFinite(q) ? Math.Max(0.0, q - d) : 0.0;
+            }
         }
 
         /// <summary>
@@ -160,7 +223,8 @@ public static class MaxScoreSolver
             private const int Slack = 3;
             private readonly State st;
             private readonly int[] tokensUsed;
-            private readonly int capacity, m, w, words, full;
+            private readonly int[] capacity;   // [E]
+            private readonly int m, w, words, full;
             private readonly int[] idx;        // [m, w] the ranked prefix: experts
             private readonly double[] val;     // [m, w] their reduced scores
             private readonly int[] len;        // [m] entries held
@@ -182,7 +246,7 @@ public static class MaxScoreSolver
                 return true;
             }
 
-            public PriceSweeps(State state, int[] tokens, int capacity)
+            public PriceSweeps(State state, int[] tokens, int[] capacity)
             {
                 st = state;
                 tokensUsed = tokens;
@@ -217,7 +281,7 @@ public static class MaxScoreSolver
             /// cheaper way to place them) or <paramref name="maxSweeps"/> are done. Returns the sweeps done.</summary>
             public int Run(int maxSweeps, long enough)
             {
-                if (m <= capacity)
+                if (m <= capacity.Min())
                 {
                     return 0;
                 }
@@ -235,13 +299,13 @@ public static class MaxScoreSolver
                     for (int x = 0; x < e; x++)
                     {
                         double old = st.lambda[x];
-                        if (old == 0 && wanted[x] <= capacity)
+                        if (old == 0 && wanted[x] <= capacity[x])
                         {
                             continue; // an unpriced expert that at most C tokens want keeps price 0
                         }
                         // t_j = S_jx - (the k-th best reduced score among experts other than x): token j keeps x iff lambda_x < t_j.
                         // When more than C tokens want x the new price is above the old one, and only they can set it.
-                        bool onlyWanting = wanted[x] > capacity;
+                        bool onlyWanting = wanted[x] > capacity[x];
                         int count = 0, listedCount = 0, word = x >> 6;
                         ulong bit = 1UL << (x & 63);
                         for (int j = 0; j < m; j++)
@@ -257,7 +321,7 @@ public static class MaxScoreSolver
                             }
                             threshold[count++] = column[x * m + j] - val[j * w + (top ? k : k - 1)];
                         }
-                        double t = NthLargest(threshold.AsSpan(0, count), capacity); // the (C+1)-th largest
+                        double t = NthLargest(threshold.AsSpan(0, count), capacity[x]); // the (C+1)-th largest
                         double price = double.IsFinite(t) ? Math.Max(0.0, t) : 0.0;
                         if (price == old)
                         {
@@ -293,9 +357,9 @@ public static class MaxScoreSolver
             private long Excess()
             {
                 long total = 0;
-                foreach (int count in wanted)
+                for (int x = 0; x < wanted.Length; x++)
                 {
-                    total += Math.Max(0, count - capacity);
+                    total += Math.Max(0, wanted[x] - capacity[x]);
                 }
                 return total;
             }
@@ -555,7 +619,7 @@ public static class MaxScoreSolver
             for (int a = 0; a < e; a++)
             {
                 phi[a] = -lambda[a];
-                flow[a] = lambda[a] > 0 ? c : Math.Min(load[a], c);
+                flow[a] = lambda[a] > 0 ? cap[a] : Math.Min(load[a], cap[a]);
                 excessZ += flow[a];
             }
             long Excess(int v) => v == z ? excessZ : load[v] - flow[v];
@@ -606,7 +670,7 @@ public static class MaxScoreSolver
                     for (int v = 0; v < nodes; v++)
                     {
                         double cost = u == z ? (v < e && flow[v] > 0 ? 0.0 : double.PositiveInfinity)
-                            : v == z ? (flow[u] < c ? 0.0 : double.PositiveInfinity)
+                            : v == z ? (flow[u] < cap[u] ? 0.0 : double.PositiveInfinity)
                             : best[row + v];
                         double through = nearest + Math.Max(0.0, cost + phi[u] - phi[v]);
                         if (through < dist[v] && !done[v])
@@ -957,7 +1021,7 @@ public static class MaxScoreSolver
                             graph.AddArc(a, b, cost, t);
                         }
                     }
-                    if (load[a] < c)
+                    if (load[a] < cap[a])
                     {
                         graph.AddArc(a, e, T.Zero, -1);
                     }
@@ -989,7 +1053,7 @@ public static class MaxScoreSolver
                         // lambda_a = phi(z) - phi(a); an expert below capacity is priced 0 (complementary slackness; with
                         // load > 0 the arcs a -> z and z -> a force it, with load 0 raising a nonpositive price to 0 keeps
                         // every token's condition, as no token holds a).
-                        lambda[a] = load[a] < c ? 0.0 : scores.ToDouble(phi[e] - phi[a]);
+                        lambda[a] = load[a] < cap[a] ? 0.0 : scores.ToDouble(phi[e] - phi[a]);
                     }
                     return canceled;
                 }
@@ -1167,8 +1231,9 @@ public static class MaxScoreSolver
                 }
                 for (int j = 0; j < k; j++)
                 {
-                    experts[i * k + j] = row[j];
-                    total += scores.Of<T>(i * e + row[j]);
+                    bool standIn = row[j] >= real; // lowest score, so last in the row
+                    experts[i * k + j] = standIn ? -1 : row[j];
+                    total += standIn ? T.Zero : scores.Of<T>(i * e + row[j]);
                 }
             }
             return scores.ToDouble(total);
