@@ -228,6 +228,7 @@ public static class MaxScoreSolver
             private readonly int[] idx;        // [m, w] the ranked prefix: experts
             private readonly double[] val;     // [m, w] their reduced scores
             private readonly int[] len;        // [m] entries held
+            private readonly double[] outside; // [m] an upper bound on the reduced score of every expert outside the list
             private readonly ulong[] inTop;    // [m, words] bit x: x is among the token's first k
             private readonly ulong[] inList;   // [m, words] bit x: x is in the token's list
             private readonly int[] wanted;     // [E] tokens whose first k hold x
@@ -258,6 +259,7 @@ public static class MaxScoreSolver
                 idx = new int[m * w];
                 val = new double[m * w];
                 len = new int[m];
+                outside = new double[m];
                 inTop = new ulong[m * words];
                 inList = new ulong[m * words];
                 wanted = new int[st.e];
@@ -347,6 +349,10 @@ public static class MaxScoreSolver
                             {
                                 Update(j, x, value, listed, rose: true);
                             }
+                            else
+                            {
+                                outside[j] = Math.Max(outside[j], value); // x stays outside with a higher score
+                            }
                         }
                     }
                 }
@@ -390,7 +396,13 @@ public static class MaxScoreSolver
                 {
                     at++;
                 }
-                bool keep = at < n || complete || (listed && rose);
+                // Past the end x stays when nothing outside can rank before it: the list was complete, x's score rose, or its
+                // score is still above the bound on every outside expert.
+                bool keep = at < n || complete || (listed && rose) || value > outside[j];
+                if (!keep)
+                {
+                    outside[j] = Math.Max(outside[j], value);
+                }
                 int evicted = -1;
                 if (keep)
                 {
@@ -398,6 +410,7 @@ public static class MaxScoreSolver
                     {
                         n--; // the last entry leaves; everything outside still ranks after the new last
                         evicted = idx[b + n];
+                        outside[j] = Math.Max(outside[j], val[b + n]);
                     }
                     for (int q = n; q > at; q--)
                     {
@@ -441,7 +454,7 @@ public static class MaxScoreSolver
             /// <summary>Ranks token j's list from the scores.</summary>
             private void Rank(int j)
             {
-                len[j] = st.RankRow(tokensUsed[j], idx.AsSpan(j * w, w), val.AsSpan(j * w, w));
+                len[j] = st.RankRow(tokensUsed[j], idx.AsSpan(j * w, w), val.AsSpan(j * w, w), out outside[j]);
                 Bits(j);
             }
 
@@ -474,11 +487,16 @@ public static class MaxScoreSolver
 
         /// <summary>The indices and reduced scores of a token's best min(idx.Length, E) experts (descending, ties to the
         /// lower index); returns how many; unused tail entries get -Inf and -1.</summary>
-        private int RankRow(int i, Span<int> idx, Span<double> val)
+        private int RankRow(int i, Span<int> idx, Span<double> val) => RankRow(i, idx, val, out _);
+
+        /// <summary><see cref="RankRow(int, Span{int}, Span{double})"/>, also giving the largest reduced score left out
+        /// (-Inf when none is).</summary>
+        private int RankRow(int i, Span<int> idx, Span<double> val, out double rest)
         {
             int m = idx.Length, count = 0;
             ReadOnlySpan<double> row = s.AsSpan(i * e, e), price = lambda;
             double last = double.NegativeInfinity; // the m-th value, once m are held
+            rest = double.NegativeInfinity;
             for (int x = 0; x < row.Length; x++)
             {
                 double r = row[x] - price[x];
@@ -487,8 +505,10 @@ public static class MaxScoreSolver
                 {
                     if (!(r > last))
                     {
+                        rest = Math.Max(rest, r);
                         continue;
                     }
+                    rest = Math.Max(rest, last); // the m-th leaves
                     pos = m - 1;
                 }
                 else
