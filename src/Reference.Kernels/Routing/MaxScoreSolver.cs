@@ -65,7 +65,10 @@ public static class MaxScoreSolver
         state.AssignTopK();
         state.ReleaseUnderfullPrices();
         int augmentations = state.RouteExcess();
+        var finishWatch = System.Diagnostics.Stopwatch.StartNew(); /*FINISHTIMING*/
         int cycles = state.FinishExactly();
+        System.Console.Error.WriteLine($"finish {finishWatch.Elapsed.TotalMilliseconds:F3} ms"); finishWatch.Restart(); /*FINISHTIMING*/
+        var resultX = state.Result(done, augmentations, cycles); System.Console.Error.WriteLine($"result {finishWatch.Elapsed.TotalMilliseconds:F3} ms"); /*FINISHTIMING*/
         return state.Result(done, augmentations, cycles);
     }
 
@@ -957,7 +960,7 @@ public static class MaxScoreSolver
         /// the routing's total score, exact in T and rounded once to double.</summary>
         private double Rows<T>(ExactScores scores, int[] experts) where T : IBinaryInteger<T>
         {
-            var total = T.Zero;
+            var total = new ExactTotal<T>(scores);
             Span<int> row = e <= 256 ? stackalloc int[e] : new int[e];
             for (int i = 0; i < n; i++)
             {
@@ -976,10 +979,10 @@ public static class MaxScoreSolver
                 for (int j = 0; j < k; j++)
                 {
                     experts[i * k + j] = row[j];
-                    total += scores.Of<T>(i * e + row[j]);
+                    total.Add(i * e + row[j]);
                 }
             }
-            return scores.ToDouble(total);
+            return scores.ToDouble(total.Value);
         }
     }
 }
