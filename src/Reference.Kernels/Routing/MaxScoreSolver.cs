@@ -101,7 +101,10 @@ public static class MaxScoreSolver
         int done = state.ApproximatePrices(sweeps);
         state.AssignTopK();
         int augmentations = state.RouteExcess();
+        var finishWatch = System.Diagnostics.Stopwatch.StartNew(); /*FINISHTIMING*/
         int cycles = state.FinishExactly();
+        System.Console.Error.WriteLine($"finish {finishWatch.Elapsed.TotalMilliseconds:F3} ms"); finishWatch.Restart(); /*FINISHTIMING*/
+        var resultX = state.Result(done, augmentations, cycles); System.Console.Error.WriteLine($"result {finishWatch.Elapsed.TotalMilliseconds:F3} ms"); /*FINISHTIMING*/
         return state.Result(done, augmentations, cycles);
     }
 
@@ -1233,7 +1236,7 @@ public static class MaxScoreSolver
         /// the routing's total score, exact in T and rounded once to double.</summary>
         private double Rows<T>(ExactScores scores, int[] experts) where T : IBinaryInteger<T>
         {
-            var total = T.Zero;
+            var total = new ExactTotal<T>(scores);
             Span<int> row = e <= 256 ? stackalloc int[e] : new int[e];
             for (int i = 0; i < n; i++)
             {
@@ -1253,10 +1256,13 @@ public static class MaxScoreSolver
                 {
                     bool standIn = row[j] >= real; // lowest score, so last in the row
                     experts[i * k + j] = standIn ? -1 : row[j];
-                    total += standIn ? T.Zero : scores.Of<T>(i * e + row[j]);
+                    if (!standIn)
+                    {
+                        total.Add(i * e + row[j]);
+                    }
                 }
             }
-            return scores.ToDouble(total);
+            return scores.ToDouble(total.Value);
         }
     }
 }
