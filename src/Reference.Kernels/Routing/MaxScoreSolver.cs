@@ -101,10 +101,7 @@ public static class MaxScoreSolver
         int done = state.ApproximatePrices(sweeps);
         state.AssignTopK();
         int augmentations = state.RouteExcess();
-        var finishWatch = System.Diagnostics.Stopwatch.StartNew(); /*FINISHTIMING*/
         int cycles = state.FinishExactly();
-        System.Console.Error.WriteLine($"finish {finishWatch.Elapsed.TotalMilliseconds:F3} ms"); finishWatch.Restart(); /*FINISHTIMING*/
-        var resultX = state.Result(done, augmentations, cycles); System.Console.Error.WriteLine($"result {finishWatch.Elapsed.TotalMilliseconds:F3} ms"); /*FINISHTIMING*/
         return state.Result(done, augmentations, cycles);
     }
 
