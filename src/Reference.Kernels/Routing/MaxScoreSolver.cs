@@ -236,14 +236,16 @@ public static class MaxScoreSolver
             private readonly double[] column;  // [E, m] the scores by expert, so that a price step reads them in order
             private bool isRanked;             // the lists hold rankings (Run ranked them)
 
-            /// <summary>Token j's first k experts under the current prices, when the lists are ranked; false otherwise.</summary>
-            public bool TopK(int j, Span<int> experts)
+            /// <summary>Token j's first experts and reduced scores under the current prices (as many as the spans hold, at most
+            /// k + 1), when the lists are ranked; false otherwise.</summary>
+            public bool Prefix(int j, Span<int> experts, Span<double> values)
             {
                 if (!isRanked)
                 {
                     return false;
                 }
-                idx.AsSpan(j * w, st.k).CopyTo(experts);
+                idx.AsSpan(j * w, experts.Length).CopyTo(experts);
+                val.AsSpan(j * w, values.Length).CopyTo(values);
                 return true;
             }
 
@@ -573,18 +575,54 @@ public static class MaxScoreSolver
         /// so their first k entries are read instead of ranking again.</remarks>
         public void AssignTopK()
         {
-            Span<int> idx = stackalloc int[k];
-            Span<double> val = stackalloc double[k];
+            int m = Math.Min(k + 1, e); // the (k+1)-th shows a tie at the boundary
+            Span<int> idx = stackalloc int[m];
+            Span<double> val = stackalloc double[m];
             for (int i = 0; i < n; i++)
             {
-                if (ranked is null || !ranked.TopK(i, idx))
+                if (ranked is null || !ranked.Prefix(i, idx, val))
                 {
                     RankRow(i, idx, val);
                 }
-                foreach (int x in idx)
+                if (m > k && val[k] == val[k - 1])
+                {
+                    AssignTied(i, val[k - 1]);
+                    continue;
+                }
+                for (int q = 0; q < k; q++)
+                {
+                    Add(i, idx[q]);
+                }
+            }
+        }
+
+        /// <summary>
+        /// A token whose k-th and (k+1)-th reduced scores tie: every expert above the tied value, then the tied ones with the
+        /// most room left (ties to the lower index). Any choice among tied experts is a top k, so the prices still certify
+        /// it; choosing by room keeps ties (scores on a grid) from piling onto the lowest indices.
+        /// </summary>
+        private void AssignTied(int i, double boundary)
+        {
+            int taken = 0;
+            for (int x = 0; x < e; x++)
+            {
+                if (s[i * e + x] - lambda[x] > boundary)
                 {
                     Add(i, x);
+                    taken++;
                 }
+            }
+            for (; taken < k; taken++)
+            {
+                int pick = -1;
+                for (int x = 0; x < e; x++)
+                {
+                    if (!member[i * e + x] && s[i * e + x] - lambda[x] == boundary && (pick < 0 || cap[x] - load[x] > cap[pick] - load[pick]))
+                    {
+                        pick = x;
+                    }
+                }
+                Add(i, pick);
             }
         }
 
@@ -646,6 +684,23 @@ public static class MaxScoreSolver
             var dist = new double[nodes];
             var parent = new int[nodes];
             var done = new bool[nodes];
+            var path = new int[nodes];
+
+            // Every arc of the path (target first) has reduced cost 0 and room for one more unit.
+            bool Tight(ReadOnlySpan<int> nodesOnPath)
+            {
+                for (int q = 0; q + 1 < nodesOnPath.Length; q++)
+                {
+                    int v = nodesOnPath[q], u = nodesOnPath[q + 1];
+                    bool open = u == z ? flow[v] > 0 : v == z ? flow[u] < cap[u] : bestToken[u * e + v] >= 0;
+                    double cost = u == z || v == z ? 0.0 : best[u * e + v];
+                    if (!open || cost + phi[u] - phi[v] > 0)
+                    {
+                        return false;
+                    }
+                }
+                return true;
+            }
             while (true)
             {
                 bool any = false;
@@ -709,26 +764,37 @@ public static class MaxScoreSolver
                 {
                     phi[v] += Math.Min(dist[v], reach);
                 }
-                // Augment: walk the path back; a token arc moves its token, a sink arc changes f.
-                for (int v = target; parent[v] >= 0; v = parent[v])
+                // Augment: walk the path back; a token arc moves its token, a sink arc changes f. While the same path stays
+                // tight (reduced cost 0 on every arc: ties, e.g. scores on a grid) and its ends still hold excess and deficit,
+                // it is still a shortest path, so the next unit follows it without another Dijkstra.
+                int length = 0;
+                for (int v = target; v >= 0; v = parent[v])
                 {
-                    int u = parent[v];
-                    if (u == z)
-                    {
-                        flow[v]--;
-                        excessZ--;
-                    }
-                    else if (v == z)
-                    {
-                        flow[u]++;
-                        excessZ++;
-                    }
-                    else
-                    {
-                        Move(bestToken[u * e + v], u, v);
-                    }
+                    path[length++] = v; // target first, source last
                 }
-                augmentations++;
+                do
+                {
+                    for (int q = 0; q + 1 < length; q++)
+                    {
+                        int v = path[q], u = path[q + 1];
+                        if (u == z)
+                        {
+                            flow[v]--;
+                            excessZ--;
+                        }
+                        else if (v == z)
+                        {
+                            flow[u]++;
+                            excessZ++;
+                        }
+                        else
+                        {
+                            Move(bestToken[u * e + v], u, v);
+                        }
+                    }
+                    augmentations++;
+                }
+                while (Excess(path[length - 1]) > 0 && Excess(target) < 0 && Tight(path.AsSpan(0, length)));
             }
             for (int a = 0; a < e; a++)
             {
