@@ -339,3 +339,34 @@ let ``the exact check moves the token whose move costs least by 2^-61`` () =
         let r = agreesWithReference p
         let expected = order |> List.map (fun row -> if row = 1 then 1 else 0) |> Array.ofList
         Assert.That(r.Experts, eq expected, $"row order {order}")
+
+// ---- work bounds: how many shortest-path augmentations phase 1 leaves (counts, not timings) ---------------------------
+
+/// The solver's routing on an instance, certified optimal by the independent price checker.
+let private certified (s: double[]) n e k c =
+    let r = MaxScoreSolver.Solve(s, n, e, k, c)
+    let s2 = Array2D.init n e (fun i x -> s.[i * e + x])
+    let experts = Array2D.init n k (fun i j -> r.Experts.[i * k + j])
+    let check = MaxScoreCertificate.Check(s2, k, c, experts, r.Prices)
+    Assert.That(check.Optimal, check.Describe())
+    r
+
+[<Test>]
+let ``short of capacity with scores on a grid, ties do not leave most tokens to shortest paths`` () =
+    // 4096/64/8, C = 0.6 of the fair share, skewed softmax scores rounded to 1/8 (most are 0: ties everywhere, between
+    // real experts and the stand-ins for empty slots too). A tied token once preferred the stand-ins' large room and left
+    // priced real experts short: about 15000 augmentations (20 s at 16384/64/8). Now about 1900.
+    let size = Reference.Harness.Bench.BenchSize(4096, 64, 8)
+    let s = Reference.Harness.Bench.MaxScoreBench.Instance(size, 1) |> Array.map (fun v -> Math.Round(v * 8.0) / 8.0)
+    let r = certified s 4096 64 8 308
+    Assert.That(r.Load, eq (Array.create 64 308))
+    Assert.That(r.Augmentations, Is.LessThanOrEqualTo 4096)
+
+[<Test>]
+let ``many tokens on few experts, phase 1 runs until shortest paths are cheap`` () =
+    // 20000/8/2 at capacity factor 1: an augmentation may rescan an expert's 5000 holders, so phase 1 must not stop at the
+    // excess that suits E = 64 (4 m / E = 10000 tokens once, about 2 s at 100000/8/2). Now about 130.
+    let size = Reference.Harness.Bench.BenchSize(20000, 8, 2)
+    let s = Reference.Harness.Bench.MaxScoreBench.Instance(size, 1)
+    let r = certified s 20000 8 2 size.Capacity
+    Assert.That(r.Augmentations, Is.LessThanOrEqualTo 1000)

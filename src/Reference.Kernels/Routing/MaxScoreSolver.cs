@@ -159,16 +159,20 @@ public static class MaxScoreSolver
 
         // ----- phase 1: approximate prices ---------------------------------------------------------------------------------
 
+        /// <summary>Phase 1 stops once the tokens over capacity are few enough that placing them by shortest paths costs less
+        /// than more sweeps: a sweep costs about E m steps; an augmentation about E^2 for Dijkstra plus, now and then, a rescan
+        /// of an expert's m k / E holders (when a pair's short list of best tokens runs dry). A sweep removes about half the
+        /// excess, so phase 1 stops at an excess of at most this multiple of E m / (E^2 + m k / E). The multiple was measured
+        /// (512/16/2, 4096/64/8, 16384/64/8, 100000/8/2, 8192/256/4).</summary>
+        private const double EnoughPerExpert = 6;
+
+        private long Enough(int m) => (long)(EnoughPerExpert * m * e / ((double)e * e + (double)m * k / e));
+
         /// <summary>
         /// Gauss-Seidel coordinate steps on the dual, first on a subsample of the tokens (with the capacity scaled down), then
         /// on all tokens: expert x's price becomes the smallest price (at least 0) at which at most C tokens still want x, given
         /// the other prices. Returns the sweeps done over all tokens.
         /// </summary>
-        /// <summary>Phase 1 stops once at most this many tokens per expert (on average) are over capacity: a sweep costs about
-        /// E m steps, an augmentation about E^2, and a sweep removes about half the excess, so below some multiple of m / E the
-        /// shortest paths are cheaper. The multiple was measured (`reference bench maxscore`).</summary>
-        private const double EnoughPerExpert = 4;
-
         public int ApproximatePrices(int sweeps)
         {
             if (sweeps <= 0 || n <= cap.Min())
@@ -184,10 +188,10 @@ public static class MaxScoreSolver
             {
                 var sample = Enumerable.Range(0, (n + stride - 1) / stride).Select(j => j * stride).ToArray();
                 var sampleCapacity = cap.Select(x => (int)Math.Ceiling((double)x * sample.Length / n)).ToArray();
-                new PriceSweeps(this, sample, sampleCapacity).Run(2 * sweeps, (long)(EnoughPerExpert * sample.Length / e));
+                new PriceSweeps(this, sample, sampleCapacity).Run(2 * sweeps, Enough(sample.Length));
             }
             ranked = new PriceSweeps(this, Enumerable.Range(0, n).ToArray(), cap);
-            return ranked.Run(sweeps, (long)(EnoughPerExpert * n / e));
+            return ranked.Run(sweeps, Enough(n));
         }
 
         /// <summary>
@@ -578,6 +582,7 @@ public static class MaxScoreSolver
             int m = Math.Min(k + 1, e); // the (k+1)-th shows a tie at the boundary
             Span<int> idx = stackalloc int[m];
             Span<double> val = stackalloc double[m];
+            var tied = new List<(int Token, double Boundary)>();
             for (int i = 0; i < n; i++)
             {
                 if (ranked is null || !ranked.Prefix(i, idx, val))
@@ -586,13 +591,17 @@ public static class MaxScoreSolver
                 }
                 if (m > k && val[k] == val[k - 1])
                 {
-                    AssignTied(i, val[k - 1]);
+                    tied.Add((i, val[k - 1])); // placed once the untied tokens show where room is left
                     continue;
                 }
                 for (int q = 0; q < k; q++)
                 {
                     Add(i, idx[q]);
                 }
+            }
+            foreach (var (i, boundary) in tied)
+            {
+                AssignTied(i, boundary);
             }
         }
 
@@ -617,13 +626,21 @@ public static class MaxScoreSolver
                 int pick = -1;
                 for (int x = 0; x < e; x++)
                 {
-                    if (!member[i * e + x] && s[i * e + x] - lambda[x] == boundary && (pick < 0 || cap[x] - load[x] > cap[pick] - load[pick]))
+                    if (!member[i * e + x] && s[i * e + x] - lambda[x] == boundary && (pick < 0 || Need(x) > Need(pick)))
                     {
                         pick = x;
                     }
                 }
                 Add(i, pick);
             }
+        }
+
+        /// <summary>How much a tied token is wanted on x: a real expert's room ranks first (short of capacity every real expert
+        /// ends full); a stand-in's room (never full) after it; a full expert last, by how full.</summary>
+        private long Need(int x)
+        {
+            long room = cap[x] - load[x];
+            return room <= 0 ? room - 2L * n : x < real ? room + 2L * n : room;
         }
 
         private void Add(int i, int x)
