@@ -208,6 +208,24 @@ let ``check maxscore on a large instance passes the fast output and fails a wors
     Directory.Delete(d, true)
 
 [<Test>]
+let ``run maxscore without a path on a large instance writes the certified optimum`` () =
+    // Beyond 65536 scores the readable reference would take minutes; run then gives what check judges against.
+    let d = temp "maxscore-cli-"
+    let input, output = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz")
+    let s = largeScores ()
+    TensorFile.Write(input, [ KeyValuePair("scores", NdArray.FromMatrix s) ])
+    let args = [ "--input"; input; "--param"; "k=2"; "--param"; "capacity_factor=1.25" ]
+    let code, _, err = CliTests.cli ([ "run"; "maxscore"; "--output"; output ] @ args)
+    Assert.That(code, eq 0, err)
+    let got = TensorFile.Read output
+    let experts = got.["experts"].ToDoubles() |> Array.map int
+    let check = Algorithms.MaxScoreCertificate.Check(s, 2, 41, Array2D.init 1025 2 (fun i j -> experts.[i * 2 + j]))
+    Assert.That(check.Optimal, check.Describe())
+    let fast = (find "maxscore").Run(bind "maxscore" s [ "k", "2"; "capacity_factor", "1.25" ], "fast")
+    Assert.That(got.["objective"].ToDoubles(), eq (fast.["objective"].ToDoubles()))
+    Directory.Delete(d, true)
+
+[<Test>]
 let ``run maxscore rejects NaN scores with exit 2`` () =
     let d = temp "maxscore-cli-"
     let input = Path.Combine(d, "in.npz")
