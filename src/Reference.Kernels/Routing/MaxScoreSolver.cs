@@ -671,9 +671,9 @@ public static class MaxScoreSolver
         }
 
         /// <summary>
-        /// A token whose k-th and (k+1)-th reduced scores tie: every expert above the tied value, then the tied ones with the
-        /// most room left (ties to the lower index). Any choice among tied experts is a top k, so the prices still certify
-        /// it; choosing by room keeps ties (scores on a grid) from piling onto the lowest indices.
+        /// A token whose k-th and (k+1)-th reduced scores tie: every expert above the tied value, then the tied ones ranked by
+        /// <see cref="Need"/> (ties to the lower index). Any choice among tied experts is a top k, so the prices still certify
+        /// it; choosing by room keeps ties (scores on a grid) from piling onto the lowest indices or into the stand-ins.
         /// </summary>
         private void AssignTied(int i, double boundary)
         {
