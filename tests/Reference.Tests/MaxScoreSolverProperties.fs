@@ -84,6 +84,14 @@ let ``fast solver prices certify its routing`` () =
                 if not (Array.contains x chosen) then
                     Assert.That(reduced x, Is.LessThanOrEqualTo(worstChosen + slack), $"token {i}: unchosen {x} beats a chosen expert"))
 
+/// Asserts that the independent exact price checker proves the fast solver's routing optimal with its own prices.
+let private assertCertified (p: Problem) (r: MaxScoreFastResult) =
+    let s = Array2D.init p.N p.E (fun i x -> p.S.[i * p.E + x])
+    let experts = Array2D.init p.N p.K (fun i j -> r.Experts.[i * p.K + j])
+    let check = MaxScoreCertificate.Check(s, p.K, p.C, experts, r.Prices)
+    Assert.That(check.Optimal, check.Describe())
+    Assert.That(check.GivenPrices.Problem, Is.Null, check.Describe())
+
 /// A wider problem (E up to 70, past the 64-expert bit sets), skewed softmax scores or a coarse grid with ties, C from the
 /// fair share up, and a phase-1 budget from none to the default.
 let private wide =
@@ -112,12 +120,7 @@ let private wide =
 [<Prop; Theorem "maxscore.fast-solver-optimal">]
 let ``fast solver is certified optimal on wide problems`` () =
     Prop.forAll wide (fun (p, sweeps) ->
-        let r = MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C, sweeps)
-        let s = Array2D.init p.N p.E (fun i x -> p.S.[i * p.E + x])
-        let experts = Array2D.init p.N p.K (fun i j -> r.Experts.[i * p.K + j])
-        let check = Reference.Harness.Algorithms.MaxScoreCertificate.Check(s, p.K, p.C, experts, r.Prices)
-        Assert.That(check.Optimal, check.Describe())
-        Assert.That(check.GivenPrices.Problem, Is.Null, check.Describe()))
+        assertCertified p (MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C, sweeps)))
 
 /// A problem short of capacity (C * E < k * N, C from 0 up): continuous scores, a grid with ties, or negative scores.
 let private short =
@@ -145,7 +148,6 @@ let ``fast solver short of capacity fills every expert and reaches the reference
     Prop.forAll short (fun p ->
         let r = MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C)
         let s = Array2D.init p.N p.E (fun i x -> p.S.[i * p.E + x])
-        let experts = Array2D.init p.N p.K (fun i j -> r.Experts.[i * p.K + j])
         // Every expert full; rows hold distinct experts, then -1 only.
         Assert.That(r.Load, eq (Array.create p.E p.C))
         for i in 0 .. p.N - 1 do
@@ -155,9 +157,7 @@ let ``fast solver short of capacity fills every expert and reaches the reference
             Assert.That(row.[used.Length ..] |> Array.forall (fun x -> x = -1), $"row {i}: -1 before an expert")
         let reference = Reference.Routing.MaxScore.Route(s, Reference.Routing.MaxScoreOptions(K = p.K, Capacity = Nullable p.C))
         Assert.That(r.Objective, Is.EqualTo(reference.Objective).Within(1e-12 * (1.0 + abs reference.Objective)))
-        let check = Reference.Harness.Algorithms.MaxScoreCertificate.Check(s, p.K, p.C, experts, r.Prices)
-        Assert.That(check.Optimal, check.Describe())
-        Assert.That(check.GivenPrices.Problem, Is.Null, check.Describe()))
+        assertCertified p r)
 
 // ---- the exact finish's arithmetic: Int128 and BigInteger -------------------------------------------------------------
 
@@ -345,10 +345,7 @@ let ``the exact check moves the token whose move costs least by 2^-61`` () =
 /// The solver's routing on an instance, certified optimal by the independent price checker.
 let private certified (s: double[]) n e k c =
     let r = MaxScoreSolver.Solve(s, n, e, k, c)
-    let s2 = Array2D.init n e (fun i x -> s.[i * e + x])
-    let experts = Array2D.init n k (fun i j -> r.Experts.[i * k + j])
-    let check = MaxScoreCertificate.Check(s2, k, c, experts, r.Prices)
-    Assert.That(check.Optimal, check.Describe())
+    assertCertified { N = n; E = e; K = k; C = c; S = s } r
     r
 
 [<Test>]

@@ -390,13 +390,6 @@ public static class MaxScoreSolver
                     {
                         p++;
                     }
-                    // Most steps leave x where it was: still after its predecessor and before its successor.
-                    if ((p == 0 || RanksBefore(val[b + p - 1], idx[b + p - 1], value, x))
-                        && p + 1 < n && RanksBefore(value, x, val[b + p + 1], idx[b + p + 1]))
-                    {
-                        val[b + p] = value;
-                        return;
-                    }
                     for (int q = p; q + 1 < n; q++)
                     {
                         idx[b + q] = idx[b + q + 1];
