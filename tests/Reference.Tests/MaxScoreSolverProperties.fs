@@ -159,6 +159,43 @@ let ``fast solver short of capacity fills every expert and reaches the reference
         Assert.That(r.Objective, Is.EqualTo(reference.Objective).Within(1e-12 * (1.0 + abs reference.Objective)))
         assertCertified p r)
 
+// ---- row ranking: counting with vector compares equals insertion and a plain sort -------------------------------------
+
+/// A row of 1 to 40 reduced scores (across the counting limit of 32, widths not a multiple of 4), with prices, on a coarse
+/// grid (many ties) or continuous, and a list length from 1 to past the row's width.
+let private rankRows =
+    gen {
+        let! e = Gen.choose (1, 40)
+        let! grid = Gen.elements [ true; false ]
+        let cell = if grid then Gen.choose (-3, 3) |> Gen.map float
+                   else Gen.choose (-1_000_000, 1_000_000) |> Gen.map (fun v -> float v * 1e-6)
+        let! row = Gen.arrayOfLength e cell
+        let! price = Gen.arrayOfLength e (if grid then Gen.choose (0, 2) |> Gen.map float else Gen.constant 0.0)
+        let! m = Gen.choose (1, e + 2)
+        return row, price, m
+    } |> Arb.fromGen
+
+[<Prop; Theorem "maxscore.fast-solver-ranking">]
+let ``row ranking by counting equals insertion and a stable sort`` () =
+    Prop.forAll rankRows (fun (row, price, m) ->
+        // The readable order: descending reduced score, ties to the lower index.
+        let sorted = Array.init row.Length (fun x -> x, row.[x] - price.[x]) |> Array.sortBy (fun (x, v) -> -v, x)
+        let expectedIdx = Array.init m (fun j -> if j < sorted.Length then fst sorted.[j] else -1)
+        let expectedVal = Array.init m (fun j -> if j < sorted.Length then snd sorted.[j] else Double.NegativeInfinity)
+        let expectedRest = if m < sorted.Length then snd sorted.[m] else Double.NegativeInfinity
+        let rankers : (string * (double[] -> double[] -> int[] -> double[] -> int * double)) list =
+            [ "insertion", (fun r p i v -> let mutable rest = 0.0 in let c = RowRanking.RankByInsertion(r, p, i, v, &rest) in c, rest)
+              "counting", (fun r p i v -> let mutable rest = 0.0 in let c = RowRanking.RankByCounting(r, p, i, v, &rest) in c, rest) ]
+        for name, rank in rankers do
+            if name = "insertion" || row.Length <= RowRanking.CountingUpTo then
+                let idx = Array.create m 99
+                let vals = Array.create m nan
+                let count, rest = rank row price idx vals
+                Assert.That(count, eq (min m row.Length), name)
+                Assert.That(idx, eq expectedIdx, name)
+                Assert.That(vals, eq expectedVal, name)
+                Assert.That(rest, eq expectedRest, name))
+
 // ---- the exact finish's arithmetic: Int128 and BigInteger -------------------------------------------------------------
 
 /// Doubles across the whole exponent range: zeros, subnormals, tiny, ordinary, huge; both signs.

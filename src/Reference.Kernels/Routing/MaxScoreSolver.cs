@@ -516,105 +516,8 @@ public static class MaxScoreSolver
         /// (-Inf when none is).</summary>
         private int RankRow(int i, Span<int> idx, Span<double> val, out double rest)
         {
-            if (e <= RankByCountingBelow && Vector256.IsHardwareAccelerated)
-            {
-                return RankRowByCounting(i, idx, val, out rest);
-            }
-            int m = idx.Length, count = 0;
-            ReadOnlySpan<double> row = s.AsSpan(i * e, e), price = lambda;
-            double last = double.NegativeInfinity; // the m-th value, once m are held
-            rest = double.NegativeInfinity;
-            for (int x = 0; x < row.Length; x++)
-            {
-                double r = row[x] - price[x];
-                int pos;
-                if (count == m)
-                {
-                    if (!(r > last))
-                    {
-                        rest = Math.Max(rest, r);
-                        continue;
-                    }
-                    rest = Math.Max(rest, last); // the m-th leaves
-                    pos = m - 1;
-                }
-                else
-                {
-                    pos = count++;
-                }
-                while (pos > 0 && r > val[pos - 1])
-                {
-                    val[pos] = val[pos - 1];
-                    idx[pos] = idx[pos - 1];
-                    pos--;
-                }
-                val[pos] = r;
-                idx[pos] = x;
-                if (count == m)
-                {
-                    last = val[m - 1];
-                }
-            }
-            for (int j = count; j < m; j++)
-            {
-                val[j] = double.NegativeInfinity;
-                idx[j] = -1;
-            }
-            return count;
-        }
-
-        /// <summary>Up to this many experts a row is ranked by counting (<see cref="RankRowByCounting"/>); beyond, by insertion,
-        /// whose branches are well predicted once the list's last value is high.</summary>
-        private const int RankByCountingBelow = 32;
-
-        /// <summary>
-        /// <see cref="RankRow(int, Span{int}, Span{double}, out double)"/> without branches on the data: expert x's rank is the
-        /// number of experts before it (a higher reduced score, or an equal one and a lower index), counted with vector compares,
-        /// and x goes to that position when it is among the first idx.Length. The expert of rank idx.Length holds the largest
-        /// score left out. Ranks are a permutation, so the result equals the insertion ranking's.
-        /// </summary>
-        private int RankRowByCounting(int i, Span<int> idx, Span<double> val, out double rest)
-        {
-            int m = idx.Length;
-            Span<double> r = stackalloc double[e + 3];
             ReadOnlySpan<double> row = s.AsSpan(i * e, e);
-            for (int x = 0; x < e; x++)
-            {
-                r[x] = row[x] - lambda[x];
-            }
-            r[e..].Fill(double.NegativeInfinity); // padding ranks after everything and never counts
-            rest = double.NegativeInfinity;
-            var step = Vector256.Create(4.0);
-            for (int x = 0; x < e; x++)
-            {
-                double v = r[x];
-                var value = Vector256.Create(v);
-                var self = Vector256.Create((double)x);
-                var index = Vector256.Create(0.0, 1.0, 2.0, 3.0);
-                int rank = 0;
-                for (int y = 0; y < e; y += 4, index += step)
-                {
-                    var other = Vector256.Create(r.Slice(y, 4));
-                    var before = Vector256.GreaterThan(other, value) | (Vector256.Equals(other, value) & Vector256.LessThan(index, self));
-                    rank += BitOperations.PopCount(before.ExtractMostSignificantBits());
-                }
-                if (rank < m)
-                {
-                    idx[rank] = x;
-                    val[rank] = v;
-                }
-                else if (rank == m)
-                {
-                    rest = v;
-                }
-            }
-            int count = Math.Min(m, e);
-            for (int j = count; j < m; j++)
-            {
-                val[j] = double.NegativeInfinity;
-                idx[j] = -1;
-            }
-            return count;
+            return RowRanking.Rank(row, lambda, idx, val, out rest);
         }
 
         /// <summary>The (rank+1)-th largest value (rank 0 = the maximum) by quickselect; reorders the span.</summary>
@@ -773,9 +676,10 @@ public static class MaxScoreSolver
                 excessZ += flow[a];
             }
             long Excess(int v) => v == z ? excessZ : load[v] - flow[v];
+            int padded = (nodes + 3) & ~3;
             var dist = new double[nodes];
+            var pending = new double[padded];   // dist of a node not yet settled, +Inf once settled (and in the padding)
             var parent = new int[nodes];
-            var done = new bool[nodes];
             var path = new int[nodes];
 
             // Every arc of the path (target first) has reduced cost 0 and room for one more unit.
@@ -784,14 +688,26 @@ public static class MaxScoreSolver
                 for (int q = 0; q + 1 < nodesOnPath.Length; q++)
                 {
                     int v = nodesOnPath[q], u = nodesOnPath[q + 1];
-                    bool open = u == z ? flow[v] > 0 : v == z ? flow[u] < cap[u] : bestToken[u * e + v] >= 0;
+                    bool room = u == z ? flow[v] > 0 : v == z ? flow[u] < cap[u] : bestToken[u * e + v] >= 0;
                     double cost = u == z || v == z ? 0.0 : best[u * e + v];
-                    if (!open || cost + phi[u] - phi[v] > 0)
+                    if (!room || cost + phi[u] - phi[v] > 0)
                     {
                         return false;
                     }
                 }
                 return true;
+            }
+            // Relaxes the arc u -> v of the given cost. A settled v is never improved: its distance is at most u's, and
+            // u's plus a clipped reduced cost (>= 0) is at least u's, so no test of settledness is needed.
+            void Relax(int u, int v, double cost, double from)
+            {
+                double through = from + Math.Max(0.0, cost + phi[u] - phi[v]);
+                if (through < dist[v])
+                {
+                    dist[v] = through;
+                    pending[v] = through;
+                    parent[v] = u;
+                }
             }
             while (true)
             {
@@ -801,31 +717,24 @@ public static class MaxScoreSolver
                     dist[v] = Excess(v) > 0 ? 0 : double.PositiveInfinity;
                     any |= Excess(v) > 0;
                     parent[v] = -1;
-                    done[v] = false;
                 }
                 if (!any)
                 {
                     break;
                 }
+                dist.CopyTo(pending, 0);
+                pending.AsSpan(nodes).Fill(double.PositiveInfinity);
                 // Dijkstra (dense: the graph is small and complete) until the first node with a deficit is settled.
                 int target = -1;
                 for (int step = 0; step < nodes; step++)
                 {
-                    int u = -1;
-                    double nearest = double.PositiveInfinity;
-                    for (int v = 0; v < nodes; v++)
-                    {
-                        if (!done[v] && dist[v] < nearest)
-                        {
-                            u = v;
-                            nearest = dist[v];
-                        }
-                    }
+                    int u = Nearest(pending);
                     if (u < 0)
                     {
                         break;
                     }
-                    done[u] = true;
+                    double nearest = dist[u];
+                    pending[u] = double.PositiveInfinity;
                     if (Excess(u) < 0)
                     {
                         target = u;
@@ -833,18 +742,48 @@ public static class MaxScoreSolver
                     }
                     // Reduced costs are never below 0 in exact arithmetic; rounding is clipped. Arc costs: from z, 0 to an
                     // expert with flow into z; into z, 0 from an expert with room under C; a token move, its pair's best key.
-                    int row = u * e;
-                    for (int v = 0; v < nodes; v++)
+                    if (u == z)
                     {
-                        double cost = u == z ? (v < e && flow[v] > 0 ? 0.0 : double.PositiveInfinity)
-                            : v == z ? (flow[u] < cap[u] ? 0.0 : double.PositiveInfinity)
-                            : best[row + v];
-                        double through = nearest + Math.Max(0.0, cost + phi[u] - phi[v]);
-                        if (through < dist[v] && !done[v])
+                        for (int v = 0; v < e; v++)
                         {
-                            dist[v] = through;
-                            parent[v] = u;
+                            if (flow[v] > 0)
+                            {
+                                Relax(z, v, 0.0, nearest);
+                            }
                         }
+                        continue;
+                    }
+                    if (flow[u] < cap[u])
+                    {
+                        Relax(u, z, 0.0, nearest);
+                    }
+                    int row = u * e, x = 0;
+                    if (Vector256.IsHardwareAccelerated)
+                    {
+                        var from = Vector256.Create(nearest);
+                        var shift = Vector256.Create(phi[u]);
+                        for (; x + 4 <= e; x += 4)
+                        {
+                            var reducedCost = Vector256.Create(best.AsSpan(row + x, 4)) + shift - Vector256.Create(phi.AsSpan(x, 4));
+                            var through = from + Vector256.Max(Vector256<double>.Zero, reducedCost);
+                            var known = Vector256.Create(dist.AsSpan(x, 4));
+                            var better = Vector256.LessThan(through, known);
+                            uint bits = better.ExtractMostSignificantBits();
+                            if (bits == 0)
+                            {
+                                continue;
+                            }
+                            Vector256.ConditionalSelect(better, through, known).CopyTo(dist.AsSpan(x, 4));
+                            Vector256.ConditionalSelect(better, through, Vector256.Create(pending.AsSpan(x, 4))).CopyTo(pending.AsSpan(x, 4));
+                            for (; bits != 0; bits &= bits - 1)
+                            {
+                                parent[x + BitOperations.TrailingZeroCount(bits)] = u;
+                            }
+                        }
+                    }
+                    for (; x < e; x++)
+                    {
+                        Relax(u, x, best[row + x], nearest);
                     }
                 }
                 if (target < 0)
@@ -893,6 +832,45 @@ public static class MaxScoreSolver
                 lambda[a] = phi[z] - phi[a];
             }
             return augmentations;
+        }
+
+        /// <summary>The index of the smallest value (the lowest index among equal ones), or -1 when all are +Inf; the length is
+        /// a multiple of 4.</summary>
+        private static int Nearest(double[] values)
+        {
+            int u = -1;
+            double nearest = double.PositiveInfinity;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var least = Vector256.Create(values.AsSpan(0, 4));
+                for (int x = 4; x < values.Length; x += 4)
+                {
+                    least = Vector256.Min(least, Vector256.Create(values.AsSpan(x, 4)));
+                }
+                nearest = Math.Min(Math.Min(least[0], least[1]), Math.Min(least[2], least[3]));
+                if (nearest == double.PositiveInfinity)
+                {
+                    return -1;
+                }
+                var wanted = Vector256.Create(nearest);
+                for (int x = 0; ; x += 4)
+                {
+                    uint bits = Vector256.Equals(Vector256.Create(values.AsSpan(x, 4)), wanted).ExtractMostSignificantBits();
+                    if (bits != 0)
+                    {
+                        return x + BitOperations.TrailingZeroCount(bits);
+                    }
+                }
+            }
+            for (int v = 0; v < values.Length; v++)
+            {
+                if (values[v] < nearest)
+                {
+                    u = v;
+                    nearest = values[v];
+                }
+            }
+            return u;
         }
 
         /// <summary>Moves token t from expert u to expert v and repairs the pair minima that the move touches:
