@@ -174,6 +174,59 @@ let ``checker accepts exactly the optimal routings among all maximum flows`` () 
             if not optimal then
                 Assert.That(check.Improvement, Is.GreaterThan(0.0).And.LessThanOrEqualTo(best - scoreOf p masks)))
 
+/// The exact total of doubles, as an integer at the scale 2^-1074 (every finite double is an integer multiple of it).
+let private exactTotal (values: double seq) =
+    values |> Seq.sumBy (fun v ->
+        if v = 0.0 then Numerics.BigInteger.Zero
+        else
+            let bits = BitConverter.DoubleToInt64Bits v
+            let biased = int ((bits >>> 52) &&& 0x7FFL)
+            let mantissa = (bits &&& 0xFFFFFFFFFFFFFL) ||| (if biased = 0 then 0L else 1L <<< 52)
+            let magnitude = Numerics.BigInteger(mantissa) <<< (max biased 1 - 1)
+            if v < 0.0 then -magnitude else magnitude)
+
+/// Scores across many binary orders: ordinary values beside offsets 2^-70 and 2^-1000 below them, so that differences of
+/// scores round in double (1 - 2^-70 and 1 - 2 * 2^-70 are both 1.0) while their exact values still decide optimality.
+let private wideRangeGen =
+    gen {
+        let! e = Gen.choose (2, 4)
+        let! k = Gen.choose (1, e)
+        let! n = Gen.choose (2, 12 / e)
+        let! c = Gen.choose (0, n + 1)
+        let tiny q = Gen.choose (1, 3) |> Gen.map (fun j -> float j * Math.ScaleB(1.0, q))
+        let any =
+            Gen.oneof [ Gen.elements [ 0.0; 0.5; 1.0; 2.0 ]
+                        tiny -70
+                        tiny -1000
+                        Gen.choose (1, 3) |> Gen.map (fun j -> 1.0 - float j * Math.ScaleB(1.0, -52)) ]
+        // Mostly one level per column (1 or a multiple of 2^-70), so that many keys S_ia - S_ib round alike.
+        let! levels = Gen.arrayOfLength e (Gen.elements [ true; false ])
+        let cell x = Gen.frequency [ 4, (if levels.[x] then Gen.constant 1.0 else tiny -70); 1, any ]
+        let! columns = Gen.sequenceToArray [ for x in 0 .. e - 1 -> Gen.arrayOfLength n (cell x) ]
+        return { S = Array2D.init n e (fun i x -> columns.[x].[i]); K = k; C = c }
+    } |> Arb.fromGen
+
+[<Prop; Theorem "maxscore.contracted-certificate"; Theorem "maxscore.screened-checker">]
+let ``checker decides optimality exactly when score differences round in double`` () =
+    // Every maximum-flow routing of a tiny wide-range problem, judged against its exact total: the checker (which screens
+    // candidates in doubles) proves optimal exactly the routings of the largest exact total, and its certifying prices pass
+    // its own exact price test (it throws otherwise).
+    Prop.forAll wideRangeGen (fun p ->
+        let e = Array2D.length2 p.S
+        let total (masks: int[]) =
+            exactTotal [ for i in 0 .. masks.Length - 1 do for x in 0 .. e - 1 do if masks.[i] &&& (1 <<< x) <> 0 then yield p.S.[i, x] ]
+        let f = maxFlow p
+        let candidates = routings p |> Seq.filter (fun m -> flowOf m = f) |> Seq.toList
+        let best = candidates |> List.map total |> List.max
+        for masks in candidates do
+            let check = MaxScoreCertificate.Check(p.S, p.K, p.C, expertsOf p masks)
+            Assert.That(check.Feasible, check.Describe())
+            Assert.That(check.Optimal, eq (total masks = best), check.Describe())
+            if check.Optimal then
+                // Its own prices, rounded to double, still pass as an (up to rounding) certificate.
+                let again = MaxScoreCertificate.Check(p.S, p.K, p.C, expertsOf p masks, check.Prices)
+                Assert.That(again.GivenPrices.Gap, Is.GreaterThanOrEqualTo 0.0, again.Describe()))
+
 [<Prop; Theorem "maxscore.contracted-certificate">]
 let ``checker rejects infeasible routings`` () =
     Prop.forAll (problem 30) (fun p ->

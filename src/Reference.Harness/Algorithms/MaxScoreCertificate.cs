@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.InteropServices;
 
 namespace Reference.Harness.Algorithms;
 
@@ -54,7 +55,9 @@ public sealed record MaxScoreCheck
 /// </summary>
 /// <remarks>
 /// <para>Scores and prices are doubles, so each is an exact dyadic rational m 2^q. At the common scale Q = the smallest q among
-/// them, every value is the integer m 2^(q - Q), and all sums and differences below are exact <see cref="BigInteger"/>s.</para>
+/// them, every value is the integer m 2^(q - Q), and all sums and differences below are exact <see cref="BigInteger"/>s.
+/// Doubles only screen out candidates that provably cannot decide a minimum or a top-k (theorem maxscore.screened-checker),
+/// so the exact work is a small part of the scores.</para>
 /// <para><b>Routing.</b> For a feasible routing x the checker builds the contracted residual graph on the experts, a sink z and a
 /// source s: arc a -&gt; b (a token on a, not on b, moves to b) of cost min_i (S_ia - S_ib); a -&gt; z when load_a &lt; C and
 /// z -&gt; a when load_a &gt; 0, cost 0; s -&gt; b (a token with fewer than k experts takes b) of cost min_i (-S_ib); a -&gt; s
@@ -134,15 +137,7 @@ public static class MaxScoreCertificate
             all.AddRange(prices);
         }
         var grid = new Grid(all);
-        var exact = new BigInteger[n, e];
-        for (int i = 0; i < n; i++)
-        {
-            for (int j = 0; j < e; j++)
-            {
-                exact[i, j] = grid.Of(scores[i, j]);
-            }
-        }
-        var problem = new Problem(n, e, k, capacity, exact);
+        var problem = new Problem(n, e, k, capacity, scores, grid);
 
         // 3. Feasibility (membership, loads, maximum flow).
         var (member, infeasible) = problem.Membership(experts);
@@ -213,9 +208,13 @@ public static class MaxScoreCertificate
         };
     }
 
-    /// <summary>The problem in exact integers at the common scale.</summary>
-    private sealed class Problem(int n, int e, int k, int c, BigInteger[,] s)
+    /// <summary>The problem. Every decision is made on the scores as exact integers at the common scale (<see cref="S"/>); the
+    /// scores as doubles (<c>rounded</c>) only screen out candidates that provably cannot win, so that few need exact work.</summary>
+    private sealed class Problem(int n, int e, int k, int c, double[,] rounded, Grid grid)
     {
+        /// <summary>Score S_ij as an exact integer at the common scale.</summary>
+        private BigInteger S(int i, int j) => grid.Of(rounded[i, j]);
+
         /// <summary>C*E &gt;= k*N: the maximum flow gives every token k experts (and prices must be &gt;= 0).</summary>
         public bool EveryTokenFull => (long)c * e >= (long)k * n;
 
@@ -287,7 +286,7 @@ public static class MaxScoreCertificate
                 {
                     if (x[i, j])
                     {
-                        total += s[i, j];
+                        total += S(i, j);
                     }
                 }
             }
@@ -311,28 +310,63 @@ public static class MaxScoreCertificate
                     }
                 }
             }
-            // Expert-to-expert exchanges: the cheapest token on a and not on b (ties to the lower token).
+            // Expert-to-expert exchanges: the cheapest token on a and not on b (ties to the lower token). Subtraction of doubles
+            // rounds correctly, and rounding is monotone, so the exact minimum is among the tokens whose rounded key equals the
+            // rounded minimum: the scan finds that minimum in doubles, then compares only those tokens exactly.
+            var holders = new List<int>[e];
             for (int a = 0; a < e; a++)
             {
-                for (int b = 0; b < e; b++)
+                holders[a] = [];
+            }
+            for (int i = 0; i < n; i++)
+            {
+                for (int j = 0; j < e; j++)
                 {
-                    if (a == b)
+                    if (x[i, j])
                     {
-                        continue;
+                        holders[j].Add(i);
                     }
-                    BigInteger? best = null;
-                    int token = -1;
-                    for (int i = 0; i < n; i++)
+                }
+            }
+            var roundedMin = new double[e];
+            var best = new BigInteger?[e];
+            var token = new int[e];
+            for (int a = 0; a < e; a++)
+            {
+                Array.Fill(roundedMin, double.PositiveInfinity);
+                Array.Clear(best);
+                foreach (int i in holders[a])
+                {
+                    var scores = Row(rounded, i);
+                    var on = Row(x, i);
+                    double from = scores[a];
+                    for (int b = 0; b < scores.Length; b++)
                     {
-                        if (x[i, a] && !x[i, b] && (best is null || s[i, a] - s[i, b] < best))
+                        double key = from - scores[b];
+                        if (key < roundedMin[b] && !on[b])
                         {
-                            best = s[i, a] - s[i, b];
-                            token = i;
+                            roundedMin[b] = key;
                         }
                     }
-                    if (best is { } cost)
+                }
+                foreach (int i in holders[a]) // ascending tokens, so a strict comparison keeps the lower token on ties
+                {
+                    var scores = Row(rounded, i);
+                    var on = Row(x, i);
+                    for (int b = 0; b < scores.Length; b++)
                     {
-                        g.Add(a, b, cost, token);
+                        if (scores[a] - scores[b] == roundedMin[b] && !on[b] && (best[b] is not { } known || S(i, a) - S(i, b) < known))
+                        {
+                            best[b] = S(i, a) - S(i, b);
+                            token[b] = i;
+                        }
+                    }
+                }
+                for (int b = 0; b < e; b++)
+                {
+                    if (best[b] is { } cost)
+                    {
+                        g.Add(a, b, cost, token[b]);
                     }
                 }
             }
@@ -348,31 +382,29 @@ public static class MaxScoreCertificate
                     g.Add(g.SinkNode, a, BigInteger.Zero, -1);
                 }
             }
-            // Arcs through the source: a token below k takes b (cost -S_ib); a token leaves a (cost S_ia).
+            // Arcs through the source: a token below k takes b (cost -S_ib); a token leaves a (cost S_ia). Doubles compare
+            // exactly, so the cheapest token is found on them (ties to the lower token) and only its cost is made exact.
             for (int b = 0; b < e; b++)
             {
-                BigInteger? take = null, leave = null;
                 int taker = -1, leaver = -1;
                 for (int i = 0; i < n; i++)
                 {
-                    if (count[i] < k && !x[i, b] && (take is null || -s[i, b] < take))
+                    if (count[i] < k && !x[i, b] && (taker < 0 || rounded[i, b] > rounded[taker, b]))
                     {
-                        take = -s[i, b];
                         taker = i;
                     }
-                    if (x[i, b] && (leave is null || s[i, b] < leave))
+                    if (x[i, b] && (leaver < 0 || rounded[i, b] < rounded[leaver, b]))
                     {
-                        leave = s[i, b];
                         leaver = i;
                     }
                 }
-                if (take is { } t)
+                if (taker >= 0)
                 {
-                    g.Add(g.SourceNode, b, t, taker);
+                    g.Add(g.SourceNode, b, -S(taker, b), taker);
                 }
-                if (leave is { } l)
+                if (leaver >= 0)
                 {
-                    g.Add(b, g.SourceNode, l, leaver);
+                    g.Add(b, g.SourceNode, S(leaver, b), leaver);
                 }
             }
             return g;
@@ -399,10 +431,10 @@ public static class MaxScoreCertificate
                 int i = arc.Token;
                 // Into the token: the reverse of its arc to expert From (gives back S_i,From), or from the source (cost 0).
                 walk.Add(Token(i));
-                cost.Add(arc.From == Contracted.Source(e) ? BigInteger.Zero : s[i, arc.From]);
+                cost.Add(arc.From == Contracted.Source(e) ? BigInteger.Zero : S(i, arc.From));
                 // Out of the token: to expert To (cost -S_i,To), or back to the source (cost 0).
                 walk.Add(arc.To);
-                cost.Add(arc.To == Contracted.Source(e) ? BigInteger.Zero : -s[i, arc.To]);
+                cost.Add(arc.To == Contracted.Source(e) ? BigInteger.Zero : -S(i, arc.To));
             }
             // Split the closed walk at repeated nodes (a stack of positions); every piece is a simple residual cycle.
             var best = BigInteger.Zero;
@@ -450,7 +482,6 @@ public static class MaxScoreCertificate
         public (BigInteger Gap, string? Problem, BigInteger Sigma) PriceGap(BigInteger objective, BigInteger[] lambda)
         {
             string? problem = null;
-            var reduced = new BigInteger[e];
             if (EveryTokenFull)
             {
                 // D = C sum lambda+ + sum_i (k largest S_i - lambda+); a negative price is a violation (and is read as 0).
@@ -464,13 +495,10 @@ public static class MaxScoreCertificate
                     lp[j] = BigInteger.Max(lambda[j], BigInteger.Zero);
                 }
                 var bound = c * Sum(lp);
+                var roundedLp = lp.Select(grid.ToDouble).ToArray();
                 for (int i = 0; i < n; i++)
                 {
-                    for (int j = 0; j < e; j++)
-                    {
-                        reduced[j] = s[i, j] - lp[j];
-                    }
-                    bound += Sum(LargestFirst(reduced).Take(k));
+                    bound += Sum(LargestReduced(i, lp, roundedLp));
                 }
                 return (bound - objective, problem, BigInteger.Zero);
             }
@@ -478,20 +506,18 @@ public static class MaxScoreCertificate
             // C*E < k*N: D(sigma) = C E sigma + C sum lambda + sum_{m in M} max(0, m - sigma), M = every token's k largest reduced
             // scores; its minimum over sigma is at the (C E)-th largest element of M (for C E = 0 the bound is 0).
             var multiset = new List<BigInteger>(n * k);
+            var roundedLambda = lambda.Select(grid.ToDouble).ToArray();
             for (int i = 0; i < n; i++)
             {
-                for (int j = 0; j < e; j++)
-                {
-                    reduced[j] = s[i, j] - lambda[j];
-                }
-                multiset.AddRange(LargestFirst(reduced).Take(k));
+                multiset.AddRange(LargestReduced(i, lambda, roundedLambda));
             }
             long flow = (long)c * e;
             if (flow == 0)
             {
                 return (-objective, problem, BigInteger.Zero);
             }
-            var sorted = LargestFirst(multiset).ToList();
+            multiset.Sort((u, v) => v.CompareTo(u)); // largest first
+            var sorted = multiset;
             var sigma = sorted[(int)(flow - 1)];
             var d = flow * sigma + c * Sum(lambda);
             foreach (var m in sorted)
@@ -514,7 +540,62 @@ public static class MaxScoreCertificate
             return total;
         }
 
-        private static IEnumerable<BigInteger> LargestFirst(IEnumerable<BigInteger> values) => values.OrderByDescending(v => v);
+        /// <summary>Row i of a row-major matrix, as a span (a [N, E] array stores its rows one after another).</summary>
+        private static ReadOnlySpan<T> Row<T>(T[,] matrix, int i) =>
+            MemoryMarshal.CreateReadOnlySpan(ref matrix[i, 0], matrix.GetLength(1));
+
+        /// <summary>The k-th largest of the values (1 &lt;= k &lt;= length), by insertion into a descending list of k.</summary>
+        private static double KthLargest(double[] values, int k)
+        {
+            var top = new double[k];
+            Array.Fill(top, double.NegativeInfinity);
+            foreach (double v in values)
+            {
+                if (!(v > top[k - 1]))
+                {
+                    continue;
+                }
+                int p = k - 1;
+                for (; p > 0 && v > top[p - 1]; p--)
+                {
+                    top[p] = top[p - 1];
+                }
+                top[p] = v;
+            }
+            return top[k - 1];
+        }
+
+        /// <summary>
+        /// Token i's k largest reduced scores S_ij - lambda_j, exact, largest first. Doubles only screen (proofs/maxscore.md,
+        /// theorem maxscore.screened-checker): each rounded reduced score r~_j = fl(S_ij - fl(lambda_j)) is within delta / 2
+        /// of the exact one, so an expert with r~_j below the k-th largest r~ minus 4 delta (computed in doubles, which costs at
+        /// most 2 delta) has k experts exactly above it and is not needed. The rest are compared exactly. Anything not finite
+        /// in the screen keeps every expert.
+        /// </summary>
+        private List<BigInteger> LargestReduced(int i, BigInteger[] lambda, double[] roundedLambda)
+        {
+            var r = new double[e];
+            double widest = 0;
+            for (int j = 0; j < e; j++)
+            {
+                r[j] = rounded[i, j] - roundedLambda[j];
+                widest = Math.Max(widest, Math.Abs(r[j]) + Math.Abs(roundedLambda[j]));
+            }
+            // Two roundings (lambda to double, then the subtraction) err by at most 2^-52 (|r~_j| + |lambda~_j|) + 2^-1074,
+            // at most delta / 2.
+            double delta = Math.ScaleB(widest, -50) + Math.ScaleB(1.0, -1070);
+            double cut = KthLargest(r, k) - 4 * delta;
+            var kept = new List<BigInteger>();
+            for (int j = 0; j < e; j++)
+            {
+                if (!double.IsFinite(cut) || !(r[j] < cut))
+                {
+                    kept.Add(S(i, j) - lambda[j]);
+                }
+            }
+            kept.Sort((u, v) => v.CompareTo(u)); // largest first
+            return kept.GetRange(0, k);
+        }
     }
 
     /// <summary>One arc of the contracted graph; <c>Token</c> is the token that realizes it, or -1 for a capacity arc.</summary>
