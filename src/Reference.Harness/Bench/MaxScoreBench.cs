@@ -165,8 +165,13 @@ public static class MaxScoreBench
     /// <summary>The most timed runs of one solver on one size.</summary>
     public const int MaxRuns = 1000;
 
-    /// <summary>Runs the solvers on every size: one warm-up run, then the median of at least <paramref name="repeats"/> timed
-    /// runs (more for fast solvers, see <see cref="MinTotalMilliseconds"/>).</summary>
+    /// <summary>Solvers take turns timing runs for about this long each, so that a slow phase of a shared machine (seconds
+    /// long) falls on every solver alike instead of on whichever ran then; the ratios compare like with like.</summary>
+    public const double SliceMilliseconds = 20;
+
+    /// <summary>Runs the solvers on every size: one warm-up run each, then the median of at least <paramref name="repeats"/>
+    /// timed runs (more for fast solvers, see <see cref="MinTotalMilliseconds"/>), the solvers taking turns in slices of
+    /// <see cref="SliceMilliseconds"/>.</summary>
     public static IReadOnlyList<BenchRow> Run(IEnumerable<BenchSize> sizes, IReadOnlyList<BenchSolver> solvers, int repeats, int seed, Action<string>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(sizes);
@@ -175,30 +180,48 @@ public static class MaxScoreBench
         foreach (var size in sizes)
         {
             var scores = Instance(size, seed);
-            var timings = new List<BenchTiming>();
-            foreach (var solver in solvers)
+            var skips = solvers.Select(solver => solver.Skip(size)).ToArray();
+            var experts = new int[solvers.Count][];
+            var times = solvers.Select(_ => new List<double>()).ToArray();
+            var totals = new double[solvers.Count];
+            for (int s = 0; s < solvers.Count; s++)
             {
-                var skip = solver.Skip(size);
-                if (skip is not null)
+                if (skips[s] is null)
                 {
-                    timings.Add(new BenchTiming(solver.Name, double.NaN, 0, double.NaN, skip, solver.Exact));
+                    progress?.Invoke($"{size}: {solvers[s].Name}");
+                    experts[s] = solvers[s].Solve(scores, size); // warm-up, and the routing whose objective is reported
+                }
+            }
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            bool Needs(int s) => skips[s] is null
+                && (times[s].Count < repeats || (totals[s] < MinTotalMilliseconds && times[s].Count < MaxRuns));
+            while (Enumerable.Range(0, solvers.Count).Any(Needs))
+            {
+                for (int s = 0; s < solvers.Count; s++)
+                {
+                    for (double slice = 0; Needs(s) && slice < SliceMilliseconds;)
+                    {
+                        var clock = Stopwatch.StartNew();
+                        solvers[s].Solve(scores, size);
+                        double elapsed = clock.Elapsed.TotalMilliseconds;
+                        times[s].Add(elapsed);
+                        totals[s] += elapsed;
+                        slice += elapsed;
+                    }
+                }
+            }
+            var timings = new List<BenchTiming>();
+            for (int s = 0; s < solvers.Count; s++)
+            {
+                if (skips[s] is { } skip)
+                {
+                    timings.Add(new BenchTiming(solvers[s].Name, double.NaN, 0, double.NaN, skip, solvers[s].Exact));
                     continue;
                 }
-                progress?.Invoke($"{size}: {solver.Name}");
-                var experts = solver.Solve(scores, size); // warm-up, and the routing whose objective is reported
-                GC.Collect();
-                GC.WaitForPendingFinalizers();
-                var times = new List<double>();
-                double total = 0;
-                while (times.Count < repeats || (total < MinTotalMilliseconds && times.Count < MaxRuns))
-                {
-                    var clock = Stopwatch.StartNew();
-                    solver.Solve(scores, size);
-                    times.Add(clock.Elapsed.TotalMilliseconds);
-                    total += times[^1];
-                }
-                times.Sort();
-                timings.Add(new BenchTiming(solver.Name, times.Count > 0 ? times[times.Count / 2] : double.NaN, times.Count, Objective(scores, size, experts), null, solver.Exact));
+                times[s].Sort();
+                timings.Add(new BenchTiming(solvers[s].Name, times[s][times[s].Count / 2], times[s].Count,
+                    Objective(scores, size, experts[s]), null, solvers[s].Exact));
             }
             rows.Add(new BenchRow(size, timings));
         }
