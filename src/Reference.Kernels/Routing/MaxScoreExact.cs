@@ -243,6 +243,7 @@ public sealed class ContractedGraph<T> where T : IBinaryInteger<T>
     private T[] cost;
     private readonly T[] labels;
     private readonly int[] via;
+    private readonly int[] walks; // scratch for PredecessorCycle: the walk that first reached each node
 
     /// <summary>Creates an empty graph with nodes 0..nodes-1.</summary>
     /// <param name="nodes">The number of nodes, at least 1.</param>
@@ -258,6 +259,7 @@ public sealed class ContractedGraph<T> where T : IBinaryInteger<T>
         cost = new T[arcs];
         labels = new T[nodes];
         via = new int[nodes];
+        walks = new int[nodes];
     }
 
     /// <summary>The number of nodes.</summary>
@@ -348,6 +350,10 @@ public sealed class ContractedGraph<T> where T : IBinaryInteger<T>
                 phi.CopyTo(potentials, 0);
                 return null;
             }
+            if (PredecessorCycle() is { } early)
+            {
+                return early;
+            }
         }
         // Still relaxing after Nodes rounds: walk back Nodes steps to land on the cycle, then collect it.
         int node = updated;
@@ -355,6 +361,47 @@ public sealed class ContractedGraph<T> where T : IBinaryInteger<T>
         {
             node = from[via[node]];
         }
+        return CycleThrough(node);
+    }
+
+    /// <summary>
+    /// A cycle of the predecessor arcs whose exact cost is negative, or null. Labels only decrease, so every cycle that the
+    /// predecessor arcs close is negative (Cherkassky and Goldberg, Negative-cycle detection algorithms, 1999); the cost is
+    /// summed anyway, so a cycle is returned only when it is. Looking after each round, in O(Nodes), finds a cycle as soon as
+    /// it forms instead of after Nodes rounds, each of which relaxes every arc.
+    /// </summary>
+    private List<int>? PredecessorCycle()
+    {
+        var walk = walks;
+        Array.Fill(walk, -1);
+        for (int start = 0; start < Nodes; start++)
+        {
+            int node = start;
+            while (node >= 0 && walk[node] < 0)
+            {
+                walk[node] = start;
+                node = via[node] < 0 ? -1 : from[via[node]];
+            }
+            if (node >= 0 && walk[node] == start)
+            {
+                var cycle = CycleThrough(node);
+                var total = T.Zero;
+                foreach (int arc in cycle)
+                {
+                    total += cost[arc];
+                }
+                if (total < T.Zero)
+                {
+                    return cycle;
+                }
+            }
+        }
+        return null;
+    }
+
+    /// <summary>The predecessor arcs around the cycle through <paramref name="node"/>, in order.</summary>
+    private List<int> CycleThrough(int node)
+    {
         var cycle = new List<int>();
         int first = node;
         do
