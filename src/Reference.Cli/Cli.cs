@@ -30,7 +30,7 @@ public static class Cli
         usage:
           reference list [--json]
           reference run <algorithm> --input IN.npz --output OUT.npz [--param name=value]... [--params FILE.json] [--path reference|<optimized>]
-              (no --path: what check judges against; for maxscore beyond 65536 scores, the fast optimum, certified exactly)
+              (no --path: what check judges against; for maxscore beyond N k * N E = 2^25, the fast optimum, certified exactly)
           reference check <algorithm> --input IN.npz --candidate CAND.npz [--param name=value]... [--params FILE.json] [--json REPORT.json]
           reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--data DIR] [--only ALGORITHM]
           reference flow --dimacs FILE.min
@@ -161,7 +161,7 @@ public static class Cli
         var (algorithm, call) = Prepare(a, "run");
         var output = a.Required("--output");
         // Without --path: what check judges against (the reference, or an optimum certified exactly where the reference is
-        // too slow, as for maxscore beyond 65536 scores); --path reference forces the readable reference.
+        // too slow, as for maxscore beyond N k * N E = 2^25); --path reference forces the readable reference.
         var path = a.Option("--path");
         var outputs = path is null ? algorithm.RunOracle(call) : algorithm.Run(call, path);
         WarnIfNotConverged(algorithm, outputs, stderr);

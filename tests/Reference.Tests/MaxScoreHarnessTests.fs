@@ -186,6 +186,21 @@ let ``large maxscore checks judge against the certified fast optimum, which is t
     Assert.That(oracle.["experts"].ToDoubles(), eq ((find "maxscore").Run(call, "fast").["experts"].ToDoubles()))
 
 [<Test>]
+let ``large base checks judge against the certified fast optimum, which is the reference's`` () =
+    // 1024 tokens, 64 experts: beyond the readable reference's reach (N * N E = 2^26), yet small enough to run it here.
+    let s = largeScores () |> fun m -> Array2D.init 1024 64 (fun i x -> m.[i, x])
+    let call = bind "base" s []
+    Assert.That(Algorithms.MaxScoreAlgorithm.BeyondReference(1024, 64, 1))
+    let oracle = Algorithms.BaseAlgorithm.Oracle call
+    let reference = Algorithms.BaseAlgorithm.Run call
+    Assert.That(oracle.["objective"].ToDoubles().[0], Is.EqualTo(reference.["objective"].ToDoubles().[0]).Within(1e-12))
+    Assert.That(oracle.["experts"].ToDoubles(), eq ((find "base").Run(call, "fast").["experts"].ToDoubles()))
+    let experts = oracle.["experts"].ToDoubles() |> Array.map int
+    let load = Array.zeroCreate 64
+    for x in experts do load.[x] <- load.[x] + 1
+    Assert.That(load, Is.All.EqualTo 16)
+
+[<Test>]
 let ``check maxscore on a large instance passes the fast output and fails a worse routing`` () =
     let d = temp "maxscore-cli-"
     let input, output, worse = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
@@ -209,7 +224,7 @@ let ``check maxscore on a large instance passes the fast output and fails a wors
 
 [<Test>]
 let ``run maxscore without a path on a large instance writes the certified optimum`` () =
-    // Beyond 65536 scores the readable reference would take minutes; run then gives what check judges against.
+    // Beyond a work N k * N E of 2^25 the readable reference takes seconds to minutes; run then gives what check judges against.
     let d = temp "maxscore-cli-"
     let input, output = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz")
     let s = largeScores ()
