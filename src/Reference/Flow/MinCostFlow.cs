@@ -29,7 +29,8 @@ namespace Reference.Flow;
 /// <item>Route those excesses back to the deficits along shortest paths (always possible: each can at worst undo its
 /// own saturation). The result is a minimum-cost circulation.</item>
 /// <item>Augment from S to T along shortest paths until T is unreachable. Each shortest path is found by Dijkstra
-/// on reduced costs, which the potentials keep non-negative; after each path the potentials absorb the distances.
+/// on reduced costs, which the potentials keep non-negative; after each path the potentials absorb the distances,
+/// and every path whose arcs then all have reduced cost 0 is a shortest path too, pushed without another Dijkstra.
 /// The flow is then of minimum cost among flows of its value, and its value is the maximum.</item>
 /// <item>Read flows and cost; recompute clean potentials (bounded by (n+1)·max|c|) from the final residual network.</item>
 /// </list>
@@ -322,7 +323,7 @@ public sealed class MinCostFlow
         Int128 minPotential = potential.Min();
         var startLabels = new Int128?[n + 2];
         for (int v = 0; v < n + 2; v++) startLabels[v] = potential[v] - minPotential;
-        var (label, _) = Dijkstra(g, potential, startLabels);
+        var (label, _, _) = Dijkstra(g, potential, startLabels);
         var p = new long[n];
         for (int v = 0; v < n; v++)
         {
@@ -345,6 +346,7 @@ public sealed class MinCostFlow
     {
         int nodeCount = g.NodeCount;
         Int128 moved = 0;
+        int backoff = 0, wait = 0; // step (f) pays off with ties (integer costs); after fruitless searches it pauses, doubling
         while (true)
         {
             // (a) Start a Dijkstra at every node with excess (label 0): the distance to v is then the reduced length of
@@ -354,12 +356,9 @@ public sealed class MinCostFlow
             for (int v = 0; v < nodeCount; v++)
                 if (excess[v] > 0) { start[v] = 0; anyExcess = true; }
             if (!anyExcess) return moved;
-            var (distance, predecessorArc) = Dijkstra(g, potential, start);
-
-            // (b) The nearest reachable deficit node (ties: the lower index). None reachable: done.
-            int target = -1;
-            for (int v = 0; v < nodeCount; v++)
-                if (excess[v] < 0 && distance[v] is { } d && (target < 0 || d < distance[target]!.Value)) target = v;
+            // (b) Dijkstra stops at the first deficit node it settles, the nearest one (among equally near ones, the first
+            //     in its (distance, index) order). None reachable: done.
+            var (distance, predecessorArc, target) = Dijkstra(g, potential, start, stopAtDeficitOf: excess);
             if (target < 0) return moved;
 
             // (c) Walk back to the excess node the path starts at; the amount is limited by its excess, the target's
@@ -384,22 +383,126 @@ public sealed class MinCostFlow
 
             // (e) Update potentials: p(v) -= min(dist(v), dist(target)), unreachable nodes counting as dist(target).
             //     Reduced costs stay >= 0 (dist is a shortest-path labelling; capping at a constant keeps that), and the
-            //     arcs of the path get reduced cost 0, so their new reverse arcs are fine too.
+            //     arcs of the path get reduced cost 0, so their new reverse arcs are fine too. Nodes Dijkstra did not
+            //     settle before it stopped have labels >= dist(target), so they count as dist(target) as well.
             Int128 cap = distance[target]!.Value;
             for (int v = 0; v < nodeCount; v++)
             {
                 Int128 dv = distance[v] is { } d && d < cap ? d : cap;
                 potential[v] = checked(potential[v] - dv);
             }
+
+            // (f) Every residual path of reduced cost 0 from an excess to a deficit is now a shortest path too (no path is
+            //     shorter than 0), so push along such paths before the next Dijkstra. This only saves Dijkstra runs, which
+            //     happens when distances tie; when a search moves nothing, the next 1, 2, 4, ... phases skip it.
+            if (wait > 0)
+            {
+                wait--;
+            }
+            else
+            {
+                Int128 extra = PushAlongTightPaths(g, excess, potential);
+                moved += extra;
+                backoff = extra > 0 ? 0 : Math.Max(1, 2 * backoff);
+                wait = backoff;
+            }
         }
+    }
+
+    /// <summary>
+    /// Pushes excess to deficits along residual paths whose arcs all have reduced cost 0 (potentials unchanged), found by
+    /// depth-first search, until no such path is left. A search that fails marks every node it reached as dead: no tight
+    /// arc leaves that set and it holds no deficit, and later pushes change arcs only along their own paths, which cannot
+    /// enter the set (they would then stay in it and end at a deficit inside), so it stays so. Returns the amount moved.
+    /// </summary>
+    private static Int128 PushAlongTightPaths(ResidualNetwork g, long[] excess, Int128[] potential)
+    {
+        int nodeCount = g.NodeCount;
+        var dead = new bool[nodeCount];
+        var seen = new int[nodeCount];   // the search that last reached each node (searches are numbered from 1)
+        var enteredBy = new int[nodeCount];
+        var next = new int[nodeCount];   // per node on the search path: the next out-arc to try
+        var path = new Stack<int>();     // nodes of the search path, the origin first
+        int search = 0;
+        Int128 moved = 0;
+        // The arcs of reduced cost 0 out of each node, listed when the node is first reached (potentials do not change
+        // here, so neither does this list; only residual capacities do, and they are checked at each step).
+        var tight = new List<int>?[nodeCount];
+        List<int> TightArcs(int u) =>
+            tight[u] ??= g.OutArcs(u).Where(e => g.CostOf(e) - potential[u] + potential[g.HeadOf(e)] == 0).ToList();
+        for (int origin = 0; origin < nodeCount; origin++)
+        {
+            while (excess[origin] > 0 && !dead[origin])
+            {
+                search++;
+                path.Clear();
+                path.Push(origin);
+                seen[origin] = search;
+                next[origin] = 0;
+                var reached = new List<int> { origin };
+                int found = -1;
+                while (path.Count > 0 && found < 0)
+                {
+                    int u = path.Peek();
+                    var arcs = TightArcs(u);
+                    int advanced = -1;
+                    while (next[u] < arcs.Count && advanced < 0)
+                    {
+                        int e = arcs[next[u]++];
+                        int v = g.HeadOf(e);
+                        if (!dead[v] && seen[v] != search && g.ResidualCapacity(e) > 0)
+                        {
+                            advanced = v;
+                            seen[v] = search;
+                            enteredBy[v] = e;
+                            next[v] = 0;
+                            reached.Add(v);
+                        }
+                    }
+                    if (advanced < 0)
+                    {
+                        path.Pop();
+                    }
+                    else if (excess[advanced] < 0)
+                    {
+                        found = advanced;
+                    }
+                    else
+                    {
+                        path.Push(advanced);
+                    }
+                }
+                if (found < 0)
+                {
+                    foreach (int v in reached)
+                    {
+                        dead[v] = true;
+                    }
+                    break;
+                }
+                long amount = Math.Min(excess[origin], -excess[found]);
+                for (int v = found; v != origin; v = g.TailOf(enteredBy[v]))
+                    amount = Math.Min(amount, g.ResidualCapacity(enteredBy[v]));
+                for (int v = found; v != origin; v = g.TailOf(enteredBy[v]))
+                    g.Push(enteredBy[v], amount);
+                excess[origin] -= amount;
+                excess[found] += amount;
+                moved += amount;
+            }
+        }
+        return moved;
     }
 
     /// <summary>
     /// Dijkstra on reduced costs c(u,v) - p(u) + p(v) (all >= 0) from several start nodes with given start labels
     /// (null: not a start). Returns the label of every node (null if unreachable) and the residual arc that reached it
     /// (-1 for start nodes and unreachable ones). Ties are broken by the lower node index, so the run is deterministic.
+    /// With <paramref name="stopAtDeficitOf"/>, it stops once it settles a node v with stopAtDeficitOf[v] &lt; 0 and returns
+    /// it as Stopped (labels of nodes not yet settled are then only upper bounds, all >= that node's); otherwise Stopped
+    /// is -1 and every label is a distance.
     /// </summary>
-    private static (Int128?[] Distance, int[] PredecessorArc) Dijkstra(ResidualNetwork g, Int128[] potential, Int128?[] start)
+    private static (Int128?[] Distance, int[] PredecessorArc, int Stopped) Dijkstra(ResidualNetwork g, Int128[] potential, Int128?[] start,
+        long[]? stopAtDeficitOf = null)
     {
         int nodeCount = g.NodeCount;
         var distance = new Int128?[nodeCount];
@@ -419,6 +522,7 @@ public sealed class MinCostFlow
         {
             if (done[u] || key.Distance != distance[u]) continue; // a stale entry
             done[u] = true;
+            if (stopAtDeficitOf is not null && stopAtDeficitOf[u] < 0) return (distance, predecessorArc, u);
             foreach (int e in g.OutArcs(u))
             {
                 if (g.ResidualCapacity(e) == 0) continue;
@@ -436,7 +540,7 @@ public sealed class MinCostFlow
                 }
             }
         }
-        return (distance, predecessorArc);
+        return (distance, predecessorArc, -1);
     }
 
     /// <summary>
