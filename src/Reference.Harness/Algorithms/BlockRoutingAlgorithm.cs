@@ -38,8 +38,8 @@ public static class BlockRoutingAlgorithm
                 ["experts"] = NdArray.FromMatrix(r.Experts),
                 ["weights"] = NdArray.FromMatrix(r.Weights),
                 ["block_experts"] = NdArray.FromMatrix(r.BlockExperts),
-                ["unique_per_block"] = NdArray.Create(r.UniquePerBlock, r.UniquePerBlock.Length),
-                ["token_level_unique"] = NdArray.Create(r.TokenLevelUnique, r.TokenLevelUnique.Length),
+                ["unique_per_block"] = NdArray.FromVector(r.UniquePerBlock),
+                ["token_level_unique"] = NdArray.FromVector(r.TokenLevelUnique),
             };
         },
         Paths =

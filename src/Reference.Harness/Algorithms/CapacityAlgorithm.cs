@@ -46,7 +46,7 @@ public static class CapacityAlgorithm
                 ["experts"] = NdArray.FromMatrix(r.Experts),
                 ["weights"] = NdArray.FromMatrix(r.Weights),
                 ["slots"] = NdArray.FromMatrix(r.Slots),
-                ["load"] = NdArray.Create(r.Load, r.Load.Length),
+                ["load"] = NdArray.FromVector(r.Load),
             };
         },
         Paths =

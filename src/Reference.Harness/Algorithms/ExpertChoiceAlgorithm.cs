@@ -35,7 +35,7 @@ public static class ExpertChoiceAlgorithm
             {
                 ["tokens"] = NdArray.Create(Flat(r.Tokens).Select(v => (int)v).ToArray(), r.Tokens.GetLength(0), r.Capacity),
                 ["gates"] = NdArray.Create(Flat(r.Gates), r.Gates.GetLength(0), r.Capacity),
-                ["count"] = NdArray.Create(r.Count, r.Count.Length),
+                ["count"] = NdArray.FromVector(r.Count),
             };
         },
         Paths =

@@ -95,7 +95,7 @@ public static class MaxScoreAlgorithm
         {
             ["experts"] = NdArray.FromMatrix(heuristic.Experts),
             ["weights"] = NdArray.FromMatrix(heuristic.Weights),
-            ["load"] = NdArray.Create(heuristic.Load, heuristic.Load.Length),
+            ["load"] = NdArray.FromVector(heuristic.Load),
             ["objective"] = NdArray.Scalar(heuristic.Objective),
             ["repeated"] = NdArray.Scalar(heuristic.Repeated),
             ["gap"] = NdArray.Scalar(exact.Objective - heuristic.Objective),
@@ -150,9 +150,9 @@ public static class MaxScoreAlgorithm
         {
             ["experts"] = NdArray.FromMatrix(result.Experts),
             ["weights"] = NdArray.FromMatrix(result.Weights),
-            ["load"] = NdArray.Create(result.Load, result.Load.Length),
+            ["load"] = NdArray.FromVector(result.Load),
             ["objective"] = NdArray.Scalar(result.Objective),
-            ["prices"] = NdArray.Create(result.Prices, result.Prices.Length),
+            ["prices"] = NdArray.FromVector(result.Prices),
         };
     }
 

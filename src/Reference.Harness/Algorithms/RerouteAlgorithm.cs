@@ -37,7 +37,7 @@ public static class RerouteAlgorithm
             {
                 ["experts"] = NdArray.FromMatrix(r.Experts),
                 ["weights"] = NdArray.FromMatrix(r.Weights),
-                ["load"] = NdArray.Create(r.Load, r.Load.Length),
+                ["load"] = NdArray.FromVector(r.Load),
             };
         },
         Paths =

@@ -110,8 +110,8 @@ public static class SinkhornAlgorithm
         var outputs = new Dictionary<string, NdArray>
         {
             ["plan"] = NdArray.FromMatrix(result.Plan),
-            ["f"] = NdArray.Create(result.F, result.F.Length),
-            ["g"] = NdArray.Create(result.G, result.G.Length),
+            ["f"] = NdArray.FromVector(result.F),
+            ["g"] = NdArray.FromVector(result.G),
             ["iterations"] = NdArray.Scalar(result.Iterations),
             ["err"] = NdArray.Scalar(result.Error),
             ["converged"] = NdArray.Scalar(result.Converged),

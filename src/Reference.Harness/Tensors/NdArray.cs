@@ -102,6 +102,13 @@ public sealed class NdArray
     /// <summary>A 0-d array holding one value.</summary>
     public static NdArray Scalar<T>(T value) => Create(new[] { value });
 
+    /// <summary>A 1-d array of shape [values.Length] over the values (not copied).</summary>
+    public static NdArray FromVector<T>(T[] values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        return Create(values, values.Length);
+    }
+
     /// <summary>Copies a 2-d .NET array (row-major) into an array of shape [rows, cols].</summary>
     public static NdArray FromMatrix<T>(T[,] matrix)
     {
