@@ -298,22 +298,7 @@ public static class MaxScoreCertificate
         {
             var g = new Contracted(e);
             var count = new int[n];
-            var load = new int[e];
-            for (int i = 0; i < n; i++)
-            {
-                for (int j = 0; j < e; j++)
-                {
-                    if (x[i, j])
-                    {
-                        count[i]++;
-                        load[j]++;
-                    }
-                }
-            }
-            // Expert-to-expert exchanges: the cheapest token on a and not on b (ties to the lower token). Subtraction of doubles
-            // rounds correctly, and rounding is monotone, so the exact minimum is among the tokens whose rounded key equals the
-            // rounded minimum: the scan finds that minimum in doubles, then compares only those tokens exactly.
-            var holders = new List<int>[e];
+            var holders = new List<int>[e]; // the tokens on each expert, ascending
             for (int a = 0; a < e; a++)
             {
                 holders[a] = [];
@@ -324,10 +309,14 @@ public static class MaxScoreCertificate
                 {
                     if (x[i, j])
                     {
+                        count[i]++;
                         holders[j].Add(i);
                     }
                 }
             }
+            // Expert-to-expert exchanges: the cheapest token on a and not on b (ties to the lower token). Subtraction of doubles
+            // rounds correctly, and rounding is monotone, so the exact minimum is among the tokens whose rounded key equals the
+            // rounded minimum: the scan finds that minimum in doubles, then compares only those tokens exactly.
             var roundedMin = new double[e];
             var best = new BigInteger?[e];
             var token = new int[e];
@@ -355,9 +344,14 @@ public static class MaxScoreCertificate
                     var on = Row(x, i);
                     for (int b = 0; b < scores.Length; b++)
                     {
-                        if (scores[a] - scores[b] == roundedMin[b] && !on[b] && (best[b] is not { } known || S(i, a) - S(i, b) < known))
+                        if (scores[a] - scores[b] != roundedMin[b] || on[b])
                         {
-                            best[b] = S(i, a) - S(i, b);
+                            continue;
+                        }
+                        var key = S(i, a) - S(i, b);
+                        if (best[b] is not { } known || key < known)
+                        {
+                            best[b] = key;
                             token[b] = i;
                         }
                     }
@@ -373,11 +367,11 @@ public static class MaxScoreCertificate
             // Capacity arcs through the sink.
             for (int a = 0; a < e; a++)
             {
-                if (load[a] < c)
+                if (holders[a].Count < c)
                 {
                     g.Add(a, g.SinkNode, BigInteger.Zero, -1);
                 }
-                if (load[a] > 0)
+                if (holders[a].Count > 0)
                 {
                     g.Add(g.SinkNode, a, BigInteger.Zero, -1);
                 }
