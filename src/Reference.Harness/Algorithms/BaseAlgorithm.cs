@@ -65,9 +65,7 @@ public static class BaseAlgorithm
             return Run(call);
         }
         var fast = RunFast(call);
-        var experts = MaxScoreValidator.ToMatrix(fast["experts"].ToDoubles(), n, 1);
-        var check = experts is null ? null : MaxScoreCertificate.Check(call.Matrix("scores"), 1, n / e, experts);
-        return check is { Optimal: true } ? fast : Run(call);
+        return MaxScoreAlgorithm.CertifiedOptimal(call, fast, 1, n / e) ? fast : Run(call);
     }
 
     /// <summary>Runs the reference.</summary>

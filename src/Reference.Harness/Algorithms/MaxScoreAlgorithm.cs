@@ -127,19 +127,16 @@ public static class MaxScoreAlgorithm
         }
         var fast = RunFast(call);
         var options = Options(call);
+        return CertifiedOptimal(call, fast, options.K, MaxScore.CapacityFor(shape[0], shape[1], options)) ? fast : Run(call);
+    }
+
+    /// <summary>True when <see cref="MaxScoreCertificate"/> proves the routing in <paramref name="outputs"/>["experts"]
+    /// ([N, k], -1 padded) optimal for the call's scores, k and capacity, in exact arithmetic.</summary>
+    internal static bool CertifiedOptimal(AlgorithmCall call, IReadOnlyDictionary<string, NdArray> outputs, int k, int capacity)
+    {
         var scores = call.Matrix("scores");
-        int n = shape[0], k = options.K;
-        var experts = new int[n, k];
-        var chosen = fast["experts"].ToDoubles();
-        for (int i = 0; i < n; i++)
-        {
-            for (int j = 0; j < k; j++)
-            {
-                experts[i, j] = (int)chosen[i * k + j];
-            }
-        }
-        var check = MaxScoreCertificate.Check(scores, k, MaxScore.CapacityFor(n, shape[1], options), experts);
-        return check.Optimal ? fast : Run(call);
+        var experts = MaxScoreValidator.ToMatrix(outputs["experts"].ToDoubles(), scores.GetLength(0), k);
+        return experts is not null && MaxScoreCertificate.Check(scores, k, capacity, experts).Optimal;
     }
 
     /// <summary>The outputs of an exact routing.</summary>
