@@ -361,25 +361,8 @@ public sealed class MinCostFlow
             var (distance, predecessorArc, target) = Dijkstra(g, potential, start, stopAtDeficitOf: excess);
             if (target < 0) return moved;
 
-            // (c) Walk back to the excess node the path starts at; the amount is limited by its excess, the target's
-            //     deficit and every residual capacity on the way.
-            long amount = -excess[target];
-            int node = target;
-            while (predecessorArc[node] >= 0)
-            {
-                int e = predecessorArc[node];
-                amount = Math.Min(amount, g.ResidualCapacity(e));
-                node = g.TailOf(e);
-            }
-            int origin = node;
-            amount = Math.Min(amount, excess[origin]);
-
-            // (d) Push it.
-            for (node = target; predecessorArc[node] >= 0; node = g.TailOf(predecessorArc[node]))
-                g.Push(predecessorArc[node], amount);
-            excess[origin] -= amount;
-            excess[target] += amount;
-            moved += amount;
+            // (c), (d) Push along the path back to the excess node it starts at.
+            moved += PushAlongPath(g, excess, predecessorArc, target);
 
             // (e) Update potentials: p(v) -= min(dist(v), dist(target)), unreachable nodes counting as dist(target).
             //     Reduced costs stay >= 0 (dist is a shortest-path labelling; capping at a constant keeps that), and the
@@ -407,6 +390,26 @@ public sealed class MinCostFlow
                 wait = backoff;
             }
         }
+    }
+
+    /// <summary>
+    /// Pushes along the path that <paramref name="arcInto"/> records back from <paramref name="target"/> (to the node whose
+    /// entry is -1, the origin) as much as the origin's excess, the target's deficit and every residual capacity on the way
+    /// allow, and updates both excesses. Returns the amount.
+    /// </summary>
+    private static long PushAlongPath(ResidualNetwork g, long[] excess, int[] arcInto, int target)
+    {
+        long amount = -excess[target];
+        int node = target;
+        for (; arcInto[node] >= 0; node = g.TailOf(arcInto[node]))
+            amount = Math.Min(amount, g.ResidualCapacity(arcInto[node]));
+        int origin = node;
+        amount = Math.Min(amount, excess[origin]);
+        for (node = target; arcInto[node] >= 0; node = g.TailOf(arcInto[node]))
+            g.Push(arcInto[node], amount);
+        excess[origin] -= amount;
+        excess[target] += amount;
+        return amount;
     }
 
     /// <summary>
@@ -438,6 +441,7 @@ public sealed class MinCostFlow
                 path.Clear();
                 path.Push(origin);
                 seen[origin] = search;
+                enteredBy[origin] = -1;
                 next[origin] = 0;
                 var reached = new List<int> { origin };
                 int found = -1;
@@ -480,14 +484,7 @@ public sealed class MinCostFlow
                     }
                     break;
                 }
-                long amount = Math.Min(excess[origin], -excess[found]);
-                for (int v = found; v != origin; v = g.TailOf(enteredBy[v]))
-                    amount = Math.Min(amount, g.ResidualCapacity(enteredBy[v]));
-                for (int v = found; v != origin; v = g.TailOf(enteredBy[v]))
-                    g.Push(enteredBy[v], amount);
-                excess[origin] -= amount;
-                excess[found] += amount;
-                moved += amount;
+                moved += PushAlongPath(g, excess, enteredBy, found);
             }
         }
         return moved;
