@@ -174,17 +174,6 @@ let ``checker accepts exactly the optimal routings among all maximum flows`` () 
             if not optimal then
                 Assert.That(check.Improvement, Is.GreaterThan(0.0).And.LessThanOrEqualTo(best - scoreOf p masks)))
 
-/// The exact total of doubles, as an integer at the scale 2^-1074 (every finite double is an integer multiple of it).
-let private exactTotal (values: double seq) =
-    values |> Seq.sumBy (fun v ->
-        if v = 0.0 then Numerics.BigInteger.Zero
-        else
-            let bits = BitConverter.DoubleToInt64Bits v
-            let biased = int ((bits >>> 52) &&& 0x7FFL)
-            let mantissa = (bits &&& 0xFFFFFFFFFFFFFL) ||| (if biased = 0 then 0L else 1L <<< 52)
-            let magnitude = Numerics.BigInteger(mantissa) <<< (max biased 1 - 1)
-            if v < 0.0 then -magnitude else magnitude)
-
 /// Scores across many binary orders: ordinary values beside offsets 2^-70 and 2^-1000 below them, so that differences of
 /// scores round in double (1 - 2^-70 and 1 - 2 * 2^-70 are both 1.0) while their exact values still decide optimality.
 let private wideRangeGen =
@@ -213,8 +202,9 @@ let ``checker decides optimality exactly when score differences round in double`
     // its own exact price test (it throws otherwise).
     Prop.forAll wideRangeGen (fun p ->
         let e = Array2D.length2 p.S
+        let scale = Reference.Numerics.DyadicScale(Seq.cast<double> p.S) // exact integers at one scale
         let total (masks: int[]) =
-            exactTotal [ for i in 0 .. masks.Length - 1 do for x in 0 .. e - 1 do if masks.[i] &&& (1 <<< x) <> 0 then yield p.S.[i, x] ]
+            Seq.sum [ for i in 0 .. masks.Length - 1 do for x in 0 .. e - 1 do if masks.[i] &&& (1 <<< x) <> 0 then yield scale.Of p.S.[i, x] ]
         let f = maxFlow p
         let candidates = routings p |> Seq.filter (fun m -> flowOf m = f) |> Seq.toList
         let best = candidates |> List.map total |> List.max
