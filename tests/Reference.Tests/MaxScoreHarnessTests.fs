@@ -99,8 +99,10 @@ let ``validator treats prices as a certificate, not as values to match`` () =
     Assert.That((reportOf (algorithm.Check(call, expected, withPrices prices, "c")) "prices").Passed)
     // Expert 2 has room (C = 2, and at most one token wants it), so a positive price on it leaves a duality gap: the prices
     // report fails while the routing itself still passes.
+    // (0.1 is not dyadic, so the prices carry float64 precision: dyadic values would be judged as the bfloat16 they fit,
+    // README "Precision".)
     let wrong = Array.copy prices
-    wrong.[2] <- wrong.[2] + 0.125
+    wrong.[2] <- wrong.[2] + 0.1
     let reports = algorithm.Check(call, expected, withPrices wrong, "c")
     Assert.That((reportOf reports "prices").Passed, eq false)
     Assert.That((reportOf reports "experts").Passed, (reportOf reports "experts").Detail)

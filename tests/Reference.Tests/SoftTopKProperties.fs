@@ -369,7 +369,7 @@ let ``kernel equals reference within the derived bound`` () =
         let r = run c true
         let y, j = kernel c true
         let expectedJ = Array.init r.Jacobian.Length (fun f -> let e = cols c.X in r.Jacobian.[f / (e * e), (f / e) % e, f % e])
-        let reports = SoftTopKValidator.Validate(c.X, options c true, flatten r.Y, expectedJ, y, j, NumberFormat.Float32)
+        let reports = SoftTopKValidator.Validate(c.X, options c true, flatten r.Y, expectedJ, y, j, fun _ -> NumberFormat.Float32)
         Assert.That(reports.Count, eq 2)
         for report in reports do
             Assert.That(report.Passed, report.Summary()))
@@ -380,7 +380,7 @@ let ``the validator rejects a perturbed y or Jacobian`` () =
         let r = run c true
         let e = cols c.X
         let expectedJ = Array.init r.Jacobian.Length (fun f -> r.Jacobian.[f / (e * e), (f / e) % e, f % e])
-        let validate y j = SoftTopKValidator.Validate(c.X, options c true, flatten r.Y, expectedJ, y, j, NumberFormat.Float32)
+        let validate y j = SoftTopKValidator.Validate(c.X, options c true, flatten r.Y, expectedJ, y, j, fun _ -> NumberFormat.Float32)
         Assert.That(validate (flatten r.Y) expectedJ |> Seq.forall _.Passed, "the reference itself passes")
         // Moving one y by 1e-2 exceeds the float32 bound whenever that bound is below 1e-2 (tau' >= 1/32 here).
         let y = flatten r.Y

@@ -41,7 +41,7 @@ let ``kernel equals reference`` () =
         let experts, weights = kernel p
         let reports =
             TopKValidator.Validate(p.Case.Logits, optionsOf p, flatten reference.Experts |> Array.map float,
-                                   experts, weights, NumberFormat.Float32)
+                                   experts, weights, NumberFormat.Float32, NumberFormat.Float32)
         for r in reports do
             Assert.That(r.Passed, r.Summary())
         // Away from near-ties the choice is identical, not merely valid.
@@ -162,7 +162,7 @@ let ``the validator rejects a swapped pair or a perturbed weight and accepts tie
         let weights = flatten r.Weights
         let scores = RouterScores.Compute(p.Case.Logits, p.Score)
         let key i x = scores.[i, x] + (match p.Bias with Some b -> b.[x] | None -> 0.0)
-        let validate ex w = TopKValidator.Validate(p.Case.Logits, o, experts, ex, w, NumberFormat.Float64)
+        let validate ex w = TopKValidator.Validate(p.Case.Logits, o, experts, ex, w, NumberFormat.Float64, NumberFormat.Float64)
         // The reference itself passes.
         Assert.That(validate experts weights |> Seq.forall _.Passed)
         let k = p.Case.K

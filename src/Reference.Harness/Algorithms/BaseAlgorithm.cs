@@ -118,7 +118,7 @@ public static class BaseAlgorithm
         {
             magnitude += Math.Abs(scores[i, (int)referenceExperts[i]]);
         }
-        double atol = MaxScoreValidator.ObjectiveTolerance(n, e, context.Format) * magnitude;
+        double atol = MaxScoreValidator.ObjectiveTolerance(n, e, context.FormatOf("objective")) * magnitude;
         bool exact = call.Parameters.GetChoice("method") == "exact";
         if (candidate.TryGetValue("experts", out var x))
         {

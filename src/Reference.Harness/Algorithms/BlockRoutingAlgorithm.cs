@@ -83,7 +83,7 @@ public static class BlockRoutingAlgorithm
             }
             if (c.TryGetValue("weights", out var w))
             {
-                reports.Add(FloatReport("weights", w, expected["weights"], check, context.Format));
+                reports.Add(FloatReport("weights", w, expected["weights"], check, context.FormatOf("weights")));
             }
             return reports;
         },

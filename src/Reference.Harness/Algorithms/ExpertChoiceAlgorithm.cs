@@ -70,7 +70,7 @@ public static class ExpertChoiceAlgorithm
             }
             if (c.TryGetValue("gates", out var g))
             {
-                reports.Add(FloatReport("gates", g, context.Expected["gates"], check, context.Format));
+                reports.Add(FloatReport("gates", g, context.Expected["gates"], check, context.FormatOf("gates")));
             }
             return reports;
         },

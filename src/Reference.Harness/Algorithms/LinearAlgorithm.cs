@@ -61,20 +61,21 @@ public static class LinearAlgorithm
             var call = context.Call;
             var expected = context.Expected["out"];
             var candidate = context.Candidate["out"].ToDoubles();
-            if (context.Format is NumberFormat.Float16 or NumberFormat.BFloat16)
+            var format = context.FormatOf("out");
+            if (format is NumberFormat.Float16 or NumberFormat.BFloat16)
             {
-                return [AllClosePolicy.For(context.Format).Compare("out", candidate, expected.ToDoubles(), expected.Shape)];
+                return [AllClosePolicy.For(format).Compare("out", candidate, expected.ToDoubles(), expected.Shape)];
             }
             var q = AttentionArrays.Double4(call, "q");
             var k = AttentionArrays.Double4(call, "k");
             var v = AttentionArrays.Double4(call, "v");
             var options = Options(call);
-            double bound = LinearErrorBound.Bound(q, k, v, options, context.Format) + LinearErrorBound.Bound(q, k, v, options, NumberFormat.Float64);
+            double bound = LinearErrorBound.Bound(q, k, v, options, format) + LinearErrorBound.Bound(q, k, v, options, NumberFormat.Float64);
             bool vacuous = !double.IsFinite(bound);
             var report = new AllClosePolicy(vacuous ? double.MaxValue : bound, 0.0).Compare("out", candidate, expected.ToDoubles(), expected.Shape);
             return [report with
             {
-                Detail = $"derived_bound({Formats.Name(context.Format)}) u={ComparisonReport.Number(Precision.UnitRoundoff(context.Format))} "
+                Detail = $"derived_bound({Formats.Name(format)}) u={ComparisonReport.Number(Precision.UnitRoundoff(format))} "
                          + (vacuous ? "bound=vacuous (a denominator within its error of 0)" : $"bound={ComparisonReport.Number(bound)}"),
             }];
         },

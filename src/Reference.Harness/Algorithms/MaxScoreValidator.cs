@@ -55,7 +55,7 @@ public static class MaxScoreValidator
                 magnitude += referenceExperts[i, j] >= 0 ? Math.Abs(scores[i, referenceExperts[i, j]]) : 0.0;
             }
         }
-        double rtol = ObjectiveTolerance(n * k, e, context.Format);
+        double rtol = ObjectiveTolerance(n * k, e, context.FormatOf("objective"));
         return MaxScoreAlgorithm.Mode(call) == "exact"
             ? ValidateExact(context, scores, options, c, referenceExperts, rtol * magnitude, rtol)
             : ValidateTwoStage(context, scores, options, rtol * magnitude);
@@ -96,7 +96,7 @@ public static class MaxScoreValidator
         // 3. weights: S at the routing, normalized when asked.
         if (candidate.TryGetValue("weights", out var w))
         {
-            reports.Add(AllClosePolicy.For(context.Format).Compare("weights", w.ToDoubles(), WeightsOf(scores, usable ? experts! : referenceExperts, options.Normalize), [n, k]));
+            reports.Add(AllClosePolicy.For(context.FormatOf("weights")).Compare("weights", w.ToDoubles(), WeightsOf(scores, usable ? experts! : referenceExperts, options.Normalize), [n, k]));
         }
 
         // 4. objective: the optimum within the tolerance.
@@ -180,7 +180,7 @@ public static class MaxScoreValidator
         }
         if (candidate.TryGetValue("weights", out var w))
         {
-            reports.Add(AllClosePolicy.For(context.Format).Compare("weights", w.ToDoubles(), WeightsOf(scores, routing, options.Normalize), [n, 2]));
+            reports.Add(AllClosePolicy.For(context.FormatOf("weights")).Compare("weights", w.ToDoubles(), WeightsOf(scores, routing, options.Normalize), [n, 2]));
         }
         foreach (var name in new[] { "objective", "gap" })
         {

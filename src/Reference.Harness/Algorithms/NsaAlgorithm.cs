@@ -54,7 +54,7 @@ public static class NsaAlgorithm
                 AttentionArrays.Double4(call, "gates"), Options(call),
                 context.Candidate.TryGetValue("selected", out var s) ? s.ToDoubles() : null,
                 context.Candidate.TryGetValue("out", out var o) ? o.ToDoubles() : null,
-                context.Format);
+                context.Format, context.FormatOf("out"));
         },
         Generate = Generate,
     };

@@ -64,11 +64,12 @@ public static class NsaValidator
     /// <param name="options">The NSA options.</param>
     /// <param name="selected">The candidate's selection [B, Hkv, T, nb] flat (0/1), or null when it has none.</param>
     /// <param name="output">The candidate's out [B, Hq, T, Dv] flat, or null when it has none.</param>
-    /// <param name="format">The candidate's precision.</param>
+    /// <param name="format">The precision the candidate's selection is judged in (its near-ties).</param>
+    /// <param name="outputFormat">The precision <paramref name="output"/> is judged in.</param>
     /// <returns>A report for <c>selected</c> and one for <c>out</c>, for those the candidate has.</returns>
     public static IReadOnlyList<ComparisonReport> Validate(
         double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options,
-        double[]? selected, double[]? output, NumberFormat format)
+        double[]? selected, double[]? output, NumberFormat format, NumberFormat outputFormat)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
@@ -152,7 +153,7 @@ public static class NsaValidator
             var flat = new double[expectedOut.Length];
             long n = 0;
             foreach (double x in expectedOut) flat[n++] = x;
-            reports.Add(AllClosePolicy.For(format).Compare(
+            reports.Add(AllClosePolicy.For(outputFormat).Compare(
                 "out", output, flat, [expectedOut.GetLength(0), expectedOut.GetLength(1), expectedOut.GetLength(2), expectedOut.GetLength(3)]));
         }
         return reports;

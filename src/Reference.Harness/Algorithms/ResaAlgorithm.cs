@@ -59,7 +59,7 @@ public static class ResaAlgorithm
                 context.Candidate.TryGetValue("selected", out var s) ? s.ToDoubles() : null,
                 context.Candidate.TryGetValue("out", out var o) ? o.ToDoubles() : null,
                 context.Candidate.TryGetValue("lse", out var x) ? x.ToDoubles() : null,
-                context.Format);
+                context.Format, context.FormatOf);
         },
         Generate = Generate,
     };

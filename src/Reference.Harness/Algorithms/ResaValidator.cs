@@ -50,11 +50,12 @@ public static class ResaValidator
     /// <param name="selected">The candidate's selection [B, Hkv, nb] flat (0/1), or null.</param>
     /// <param name="output">The candidate's out [B, Hq, 1, Dv] flat, or null.</param>
     /// <param name="lse">The candidate's lse [B, Hq, 1] flat, or null.</param>
-    /// <param name="format">The candidate's precision.</param>
+    /// <param name="format">The precision the candidate's selection is judged in (its near-ties).</param>
+    /// <param name="formatOf">The precision each float output (out, lse) is judged in.</param>
     /// <returns>Reports for <c>selected</c>, <c>out</c> and <c>lse</c>, for those the candidate has.</returns>
     public static IReadOnlyList<ComparisonReport> Validate(
         double[,,,] q, double[,,,] k, double[,,,] v, ResaOptions options,
-        double[]? selected, double[]? output, double[]? lse, NumberFormat format)
+        double[]? selected, double[]? output, double[]? lse, NumberFormat format, Func<string, NumberFormat> formatOf)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
@@ -112,16 +113,15 @@ public static class ResaValidator
         var step = differs ? Resa.DecodeStepWithSelection(q, k, v, options, expected) : reference;
 
         var reports = new List<ComparisonReport>();
-        var policy = AllClosePolicy.For(format);
         if (selected is not null)
         {
             var report = new ExactPolicy().Compare("selected", selected, Flat(expected), [bsz, hkv, nb]);
             reports.Add(firstInvalid is null ? report : report with { Detail = "first invalid row " + firstInvalid });
         }
         if (output is not null)
-            reports.Add(policy.Compare("out", output, Flat(step.Out), [bsz, hq, 1, step.Out.GetLength(3)]));
+            reports.Add(AllClosePolicy.For(formatOf("out")).Compare("out", output, Flat(step.Out), [bsz, hq, 1, step.Out.GetLength(3)]));
         if (lse is not null)
-            reports.Add(policy.Compare("lse", lse, Flat(step.Lse), [bsz, hq, 1]));
+            reports.Add(AllClosePolicy.For(formatOf("lse")).Compare("lse", lse, Flat(step.Lse), [bsz, hq, 1]));
         return reports;
     }
 

@@ -39,9 +39,8 @@ public static class SinkhornValidator
         var candidate = context.Candidate;
         var expected = context.Expected;
         // The precision the candidate is judged in: the least precise of its float arrays (a float32 plan next to a
-        // double err is a float32 candidate).
-        var format = candidate.Values.Where(x => x.IsFloatingPoint).Select(x => Formats.Of(x.DType))
-            .DefaultIfEmpty(context.Format).Max();
+        // double err is a float32 candidate), which is the context's decision format.
+        var format = context.Format;
         var options = SinkhornAlgorithm.Options(call);
         var method = options.Method;
         var cost = SinkhornAlgorithm.Cost(call);

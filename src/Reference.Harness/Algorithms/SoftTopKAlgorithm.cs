@@ -65,7 +65,7 @@ public static class SoftTopKAlgorithm
                 context.Expected.TryGetValue("jacobian", out var ej) ? ej.ToDoubles() : null,
                 context.Candidate.TryGetValue("y", out var y) ? y.ToDoubles() : null,
                 context.Candidate.TryGetValue("jacobian", out var j) ? j.ToDoubles() : null,
-                context.Format);
+                context.FormatOf);
         },
         Generate = Generate,
     };

@@ -56,7 +56,7 @@ public static class TopKAlgorithm
                 call.Matrix("logits"), Options(call), context.Expected["experts"].ToDoubles(),
                 context.Candidate.TryGetValue("experts", out var x) ? x.ToDoubles() : null,
                 context.Candidate.TryGetValue("weights", out var w) ? w.ToDoubles() : null,
-                context.Format);
+                context.Format, context.FormatOf("weights"));
         },
         Generate = Generate,
     };

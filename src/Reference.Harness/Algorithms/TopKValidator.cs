@@ -35,10 +35,12 @@ public static class TopKValidator
     /// <param name="referenceExperts">The reference's experts [N * k] (flat).</param>
     /// <param name="experts">The candidate's experts [N * k] (flat), or null when it has none.</param>
     /// <param name="weights">The candidate's weights [N * k] (flat), or null when it has none.</param>
-    /// <param name="format">The candidate's precision.</param>
+    /// <param name="format">The precision the candidate's selection is judged in (its near-ties).</param>
+    /// <param name="weightsFormat">The precision <paramref name="weights"/> is judged in.</param>
     /// <returns>A report for experts and one for weights, for those the candidate has.</returns>
     public static IReadOnlyList<ComparisonReport> Validate(
-        double[,] logits, TopKOptions options, double[] referenceExperts, double[]? experts, double[]? weights, NumberFormat format)
+        double[,] logits, TopKOptions options, double[] referenceExperts, double[]? experts, double[]? weights, NumberFormat format,
+        NumberFormat weightsFormat)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
@@ -90,7 +92,7 @@ public static class TopKValidator
         }
         if (weights is not null)
         {
-            reports.Add(AllClosePolicy.For(format).Compare("weights", weights, expectedWeights, shape));
+            reports.Add(AllClosePolicy.For(weightsFormat).Compare("weights", weights, expectedWeights, shape));
         }
         return reports;
     }

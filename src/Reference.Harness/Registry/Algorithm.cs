@@ -24,12 +24,35 @@ public sealed record OptimizedPath(string Name, string Doc, AlgorithmFunction Ru
 /// <param name="Call">The bound inputs and parameters.</param>
 /// <param name="Expected">The reference outputs (float outputs in f64).</param>
 /// <param name="Candidate">The candidate's outputs: only the algorithm's outputs that it contains.</param>
-/// <param name="Format">The precision the candidate is judged in: the dtype of its float outputs, else of the inputs.</param>
+/// <remarks>
+/// Precision is per array (README, "Precision"): <see cref="FormatOf"/> gives the format each float output is judged in,
+/// and <see cref="Format"/> the one that index outputs' near-ties are judged in.
+/// </remarks>
 public sealed record CheckContext(
     AlgorithmCall Call,
     IReadOnlyDictionary<string, NdArray> Expected,
-    IReadOnlyDictionary<string, NdArray> Candidate,
-    NumberFormat Format);
+    IReadOnlyDictionary<string, NdArray> Candidate)
+{
+    /// <summary>
+    /// The precision a candidate's decisions (index outputs: experts, tokens, selected blocks) are judged in: the least
+    /// precise of its float outputs (each as <see cref="Formats.Effective"/>: a candidate that rounds any of its results to
+    /// bfloat16 may have ranked in it), or the inputs' (<see cref="AlgorithmCall.InputFormat"/>) when it has none.
+    /// </summary>
+    public NumberFormat Format => format ??= Candidate.Values.Where(a => a.IsFloatingPoint).Select(Formats.Effective)
+        .DefaultIfEmpty(Call.InputFormat).Max();
+
+    /// <summary>
+    /// The precision the float output <paramref name="name"/> is judged in: the precision its values carry
+    /// (<see cref="Formats.Effective"/>: its dtype, or a narrower format that holds every value, as when a bfloat16 result
+    /// is saved as float32 or a float32 loss as a float64 scalar). A non-float or absent output gets <see cref="Format"/>.
+    /// </summary>
+    /// <param name="name">The output's name.</param>
+    /// <returns>The format for that output's tolerance.</returns>
+    public NumberFormat FormatOf(string name) =>
+        Candidate.TryGetValue(name, out var array) && array.IsFloatingPoint ? Formats.Effective(array) : Format;
+
+    private NumberFormat? format;
+}
 
 /// <summary>A validator: judges the candidate's <see cref="OutputComparison.Validated"/> outputs directly against the inputs.</summary>
 /// <param name="context">The call, reference outputs and candidate outputs.</param>
@@ -218,9 +241,7 @@ public sealed class Algorithm
             throw new InputException(
                 $"{candidateSource}: holds none of {Name}'s outputs ({string.Join(", ", Outputs.Select(o => o.Name))})");
         }
-        var floats = present.Values.Where(a => a.IsFloatingPoint).ToList();
-        var format = floats.Count > 0 ? floats.Select(a => Formats.Of(a.DType)).Min() : call.InputFormat;
-        var context = new CheckContext(call, expected, present, format);
+        var context = new CheckContext(call, expected, present);
 
         var reports = new List<ComparisonReport>();
         if (Outputs.Any(o => o.Comparison == OutputComparison.Validated && present.ContainsKey(o.Name)))
@@ -250,7 +271,7 @@ public sealed class Algorithm
                 continue;
             }
             var e = expected[spec.Name];
-            var policy = spec.Comparison == OutputComparison.Exact ? new ExactPolicy() : Tolerance(spec.Name, format);
+            var policy = spec.Comparison == OutputComparison.Exact ? new ExactPolicy() : Tolerance(spec.Name, context.FormatOf(spec.Name));
             reports.Add(policy.Compare(spec.Name, c.ToDoubles(), e.ToDoubles(), e.Shape));
         }
         return reports;

@@ -38,9 +38,14 @@ public sealed class AlgorithmCall
     public NdArray Array(string name) =>
         inputs.TryGetValue(name, out var a) ? a : throw new InputException($"{Source}: array '{name}' is missing");
 
-    /// <summary>The floating-point format of the float inputs (the widest one), or Float64 when there are none.</summary>
+    /// <summary>
+    /// The precision the float inputs carry (<see cref="Formats.Effective"/>; the most precise of them), or Float64 when
+    /// there are none: bfloat16 tensors saved as float32, as numpy needs, are bfloat16 inputs.
+    /// </summary>
     public NumberFormat InputFormat =>
-        inputs.Values.Where(a => a.IsFloatingPoint).Select(a => Formats.Of(a.DType)).DefaultIfEmpty(NumberFormat.Float64).Min();
+        inputFormat ??= inputs.Values.Where(a => a.IsFloatingPoint).Select(Formats.Effective).DefaultIfEmpty(NumberFormat.Float64).Min();
+
+    private NumberFormat? inputFormat;
 
     /// <summary>A rank-2 input widened exactly to double [rows, cols].</summary>
     public double[,] Matrix(string name)
@@ -92,6 +97,41 @@ public static class Formats
         DType.F32 => NumberFormat.Float32,
         _ => NumberFormat.Float64,
     };
+
+    /// <summary>
+    /// The precision an array's values actually carry: the least precise of bfloat16, float16, float32 and its own dtype
+    /// that holds every value exactly (non-finite values fit every format). numpy has no bfloat16, so a bfloat16 kernel's
+    /// output is saved as float32, and <c>.double()</c> or <c>.item()</c> stores float32 results as float64; such an
+    /// array is judged in the precision it was computed in. A float16 array stays float16. Integer arrays: Float64.
+    /// </summary>
+    /// <param name="array">The array.</param>
+    /// <returns>Its effective format.</returns>
+    public static NumberFormat Effective(NdArray array)
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        var own = Of(array.DType);
+        if (!array.IsFloatingPoint || own is NumberFormat.Float16 or NumberFormat.BFloat16)
+        {
+            return own;
+        }
+        bool bf16 = true, f16 = true, f32 = true;
+        for (long i = 0; i < array.Length; i++)
+        {
+            double x = array.GetDouble(i);
+            if (!double.IsFinite(x))
+            {
+                continue;
+            }
+            bf16 = bf16 && Precision.Round(x, NumberFormat.BFloat16) == x;
+            f16 = f16 && Precision.Round(x, NumberFormat.Float16) == x;
+            f32 = f32 && (double)(float)x == x;
+            if (!bf16 && !f16 && !f32)
+            {
+                return NumberFormat.Float64;
+            }
+        }
+        return bf16 ? NumberFormat.BFloat16 : f16 ? NumberFormat.Float16 : NumberFormat.Float32;
+    }
 
     /// <summary>The short name used in reports: f64, f32, f16, bf16.</summary>
     public static string Name(NumberFormat format) => format switch
