@@ -342,14 +342,20 @@ let ``Summary prints the verdict and every number at full precision`` () =
     Prop.forAll (Arb.fromGen cases) (fun (policy, shape, expected, candidate) ->
         let report = compare policy candidate expected shape
         let line = report.Summary()
-        let m = Regex.Match(line, @"^(PASS|FAIL) out (.+) max_abs=(\S+) max_rel=(\S+) mismatches=(\d+)/(\d+)$")
+        let m = Regex.Match(line, @"^(PASS|FAIL) out (.+) max_abs=(\S+) max_rel=(\S+) mismatches=(\d+)/(\d+)( margin=(\S+))?$")
         expect $"summary line shape: {line}" m.Success
         expectEqual "verdict" m.Groups.[1].Value (if report.Passed then "PASS" else "FAIL")
         expectEqual "policy" m.Groups.[2].Value policy.Name
         let parse (s: string) = Double.Parse(s, CultureInfo.InvariantCulture)
         expect $"max_abs round-trips: {line}" (sameBits (parse m.Groups.[3].Value) report.MaxAbsError)
         expect $"max_rel round-trips: {line}" (sameBits (parse m.Groups.[4].Value) report.MaxRelError)
-        expectEqual "mismatches" (int64 m.Groups.[5].Value, int64 m.Groups.[6].Value) (report.MismatchCount, report.Count))
+        expectEqual "mismatches" (int64 m.Groups.[5].Value, int64 m.Groups.[6].Value) (report.MismatchCount, report.Count)
+        // The margin (error / bound) is printed exactly when the policy has an elementwise bound, and it says how the
+        // verdict came out: at most 1 for a pass, at least 1 for a failure (equality can come from rounding the ratio).
+        expectEqual "margin printed" m.Groups.[7].Success report.Margin.HasValue
+        if report.Margin.HasValue && report.NaNMismatches = 0L && report.InfMismatches = 0L then
+            let margin = report.Margin.Value
+            expect $"margin {margin} agrees with the verdict: {line}" (if report.Passed then margin <= 1.0 else margin >= 1.0))
 
 [<Test>]
 [<Theorem "tolerance.summary-full-precision">]

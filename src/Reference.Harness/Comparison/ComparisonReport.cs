@@ -47,6 +47,13 @@ public sealed record ComparisonReport
     /// <summary>The first <see cref="MaxListedMismatches"/> mismatches of any kind, in C order.</summary>
     public IReadOnlyList<Mismatch> FirstMismatches { get; init; } = [];
 
+    /// <summary>
+    /// How close to its bound the candidate is: max |c - r| / allowed(r) over the finite pairs, where the policy passes a
+    /// finite pair iff |c - r| &lt;= allowed(r) (below 1 passes; 0 when every pair is equal). Null for policies without
+    /// such an elementwise bound (exact, relative-rms, validators that judge structure).
+    /// </summary>
+    public double? Margin { get; init; }
+
     /// <summary>Policy-specific quantities behind the verdict (e.g. the baseline's error, floor and bound),
     /// or null when the policy has none to add.</summary>
     public string? Detail { get; init; }
@@ -54,13 +61,18 @@ public sealed record ComparisonReport
     /// <summary>
     /// One line for a terminal or a CI log, e.g. <c>PASS experts exact max_abs=0 max_rel=0 mismatches=0/12</c>:
     /// the verdict, the array, the policy, the largest errors at full (round-trip) precision, and the mismatch count
-    /// out of the element count; followed by <c>nan=N inf=M</c> when either is non-zero.
+    /// out of the element count; then <c>margin=X</c> (error / bound, 3 digits) when the policy has one, and
+    /// <c>nan=N inf=M</c> when either is non-zero.
     /// </summary>
     /// <returns>The summary line, without a line break.</returns>
     public string Summary()
     {
         string line = $"{(Passed ? "PASS" : "FAIL")} {ArrayName} {PolicyName} max_abs={Number(MaxAbsError)} "
                       + $"max_rel={Number(MaxRelError)} mismatches={MismatchCount}/{Count}";
+        if (Margin is { } margin)
+        {
+            line += $" margin={margin.ToString("G3", CultureInfo.InvariantCulture)}";
+        }
         if (NaNMismatches != 0 || InfMismatches != 0)
         {
             line += $" nan={NaNMismatches} inf={InfMismatches}";

@@ -75,7 +75,9 @@ internal static class Elementwise
 
     /// <summary>
     /// Compares element by element. A pair of finite values is a mismatch iff <paramref name="finiteMismatch"/>
-    /// says so; the NaN/Inf rules of <see cref="Classify"/> decide every other pair.
+    /// says so; the NaN/Inf rules of <see cref="Classify"/> decide every other pair. When the policy's rule is
+    /// |c - r| &lt;= allowed(r), <paramref name="allowedError"/> gives allowed(r) and the report carries the margin
+    /// max |c - r| / allowed(r) over the finite pairs.
     /// </summary>
     internal static ComparisonReport Compare(
         string arrayName,
@@ -84,11 +86,12 @@ internal static class Elementwise
         ReadOnlySpan<double> expected,
         IReadOnlyList<int> shape,
         Func<double, double, bool> finiteMismatch,
-        string? detail)
+        string? detail,
+        Func<double, double>? allowedError = null)
     {
         long count = CheckInputs(arrayName, candidate.Length, expected.Length, shape);
         long mismatches = 0, nanMismatches = 0, infMismatches = 0;
-        double maxAbs = 0.0, maxRel = 0.0;
+        double maxAbs = 0.0, maxRel = 0.0, margin = 0.0;
         var first = new List<Mismatch>(ComparisonReport.MaxListedMismatches);
         for (int i = 0; i < candidate.Length; i++)
         {
@@ -112,6 +115,11 @@ internal static class Elementwise
                         maxRel = Math.Max(maxRel, abs / Math.Abs(r));
                     }
                     mismatch = finiteMismatch(c, r);
+                    if (allowedError is not null && abs > 0.0)
+                    {
+                        double allowed = allowedError(r);
+                        margin = Math.Max(margin, allowed > 0.0 ? abs / allowed : double.PositiveInfinity);
+                    }
                     break;
                 default:
                     mismatch = false;
@@ -138,6 +146,7 @@ internal static class Elementwise
             MaxRelError = maxRel,
             FirstMismatches = first.AsReadOnly(),
             Detail = detail,
+            Margin = allowedError is null ? null : margin,
         };
     }
 
