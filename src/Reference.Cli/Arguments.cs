@@ -67,7 +67,12 @@ internal sealed class Arguments
                 {
                     throw new InputException($"--param '{value}' is not of the form name=value");
                 }
-                result.Parameters.Add(new(value[..split], value[(split + 1)..]));
+                string parameter = value[..split];
+                if (result.Parameters.Any(x => x.Key == parameter))
+                {
+                    throw new InputException($"--param '{parameter}' is given twice");
+                }
+                result.Parameters.Add(new(parameter, value[(split + 1)..]));
             }
             else if (!result.options.TryAdd(name, value))
             {

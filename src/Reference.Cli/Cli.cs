@@ -59,9 +59,14 @@ public static class Cli
             (args.Length == 0 ? stderr : stdout).WriteLine(Usage);
             return args.Length == 0 ? BadInput : Pass;
         }
+        var rest = args.Skip(1).ToArray();
+        if (rest.Any(a => a is "-h" or "--help") && VerbUsage(args[0]) is { } verbUsage)
+        {
+            stdout.WriteLine(verbUsage);
+            return Pass;
+        }
         try
         {
-            var rest = args.Skip(1).ToArray();
             return args[0] switch
             {
                 "list" => List(Arguments.Parse(rest, [], ["--json"]), stdout),
@@ -73,21 +78,63 @@ public static class Cli
                 _ => throw new InputException($"unknown command '{args[0]}'; commands: list, run, check, selfcheck, flow, bench"),
             };
         }
-        catch (Exception ex) when (ex is InputException or TensorFileException)
+        catch (Exception ex) when (ex is InputException or TensorFileException or IOException or UnauthorizedAccessException)
         {
-            stderr.WriteLine($"reference: {OneLine(ex.Message)}");
+            string message = OneLine(ex.Message);
+            stderr.WriteLine($"reference: {message}");
+            WriteErrorReport(args, message, stderr);
             return BadInput;
         }
-        catch (IOException ex)
+    }
+
+    /// <summary>
+    /// <c>--json FILE</c> always gets a report: on exit 2 it holds <c>"status": "error"</c> and the one-line reason, so a CI
+    /// that parses the report never finds it missing or stale.
+    /// </summary>
+    private static void WriteErrorReport(string[] args, string message, TextWriter stderr)
+    {
+        string? path = null;
+        for (int i = 1; i < args.Length; i++)
         {
-            stderr.WriteLine($"reference: {OneLine(ex.Message)}");
-            return BadInput;
+            if (args[i] == "--json" && i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal))
+            {
+                path = args[i + 1];
+            }
+            else if (args[i].StartsWith("--json=", StringComparison.Ordinal))
+            {
+                path = args[i]["--json=".Length..];
+            }
         }
-        catch (UnauthorizedAccessException ex)
+        if (string.IsNullOrEmpty(path))
         {
-            stderr.WriteLine($"reference: {OneLine(ex.Message)}");
-            return BadInput;
+            return;
         }
+        try
+        {
+            File.WriteAllText(path, JsonSerializer.Serialize(new { status = "error", command = args[0], message, exit_code = BadInput }, Json));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            stderr.WriteLine($"reference: cannot write the error report {path}: {OneLine(ex.Message)}");
+        }
+    }
+
+    /// <summary>The usage lines of one verb (for <c>reference VERB --help</c>), or null for an unknown verb.</summary>
+    private static string? VerbUsage(string verb)
+    {
+        var lines = Usage.Split('\n').Select(l => l.TrimEnd('\r')).ToList();
+        int start = lines.FindIndex(l => l.TrimStart().StartsWith($"reference {verb} ", StringComparison.Ordinal) || l.Trim() == $"reference {verb}");
+        if (start < 0)
+        {
+            return null;
+        }
+        var block = new List<string> { "usage:", lines[start] };
+        for (int i = start + 1; i < lines.Count && lines[i].StartsWith("      ", StringComparison.Ordinal); i++)
+        {
+            block.Add(lines[i]);
+        }
+        block.Add(lines.First(l => l.StartsWith("exit codes", StringComparison.Ordinal)));
+        return string.Join(Environment.NewLine, block);
     }
 
     private static int List(Arguments a, TextWriter stdout)
@@ -180,8 +227,13 @@ public static class Cli
         var reports = algorithm.Check(call, expected, candidate, candidatePath);
         foreach (var r in reports)
         {
-            // The policy's own numbers (e.g. the baseline's base error, floor and bound) follow the summary.
+            // The policy's own numbers (e.g. the baseline's base error, floor and bound) follow the summary; a failing
+            // array then lists its first mismatches (index, got, expected, allowed).
             stdout.WriteLine(r.Detail is null ? r.Summary() : $"{r.Summary()} {r.Detail}");
+            foreach (var line in r.MismatchLines())
+            {
+                stdout.WriteLine(line);
+            }
         }
         var ignored = candidate.Keys.Where(n => algorithm.Outputs.All(o => o.Name != n)).ToList();
         if (ignored.Count > 0)
@@ -193,6 +245,7 @@ public static class Cli
         {
             var doc = new
             {
+                status = passed ? "pass" : "fail",
                 algorithm = algorithm.Name,
                 input = call.Source,
                 candidate = candidatePath,
@@ -379,13 +432,15 @@ public static class Cli
         array = r.ArrayName,
         policy = r.PolicyName,
         passed = r.Passed,
+        problem = r.Problem,
         count = r.Count,
         mismatches = r.MismatchCount,
         nan_mismatches = r.NaNMismatches,
         inf_mismatches = r.InfMismatches,
-        max_abs_error = r.MaxAbsError,
-        max_rel_error = r.MaxRelError,
-        first_mismatches = r.FirstMismatches.Select(m => new { index = m.Index, flat_index = m.FlatIndex, got = m.Got, expected = m.Expected }),
+        max_abs_error = r.IsIntegral ? (double?)null : r.MaxAbsError,
+        max_rel_error = r.IsIntegral ? (double?)null : r.MaxRelError,
+        margin = r.Margin,
+        first_mismatches = r.FirstMismatches.Select(m => new { index = m.Index, flat_index = m.FlatIndex, got = m.Got, expected = m.Expected, allowed = m.Allowed }),
         detail = r.Detail,
     };
 

@@ -124,8 +124,11 @@ let ``check exits 2 with one line naming the file and the array`` () =
     expectBadInput (cli [ "check"; "topk"; "--input"; input; "--candidate"; cand; "--param"; "k=9" ]) [ "k = 9"; "1..5" ]
     expectBadInput (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--param"; "kk=1" ]) [ "'kk'" ]
     expectBadInput (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--param"; "normalize=yes" ]) [ "'normalize'" ]
-    write cand [ "experts", NdArray.Create(Array.zeroCreate<int> 6, 6, 1) ]
-    expectBadInput (cli [ "check"; "topk"; "--input"; input; "--candidate"; cand ]) [ cand; "'experts'"; "(6, 1)"; "(6, 2)" ]
+    // An empty problem (zero tokens) and a repeated --param are bad input too.
+    let empty = Path.Combine(d, "empty.npz")
+    write empty [ "logits", NdArray.Create(Array.zeroCreate<float32> 0, 0, 5) ]
+    expectBadInput (cli [ "check"; "topk"; "--input"; empty; "--candidate"; cand ]) [ empty; "'logits'"; "N = 0"; "empty problem" ]
+    expectBadInput (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--param"; "k=1"; "--param"; "k=2" ]) [ "'k'"; "twice" ]
     // Missing files and unknown algorithms.
     expectBadInput (cli [ "check"; "topk"; "--input"; Path.Combine(d, "nope.npz"); "--candidate"; cand ]) [ "nope.npz" ]
     expectBadInput (cli [ "check"; "nosuch"; "--input"; input; "--candidate"; cand ]) [ "nosuch" ]

@@ -126,8 +126,13 @@ let ``one element beyond the bound fails with one mismatch at its index`` () =
         expect $"{policy.Name} passed a perturbed array: {report.Summary()}" (not report.Passed)
         expectEqual "MismatchCount" report.MismatchCount 1L
         expectEqual "NaN/Inf" (report.NaNMismatches, report.InfMismatches) (0L, 0L)
-        expectEqual "FirstMismatches" (List.ofSeq report.FirstMismatches)
-            [ Mismatch(flat, indexText index, candidate.[int flat], expected.[int flat]) ])
+        expectEqual "FirstMismatches"
+            (report.FirstMismatches |> Seq.map (fun m -> m.FlatIndex, m.Index, m.Got, m.Expected) |> List.ofSeq)
+            [ flat, indexText index, candidate.[int flat], expected.[int flat] ]
+        // The allowance listed with a mismatch (policies with an elementwise bound) is below the error it rejected.
+        for m in report.FirstMismatches do
+            if m.Allowed.HasValue then
+                expect $"allowed {m.Allowed.Value} < |error| at {m.Index}" (m.Allowed.Value < abs (m.Got - m.Expected)))
 
 [<Prop>]
 [<Theorem "tolerance.nan-inf-counted-apart">]

@@ -48,6 +48,32 @@ public sealed record ComparisonReport
     public IReadOnlyList<Mismatch> FirstMismatches { get; init; } = [];
 
     /// <summary>
+    /// Why the array could not be compared at all (a wrong shape, or a float array where the algorithm outputs integers):
+    /// an implementation bug, so the report fails. Null when the array was compared.
+    /// </summary>
+    public string? Problem { get; init; }
+
+    /// <summary>True for integer and boolean outputs (indices, counts, masks): their summary has no errors, only counts,
+    /// because a relative error of an index means nothing.</summary>
+    public bool IsIntegral { get; init; }
+
+    /// <summary>
+    /// A failing report for an array that could not be compared (see <see cref="Problem"/>).
+    /// </summary>
+    /// <param name="arrayName">The output's name.</param>
+    /// <param name="count">The number of elements the candidate array holds.</param>
+    /// <param name="problem">What is wrong, e.g. "has shape (4, 3) but the reference gives (4, 2)".</param>
+    /// <returns>The report: one mismatch, the problem, no errors.</returns>
+    public static ComparisonReport Rejected(string arrayName, long count, string problem) => new()
+    {
+        ArrayName = arrayName,
+        PolicyName = "rejected",
+        Count = count,
+        MismatchCount = 1,
+        Problem = problem,
+    };
+
+    /// <summary>
     /// How close to its bound the candidate is: max |c - r| / allowed(r) over the finite pairs, where the policy passes a
     /// finite pair iff |c - r| &lt;= allowed(r) (below 1 passes; 0 when every pair is equal). Null for policies without
     /// such an elementwise bound (exact, relative-rms, validators that judge structure).
@@ -60,15 +86,22 @@ public sealed record ComparisonReport
 
     /// <summary>
     /// One line for a terminal or a CI log, e.g. <c>PASS experts exact max_abs=0 max_rel=0 mismatches=0/12</c>:
-    /// the verdict, the array, the policy, the largest errors at full (round-trip) precision, and the mismatch count
+    /// the verdict, the array, the policy, the largest errors at full (round-trip) precision (not for
+    /// <see cref="IsIntegral"/> arrays), and the mismatch count
     /// out of the element count; then <c>margin=X</c> (error / bound, 3 digits) when the policy has one, and
     /// <c>nan=N inf=M</c> when either is non-zero.
     /// </summary>
     /// <returns>The summary line, without a line break.</returns>
     public string Summary()
     {
-        string line = $"{(Passed ? "PASS" : "FAIL")} {ArrayName} {PolicyName} max_abs={Number(MaxAbsError)} "
-                      + $"max_rel={Number(MaxRelError)} mismatches={MismatchCount}/{Count}";
+        if (Problem is not null)
+        {
+            return $"FAIL {ArrayName} {Problem}";
+        }
+        string line = IsIntegral
+            ? $"{(Passed ? "PASS" : "FAIL")} {ArrayName} {PolicyName} mismatches={MismatchCount}/{Count}"
+            : $"{(Passed ? "PASS" : "FAIL")} {ArrayName} {PolicyName} max_abs={Number(MaxAbsError)} "
+              + $"max_rel={Number(MaxRelError)} mismatches={MismatchCount}/{Count}";
         if (Margin is { } margin)
         {
             line += $" margin={margin.ToString("G3", CultureInfo.InvariantCulture)}";
@@ -82,6 +115,27 @@ public sealed record ComparisonReport
 
     /// <inheritdoc />
     public override string ToString() => Summary();
+
+    /// <summary>
+    /// The failing elements for a terminal, one per line and indented: index, got, expected and (when the policy has
+    /// a bound) allowed, at full precision; then how many more there are. Empty for a passing report.
+    /// </summary>
+    /// <param name="indent">The prefix of every line.</param>
+    /// <returns>The lines.</returns>
+    public IEnumerable<string> MismatchLines(string indent = "  ")
+    {
+        foreach (var m in FirstMismatches)
+        {
+            string allowed = m.Allowed is { } a ? $" allowed {Number(a)}" : "";
+            string error = !IsIntegral && double.IsFinite(m.Got) && double.IsFinite(m.Expected) ? $" |error| {Number(Math.Abs(m.Got - m.Expected))}" : "";
+            yield return $"{indent}at {m.Index}: got {Number(m.Got)} expected {Number(m.Expected)}{error}{allowed}";
+        }
+        long more = MismatchCount - FirstMismatches.Count;
+        if (more > 0 && FirstMismatches.Count > 0)
+        {
+            yield return $"{indent}... and {more} more";
+        }
+    }
 
     /// <summary>A double at full precision, invariant culture, exponent as <c>e-05</c>: the shortest form that
     /// parses back to the same double.</summary>

@@ -130,7 +130,10 @@ internal static class Elementwise
                 mismatches++;
                 if (first.Count < ComparisonReport.MaxListedMismatches)
                 {
-                    first.Add(new Mismatch(i, IndexText(i, shape), c, r));
+                    first.Add(new Mismatch(i, IndexText(i, shape), c, r)
+                    {
+                        Allowed = allowedError is not null && Classify(c, r) == PairKind.Finite ? allowedError(r) : null,
+                    });
                 }
             }
         }

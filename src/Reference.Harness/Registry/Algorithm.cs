@@ -172,6 +172,12 @@ public sealed class Algorithm
                 }
                 dims[letter] = (array.Shape[d], $"'{spec.Name}'");
             }
+            if (array.Length == 0)
+            {
+                int zero = array.Shape.ToList().IndexOf(0);
+                string what = letters[zero].Trim() == "_" ? $"dimension {zero} is 0" : $"so {letters[zero].Trim()} = 0";
+                throw new InputException($"{source}: array '{spec.Name}' has shape {array.ShapeText}, {what}: an empty problem is not valid input");
+            }
             used[spec.Name] = array;
         }
         return new AlgorithmCall(used, values, source);
@@ -200,12 +206,17 @@ public sealed class Algorithm
     /// <summary>"reference" followed by the optimized paths' names.</summary>
     public IEnumerable<string> PathNames => new[] { "reference" }.Concat(Paths.Select(p => p.Name));
 
-    /// <summary>Judges a candidate's outputs against the reference: one report for each output the candidate contains.</summary>
+    /// <summary>
+    /// Judges a candidate's outputs against the reference: one report for each output the candidate contains. An output
+    /// of the wrong shape, or of the wrong kind of dtype (a float array where the algorithm outputs integers), is an
+    /// implementation bug: its report fails with the problem named (<see cref="ComparisonReport.Rejected"/>), and the
+    /// other outputs are still judged. Integer and boolean outputs are reported without errors (<see cref="ComparisonReport.IsIntegral"/>).
+    /// </summary>
     /// <param name="call">The bound call.</param>
     /// <param name="expected">The reference's outputs for the call.</param>
     /// <param name="candidate">The candidate's arrays (extra arrays are ignored).</param>
     /// <param name="candidateSource">The candidate file, for messages.</param>
-    /// <exception cref="InputException">The candidate contains none of the outputs, or an output has the wrong shape or kind.</exception>
+    /// <exception cref="InputException">The candidate contains none of the outputs.</exception>
     public IReadOnlyList<ComparisonReport> Check(
         AlgorithmCall call, IReadOnlyDictionary<string, NdArray> expected, IReadOnlyDictionary<string, NdArray> candidate, string candidateSource)
     {
@@ -213,6 +224,7 @@ public sealed class Algorithm
         ArgumentNullException.ThrowIfNull(expected);
         ArgumentNullException.ThrowIfNull(candidate);
         var present = new Dictionary<string, NdArray>(StringComparer.Ordinal);
+        var rejected = new List<ComparisonReport>();
         foreach (var spec in Outputs)
         {
             if (!candidate.TryGetValue(spec.Name, out var c) || !expected.TryGetValue(spec.Name, out var e))
@@ -221,29 +233,29 @@ public sealed class Algorithm
             }
             if (!c.Shape.SequenceEqual(e.Shape))
             {
-                throw new InputException(
-                    $"{candidateSource}: array '{spec.Name}' has shape {c.ShapeText} but the reference gives {e.ShapeText}");
+                rejected.Add(ComparisonReport.Rejected(spec.Name, c.Length,
+                    $"has shape {c.ShapeText} but the reference gives {e.ShapeText} [{spec.Shape}]"));
+                continue;
             }
-            bool kindOk = spec.Kind switch
+            if (!OutputKindMatches(spec.Kind, c))
             {
-                ArrayKind.Float => c.IsFloatingPoint,
-                ArrayKind.Integer => c.DType is DType.I32 or DType.I64,
-                _ => c.DType is DType.Bool or DType.U8,
-            };
-            if (!kindOk)
-            {
-                throw new InputException($"{candidateSource}: array '{spec.Name}' has dtype {c.DType} but {Name} outputs {spec.Kind} there");
+                rejected.Add(ComparisonReport.Rejected(spec.Name, c.Length,
+                    $"has dtype {c.DType.ToString().ToLowerInvariant()} but {Name} outputs {spec.Kind.ToString().ToLowerInvariant()} values there"));
+                continue;
             }
             present[spec.Name] = c;
         }
-        if (present.Count == 0)
+        if (present.Count == 0 && rejected.Count == 0)
         {
             throw new InputException(
                 $"{candidateSource}: holds none of {Name}'s outputs ({string.Join(", ", Outputs.Select(o => o.Name))})");
         }
+        var reports = new List<ComparisonReport>(rejected);
+        if (present.Count == 0)
+        {
+            return reports;
+        }
         var context = new CheckContext(call, expected, present);
-
-        var reports = new List<ComparisonReport>();
         if (Outputs.Any(o => o.Comparison == OutputComparison.Validated && present.ContainsKey(o.Name)))
         {
             var validate = Validate ?? throw new InvalidOperationException($"{Name} has validated outputs but no validator");
@@ -274,8 +286,21 @@ public sealed class Algorithm
             var policy = spec.Comparison == OutputComparison.Exact ? new ExactPolicy() : Tolerance(spec.Name, context.FormatOf(spec.Name));
             reports.Add(policy.Compare(spec.Name, c.ToDoubles(), e.ToDoubles(), e.Shape));
         }
-        return reports;
+        var integral = Outputs.Where(o => o.Kind != ArrayKind.Float).Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        return reports.Select(r => integral.Contains(r.ArrayName) && r.Problem is null ? r with { IsIntegral = true } : r).ToList();
     }
+
+    /// <summary>
+    /// Whether a candidate array's dtype is of the output's kind: any float dtype for floats; int32 or int64 for integers;
+    /// bool, or integers holding only 0 and 1, for booleans (masks saved as int8/uint8/int32 are common).
+    /// </summary>
+    private static bool OutputKindMatches(ArrayKind kind, NdArray c) => kind switch
+    {
+        ArrayKind.Float => c.IsFloatingPoint,
+        ArrayKind.Integer => c.DType is DType.I32 or DType.I64,
+        _ => c.DType is DType.Bool
+             || (c.DType is DType.U8 or DType.I32 or DType.I64 && c.ToDoubles().All(x => x is 0.0 or 1.0)),
+    };
 
     private IReadOnlyDictionary<string, NdArray> Guarded(AlgorithmFunction f, AlgorithmCall call)
     {
