@@ -186,3 +186,31 @@ def write_tensors(stem, arrays):
         path = stem + ".npz"
         np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
     return path
+
+
+# --- self-checks used by the family modules when they build their cases ------------------------------------------
+
+TOL = {"f32": 2e-6, "f16": 2e-3, "bf16": 1.6e-2}
+
+
+def max_rel_err(got, want):
+    """max |got - want| / max(|want|, tiny) over all entries, in float64 (got may be BF16)."""
+    g, w = widen(got), np.asarray(want, dtype=np.float64)
+    if g.shape != w.shape:
+        return np.inf
+    if g.size == 0:
+        return 0.0
+    return float(np.max(np.abs(g - w) / np.maximum(np.abs(w), 1e-30)))
+
+
+def max_abs_err(got, want):
+    g, w = widen(got), np.asarray(want, dtype=np.float64)
+    if g.shape != w.shape:
+        return np.inf
+    return float(np.max(np.abs(g - w))) if g.size else 0.0
+
+
+def require(condition, message):
+    """Raises when a case does not do what it claims (a 'correct' case that is wrong, a 'bug' that changes nothing)."""
+    if not condition:
+        raise AssertionError(message)
