@@ -35,7 +35,8 @@ def verify(c, must_agree):
     prm = c["params"]
     sw, zl = ref_aux(c["inputs"]["logits"], int(prm.get("k", 2)), prm.get("variant", "megatron"))
     same = True
-    tol = {"f32": 1e-5, "f16": 2e-3, "bf16": 1.6e-2}[c["dtype"]]
+    # one rounding to the output format plus a little (HF's all-bf16 arithmetic measured at most 1.07 u_bf16)
+    tol = {"f32": 1e-5, "f16": 1.5 * 2.0 ** -11, "bf16": 1.5 * 2.0 ** -8}[c["dtype"]]
     for name, ref in (("switch_loss", sw), ("z_loss", zl)):
         if name in c["candidate"]:
             same &= z.max_rel_err(c["candidate"][name], np.array(ref)) <= tol
@@ -134,8 +135,8 @@ def cases():
         d = z.delta(dtype)
         x = make_logits(seed, n, e)
         xs = z.cast(x, dtype)
-        cand = megatron(z.as_torch(xs), 2, torch.float32 if dtype == "f32" else torch.bfloat16)
-        cand = {"switch_loss": z.perturb(cand["switch_loss"], d)}
+        cand = megatron(z.as_torch(xs), 2, torch.float32 if dtype == "f32" else torch.bfloat16, scale=1.0 + d)
+        cand = {"switch_loss": cand["switch_loss"]}
         add(f"loss-times-1+d/{dtype}/bug", "bug", dtype, "Megatron-LM aux loss with a stray scale",
             f"switch loss multiplied by (1 + {d}) (e.g. a coefficient applied twice, or a 1/(N-1) normalizer)",
             xs, {"k": 2, "variant": "megatron"}, cand)

@@ -72,24 +72,25 @@ def to_bf16(x):
     if isinstance(x, torch.Tensor):
         t = x.detach().to(torch.bfloat16)
     else:
-        t = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float32))).to(torch.bfloat16)
-    bits = t.contiguous().view(torch.int16).numpy().view(np.uint16).copy()
-    return bits.view(BF16)
+        t = torch.from_numpy(np.array(x, dtype=np.float32, order="C")).to(torch.bfloat16)
+    bits = t.contiguous().reshape(-1).view(torch.int16).numpy().view(np.uint16).copy()
+    return bits.reshape(tuple(t.shape)).view(BF16)
 
 
 def widen(a):
     if isinstance(a, BF16):
-        bits = np.asarray(a).view(np.uint16).astype(np.uint32) << 16
-        return bits.view(np.float32).astype(np.float64)
+        raw = np.asarray(a).view(np.uint16)
+        bits = raw.reshape(-1).astype(np.uint32) << 16
+        return bits.view(np.float32).astype(np.float64).reshape(raw.shape)
     return np.asarray(a).astype(np.float64)
 
 
 def as_torch(a):
     torch = _torch()
     if isinstance(a, BF16):
-        raw = np.ascontiguousarray(np.asarray(a).view(np.uint16)).view(np.int16)
-        return torch.from_numpy(raw.copy()).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(a)).copy())
+        raw = np.array(np.asarray(a).view(np.uint16), order="C").view(np.int16)
+        return torch.from_numpy(raw.reshape(-1).copy()).view(torch.bfloat16).reshape(raw.shape)
+    return torch.from_numpy(np.array(np.asarray(a), order="C"))
 
 
 def from_torch(t):
