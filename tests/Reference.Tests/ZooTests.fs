@@ -8,7 +8,9 @@ open NUnit.Framework
 
 [<Test>]
 let ``the bug zoo gets every verdict right through the built CLI`` () =
-    Peers.requireModules [ "numpy"; "torch"; "scipy"; "ot" ] "python3-numpy python3-torch python3-scipy python3-pot"
+    Peers.requireModules
+        [ "numpy"; "torch"; "scipy"; "ot"; "networkx" ]
+        "python3-numpy python3-torch python3-scipy python3-pot python3-networkx"
     let cli = typeof<Reference.Cli.Cli>.Assembly.Location
     Assert.That(File.Exists cli, Is.True, $"the CLI assembly {cli} is missing")
     let code, out, err =

@@ -170,9 +170,8 @@ def main():
 
     results = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        futures = {pool.submit(job, item): item for item in cases}
-        ordered = [(item, futures_item) for futures_item, item in futures.items()]
-        for item, fut in ordered:
+        submitted = [(item, pool.submit(job, item)) for item in cases]
+        for item, fut in submitted:
             family, c = item
             r = fut.result()
             results[c["name"]] = r

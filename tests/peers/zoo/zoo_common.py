@@ -17,6 +17,8 @@ Stable API (other family modules import it; add, never change):
   delta(dtype)                 the relative perturbation the issue asks for: 1e-3 in float32, 1e-2 in f16/bf16
   case(**fields)               builds a case dict and checks its keys and kinds
   write_tensors(path, arrays)  .npz (np.savez) or, when an array is BF16, .safetensors; returns the path written
+  TOL, max_rel_err, max_abs_err, require   build-time self-checks (a 'correct' case must agree with the module's
+                               own float64 reference, a 'bug' must not)
 
 The driver writes a file holding a BF16 array as .safetensors (numpy has no bfloat16, the CLI reads BF16 there).
 """
