@@ -50,13 +50,13 @@ def cases():
         out.append(c)
 
     # --- float32 -------------------------------------------------------------------------------------------------
-    q, k, v = qkv(100, 2, 8, 2, 256, 256, 64, "f32")
+    q, k, v = qkv(100, 1, 4, 2, 256, 256, 64, "f32")
     sc = 1 / math.sqrt(64)
     cm = mask(256, 256, causal=True)
     base = dict(q=q, k=k, v=v)
     o, lse = attn_naive(q, k, v, cm, sc)
     add("fa-ref/f32/causal-gqa/correct", "correct", "f32", FA_REF,
-        "naive: einsum of q/sqrt(d) and k, masked_fill(-inf), softmax, PV; GQA 8/2", base, dict(causal=True),
+        "naive: einsum of q/sqrt(d) and k, masked_fill(-inf), softmax, PV; GQA 4/2", base, dict(causal=True),
         dict(out=o, lse=lse), cm, sc)
     o, lse = attn_naive(q, k, v, cm, sc * (1 + 1e-3))
     add("fa-ref/f32/scale-1e-3/bug", "bug", "f32", FA_REF, "softmax scale x(1+1e-3) (a rounded 1/sqrt(d) constant)",
@@ -158,7 +158,7 @@ def cases():
     o, _ = attn_naive(q, k, v, cm, sc * (1 + 1e-3))
     add("sdpa/f32/T2048-scale-1e-3-out-only/bug", "bug", "f32", SDPA, "softmax scale x(1+1e-3) at T=2048; only out "
         "(SDPA returns no lse)", base, dict(causal=True), dict(out=o), cm, sc)
-    q, k, v = qkv(150, 2, 8, 2, 256, 256, 64, "f32")
+    q, k, v = qkv(150, 1, 4, 2, 256, 256, 64, "f32")
     cm = mask(256, 256, causal=True)
     o, _ = attn_naive(q, k, v, cm, sc * (1 + 1e-3))
     add("sdpa/f32/scale-1e-3-out-only/bug", "bug", "f32", SDPA, "softmax scale x(1+1e-3), T=256; only out",
