@@ -176,3 +176,22 @@ let ``Formats.Effective is the least precise format that holds every value`` () 
     Assert.That(effective (NdArray.Create(withInf, 102)), Is.EqualTo NumberFormat.BFloat16)
     Assert.That(effective (NdArray.Create(asBf16 |> Array.map Half.op_Explicit, 100)), Is.EqualTo NumberFormat.Float16)
     Assert.That(effective (NdArray.Create([| 1; 2 |], 2)), Is.EqualTo NumberFormat.Float64)
+
+[<Test>]
+let ``a capacity off by one is blamed on an expert and its load, not on a token`` () =
+    let d = temp ()
+    let input, refFile = Path.Combine(d, "in.npz"), Path.Combine(d, "ref.npz")
+    write input [ "logits", NdArray.Create(normals 11 (64 * 8) |> Array.map float32, 64, 8) ]
+    // The reference at C = ceil(64 * 2 / 8) = 16, and a kernel that used C = 15 or C = 17 (floor/ceil off by one):
+    // the reference run with an explicit capacity stands in for it.
+    for wrongC, fragment in [ 15, "keeps only 15 < C = 16 requests"; 17, "keeps 17 requests, more than its capacity C = 16" ] do
+        let cand = Path.Combine(d, $"cand{wrongC}.npz")
+        let code, out, err = cli [ "run"; "capacity"; "--input"; input; "--output"; cand; "--param"; $"capacity={wrongC}"; "--param"; "capacity_factor=0.5" ]
+        Assert.That(code, Is.EqualTo 0, out + err)
+        // capacity_factor 0.5 would give C = 8, so the candidates above really come from their explicit C; check at cf 1.
+        let code, out, err = cli [ "check"; "capacity"; "--input"; input; "--candidate"; cand ]
+        Assert.That(code, Is.EqualTo 1, out + err)
+        let experts = out.Split('\n') |> Array.find (fun l -> l.StartsWith "FAIL experts")
+        Assert.That(experts, Does.Contain "invalid routing: ")
+        Assert.That(experts, Does.Contain fragment)
+    Directory.Delete(d, true)

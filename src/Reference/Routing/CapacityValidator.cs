@@ -111,13 +111,26 @@ public static class CapacityValidator
             }
         }
 
+        // Capacity first, expert by expert: what a capacity bug breaks is an expert's load, so name it before any token.
+        for (int x = 0; x < e; x++)
+        {
+            if (keptOf[x].Count > c)
+            {
+                Fail($"expert {x} keeps {keptOf[x].Count} requests, more than its capacity C = {c}");
+            }
+        }
+
         // 2. Complete every row to a selection S_i (dropped positions get a full expert) and check it is a top-k choice.
         var sel = new int[n, k];
         for (int i = 0; i < n; i++)
         {
             if (rowOk[i] && !ctx.Complete(i, experts, keptOf, sel))
             {
-                Fail($"token {i}: a choice was dropped, but no expert outside its row is full (C = {c})");
+                // The expert the dropped choice most plausibly went to: the best one outside the row; it has room.
+                int wanted = Enumerable.Range(0, e).Where(x => Enumerable.Range(0, k).All(j => experts[i, j] != x))
+                    .OrderByDescending(x => ctx.Key[i, x]).ThenBy(x => x).First();
+                Fail($"token {i} had a choice dropped, but expert {wanted} (its best expert outside the row) keeps only "
+                     + $"{keptOf[wanted].Count} < C = {c} requests, and no expert outside the row is full");
                 rowOk[i] = false;
             }
             if (rowOk[i] && !ctx.IsValidTopK(i, sel))
@@ -156,14 +169,10 @@ public static class CapacityValidator
             top1[i] = ctx.P[i, sel[i, 0]];
         }
 
-        // 4. Capacity and priority, expert by expert: at most C kept; a drop only from a full expert; no dropped request
+        // 4. Capacity and priority, expert by expert (at most C kept was checked first): a drop only from a full expert; no dropped request
         //    definitely before a kept one.
         for (int x = 0; x < e; x++)
         {
-            if (keptOf[x].Count > c)
-            {
-                Fail($"expert {x} keeps {keptOf[x].Count} requests, more than C = {c}");
-            }
             if (droppedOf[x].Count > 0 && keptOf[x].Count < c)
             {
                 var d = droppedOf[x][0];

@@ -296,9 +296,12 @@ def cases():
     good = megatron_probs(torch.from_numpy(xg), 2, C, torch.float16)
     bad = megatron_probs(torch.from_numpy(xg), 2, C, torch.float16, higher_index_wins=True)
     z.require(not np.array_equal(good["experts"], bad["experts"]), "tie bug changes the kept set")
-    add("tie-to-higher-token/f16/bug", "bug", "f16", "Megatron-LM probs policy with a reversed stable sort",
-        "equal probabilities at an expert's capacity boundary keep the higher token index (contract: the lower)",
-        xg, {"k": 2, "capacity_factor": 1.0, "policy": "score", "normalize": "before"}, bad, C)
+    # Exact ties at the capacity boundary are free (SEMANTICS section 11: the checker validates the candidate's choice
+    # where the reference sees a boundary tie), so keeping the higher token index there is correct; the kept set still
+    # differs from the lower-index rule's, which the self-check above asserts. The reference-order check is skipped.
+    add("tie-to-higher-token/f16/correct", "correct", "f16", "Megatron-LM probs policy with a reversed stable sort",
+        "equal probabilities at an expert's capacity boundary keep the higher token index: a valid choice at an exact tie",
+        xg, {"k": 2, "capacity_factor": 1.0, "policy": "score", "normalize": "before"}, bad, C, check=False)
 
     n, e = 1024, 16
     x = make_logits(215, n, e)
