@@ -16,13 +16,14 @@ public static class AuxLossAlgorithm
     public static Algorithm Descriptor { get; } = new()
     {
         Name = "aux-loss",
-        Summary = "Switch load-balancing loss (Megatron, DeepSpeed top-1, DeepSpeed top-2 conventions) and router z-loss",
+        Summary = "Switch load-balancing loss (Megatron, DeepSpeed top-1, DeepSpeed top-2, HF Mixtral conventions) and router z-loss",
         Section = "SEMANTICS.md section 5",
         Parameters =
         [
-            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E (Megatron counts all k, DeepSpeed the first)"),
-            new ParameterSpec("variant", ParameterKind.Choice, "megatron", "megatron, deepspeed-top1 or deepspeed-top2",
-                ["megatron", "deepspeed-top1", "deepspeed-top2"]),
+            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E (Megatron and HF count all k, DeepSpeed the first)"),
+            new ParameterSpec("variant", ParameterKind.Choice, "megatron",
+                "megatron, deepspeed-top1, deepspeed-top2, or hf (HF Mixtral/Qwen-MoE load_balancing_loss_func without attention mask: k x megatron)",
+                ["megatron", "deepspeed-top1", "deepspeed-top2", "hf"]),
         ],
         Inputs = [new InputSpec("logits", "N,E", ArrayKind.Float, false, "router logits X")],
         Outputs =
@@ -54,9 +55,16 @@ public static class AuxLossAlgorithm
         ],
         Validate = context =>
         {
-            var bounds = AuxLossValidator.Bounds(context.Call.Matrix("logits"), Options(context.Call), context.Format);
+            var options = Options(context.Call);
+            // hf is k x megatron with the same operations but for the divisor (N instead of N·k), so its relative
+            // rounding error and its near-tie slack are Megatron's, and its absolute bound is k times Megatron's
+            // (proofs/aux-loss.md, aux-loss.hf-is-k-megatron).
+            bool hf = options.Variant == AuxLossVariant.Hf;
+            var bounds = AuxLossValidator.Bounds(context.Call.Matrix("logits"),
+                hf ? options with { Variant = AuxLossVariant.Megatron } : options, context.Format);
+            double switchBound = hf ? bounds.SwitchLoss * options.K : bounds.SwitchLoss;
             var reports = new List<ComparisonReport>();
-            foreach (var (name, bound) in new[] { ("switch_loss", bounds.SwitchLoss), ("z_loss", bounds.ZLoss) })
+            foreach (var (name, bound) in new[] { ("switch_loss", switchBound), ("z_loss", bounds.ZLoss) })
             {
                 if (context.Candidate.TryGetValue(name, out var c))
                 {
@@ -75,7 +83,7 @@ public static class AuxLossAlgorithm
             var parameters = new Dictionary<string, string>
             {
                 ["k"] = Text(1 + rng.Next(e)),
-                ["variant"] = new[] { "megatron", "deepspeed-top1", "deepspeed-top2" }[rng.Next(3)],
+                ["variant"] = new[] { "megatron", "deepspeed-top1", "deepspeed-top2", "hf" }[rng.Next(4)],
             };
             var inputs = new Dictionary<string, NdArray> { ["logits"] = NdArray.Create(Logits(rng, n, e, style), n, e) };
             return new GeneratedCase($"seed {seed}: N={n} E={e} {parameters["variant"]}{(style == 0 ? " ties" : "")}", inputs, parameters);
@@ -93,6 +101,7 @@ public static class AuxLossAlgorithm
             {
                 "deepspeed-top1" => AuxLossVariant.DeepSpeedTop1,
                 "deepspeed-top2" => AuxLossVariant.DeepSpeedTop2,
+                "hf" => AuxLossVariant.Hf,
                 _ => AuxLossVariant.Megatron,
             },
         };
