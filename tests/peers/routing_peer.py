@@ -69,6 +69,9 @@ def capacity_from(n, e, k, capacity, factor, rounding, min_capacity):
         c = round(x)  # a Fraction rounds half to even
     elif rounding == "tutel":
         c = k * math.floor(Fraction(factor) * (-(-n // e)))
+    elif rounding == "ceil-f32":
+        # DeepSpeed's _capacity: torch.ceil((num_tokens / num_experts) * torch.tensor(capacity_factor * k)), all float32.
+        c = math.ceil(np.float32(n / e) * np.float32(factor * k))
     else:
         raise ValueError(rounding)
     return max(int(c), int(min_capacity))
@@ -493,7 +496,7 @@ def generate(out, seed, count):
                     params["capacity"] = int(rng.integers(0, n * k + 2))
                 else:
                     params["capacity_factor"] = float(rng.choice([0.0, 0.5, 0.75, 1.0, 1.25, 2.0]))
-                    params["rounding"] = str(rng.choice(["ceil", "floor", "round", "tutel"]))
+                    params["rounding"] = str(rng.choice(["ceil", "floor", "round", "tutel", "ceil-f32"]))
                     params["min_capacity"] = int(rng.choice([0, 0, 1, 3]))
                 if algorithm == "capacity":
                     params["policy"] = str(rng.choice(["position", "choice-position", "score", "logit", "batch-priority"]))
