@@ -188,3 +188,37 @@ let ``an empty batch has zero losses and bad input names the argument`` () =
     x.[1, 1] <- -infinity
     let ex = throws<System.ArgumentException>(fun () -> AuxLoss.Compute(x, AuxLossOptions()) |> ignore)
     Assert.That(ex.Message, Does.Contain "logits[1, 1] is -Inf")
+
+[<Prop; Theorem "aux-loss.hf-is-k-megatron">]
+let ``the hf variant is k times Megatron's and equals HF's per-slot formula`` () =
+    Prop.forAll problem (fun p ->
+        let x = p.Logits
+        let n, e, k = Array2D.length1 x, Array2D.length2 x, p.K
+        let hf = (AuxLoss.Compute(x, AuxLossOptions(K = k, Variant = AuxLossVariant.Hf))).SwitchLoss
+        let megatron = (AuxLoss.Compute(x, AuxLossOptions(K = k, Variant = AuxLossVariant.Megatron))).SwitchLoss
+        // Same operations but the divisor N instead of N k: exact when k is a power of two (a division and a product by
+        // 2^a commute with rounding in the normal range), otherwise within three roundings.
+        if System.Numerics.BitOperations.IsPow2 k then
+            Assert.That(hf, eq (float k * megatron), $"k = {k}")
+        else
+            Assert.That(abs (hf - float k * megatron), Is.LessThanOrEqualTo(4.0 * u64 * hf), $"k = {k}")
+        // HF's load_balancing_loss_func written out: tokens_per_expert[j, e] = mean_i one_hot(selected[i, j])[e] ([k, E]),
+        // router_prob_per_expert = mean_i P_ie, loss = E sum_{j,e} tokens_per_expert[j, e] router_prob_per_expert[e].
+        if n > 0 then
+            let pr = RouterScores.Compute(x, ScoreFunction.Softmax)
+            let selected = (TopK.Route(x, TopKOptions(K = k, Score = ScoreFunction.Softmax, Normalize = false))).Experts
+            let pbar = Array.init e (fun y -> (Seq.sum (seq { for i in 0 .. n - 1 -> pr.[i, y] })) / float n)
+            let perSlot = Array2D.init k e (fun j y -> float (Seq.length (Seq.filter (fun i -> selected.[i, j] = y) (seq { 0 .. n - 1 }))) / float n)
+            let direct = float e * Seq.sum (seq { for j in 0 .. k - 1 do for y in 0 .. e - 1 -> perSlot.[j, y] * pbar.[y] })
+            Assert.That(abs (hf - direct), Is.LessThanOrEqualTo(2.0 * float k * lossBound n e u64)))
+
+[<Prop; Theorem "aux-loss.hf-is-k-megatron">]
+let ``the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness`` () =
+    Prop.forAll problem (fun p ->
+        let x = p.Logits
+        let n, e = Array2D.length1 x, Array2D.length2 x
+        let o = AuxLossOptions(K = p.K, Variant = AuxLossVariant.Hf)
+        let r = AuxLoss.Compute(x, o)
+        let kr = Reference.Kernels.Routing.AuxLoss.Compute(flat32 x, n, e, o)
+        let bounds = AuxLossValidator.Bounds(x, AuxLossOptions(K = p.K, Variant = AuxLossVariant.Megatron), NumberFormat.Float32)
+        Assert.That(abs (float kr.SwitchLoss - r.SwitchLoss), Is.LessThanOrEqualTo(float p.K * bounds.SwitchLoss)))

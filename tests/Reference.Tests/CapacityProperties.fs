@@ -379,6 +379,57 @@ let ``capacity rounding rules on a worked example`` () =
     Assert.That(ExpertCapacity.FromFactor(5, 2, 1, 1.0, CapacityRounding.Round, 0), eq 2)
     Assert.That(ExpertCapacity.FromFactor(7, 2, 1, 1.0, CapacityRounding.Round, 0), eq 4)
 
+[<Test; Theorem "capacity.ceil-f32-is-deepspeed">]
+let ``ceil-f32 differs from the exact ceil where DeepSpeed's float32 product crosses an integer`` () =
+    // N = 30, E = 3, cf = 0.1, k = 1: the double 0.1 is slightly above 1/10, so cf N k / E is slightly above 1 and the
+    // exact ceil is 2; in float32, fl32(10) * fl32(0.1) rounds to exactly 1, so DeepSpeed's _capacity is 1 (torch 1.13
+    // prints 1 for torch.ceil((30 / 3) * torch.tensor(0.1))). N = 10, E = 1, cf = 1.1: 12 exactly, 11 in float32.
+    Assert.That(ExpertCapacity.FromFactor(30, 3, 1, 0.1, CapacityRounding.Ceil, 0), eq 2)
+    Assert.That(ExpertCapacity.FromFactor(30, 3, 1, 0.1, CapacityRounding.CeilF32, 0), eq 1)
+    Assert.That(ExpertCapacity.FromFactor(10, 1, 1, 1.1, CapacityRounding.Ceil, 0), eq 12)
+    Assert.That(ExpertCapacity.FromFactor(10, 1, 1, 1.1, CapacityRounding.CeilF32, 0), eq 11)
+    // min_capacity applies after the rounding, as DeepSpeed's "if capacity < min_capacity".
+    Assert.That(ExpertCapacity.FromFactor(30, 3, 1, 0.1, CapacityRounding.CeilF32, 4), eq 4)
+
+[<Test; Theorem "capacity.ceil-f32-is-deepspeed">]
+let ``ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch`` () =
+    Peers.requireModules [ "torch" ] "python3-torch"
+    let rng = System.Random 20260412
+    let factors = [| 0.1; 0.2; 0.3; 0.7; 1.0; 1.1; 1.2; 1.25; 1.3; 1.5; 2.0; 0.05; 3.3 |]
+    let cases =
+        [ yield 30, 3, 1, 0.1, 0
+          yield 10, 1, 1, 1.1, 0
+          // A family where the two rules tend to differ (N k / E cf lands on an integer with a non-dyadic cf).
+          for j in 1 .. 30 do yield 30 * j, 3, 1, 0.1, 0
+          for _ in 1 .. 3000 ->
+              rng.Next 5000, 1 + rng.Next 200, 1 + rng.Next 4, factors.[rng.Next factors.Length], (if rng.Next 4 = 0 then rng.Next 6 else 0) ]
+    let inv = System.Globalization.CultureInfo.InvariantCulture
+    let text = cases |> List.map (fun (n, e, k, cf, m) -> System.String.Format(inv, "{0} {1} {2} {3:R} {4}", n, e, k, cf, m))
+    let file = System.IO.Path.GetTempFileName()
+    System.IO.File.WriteAllLines(file, text)
+    // DeepSpeed's sharded_moe._capacity with capacity_factor = torch.tensor(cf * k) and min_capacity = m.
+    let script = """
+import sys, torch
+for line in open(sys.argv[1]):
+    n, e, k, cf, m = line.split()
+    n, e, k, cf, m = int(n), int(e), int(k), float(cf), int(m)
+    capacity = torch.ceil((n / e) * torch.tensor(cf * k)).to(torch.int64)
+    if capacity < torch.tensor(m):
+        capacity = torch.tensor(m).to(torch.int64)
+    print(int(capacity))
+"""
+    let code, out, err = Peers.runProcess Peers.python [ "-c"; script; file ]
+    System.IO.File.Delete file
+    Assert.That(code, eq 0, err)
+    let torchValues = out.Split('\n', System.StringSplitOptions.RemoveEmptyEntries) |> Array.map int
+    Assert.That(torchValues.Length, eq cases.Length)
+    let mutable differ = 0
+    for (n, e, k, cf, m), expected in List.zip cases (List.ofArray torchValues) do
+        Assert.That(ExpertCapacity.FromFactor(n, e, k, cf, CapacityRounding.CeilF32, m), eq expected, $"N={n} E={e} k={k} cf={cf} m={m}")
+        if ExpertCapacity.FromFactor(n, e, k, cf, CapacityRounding.Ceil, m) <> expected then differ <- differ + 1
+    // The grid exercises the difference, not only cases where both rules agree.
+    Assert.That(differ, Is.GreaterThan 20, "cases where float32 and exact rounding differ")
+
 [<Test>]
 let ``bad input names the argument`` () =
     let x = Array2D.create 3 4 0.0

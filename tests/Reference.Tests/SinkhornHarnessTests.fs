@@ -144,6 +144,40 @@ let ``the validator accepts the kernel and rejects wrong candidates`` () =
     let lie = withArray kernel "err" (NdArray.Scalar 1e-12f)
     Assert.That(failed (algorithm.Check(call, expected, lie, "wrong err")), Does.Contain "err")
 
+/// The details of the failing reports, joined.
+let private failureDetails (reports: seq<Comparison.ComparisonReport>) =
+    reports |> Seq.filter (fun r -> not r.Passed) |> Seq.choose (fun r -> Option.ofObj r.Detail) |> String.concat " | "
+
+[<Test; Reference.Tests.Proofs.Theorem "sinkhorn.diagnose-nearby-runs">]
+let ``a failing candidate that matches a nearby run is told which`` () =
+    let algorithm = sinkhorn ()
+    let call = logCall ()
+    let expected = algorithm.RunReference call
+    let r = expected.["iterations"].GetDouble 0 |> int
+    // A run of exactly t iterations (tol = 0), dressed as a converged candidate.
+    let runOf t =
+        let c = algorithm.Bind(call.Inputs, parameters [ "reg", "0.2"; "tol", "0"; "max_iter", string t ], "test")
+        let outputs = algorithm.RunReference c
+        withArray (withArray outputs "status" (NdArray.Scalar 0)) "converged" (NdArray.Scalar true)
+    let fewer = algorithm.Check(call, expected, runOf (r - 1), "fewer")
+    Assert.That(failed fewer, Does.Contain "iterations")
+    Assert.That(failureDetails fewer, Does.Contain "1 iteration fewer than the reference")
+    let more = algorithm.Check(call, expected, runOf (r + 1), "more")
+    Assert.That(failureDetails more, Does.Contain "1 iteration more than the reference")
+    // An implementation testing err after every iteration stops at the first t whose err < tol (POT's strict rule).
+    let errAfter t = (runOf t).["err"].GetDouble 0
+    let first = Seq.initInfinite ((+) 1) |> Seq.find (fun t -> t >= r || errAfter t < 1e-5)
+    Assert.That(first, Is.LessThan r, "the case must stop earlier when tested every iteration")
+    let every = algorithm.Check(call, expected, runOf first, "every iteration")
+    Assert.That(failed every, Does.Contain "iterations")
+    Assert.That(failureDetails every, Does.Contain "tests the error every iteration")
+    // A candidate that is simply wrong gets no hint.
+    let plan = expected.["plan"].Values<float>() |> Array.copy
+    plan.[3] <- plan.[3] * 1.5
+    let wrong = algorithm.Check(call, expected, withArray expected "plan" (NdArray.Create(plan, 7, 4)), "wrong plan")
+    Assert.That(failed wrong, Does.Contain "plan")
+    Assert.That(failureDetails wrong, Does.Not.Contain "hint")
+
 [<Test>]
 let ``selfcheck passes for sinkhorn on golden and generated cases`` () =
     let rows = SelfCheck.Run([ sinkhorn () ], golden, 1, 30)

@@ -373,13 +373,30 @@ let ``npy unknown dtypes are rejected naming the dtype`` (descr: string) =
     expectFailure null [ $"unknown dtype '{descr}'" ] (readNpy (npyRaw 1uy header (Array.zeroCreate 32))) |> ignore
 
 [<Test; Theorem "tensorio.messages">]
-let ``npy big-endian and Fortran-ordered arrays are rejected with the fix`` () =
-    expectFailure null [ "big-endian dtype '>f4' is not supported"; "a.astype('<f4')" ]
-        (readNpy (npyRaw 1uy "{'descr': '>f4', 'fortran_order': False, 'shape': (2,)}" (Array.zeroCreate 8))) |> ignore
-    expectFailure null [ "big-endian dtype '>i8'" ]
-        (readNpy (npyRaw 1uy "{'descr': '>i8', 'fortran_order': False, 'shape': ()}" (Array.zeroCreate 8))) |> ignore
-    expectFailure null [ "Fortran-ordered arrays are not supported; save with np.ascontiguousarray" ]
-        (readNpy (npyRaw 1uy "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3)}" (Array.zeroCreate 48))) |> ignore
+let ``npy big-endian or Fortran-ordered headers with invalid parts are still rejected`` () =
+    expectFailure null [ "unknown dtype '>f3'" ]
+        (readNpy (npyRaw 1uy "{'descr': '>f3', 'fortran_order': True, 'shape': (2, 2)}" (Array.zeroCreate 12))) |> ignore
+    expectFailure null [ "'fortran_order' must be True or False, not 1" ]
+        (readNpy (npyRaw 1uy "{'descr': '>f4', 'fortran_order': 1, 'shape': (2, 3)}" (Array.zeroCreate 24))) |> ignore
+    expectFailure null [ "shape (2, 3) needs 48 bytes but 40 remain" ]
+        (readNpy (npyRaw 1uy "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 3)}" (Array.zeroCreate 40))) |> ignore
+    // A bad bool byte is reported at its C-order index: Fortran offset 1 of a (2, 2) array is element (1, 0).
+    expectFailure null [ "bool element at (1, 0) is the byte 0x07" ]
+        (readNpy (npyRaw 1uy "{'descr': '|b1', 'fortran_order': True, 'shape': (2, 2)}" [| 1uy; 7uy; 0uy; 1uy |])) |> ignore
+
+[<Test; Theorem "tensorio.foreign-layouts">]
+let ``npy big-endian and Fortran-ordered elements are converted to native C order`` () =
+    // Independent expectation: element (i, j) of a (2, 3) array holds 10 i + j, written by hand in each layout.
+    let cOrder = [| 0; 1; 2; 10; 11; 12 |]
+    let fOrder = [| 0; 10; 1; 11; 2; 12 |]
+    let bytesOf (bigEndian: bool) (values: int[]) =
+        values |> Array.collect (fun v -> let b = BitConverter.GetBytes v in if bigEndian then Array.rev b else b)
+    for descr, fortran, values in [ "<i4", "True", fOrder; ">i4", "False", cOrder; ">i4", "True", fOrder ] do
+        let header = $"{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': (2, 3)}}"
+        let a = Npy.Read(npyRaw 1uy header (bytesOf (descr.StartsWith ">") values), "ok.npy")
+        Assert.That(a.DType, eq DType.I32, header)
+        Assert.That(List.ofSeq a.Shape, eq [ 2; 3 ], header)
+        Assert.That(a.RawValues :?> int[], eq cOrder, header)
 
 [<Test; Theorem "tensorio.messages">]
 let ``npy bool bytes other than 0 and 1 are rejected at their index`` () =
@@ -888,3 +905,101 @@ let ``files we write are loaded by numpy with identical dtypes shapes and bits``
         File.WriteAllText(script, numpyReader)
         let code, output = run [ script; dir ]
         Assert.That(code, eq 0, "numpy disagrees:\n" + output))
+
+/// numpy writes Fortran-ordered and big-endian arrays (np.save of a.T, np.asfortranarray, astype('>f4'), ...)
+/// and, independently, the C-order little-endian bytes of the same values (the array
+/// cast to the little-endian dtype in C order, a.astype(..., order='C')); the script also checks that each file really has the layout it claims.
+let numpyForeignWriter = """
+import os, sys
+import numpy as np
+from numpy.lib import format as fmt
+
+out = sys.argv[1]
+rng = np.random.default_rng(20260412)
+manifest = []
+arrays = {}
+
+def values(code, shape):
+    dt = np.dtype(code)
+    n = int(np.prod(shape, dtype=np.int64))
+    if dt.kind == 'b':
+        return (rng.integers(0, 2, size=n) == 1).reshape(shape)
+    if dt.kind == 'f':
+        a = rng.standard_normal(n).astype(dt)
+        special = np.array([-0.0, np.inf, np.nan], dtype=dt)
+        k = min(n, len(special))
+        a[:k] = special[:k]
+        return a.reshape(shape)
+    return rng.integers(np.iinfo(dt).min, np.iinfo(dt).max, size=n, dtype=dt, endpoint=True).reshape(shape)
+
+def layout(path):
+    with open(path, 'rb') as f:
+        version = fmt.read_magic(f)
+        header = fmt.read_array_header_1_0(f) if version == (1, 0) else fmt.read_array_header_2_0(f)
+    return header[1], header[2].str
+
+cases = []
+for code in ['f2', 'f4', 'f8', 'i4', 'i8', 'u1', 'b1']:
+    for shape in [(), (5,), (3, 4), (2, 3, 4), (0, 3)]:
+        base = values('<' + code, shape)
+        for order in ['T', 'F', 'C']:
+            for endian in ['<', '>']:
+                if order == 'C' and endian == '<':
+                    continue
+                a = base.astype(endian + code) if code not in ('u1', 'b1') else base.copy()
+                if order == 'T':
+                    a = a.T
+                elif order == 'F':
+                    a = np.asfortranarray(a)
+                name = '%s%s_%s_%s' % (endian if endian == '>' else 'l', code, order, 'x'.join(str(d) for d in shape))
+                cases.append((name, a, endian))
+
+for name, a, endian in cases:
+    file = name + '.npy'
+    np.save(os.path.join(out, file), a)
+    fortran, descr = layout(os.path.join(out, file))
+    # The file must really be in the layout under test (numpy writes F order only for non-C-contiguous arrays).
+    expect_fortran = a.flags.f_contiguous and not a.flags.c_contiguous
+    assert fortran == expect_fortran, (file, fortran)
+    if a.dtype.itemsize > 1:
+        assert descr[0] == endian, (file, descr)
+    arrays[name] = a
+    expected = a.astype(a.dtype.newbyteorder('<'), order='C')
+    manifest.append('\t'.join([file, '-', expected.dtype.str, ','.join(str(d) for d in expected.shape), expected.tobytes().hex(), str(fortran)]))
+np.savez(os.path.join(out, 'foreign.npz'), **arrays)
+np.savez_compressed(os.path.join(out, 'foreign_compressed.npz'), **arrays)
+for file in ('foreign.npz', 'foreign_compressed.npz'):
+    for name, a, endian in cases:
+        expected = a.astype(a.dtype.newbyteorder('<'), order='C')
+        manifest.append('\t'.join([file, name, expected.dtype.str, ','.join(str(d) for d in expected.shape), expected.tobytes().hex(), '-']))
+with open(os.path.join(out, 'manifest.tsv'), 'w', encoding='utf-8') as f:
+    f.write('\n'.join(manifest) + '\n')
+"""
+
+[<Test; Theorem "tensorio.foreign-layouts">]
+let ``Fortran-ordered and big-endian files numpy writes are read as numpy's C-order values`` () =
+    requireNumpy ()
+    withTempDir (fun dir ->
+        let script = Path.Combine(dir, "write.py")
+        File.WriteAllText(script, numpyForeignWriter)
+        let code, output = run [ script; dir ]
+        Assert.That(code, eq 0, output)
+        let lines = File.ReadAllLines(Path.Combine(dir, "manifest.tsv"), Encoding.UTF8) |> Array.filter ((<>) "")
+        let npyLines = lines |> Array.filter (fun l -> l.Split('\t').[1] = "-")
+        Assert.That(lines.Length, eq(3 * npyLines.Length), "manifest lines")
+        // The cases include real Fortran-ordered files (not only rank <= 1 ones, where the orders coincide).
+        Assert.That(npyLines |> Array.filter (fun l -> l.Split('\t').[5] = "True") |> Array.length, Is.GreaterThanOrEqualTo 50)
+        let archives = Collections.Generic.Dictionary<string, Collections.Generic.IReadOnlyDictionary<string, NdArray>>()
+        for l in lines do
+            let f = l.Split '\t'
+            let file, key, descr, shape, hex = f.[0], f.[1], f.[2], parseShape f.[3], Convert.FromHexString f.[4]
+            let array =
+                if key = "-" then
+                    Seq.head (TensorFile.Read(Path.Combine(dir, file))).Values
+                else
+                    if not (archives.ContainsKey file) then archives.[file] <- TensorFile.Read(Path.Combine(dir, file))
+                    archives.[file].[key]
+            let what = $"{file} {key}"
+            Assert.That(array.DType, eq dtypeOfDescr.[descr], what)
+            Assert.That(List.ofSeq array.Shape, eq shape, what)
+            Assert.That(littleEndian array, eq hex, what))

@@ -25,7 +25,8 @@ IN.npz arrays (names as in the CLI contract):
     full_kv_num_blocks [Bm, Hm, nq], full_kv_indices [Bm, Hm, nq, nk]           optional, with the above
 
 Parameters (PARAMS.json holds an object; name=value pairs override it; booleans are true/false):
-    causal (false), window_left (-1), window_right (-1), scale (1/sqrt(D)), softcap (0),
+    causal (false), causal_align (bottom-right | top-left), window_left (-1), window_right (-1), scale (1/sqrt(D)),
+    softcap (0),
     block_q (128), block_k (128)   [block-sparse mode only]
 
 Semantics: masks are bottom-right aligned (query row i at position p = i + Tk - Tq): causal allows j <= p,
@@ -33,7 +34,8 @@ the window allows p - window_left <= j <= p + window_right (-1 = unbounded). sof
 before masking. In block-sparse mode the allowed set is: tile listed in full_kv_indices, or listed in kv_indices
 and mask[i, j] (the whole tile when there is no mask); the dense rules above still apply if given. A row with
 no allowed key gets out = 0 and lse = -inf. (PyTorch's own is_causal=True is top-left aligned when Tq != Tk;
-this script builds the bottom-right mask explicitly.)
+this script builds the bottom-right mask explicitly. With causal_align=top-left, query row i sits at p = i and the
+causal mask is PyTorch's own torch.ones(Tq, Tk).tril(), as SDPA's is_causal builds it.)
 
 OUT.npz arrays: out [B, Hq, Tq, Dv] float64, lse [B, Hq, Tq] float64 (natural log).
 
@@ -145,6 +147,9 @@ def attention(data, params):
     scale = float(params.get("scale", 1.0 / math.sqrt(d)))
     softcap = float(params.get("softcap", 0.0))
     causal = bool(params.get("causal", False))
+    align = str(params.get("causal_align", "bottom-right"))
+    if align not in ("bottom-right", "top-left"):
+        fail(f"causal_align must be bottom-right or top-left, got {align!r}")
     window_left, window_right = int(params.get("window_left", -1)), int(params.get("window_right", -1))
 
     # Grouped-query heads: repeat each kv head for the query heads of its group.
@@ -158,10 +163,12 @@ def attention(data, params):
         s = softcap * torch.tanh(s / softcap)
 
     # Allowed set: bottom-right aligned causal/window rules, explicit mask, block mask.
-    pos = torch.arange(tq)[:, None] + (tk - tq)              # [Tq, 1] absolute query positions
+    pos = torch.arange(tq)[:, None] + (tk - tq if align == "bottom-right" else 0)   # [Tq, 1] query positions
     key = torch.arange(tk)[None, :]                          # [1, Tk]
     allowed = torch.ones(tq, tk, dtype=torch.bool)
-    if causal:
+    if causal and align == "top-left":
+        allowed &= torch.ones(tq, tk, dtype=torch.bool).tril()   # PyTorch's is_causal mask
+    elif causal:
         allowed &= key <= pos
     if window_left >= 0:
         allowed &= key >= pos - window_left
@@ -265,6 +272,8 @@ def generate(out, seed, count, algorithm):
                 params["window_right"] = int(rng.integers(-1, tk + 1))
             if rng.random() < 0.4:
                 arrays["mask"] = random_mask()
+            if rng.random() < 0.3:
+                params["causal_align"] = "top-left"
         else:
             bq, bk = int(rng.choice([1, 2, 3, 4, 5, 16, 128])), int(rng.choice([1, 2, 3, 4, 5, 16, 128]))
             params["block_q"], params["block_k"] = bq, bk

@@ -69,6 +69,9 @@ def capacity_from(n, e, k, capacity, factor, rounding, min_capacity):
         c = round(x)  # a Fraction rounds half to even
     elif rounding == "tutel":
         c = k * math.floor(Fraction(factor) * (-(-n // e)))
+    elif rounding == "ceil-f32":
+        # DeepSpeed's _capacity: torch.ceil((num_tokens / num_experts) * torch.tensor(capacity_factor * k)), all float32.
+        c = math.ceil(np.float32(n / e) * np.float32(factor * k))
     else:
         raise ValueError(rounding)
     return max(int(c), int(min_capacity))
@@ -205,7 +208,13 @@ def aux_loss(x, k=2, variant="megatron"):
     sel = select_topk(p, k)
     chosen = sel if variant == "megatron" else sel[:, :1]
     f = np.bincount(chosen.reshape(-1), minlength=e) / chosen.size
-    if variant == "megatron" or variant == "deepspeed-top1":
+    if variant == "hf":
+        # HF Transformers' load_balancing_loss_func without attention mask: one-hot of every slot, the mean over tokens
+        # per slot ([k, E]), times Pbar, summed over slots and experts, times E.
+        one_hot = np.zeros((n, sel.shape[1], e))
+        np.put_along_axis(one_hot, sel[:, :, None], 1.0, axis=2)
+        loss = e * np.sum(one_hot.mean(axis=0) * pbar[None, :])
+    elif variant == "megatron" or variant == "deepspeed-top1":
         loss = e * np.sum(f * pbar)
     elif variant == "deepspeed-top2":
         loss = e * e * np.mean(f * pbar)
@@ -487,7 +496,7 @@ def generate(out, seed, count):
                     params["capacity"] = int(rng.integers(0, n * k + 2))
                 else:
                     params["capacity_factor"] = float(rng.choice([0.0, 0.5, 0.75, 1.0, 1.25, 2.0]))
-                    params["rounding"] = str(rng.choice(["ceil", "floor", "round", "tutel"]))
+                    params["rounding"] = str(rng.choice(["ceil", "floor", "round", "tutel", "ceil-f32"]))
                     params["min_capacity"] = int(rng.choice([0, 0, 1, 3]))
                 if algorithm == "capacity":
                     params["policy"] = str(rng.choice(["position", "choice-position", "score", "logit", "batch-priority"]))
@@ -501,7 +510,7 @@ def generate(out, seed, count):
                     params["capacity_factor"] = float(rng.choice([0.5, 1.0, 2.0, 8.0]))
                     params["k"] = int(rng.integers(1, 3))
             elif algorithm == "aux-loss":
-                params = {"k": k, "variant": str(rng.choice(["megatron", "deepspeed-top1", "deepspeed-top2"]))}
+                params = {"k": k, "variant": str(rng.choice(["megatron", "deepspeed-top1", "deepspeed-top2", "hf"]))}
             else:
                 params = {"k": k, "block_size": int(rng.choice([1, 2, 3, 4, 16])),
                           "block_k": int(rng.integers(k, e + 1))}

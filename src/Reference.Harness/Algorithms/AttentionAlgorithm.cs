@@ -27,11 +27,14 @@ public static class AttentionAlgorithm
     public static Algorithm Descriptor { get; } = new()
     {
         Name = "attention",
-        Summary = "dense scaled dot-product attention: GQA, causal and sliding windows (bottom-right aligned), softcap, boolean mask",
+        Summary = "dense scaled dot-product attention: GQA, causal and sliding windows (bottom-right or top-left aligned), softcap, boolean mask",
         Section = "SEMANTICS.md section 10",
         Parameters =
         [
-            new ParameterSpec("causal", ParameterKind.Bool, "false", "key j allowed only when j <= i + Tk - Tq"),
+            new ParameterSpec("causal", ParameterKind.Bool, "false", "key j allowed only when j <= p_i (p_i = i + Tk - Tq, or i when top-left)"),
+            new ParameterSpec("causal_align", ParameterKind.Choice, "bottom-right",
+                "where query i sits when Tq != Tk, for causal and the window: bottom-right (FlashAttention, p_i = i + Tk - Tq) or top-left (PyTorch SDPA is_causal, torch.tril: p_i = i)",
+                ["bottom-right", "top-left"]),
             new ParameterSpec("window_left", ParameterKind.Int, "-1", "keys allowed to the left: j >= p_i - window_left; -1 unbounded"),
             new ParameterSpec("window_right", ParameterKind.Int, "-1", "keys allowed to the right: j <= p_i + window_right; -1 unbounded"),
             new ParameterSpec("scale", ParameterKind.Double, null, "score scale; absent means 1/sqrt(D)"),
@@ -82,6 +85,7 @@ public static class AttentionAlgorithm
         return new AttentionOptions
         {
             Causal = p.GetBool("causal"),
+            CausalAlign = CausalAlignments.Parse(p.GetChoice("causal_align")),
             WindowLeft = p.GetInt("window_left"),
             WindowRight = p.GetInt("window_right"),
             Scale = p.TryGetDouble("scale"),
@@ -97,6 +101,7 @@ public static class AttentionAlgorithm
         return new FlashAttentionOptions
         {
             Causal = p.GetBool("causal"),
+            CausalAlign = CausalAlignments.Parse(p.GetChoice("causal_align")),
             WindowLeft = p.GetInt("window_left"),
             WindowRight = p.GetInt("window_right"),
             Scale = p.TryGetDouble("scale") is double s ? (float)s : null,
@@ -174,6 +179,10 @@ public static class AttentionAlgorithm
         if (rng.Next(3) == 0)
         {
             inputs["mask"] = RandomMask(rng, dims.B, dims.Hq, dims.Tq, dims.Tk);
+        }
+        if (rng.Next(4) == 0 && (parameters.ContainsKey("causal") || parameters.ContainsKey("window_left")))
+        {
+            parameters["causal_align"] = "top-left";
         }
         string name = $"seed {seed}: {text} {string.Join(" ", parameters.Select(kv => $"{kv.Key}={kv.Value}"))}"
                       + (inputs.ContainsKey("mask") ? " mask" : "");

@@ -16,13 +16,14 @@ public static class AuxLossAlgorithm
     public static Algorithm Descriptor { get; } = new()
     {
         Name = "aux-loss",
-        Summary = "Switch load-balancing loss (Megatron, DeepSpeed top-1, DeepSpeed top-2 conventions) and router z-loss",
+        Summary = "Switch load-balancing loss (Megatron, DeepSpeed top-1, DeepSpeed top-2, HF Mixtral conventions) and router z-loss",
         Section = "SEMANTICS.md section 5",
         Parameters =
         [
-            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E (Megatron counts all k, DeepSpeed the first)"),
-            new ParameterSpec("variant", ParameterKind.Choice, "megatron", "megatron, deepspeed-top1 or deepspeed-top2",
-                ["megatron", "deepspeed-top1", "deepspeed-top2"]),
+            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E (Megatron and HF count all k, DeepSpeed the first)"),
+            new ParameterSpec("variant", ParameterKind.Choice, "megatron",
+                "megatron, deepspeed-top1, deepspeed-top2, or hf (HF Mixtral/Qwen-MoE load_balancing_loss_func without attention mask: k x megatron)",
+                ["megatron", "deepspeed-top1", "deepspeed-top2", "hf"]),
         ],
         Inputs = [new InputSpec("logits", "N,E", ArrayKind.Float, false, "router logits X")],
         Outputs =
@@ -55,13 +56,19 @@ public static class AuxLossAlgorithm
         Validate = context =>
         {
             var logits = context.Call.Matrix("logits");
+            var options = Options(context.Call);
+            // hf is k x megatron with the same operations but for the divisor (N instead of N·k), so its relative
+            // rounding error and its near-tie slack are Megatron's, and its absolute bound is k times Megatron's
+            // (proofs/aux-loss.md, aux-loss.hf-is-k-megatron).
+            bool hf = options.Variant == AuxLossVariant.Hf;
             var reports = new List<ComparisonReport>();
             foreach (var name in new[] { "switch_loss", "z_loss" })
             {
                 if (context.Candidate.TryGetValue(name, out var c))
                 {
-                    var bounds = AuxLossValidator.Bounds(logits, Options(context.Call), context.FormatOf(name));
-                    double bound = name == "switch_loss" ? bounds.SwitchLoss : bounds.ZLoss;
+                    var bounds = AuxLossValidator.Bounds(logits, hf ? options with { Variant = AuxLossVariant.Megatron } : options,
+                        context.FormatOf(name));
+                    double bound = name == "z_loss" ? bounds.ZLoss : hf ? bounds.SwitchLoss * options.K : bounds.SwitchLoss;
                     // allclose with the derived bound as atol and no rtol: |c - r| <= bound.
                     reports.Add(new AllClosePolicy(bound, 0.0).Compare(name, c.ToDoubles(), context.Expected[name].ToDoubles(), []));
                 }
@@ -77,7 +84,7 @@ public static class AuxLossAlgorithm
             var parameters = new Dictionary<string, string>
             {
                 ["k"] = Text(1 + rng.Next(e)),
-                ["variant"] = new[] { "megatron", "deepspeed-top1", "deepspeed-top2" }[rng.Next(3)],
+                ["variant"] = new[] { "megatron", "deepspeed-top1", "deepspeed-top2", "hf" }[rng.Next(4)],
             };
             var inputs = new Dictionary<string, NdArray> { ["logits"] = NdArray.Create(Logits(rng, n, e, style), n, e) };
             return new GeneratedCase($"seed {seed}: N={n} E={e} {parameters["variant"]}{(style == 0 ? " ties" : "")}", inputs, parameters);
@@ -95,6 +102,7 @@ public static class AuxLossAlgorithm
             {
                 "deepspeed-top1" => AuxLossVariant.DeepSpeedTop1,
                 "deepspeed-top2" => AuxLossVariant.DeepSpeedTop2,
+                "hf" => AuxLossVariant.Hf,
                 _ => AuxLossVariant.Megatron,
             },
         };

@@ -13,7 +13,7 @@ public static class CapacityAlgorithm
     public static Algorithm Descriptor { get; } = new()
     {
         Name = "capacity",
-        Summary = "top-k routing with expert capacity C and dropping: five drop policies, four capacity roundings, none/before/after renormalization",
+        Summary = "top-k routing with expert capacity C and dropping: five drop policies, five capacity roundings, none/before/after renormalization",
         Section = "SEMANTICS.md section 2",
         Parameters =
         [
@@ -140,7 +140,7 @@ public static class CapacityAlgorithm
         var inputs = new Dictionary<string, NdArray> { ["logits"] = NdArray.Create(Logits(rng, n, e, style), n, e) };
         string[] policies = ["position", "choice-position", "score", "logit", "batch-priority"];
         string[] normalizations = ["none", "before", "after"];
-        string[] roundings = ["ceil", "floor", "round", "tutel"];
+        string[] roundings = ["ceil", "floor", "round", "tutel", "ceil-f32"];
         var parameters = new Dictionary<string, string>
         {
             ["k"] = Text(k),
@@ -155,7 +155,7 @@ public static class CapacityAlgorithm
         else
         {
             parameters["capacity_factor"] = Text(new[] { 0.5, 0.75, 1.0, 1.25, 2.0 }[rng.Next(5)]);
-            parameters["rounding"] = roundings[rng.Next(4)];
+            parameters["rounding"] = roundings[rng.Next(roundings.Length)];
             parameters["min_capacity"] = Text(new[] { 0, 0, 1, 3 }[rng.Next(4)]);
         }
         if (rng.Next(4) == 0)

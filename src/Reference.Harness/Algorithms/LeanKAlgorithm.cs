@@ -18,7 +18,10 @@ public static class LeanKAlgorithm
         [
             new ParameterSpec("sink", ParameterKind.Int, "64", "keys j < sink keep every channel, >= 0"),
             new ParameterSpec("recent", ParameterKind.Int, "256", "the last recent keys up to the query keep every channel, >= 0"),
-            new ParameterSpec("causal", ParameterKind.Bool, "true", "key j allowed only when j <= i + Tk - Tq"),
+            new ParameterSpec("causal", ParameterKind.Bool, "true", "key j allowed only when j <= p_i (p_i = i + Tk - Tq, or i when top-left)"),
+            new ParameterSpec("causal_align", ParameterKind.Choice, "bottom-right",
+                "where query i sits when Tq != Tk, for causal and the recent window: bottom-right (FlashAttention, p_i = i + Tk - Tq) or top-left (PyTorch, p_i = i)",
+                ["bottom-right", "top-left"]),
             new ParameterSpec("zero_head", ParameterKind.Choice, "zero-logit",
                 "a head whose mask keeps no channel: its pruned keys get logit 0 (training formula) or are dropped (kernel)", ["zero-logit", "drop"]),
             new ParameterSpec("scale", ParameterKind.Double, null, "score scale; absent means 1/sqrt(D) with the full D"),
@@ -51,6 +54,7 @@ public static class LeanKAlgorithm
             Sink = p.GetInt("sink"),
             Recent = p.GetInt("recent"),
             Causal = p.GetBool("causal"),
+            CausalAlign = CausalAlignments.Parse(p.GetChoice("causal_align")),
             ZeroHead = p.GetChoice("zero_head") == "drop" ? LeanKZeroHead.Drop : LeanKZeroHead.ZeroLogit,
             Scale = p.TryGetDouble("scale"),
         };

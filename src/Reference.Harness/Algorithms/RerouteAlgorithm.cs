@@ -94,7 +94,7 @@ public static class RerouteAlgorithm
         else
         {
             parameters["capacity_factor"] = Text(new[] { 0.5, 0.75, 1.0, 1.25, 2.0 }[rng.Next(5)]);
-            parameters["rounding"] = new[] { "ceil", "floor", "round", "tutel" }[rng.Next(4)];
+            parameters["rounding"] = new[] { "ceil", "floor", "round", "tutel", "ceil-f32" }[rng.Next(5)];
         }
         var inputs = new Dictionary<string, NdArray> { ["logits"] = NdArray.Create(GridLogits(rng, n, e), n, e) };
         return new GeneratedCase($"seed {seed}: N={n} E={e} k={k} {parameters["score"]} grid", inputs, parameters);

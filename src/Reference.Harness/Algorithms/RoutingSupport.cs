@@ -15,8 +15,10 @@ internal static class RoutingSupport
     [
         new ParameterSpec("capacity", ParameterKind.Int, null, "explicit expert capacity C >= 0, used as given; absent: from capacity_factor"),
         new ParameterSpec("capacity_factor", ParameterKind.Double, "1.0", "cf: C = rounding(cf N k / E), computed exactly"),
-        new ParameterSpec("rounding", ParameterKind.Choice, "ceil", "ceil (Megatron, DeepSpeed), floor (mesh), round (flaxformer, half to even), tutel (k floor(cf ceil(N/E)))",
-            ["ceil", "floor", "round", "tutel"]),
+        new ParameterSpec("rounding", ParameterKind.Choice, "ceil",
+            "ceil (exact; Megatron, DeepSpeed), floor (mesh), round (flaxformer, half to even), tutel (k floor(cf ceil(N/E))), "
+            + "ceil-f32 (DeepSpeed's _capacity as it runs: ceil(fl32(fl32(N/E) fl32(cf k))))",
+            ["ceil", "floor", "round", "tutel", "ceil-f32"]),
         new ParameterSpec("min_capacity", ParameterKind.Int, "0", "the factor rule gives at least this"),
     ];
 
@@ -30,6 +32,7 @@ internal static class RoutingSupport
         "floor" => CapacityRounding.Floor,
         "round" => CapacityRounding.Round,
         "tutel" => CapacityRounding.Tutel,
+        "ceil-f32" => CapacityRounding.CeilF32,
         _ => CapacityRounding.Ceil,
     };
 

@@ -1,4 +1,5 @@
 using Reference.Harness.Comparison;
+using Reference.Harness.Tensors;
 using Reference.Harness.Registry;
 using Reference.Numerics;
 using Reference.Routing;
@@ -168,7 +169,76 @@ public static class SinkhornValidator
                 reports.Add(policy.Compare("weights", cw.ToDoubles(), want, [n, k]));
             }
         }
+
+        // 6. On failure only: does the candidate match a nearby run (one iteration fewer or more, or the error tested
+        //    every iteration)? Then say so in the failing reports' detail.
+        if (reports.Any(r => !r.Passed))
+        {
+            string? hint = Diagnose(call, options, method, reference, tol, candidate, candidatePlan, planPolicy, n, e);
+            if (hint is not null)
+            {
+                reports = reports.Select(r => r.Passed ? r : r with { Detail = r.Detail is null ? hint : $"{r.Detail}; {hint}" }).ToList();
+            }
+        }
         return reports;
+    }
+
+    /// <summary>
+    /// The hint for a failing candidate: the nearby runs it matches, or null. The runs are the reference with one
+    /// iteration fewer and one more (max_iter = R -/+ 1, tol = 0), and, for the methods that test the error every
+    /// 10th (20th for stabilized) iteration, the run that stops at the first iteration whose error meets tol (what an
+    /// implementation testing every iteration returns). A candidate matches a run when its iteration count (if it sent
+    /// one) equals the run's and its plan (if it sent one) is within the plan bound of the run's plan.
+    /// </summary>
+    private static string? Diagnose(AlgorithmCall call, SinkhornOptions options, SinkhornMethod method, SinkhornResult reference,
+        double tol, IReadOnlyDictionary<string, NdArray> candidate, double[]? candidatePlan, AllClosePolicy planPolicy, int n, int e)
+    {
+        bool hasIterations = candidate.TryGetValue("iterations", out var ci);
+        if (!hasIterations && candidatePlan is null)
+        {
+            return null;
+        }
+        int r = reference.Iterations;
+        bool Matches(SinkhornResult run) =>
+            run.Status != SinkhornStatus.NumericalError
+            && (!hasIterations || ci!.GetDouble(0) == run.Iterations)
+            && (candidatePlan is null || planPolicy.Compare("plan", candidatePlan, Flat(run.Plan), [n, e]).Passed);
+        SinkhornResult Run(int iterations) => SinkhornAlgorithm.Solve(call, options with { MaxIterations = iterations, Tolerance = 0.0 });
+
+        var hints = new List<string>();
+        int period = method switch
+        {
+            SinkhornMethod.Stabilized => 20,
+            SinkhornMethod.Knopp or SinkhornMethod.Log or SinkhornMethod.Selective => 10,
+            _ => 0,
+        };
+        if (period > 0 && reference.Status == SinkhornStatus.Converged)
+        {
+            // The first iteration before R whose error meets the rule (the error only shrinks near convergence, so it
+            // lies among the last period - 1 iterations before the check that stopped the reference).
+            for (int t = Math.Max(1, r - period + 1); t < r; t++)
+            {
+                var run = Run(t);
+                if (MeetsRule(method, run.Error, tol))
+                {
+                    if (Matches(run))
+                    {
+                        hints.Add($"candidate matches the run that tests the error every iteration (stopping after {t} iterations); "
+                                  + $"the reference, like POT, tests it every {period}th iteration, after iterations 1, {period + 1}, {2 * period + 1}, ... (POT's ii % {period} == 0, including ii = 0)");
+                    }
+                    break;
+                }
+            }
+        }
+        if (r >= 2 && Matches(Run(r - 1)))
+        {
+            hints.Add($"candidate matches {r - 1} iterations, 1 iteration fewer than the reference's {r}: an off-by-one in the iteration count?");
+        }
+        if (Matches(Run(r + 1)))
+        {
+            hints.Add($"candidate matches {r + 1} iterations, 1 iteration more than the reference's {r}: an off-by-one in the iteration count?");
+        }
+        return hints.Count == 0 ? null : "hint: " + string.Join("; or ", hints);
     }
 
     /// <summary>The stopping measure of a plan: ||G^T 1 - b||_2, or for eps-scaling ||G^T 1 - b||^2 + ||G 1 - a||^2.</summary>

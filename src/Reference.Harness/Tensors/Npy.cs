@@ -10,9 +10,11 @@ namespace Reference.Harness.Tensors;
 /// <c>{'descr': ..., 'fortran_order': ..., 'shape': ...}</c>, latin-1 in 1.0/2.0, UTF-8 in 3.0, padded with
 /// spaces and ending in a newline), then the raw elements.
 /// <para>
-/// Supported: versions 1.0, 2.0, 3.0; little-endian dtypes <c>f2 f4 f8 i4 i8 u1 b1</c> (also <c>?</c> for bool);
-/// byte orders <c>&lt;</c>, <c>|</c> and <c>=</c> (native, which is little-endian on every host this runs on;
-/// <c>&gt;</c> is accepted only for one-byte types, where byte order means nothing); C order only.
+/// Supported: versions 1.0, 2.0, 3.0; dtypes <c>f2 f4 f8 i4 i8 u1 b1</c> (also <c>?</c> for bool); byte orders
+/// <c>&lt;</c>, <c>|</c>, <c>=</c> (native, which is little-endian on every host this runs on) and <c>&gt;</c>
+/// (big-endian: each element's bytes are reversed on reading); C order and Fortran order
+/// (<c>'fortran_order': True</c>, as <c>np.save</c> writes a transposed array: the elements are permuted into
+/// C order on reading). The returned array is always C-ordered and native-endian.
 /// Everything else is rejected with a <see cref="TensorFileException"/> that says what is wrong.
 /// </para>
 /// <para>
@@ -129,7 +131,7 @@ public static class Npy
         {
             throw Fail("the version 3.0 header is not valid UTF-8", e);
         }
-        var (dtype, dims) = ParseHeader(headerText, Fail);
+        var (dtype, dims, bigEndian, fortran) = ParseHeader(headerText, Fail);
 
         // 4. Sizes: checked against what the source declares before any allocation.
         string shapeText = TensorBytes.ShapeText(dims);
@@ -159,7 +161,17 @@ public static class Npy
             throw Fail($"shape {shapeText} needs {dataBytes} bytes but {more} remain");
         }
 
-        // 6. Booleans must be stored as 0 or 1.
+        // 6. Native byte order, then C order (both in place or into one new buffer of the same size).
+        if (bigEndian)
+        {
+            TensorBytes.ReverseElementBytes(data, elementSize);
+        }
+        if (fortran)
+        {
+            data = TensorBytes.FortranToC(data, ToIntDims(dims), elementSize);
+        }
+
+        // 7. Booleans must be stored as 0 or 1 (checked in C order, so the index reported is numpy's a[i, j, ...]).
         if (dtype == DType.Bool)
         {
             long bad = TensorBytes.FirstInvalidBool(data);
@@ -229,8 +241,10 @@ public static class Npy
 
     private static int Align(int n, int alignment) => (n + alignment - 1) / alignment * alignment;
 
-    // Parses the header dict into a dtype and a shape (dimensions non-negative and within int range).
-    private static (DType dtype, long[] dims) ParseHeader(string text, Func<string, Exception?, TensorFileException> fail)
+    // Parses the header dict into a dtype, a shape (dimensions non-negative and within int range), whether the
+    // elements are big-endian (multi-byte dtypes only) and whether they are in Fortran order (rank >= 2 only:
+    // for rank 0 and 1 the two orders coincide).
+    private static (DType dtype, long[] dims, bool bigEndian, bool fortran) ParseHeader(string text, Func<string, Exception?, TensorFileException> fail)
     {
         object? parsed;
         try
@@ -283,16 +297,12 @@ public static class Npy
         {
             throw fail($"malformed header dict: 'descr' must be a string, not {PyRepr(descr)}", null);
         }
-        var dtype = ParseDescr(descrText, fail);
+        var (dtype, bigEndian) = ParseDescr(descrText, fail);
 
         // order
         if (fortran is not bool isFortran)
         {
             throw fail($"malformed header dict: 'fortran_order' must be True or False, not {PyRepr(fortran)}", null);
-        }
-        if (isFortran)
-        {
-            throw fail("Fortran-ordered arrays are not supported; save with np.ascontiguousarray", null);
         }
 
         // shape
@@ -322,10 +332,11 @@ public static class Npy
                 throw fail($"shape {TensorBytes.ShapeText(dims)} has dimension {dims[i]}, beyond {int.MaxValue}", null);
             }
         }
-        return (dtype, dims);
+        return (dtype, dims, bigEndian, isFortran && dims.Length >= 2);
     }
 
-    private static DType ParseDescr(string descr, Func<string, Exception?, TensorFileException> fail)
+    // The dtype and whether its elements must be byte-reversed (big-endian and more than one byte wide).
+    private static (DType dtype, bool bigEndian) ParseDescr(string descr, Func<string, Exception?, TensorFileException> fail)
     {
         char order = descr.Length > 0 && descr[0] is '<' or '>' or '|' or '=' ? descr[0] : '=';
         string code = order == '=' && !descr.StartsWith('=') ? descr : descr[1..];
@@ -344,11 +355,7 @@ public static class Npy
         {
             throw fail($"unknown dtype '{Clip(descr)}' (supported: f2, f4, f8, i4, i8, u1, b1)", null);
         }
-        if (order == '>' && NdArray.ElementSize(known) > 1)
-        {
-            throw fail($"big-endian dtype '{descr}' is not supported; convert with a.astype('<{code}')", null);
-        }
-        return known;
+        return (known, order == '>' && NdArray.ElementSize(known) > 1);
     }
 
     private static string Clip(string s) => s.Length > 40 ? s[..40] + "..." : s;

@@ -88,6 +88,66 @@ internal static class TensorBytes
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
     };
 
+    /// <summary>Reverses the bytes of each element in place (big-endian to little-endian or back).</summary>
+    /// <param name="bytes">The elements; its length is a multiple of <paramref name="elementSize"/>.</param>
+    /// <param name="elementSize">The element size in bytes (1 leaves the bytes unchanged).</param>
+    internal static void ReverseElementBytes(Span<byte> bytes, int elementSize)
+    {
+        if (elementSize <= 1)
+        {
+            return;
+        }
+        for (int at = 0; at + elementSize <= bytes.Length; at += elementSize)
+        {
+            bytes.Slice(at, elementSize).Reverse();
+        }
+    }
+
+    /// <summary>
+    /// Permutes elements stored in Fortran order (first index fastest) into C order (last index fastest).
+    /// Element (i0, ..., i(n-1)) is read from Fortran offset sum_k i_k * prod_{j&lt;k} d_j and written at its C
+    /// offset; the bytes of each element are moved unchanged.
+    /// </summary>
+    /// <param name="fortran">The elements in Fortran order: product(shape) * elementSize bytes.</param>
+    /// <param name="shape">The shape (every dimension non-negative).</param>
+    /// <param name="elementSize">The element size in bytes.</param>
+    /// <returns>A new buffer holding the same elements in C order.</returns>
+    internal static byte[] FortranToC(byte[] fortran, int[] shape, int elementSize)
+    {
+        var c = new byte[fortran.Length];
+        int rank = shape.Length;
+        if (c.Length == 0 || rank < 2)
+        {
+            fortran.CopyTo(c, 0);
+            return c;
+        }
+        // Fortran strides in elements; the C walk below advances the last index fastest (an odometer).
+        var stride = new long[rank];
+        stride[0] = 1;
+        for (int k = 1; k < rank; k++)
+        {
+            stride[k] = stride[k - 1] * shape[k - 1];
+        }
+        var index = new int[rank];
+        long source = 0;
+        long count = fortran.Length / elementSize;
+        for (long target = 0; target < count; target++)
+        {
+            Buffer.BlockCopy(fortran, (int)(source * elementSize), c, (int)(target * elementSize), elementSize);
+            for (int k = rank - 1; k >= 0; k--)
+            {
+                if (++index[k] < shape[k])
+                {
+                    source += stride[k];
+                    break;
+                }
+                source -= stride[k] * (shape[k] - 1);
+                index[k] = 0;
+            }
+        }
+        return c;
+    }
+
     /// <summary>The number of bytes an array's elements occupy.</summary>
     internal static long DataBytes(NdArray array) => array.Length * NdArray.ElementSize(array.DType);
 

@@ -99,6 +99,9 @@ public sealed record FlashAttentionOptions
     /// <summary>Causal masking, bottom-right aligned: key j allowed iff j &lt;= i + Tk - Tq. Default false.</summary>
     public bool Causal { get; init; }
 
+    /// <summary>Where query row i sits when Tq != Tk: bottom-right (default, p_i = i + Tk - Tq) or top-left (p_i = i).</summary>
+    public Reference.Attention.CausalAlignment CausalAlign { get; init; } = Reference.Attention.CausalAlignment.BottomRight;
+
     /// <summary>Left window: j &gt;= p_i - WindowLeft; -1 (default) unbounded.</summary>
     public int WindowLeft { get; init; } = -1;
 

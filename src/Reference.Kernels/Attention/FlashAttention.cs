@@ -165,6 +165,7 @@ public static unsafe class FlashAttention
         public required int BlockQ, BlockK, QueryTiles, KeyTiles, Splits, TilesPerSplit;
         public required float Scale, Softcap;
         public required bool Causal;
+        public required Reference.Attention.CausalAlignment CausalAlign;
         public required int WindowLeft, WindowRight;
         public required FlatMask? Mask;
         public required BlockMask? BlockMask;
@@ -293,7 +294,7 @@ public static unsafe class FlashAttention
             {
                 int i = i0 + row;
                 // 3. The key range the causal/window rule allows this row, clipped to the tile; skip if empty.
-                long position = (long)i + tk - tq;
+                long position = Reference.Attention.CausalAlignments.QueryPosition(i, tq, tk, plan.CausalAlign);
                 long lo = plan.WindowLeft >= 0 ? Math.Max(j0, position - plan.WindowLeft) : j0;
                 long hi = j0 + cols - 1;
                 if (plan.Causal) hi = Math.Min(hi, position);
@@ -470,7 +471,7 @@ public static unsafe class FlashAttention
         {
             Shape = s, BlockQ = blockQ, BlockK = blockK, QueryTiles = queryTiles, KeyTiles = keyTiles,
             Splits = actualSplits, TilesPerSplit = tilesPerSplit, Scale = scale, Softcap = options.Softcap,
-            Causal = options.Causal, WindowLeft = options.WindowLeft, WindowRight = options.WindowRight,
+            Causal = options.Causal, CausalAlign = options.CausalAlign, WindowLeft = options.WindowLeft, WindowRight = options.WindowRight,
             Mask = options.Mask, BlockMask = options.BlockMask,
         };
     }

@@ -34,7 +34,7 @@ public static class AuxLoss
         {
             return new AuxLossKernelResult(0f, 0f);
         }
-        int counted = options.Variant == AuxLossVariant.Megatron ? k : 1;
+        int counted = options.Variant is AuxLossVariant.Megatron or AuxLossVariant.Hf ? k : 1;
 
         // 1. Per block of rows: column sums of P [E], counts [E], and the sum of lse².
         int rowsPer = KernelScores.RowsPerBlock;
@@ -102,6 +102,14 @@ public static class AuxLoss
                     weighted[x] = count[x] * meanScore[x];
                 }
                 loss = e * (TensorPrimitives.Sum(weighted) / ((float)n * k));
+                break;
+            case AuxLossVariant.Hf:
+                var weightedHf = new float[e];
+                for (int x = 0; x < e; x++)
+                {
+                    weightedHf[x] = count[x] * meanScore[x];
+                }
+                loss = e * (TensorPrimitives.Sum(weightedHf) / n);
                 break;
             case AuxLossVariant.DeepSpeedTop1:
                 loss = TensorPrimitives.Dot(meanScore, fraction) * e;

@@ -1,19 +1,56 @@
 namespace Reference.Attention;
 
+/// <summary>Where query row i sits relative to the keys when Tq != Tk (the causal rule and the window use it).</summary>
+public enum CausalAlignment
+{
+    /// <summary>p_i = i + Tk - Tq: the last query row lines up with the last key (FlashAttention, the default).</summary>
+    BottomRight,
+    /// <summary>p_i = i: the first query row lines up with the first key (PyTorch SDPA's <c>is_causal</c>,
+    /// <c>torch.tril</c> of a [Tq, Tk] matrix).</summary>
+    TopLeft,
+}
+
+/// <summary>Query positions under a <see cref="CausalAlignment"/>.</summary>
+public static class CausalAlignments
+{
+    /// <summary>The absolute position p_i of query row i: i + Tk - Tq (bottom-right) or i (top-left).</summary>
+    /// <param name="i">The query row.</param>
+    /// <param name="tq">Tq, the number of queries.</param>
+    /// <param name="tk">Tk, the number of keys.</param>
+    /// <param name="alignment">The alignment.</param>
+    public static long QueryPosition(int i, int tq, int tk, CausalAlignment alignment) =>
+        alignment == CausalAlignment.TopLeft ? i : (long)i + tk - tq;
+
+    /// <summary>Parses the CLI spelling <c>bottom-right</c> or <c>top-left</c>.</summary>
+    /// <param name="text">The parameter value.</param>
+    /// <exception cref="ArgumentException">Any other text.</exception>
+    public static CausalAlignment Parse(string text) => text switch
+    {
+        "bottom-right" => CausalAlignment.BottomRight,
+        "top-left" => CausalAlignment.TopLeft,
+        _ => throw new ArgumentException($"causal_align must be bottom-right or top-left, got '{text}'", nameof(text)),
+    };
+}
+
 /// <summary>
 /// Options of dense attention (<see cref="DenseAttention"/>), the CLI algorithm <c>attention</c>.
 /// Every restriction that is given applies at once: a key is allowed when the causal rule, the window and the
 /// explicit mask all allow it (SEMANTICS.md section 10).
 /// </summary>
 /// <remarks>
-/// Positions are bottom-right aligned as in FlashAttention: query row i sits at absolute position
+/// Positions are bottom-right aligned as in FlashAttention by default: query row i sits at absolute position
 /// p_i = i + Tk - Tq, so the last query row lines up with the last key. With Tq = Tk this is p_i = i.
+/// <see cref="CausalAlign"/> = <see cref="CausalAlignment.TopLeft"/> uses p_i = i instead (PyTorch's convention).
 /// </remarks>
 public sealed record AttentionOptions
 {
     /// <summary>Causal masking: key j is allowed only when j &lt;= p_i. Equal to the window (WindowLeft = -1, WindowRight = 0).
     /// Default false.</summary>
     public bool Causal { get; init; }
+
+    /// <summary>Where query row i sits when Tq != Tk, for the causal rule and the window: bottom-right (default,
+    /// p_i = i + Tk - Tq) or top-left (p_i = i).</summary>
+    public CausalAlignment CausalAlign { get; init; } = CausalAlignment.BottomRight;
 
     /// <summary>How many keys to the left of p_i a query may see: j &gt;= p_i - WindowLeft. -1 (the default) means unbounded.</summary>
     public int WindowLeft { get; init; } = -1;

@@ -76,7 +76,7 @@ public static class DenseAttention
                 for (int i = 0; i < dims.Tq; i++)
                 {
                     // 2. Collect the allowed keys A_i in ascending order, with their (softcapped) scores.
-                    long position = (long)i + dims.Tk - dims.Tq;          // p_i, bottom-right aligned
+                    long position = CausalAlignments.QueryPosition(i, dims.Tq, dims.Tk, options.CausalAlign); // p_i
                     keys.Clear();
                     scores.Clear();
                     for (int j = 0; j < dims.Tk; j++)

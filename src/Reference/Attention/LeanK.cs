@@ -21,6 +21,9 @@ public sealed record LeanKOptions
     /// <summary>Causal masking (bottom-right aligned: j &lt;= p_i = i + Tk - Tq). Default true.</summary>
     public bool Causal { get; init; } = true;
 
+    /// <summary>Where query row i sits when Tq != Tk: bottom-right (default, p_i = i + Tk - Tq) or top-left (p_i = i).</summary>
+    public CausalAlignment CausalAlign { get; init; } = CausalAlignment.BottomRight;
+
     /// <summary>What a head with an all-zero channel mask does with its non-full keys. Default <see cref="LeanKZeroHead.ZeroLogit"/>.</summary>
     public LeanKZeroHead ZeroHead { get; init; } = LeanKZeroHead.ZeroLogit;
 
@@ -90,7 +93,7 @@ public static class LeanK
                 int g = h / dims.Group;
                 for (int i = 0; i < dims.Tq; i++)
                 {
-                    long p = (long)i + dims.Tk - dims.Tq;
+                    long p = CausalAlignments.QueryPosition(i, dims.Tq, dims.Tk, options.CausalAlign);
                     keys.Clear();
                     scores.Clear();
                     for (int j = 0; j < dims.Tk; j++)

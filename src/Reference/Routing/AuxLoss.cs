@@ -10,12 +10,16 @@ public enum AuxLossVariant
     /// <summary>DeepSpeed <c>top2gating</c>: f_e from the first choice only, L = E² · mean_e(f_e · Pbar_e)
     /// (equal to <see cref="DeepSpeedTop1"/> in exact arithmetic; computed in DeepSpeed's order of operations).</summary>
     DeepSpeedTop2,
+    /// <summary>HF Transformers' Mixtral / Qwen-MoE <c>load_balancing_loss_func</c> (without attention mask): the token
+    /// fraction of every choice slot j is summed, L = E · sum_j sum_e (c_je / N) · Pbar_e = E · (sum_e c_e·Pbar_e) / N, which is
+    /// k times <see cref="Megatron"/>.</summary>
+    Hf,
 }
 
 /// <summary>Options for <see cref="AuxLoss.Compute"/>. Defaults follow the CLI table of SEMANTICS.md section 12.</summary>
 public sealed record AuxLossOptions
 {
-    /// <summary>Experts per token, 1..E (only the Megatron variant counts beyond the first choice). Default 2.</summary>
+    /// <summary>Experts per token, 1..E (only the Megatron and HF variants count beyond the first choice). Default 2.</summary>
     public int K { get; init; } = 2;
 
     /// <summary>The loss convention. Default Megatron.</summary>
@@ -79,7 +83,7 @@ public static class AuxLoss
         }
 
         // 3. Counts: every choice (Megatron) or the first choice (DeepSpeed).
-        int counted = options.Variant == AuxLossVariant.Megatron ? k : 1;
+        int counted = options.Variant is AuxLossVariant.Megatron or AuxLossVariant.Hf ? k : 1;
         var counts = new int[e];       // [E]
         for (int i = 0; i < n; i++)
         {
@@ -105,6 +109,15 @@ public static class AuxLoss
                     dot += counts[x] * meanScore[x];
                 }
                 loss = e * (dot / ((double)n * k));
+                break;
+            case AuxLossVariant.Hf:
+                // The same dot product, divided by N instead of N·k: exactly k·L_Megatron when k is a power of two.
+                double dotHf = 0;
+                for (int x = 0; x < e; x++)
+                {
+                    dotHf += counts[x] * meanScore[x];
+                }
+                loss = e * (dotHf / n);
                 break;
             case AuxLossVariant.DeepSpeedTop1:
                 double sumTop1 = 0;

@@ -14,6 +14,11 @@ public enum CapacityRounding
     Round,
     /// <summary>C = k·floor(cf·ceil(N / E)): Tutel's rule, which rounds the per-choice capacity and then multiplies by k.</summary>
     Tutel,
+    /// <summary>C = ceil(fl32(fl32(N / E) · fl32(cf·k))): DeepSpeed's <c>sharded_moe._capacity</c> exactly as it runs, with
+    /// <c>torch.ceil((num_tokens / num_experts) * capacity_factor)</c>, N / E a Python (double) quotient, and the capacity
+    /// factor tensor <c>torch.tensor(cf * k)</c> float32 (cf·k is a double product first). Differs from <see cref="Ceil"/>
+    /// by one where the float32 rounding crosses an integer, e.g. N = 30, E = 3, cf = 0.1: 1 here, 2 exactly.</summary>
+    CeilF32,
 }
 
 /// <summary>
@@ -25,7 +30,8 @@ public enum CapacityRounding
 /// <para>The rounding is applied to the exact rational value of cf·N·k / E, where cf is the exact binary value of the double
 /// (no intermediate rounding), so the result does not depend on the order of operations. Megatron-LM and DeepSpeed compute
 /// the product in floating point, and can differ by one when the product lies within a rounding error of an integer
-/// (or, for round, of a half-integer); proofs/capacity.md, theorem capacity.capacity-rule.</para>
+/// (or, for round, of a half-integer); proofs/capacity.md, theorem capacity.capacity-rule. <see cref="CapacityRounding.CeilF32"/>
+/// reproduces DeepSpeed's float32 computation instead, bit for bit (theorem capacity.ceil-f32-is-deepspeed).</para>
 /// Sources: Megatron-LM <c>moe_utils.get_capacity</c>; DeepSpeed <c>sharded_moe._capacity</c>; mesh-tensorflow
 /// <c>moe.py</c>; flaxformer <c>routing.py</c>; Tutel <c>fast_dispatch</c> capacity computation.
 /// </remarks>
@@ -50,6 +56,11 @@ public static class ExpertCapacity
         {
             throw new ArgumentException(
                 $"capacity_factor = {Guard.Describe(capacityFactor)}; it must be finite and at least 0", "capacity_factor");
+        }
+
+        if (rounding == CapacityRounding.CeilF32)
+        {
+            return Math.Max(DeepSpeedFloat32(tokens, experts, k, capacityFactor), minCapacity);
         }
 
         // cf = m·2^p exactly; x = cf·N·k / E = num / den with integers num, den > 0.
@@ -79,6 +90,25 @@ public static class ExpertCapacity
             throw new ArgumentException($"capacity_factor = {capacityFactor} gives a capacity above {int.MaxValue}", "capacity_factor");
         }
         return Math.Max((int)c, minCapacity);
+    }
+
+    /// <summary>
+    /// DeepSpeed's float32 capacity: ceil(fl32(fl32(N / E) · fl32(cf·k))). The steps are those torch takes for
+    /// <c>torch.ceil((num_tokens / num_experts) * torch.tensor(capacity_factor * k))</c>: the Python quotient N / E is a
+    /// double, rounded once more to float32 when it multiplies the float32 tensor (a Python scalar does not promote a
+    /// float tensor); cf·k is a double product rounded to float32 by <c>torch.tensor</c>; the product is float32.
+    /// </summary>
+    private static int DeepSpeedFloat32(int tokens, int experts, int k, double capacityFactor)
+    {
+        float perExpert = (float)((double)tokens / experts);
+        float factor = (float)(capacityFactor * k);
+        float product = perExpert * factor;
+        double c = Math.Ceiling((double)product);
+        if (!(c <= int.MaxValue))
+        {
+            throw new ArgumentException($"capacity_factor = {capacityFactor} gives a capacity above {int.MaxValue}", "capacity_factor");
+        }
+        return (int)c;
     }
 
     /// <summary>A finite double x &gt;= 0 as an exact fraction num / den with den a power of two.</summary>
