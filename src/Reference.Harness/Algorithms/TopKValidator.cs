@@ -54,6 +54,7 @@ public static class TopKValidator
         var expectedExperts = new double[n * k];
         var expectedWeights = new double[n * k];
         var key = new double[e];
+        var problems = new List<string>();
         for (int i = 0; i < n; i++)
         {
             double maxAbs = 0;
@@ -68,9 +69,17 @@ public static class TopKValidator
             {
                 row[j] = (int)referenceExperts[i * k + j];
             }
-            if (experts is not null && IsValidChoice(experts.AsSpan(i * k, k), key, slack, out var candidateRow))
+            if (experts is not null)
             {
-                row = candidateRow;
+                string? problem = Problem(experts.AsSpan(i * k, k), key, slack, out var candidateRow);
+                if (problem is null)
+                {
+                    row = candidateRow;
+                }
+                else if (problems.Count < 3)
+                {
+                    problems.Add($"token {i}: {problem}");
+                }
             }
             var selectedLogits = new double[k];
             for (int j = 0; j < k; j++)
@@ -88,7 +97,8 @@ public static class TopKValidator
         var reports = new List<ComparisonReport>();
         if (experts is not null)
         {
-            reports.Add(new ExactPolicy().Compare("experts", experts, expectedExperts, shape));
+            var report = new ExactPolicy().Compare("experts", experts, expectedExperts, shape);
+            reports.Add(problems.Count == 0 ? report : report with { Detail = "invalid routing: " + string.Join("; ", problems) });
         }
         if (weights is not null)
         {
@@ -97,8 +107,9 @@ public static class TopKValidator
         return reports;
     }
 
-    /// <summary>True when a candidate row is a valid top-k choice for the keys, within the slack.</summary>
-    private static bool IsValidChoice(ReadOnlySpan<double> candidate, double[] key, double slack, out int[] row)
+    /// <summary>Why a candidate row is not a valid top-k choice for the keys within the slack, in words; null when it is
+    /// one (then <paramref name="row"/> holds it).</summary>
+    private static string? Problem(ReadOnlySpan<double> candidate, double[] key, double slack, out int[] row)
     {
         int k = candidate.Length, e = key.Length;
         row = new int[k];
@@ -106,9 +117,13 @@ public static class TopKValidator
         for (int j = 0; j < k; j++)
         {
             double c = candidate[j];
-            if (c < 0 || c >= e || c != Math.Floor(c) || chosen[(int)c])
+            if (c < 0 || c >= e || c != Math.Floor(c))
             {
-                return false; // out of range, not an integer, or repeated
+                return $"choice {j} = {c} is not an expert 0..{e - 1}";
+            }
+            if (chosen[(int)c])
+            {
+                return $"expert {c} is chosen twice";
             }
             row[j] = (int)c;
             chosen[row[j]] = true;
@@ -118,22 +133,23 @@ public static class TopKValidator
         {
             if (key[row[j]] < key[row[j + 1]] - slack)
             {
-                return false;
+                return $"not in descending order: choice {j} is expert {row[j]} (score {key[row[j]]:R}) but choice {j + 1} is "
+                       + $"expert {row[j + 1]} (score {key[row[j + 1]]:R})";
             }
         }
         // No unchosen expert beats the weakest chosen one by more than the slack.
-        double weakest = double.PositiveInfinity;
+        int weakest = row[0];
         foreach (int x in row)
         {
-            weakest = Math.Min(weakest, key[x]);
+            weakest = key[x] < key[weakest] ? x : weakest;
         }
         for (int x = 0; x < e; x++)
         {
-            if (!chosen[x] && key[x] > weakest + slack)
+            if (!chosen[x] && key[x] > key[weakest] + slack)
             {
-                return false;
+                return $"expert {x} (score {key[x]:R}) is left out for expert {weakest} (score {key[weakest]:R})";
             }
         }
-        return true;
+        return null;
     }
 }
