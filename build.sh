@@ -71,6 +71,10 @@ for f in files:
     c = ET.parse(f).getroot().find("t:ResultSummary/t:Counters", ns).attrib
     total += int(c["total"]); passed += int(c["passed"]); failed += int(c["failed"])
     skipped += int(c["total"]) - int(c["passed"]) - int(c["failed"])  # ignored, inconclusive, not executed
+import os
+zoo = os.path.join(sys.argv[1], "zoo-summary.txt")
+if os.path.exists(zoo):
+    print(open(zoo).read().rstrip())
 print(f"Test projects: {len(files)}; tests run: {total}")
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 sys.exit(0 if failed == 0 and total > 0 and len(files) >= 2 else 1)

@@ -16,4 +16,10 @@ let ``the bug zoo gets every verdict right through the built CLI`` () =
     let code, out, err =
         Peers.runProcess Peers.python [ Repo.path [ "tests"; "peers"; "zoo"; "zoo.py" ]; "--cli"; cli; "--jobs"; "2" ]
     Assert.That(out, Does.Match @"(?m)^zoo: caught \d+/\d+ bugs, passed \d+/\d+ correct$", $"no summary line\n{out}\n{err}")
+    // The suite prints the zoo's summary at its end (build.sh test reads this file after the counts).
+    let summary = out.Split('\n') |> Array.filter (fun l -> l.StartsWith "zoo: ") |> String.concat "\n"
+    let results = Repo.path [ ".test-results" ]
+    Directory.CreateDirectory results |> ignore
+    File.WriteAllText(Path.Combine(results, "zoo-summary.txt"), summary + "\n")
+    TestContext.Progress.WriteLine summary
     Assert.That(code, Is.EqualTo 0, $"zoo.py exited {code}\n{out}\n{err}")
