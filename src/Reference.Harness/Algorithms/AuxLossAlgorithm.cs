@@ -60,10 +60,13 @@ public static class AuxLossAlgorithm
             {
                 if (context.Candidate.TryGetValue(name, out var c))
                 {
-                    var bounds = AuxLossValidator.Bounds(logits, Options(context.Call), context.FormatOf(name));
-                    double bound = name == "switch_loss" ? bounds.SwitchLoss : bounds.ZLoss;
-                    // allclose with the derived bound as atol and no rtol: |c - r| <= bound.
-                    reports.Add(new AllClosePolicy(bound, 0.0).Compare(name, c.ToDoubles(), context.Expected[name].ToDoubles(), []));
+                    // The value judged in the precision it carries, near-ties in the decisions' precision.
+                    var bounds = AuxLossValidator.Bounds(logits, Options(context.Call), context.FormatOf(name), context.Format);
+                    bool isSwitch = name == "switch_loss";
+                    double bound = isSwitch ? bounds.SwitchLoss : bounds.ZLoss;
+                    // allclose with the derived bound as atol and no rtol: |c - r| <= bound (the margin is error / bound).
+                    var report = new AllClosePolicy(bound, 0.0).Compare(name, c.ToDoubles(), context.Expected[name].ToDoubles(), []);
+                    reports.Add(report with { Detail = isSwitch ? bounds.SwitchDetail : bounds.ZDetail });
                 }
             }
             return reports;
