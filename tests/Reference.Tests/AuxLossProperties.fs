@@ -152,7 +152,7 @@ let ``the derived tolerance accepts the kernel on every input and adds nothing w
                 let sorted = Array.init e (fun y -> s.[i, y]) |> Array.sortDescending
                 sorted.[counted - 1] - sorted.[counted] > 2.0 * float (e + 4) * u32 * sorted.[0] + 2e-38)
         if clear && n > 0 then
-            Assert.That(bounds.SwitchLoss, eq (lossBound n e u32 + Precision.SmallestNormal NumberFormat.Float32)))
+            Assert.That(bounds.SwitchDetail, Does.Contain "near-ties 0 (0 tokens)"))
 
 [<Prop; Theorem "aux-loss.deterministic">]
 let ``reference and kernel are deterministic`` () =

@@ -66,11 +66,15 @@ public static class AuxLossAlgorithm
             {
                 if (context.Candidate.TryGetValue(name, out var c))
                 {
+                    // The value judged in the precision it carries, near-ties in the decisions' precision.
                     var bounds = AuxLossValidator.Bounds(logits, hf ? options with { Variant = AuxLossVariant.Megatron } : options,
-                        context.FormatOf(name));
-                    double bound = name == "z_loss" ? bounds.ZLoss : hf ? bounds.SwitchLoss * options.K : bounds.SwitchLoss;
-                    // allclose with the derived bound as atol and no rtol: |c - r| <= bound.
-                    reports.Add(new AllClosePolicy(bound, 0.0).Compare(name, c.ToDoubles(), context.Expected[name].ToDoubles(), []));
+                        context.FormatOf(name), context.Format);
+                    bool isSwitch = name == "switch_loss";
+                    double bound = !isSwitch ? bounds.ZLoss : hf ? bounds.SwitchLoss * options.K : bounds.SwitchLoss;
+                    string? detail = !isSwitch ? bounds.ZDetail : hf ? $"hf = k x megatron, k = {options.K}: {bounds.SwitchDetail}" : bounds.SwitchDetail;
+                    // allclose with the derived bound as atol and no rtol: |c - r| <= bound (the margin is error / bound).
+                    var report = new AllClosePolicy(bound, 0.0).Compare(name, c.ToDoubles(), context.Expected[name].ToDoubles(), []);
+                    reports.Add(report with { Detail = detail });
                 }
             }
             return reports;

@@ -83,7 +83,7 @@ public static class BlockRoutingAlgorithm
             }
             if (c.TryGetValue("weights", out var w))
             {
-                reports.Add(FloatReport("weights", w, expected["weights"], check, context.FormatOf("weights")));
+                reports.Add(FloatReport("weights", w, expected["weights"], check, context.FormatOf("weights"), call.Array("logits").Shape[1]));
             }
             return reports;
         },

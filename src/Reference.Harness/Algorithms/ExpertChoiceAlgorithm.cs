@@ -70,7 +70,7 @@ public static class ExpertChoiceAlgorithm
             }
             if (c.TryGetValue("gates", out var g))
             {
-                reports.Add(FloatReport("gates", g, context.Expected["gates"], check, context.FormatOf("gates")));
+                reports.Add(FloatReport("gates", g, context.Expected["gates"], check, context.FormatOf("gates"), call.Array("logits").Shape[1]));
             }
             return reports;
         },

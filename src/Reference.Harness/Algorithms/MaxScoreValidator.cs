@@ -96,7 +96,7 @@ public static class MaxScoreValidator
         // 3. weights: S at the routing, normalized when asked.
         if (candidate.TryGetValue("weights", out var w))
         {
-            reports.Add(AllClosePolicy.For(context.FormatOf("weights")).Compare("weights", w.ToDoubles(), WeightsOf(scores, usable ? experts! : referenceExperts, options.Normalize), [n, k]));
+            reports.Add(RoutingSupport.WeightsReport("weights", w.ToDoubles(), WeightsOf(scores, usable ? experts! : referenceExperts, options.Normalize), [n, k], context.FormatOf("weights"), e + k));
         }
 
         // 4. objective: the optimum within the tolerance.
@@ -180,7 +180,7 @@ public static class MaxScoreValidator
         }
         if (candidate.TryGetValue("weights", out var w))
         {
-            reports.Add(AllClosePolicy.For(context.FormatOf("weights")).Compare("weights", w.ToDoubles(), WeightsOf(scores, routing, options.Normalize), [n, 2]));
+            reports.Add(RoutingSupport.WeightsReport("weights", w.ToDoubles(), WeightsOf(scores, routing, options.Normalize), [n, 2], context.FormatOf("weights"), e + 2));
         }
         foreach (var name in new[] { "objective", "gap" })
         {

@@ -91,12 +91,63 @@ internal static class RoutingSupport
     }
 
     /// <summary>The report for a validated float output: compared with the values the candidate's own choice implies
-    /// when its routing is valid, else with the reference's, under the allclose preset of its precision.</summary>
+    /// when its routing is valid, else with the reference's, under <see cref="WeightsPolicy"/> of its precision, with
+    /// <paramref name="experts"/> scores per row (E) and the output's last dimension (k) as the reductions' lengths.</summary>
     internal static ComparisonReport FloatReport(
-        string name, NdArray candidate, NdArray reference, RoutingCheck check, Reference.Numerics.NumberFormat format)
+        string name, NdArray candidate, NdArray reference, RoutingCheck check, Reference.Numerics.NumberFormat format, int experts)
     {
         var expected = check.Valid ? Flat(check.ExpectedWeights) : reference.ToDoubles();
-        return AllClosePolicy.For(format).Compare(name, candidate.ToDoubles(), expected, reference.Shape);
+        int k = reference.Shape.Count > 0 ? reference.Shape[^1] : 1;
+        return WeightsReport(name, candidate.ToDoubles(), expected, reference.Shape, format, experts + k);
+    }
+
+    /// <summary>
+    /// The tolerance for routing weights and gates (scores at the chosen experts, softmax or sigmoid, optionally
+    /// renormalized over the k chosen) of a candidate whose values carry <paramref name="format"/>; proofs/topk.md,
+    /// theorem topk.weights-tolerance.
+    /// </summary>
+    /// <param name="format">The precision the weights carry.</param>
+    /// <param name="terms">E + k: the lengths of the two sums (softmax denominator, renormalization).</param>
+    /// <returns>
+    /// Float64: the preset <see cref="AllClosePolicy.For"/>. Otherwise the candidate model of torch routers (HF Mixtral,
+    /// DeepSeek, vLLM fused_topk): scores and renormalization in float32 (u_c = 2^-24), the result rounded to its format
+    /// (u_v). First-order running bound: each weight has relative error (terms + 6)·u_c plus |x - m|·u_c from the
+    /// exponent's argument, and w·|x - m| &lt;= 1/e, hence atol = u_c; rounding to float16/bfloat16 adds u_v per rounding,
+    /// and a candidate may round twice (scores stored in its format, then renormalized and rounded again; measured
+    /// 2.84 u_v), hence 3 u_v; the subnormal floor 2 u_v·(smallest normal) covers gradual underflow.
+    /// Measured over torch-like orders (proofs/topk.md): rounding once stays below 1.0 u_v, rounding twice below 2.9 u_v.
+    /// bfloat16: rtol = 1.17e-2 (3 u_v, was the torch preset 1.6e-2); float16: 1.47e-3 (was 1e-3, which a candidate that
+    /// renormalizes in float16 exceeds); float32: (terms + 6)·u_c, atol 6e-8 (was 1e-5).
+    /// </returns>
+    internal static AllClosePolicy WeightsPolicy(Reference.Numerics.NumberFormat format, int terms)
+    {
+        if (format == Reference.Numerics.NumberFormat.Float64)
+        {
+            return AllClosePolicy.For(format);
+        }
+        double uc = Reference.Numerics.Precision.UnitRoundoff(Reference.Numerics.NumberFormat.Float32);
+        double uv = Reference.Numerics.Precision.UnitRoundoff(format);
+        bool coarser = format != Reference.Numerics.NumberFormat.Float32;
+        double rtol = (coarser ? WeightsRoundings * uv : 0.0) + (terms + 6) * uc;
+        double atol = uc + 2.0 * uv * Reference.Numerics.Precision.SmallestNormal(format);
+        return new AllClosePolicy(atol, rtol);
+    }
+
+    /// <summary>How many roundings to its own format a float16/bfloat16 weight may carry (see <see cref="WeightsPolicy"/>).</summary>
+    internal const double WeightsRoundings = 3.0;
+
+    /// <summary>Compares weights under <see cref="WeightsPolicy"/>, the bound's inputs in the detail.</summary>
+    internal static ComparisonReport WeightsReport(
+        string name, ReadOnlySpan<double> candidate, ReadOnlySpan<double> expected, IReadOnlyList<int> shape,
+        Reference.Numerics.NumberFormat format, int terms)
+    {
+        var policy = WeightsPolicy(format, terms);
+        var report = policy.Compare(name, candidate, expected, shape);
+        return report with
+        {
+            Detail = $"weights in {FormatNames.Short(format)}: float32 computation with {terms} summed terms, "
+                     + $"rounded to the output format (atol={ComparisonReport.Number(policy.Atol)}, rtol={ComparisonReport.Number(policy.Rtol)})",
+        };
     }
 
     /// <summary>Seeded logits [N * E] as float32: a coarse grid (exact ties within rows), gaussian, or wide (up to +-30,

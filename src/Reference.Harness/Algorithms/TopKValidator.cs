@@ -102,7 +102,7 @@ public static class TopKValidator
         }
         if (weights is not null)
         {
-            reports.Add(AllClosePolicy.For(weightsFormat).Compare("weights", weights, expectedWeights, shape));
+            reports.Add(RoutingSupport.WeightsReport("weights", weights, expectedWeights, shape, weightsFormat, e + k));
         }
         return reports;
     }
