@@ -50,7 +50,9 @@ let ``kernel equals reference`` () =
         for i in 0 .. Array2D.length1 p.Case.Logits - 1 do
             let sorted = keys i |> Array.sortDescending
             let gaps = Array.pairwise sorted |> Array.map (fun (a, b) -> a - b)
-            let slack = TopKValidator.TieSlack(sorted.Length, Array.max (Array.map abs sorted), NumberFormat.Float32)
+            let scores = RouterScores.Compute(p.Case.Logits, p.Score)
+            let magnitude = Array.init sorted.Length (fun e -> abs scores.[i, e] + (match p.Bias with Some b -> abs b.[e] | None -> 0.0)) |> Array.max
+            let slack = TopKValidator.TieSlack(sorted.Length, magnitude, NumberFormat.Float32)
             if gaps |> Array.forall (fun g -> g > 2.0 * slack) then
                 Assert.That(experts.[i * p.Case.K .. (i + 1) * p.Case.K - 1],
                             eq(row reference.Experts i |> Array.map float), $"row {i}: no near-tie, yet a different choice"))
@@ -174,7 +176,7 @@ let ``the validator rejects a swapped pair or a perturbed weight and accepts tie
                 swapped.[i * k] <- float b
                 swapped.[i * k + 1] <- float a
                 let verdict = (validate swapped null |> Seq.head).Passed
-                let maxAbs = Array.init (Array2D.length2 p.Case.Logits) (fun x -> abs (key i x)) |> Array.max
+                let maxAbs = Array.init (Array2D.length2 p.Case.Logits) (fun x -> abs scores.[i, x] + (match p.Bias with Some b -> abs b.[x] | None -> 0.0)) |> Array.max
                 let slack = TopKValidator.TieSlack(Array2D.length2 p.Case.Logits, maxAbs, NumberFormat.Float64)
                 Assert.That(verdict, eq(key i a - key i b <= slack), $"row {i}: swap of {a} and {b}")
             // A weight off by 1e-3 fails (weights are at most 1, the f64 preset is far tighter).

@@ -19,12 +19,13 @@ public static class TopKValidator
     /// <summary>
     /// The slack allowed when comparing two selection keys of one row, for a candidate computed in <paramref name="format"/>.
     /// A softmax over E experts in precision u sums E terms (at most (E - 1)u relative error) and adds a few roundings
-    /// for the exp, the division and the bias, so each candidate key is within (E + 4) u max|key| of the exact one.
-    /// Two keys can then swap order when they differ by up to twice that: the slack is 2 (E + 4) u max|key|
+    /// for the exp, the division and the bias, so each candidate key is within (E + 4) u max_e (|P_ie| + |b_e|) of the
+    /// exact one (the magnitude of the terms, not of the key: P + b can cancel, as with DeepSeek-V3's bias). Two keys can
+    /// then swap order when they differ by up to twice that: the slack is 2 (E + 4) u max_e (|P_ie| + |b_e|)
     /// (proofs/topk.md, theorem topk.kernel-equals-reference).
     /// </summary>
     /// <param name="experts">E.</param>
-    /// <param name="maxAbsKey">max_e |P_ie + b_e| over the row.</param>
+    /// <param name="maxAbsKey">max_e (|P_ie| + |b_e|) over the row.</param>
     /// <param name="format">The candidate's precision.</param>
     public static double TieSlack(int experts, double maxAbsKey, NumberFormat format) =>
         2.0 * (experts + 4) * Precision.UnitRoundoff(format) * maxAbsKey;
@@ -61,7 +62,7 @@ public static class TopKValidator
             for (int j = 0; j < e; j++)
             {
                 key[j] = p[i, j] + (options.Bias?[j] ?? 0.0);
-                maxAbs = Math.Max(maxAbs, Math.Abs(key[j]));
+                maxAbs = Math.Max(maxAbs, Math.Abs(p[i, j]) + Math.Abs(options.Bias?[j] ?? 0.0));
             }
             double slack = TieSlack(e, maxAbs, format);
             var row = new int[k];

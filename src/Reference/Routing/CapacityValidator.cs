@@ -283,7 +283,8 @@ public static class CapacityValidator
                 for (int x = 0; x < E; x++)
                 {
                     Key[i, x] = P[i, x] + (options.Bias?[x] ?? 0.0);
-                    maxAbs = Math.Max(maxAbs, Math.Abs(Key[i, x]));
+                    // The magnitude of the terms, not of the key: P + b can cancel (proofs/topk.md, topk.kernel-equals-reference).
+                    maxAbs = Math.Max(maxAbs, Math.Abs(P[i, x]) + Math.Abs(options.Bias?[x] ?? 0.0));
                     RowMax[i] = Math.Max(RowMax[i], P[i, x]);
                     MaxAbsLogit[i] = Math.Max(MaxAbsLogit[i], Math.Abs(logits[i, x]));
                 }
