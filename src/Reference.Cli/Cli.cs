@@ -410,18 +410,19 @@ public static class Cli
         stderr.WriteLine($"reference: warning: {algorithm.Name} {status} (iterations={Scalar("iterations")}, err={Scalar("err")})");
     }
 
-    /// <summary>The selfcheck table: algorithm, path, cases, verdict, worst error.</summary>
+    /// <summary>The selfcheck table: algorithm, path, cases, verdict, worst error, worst margin (error / bound).</summary>
     public static string Table(IReadOnlyList<SelfCheckRow> rows)
     {
         ArgumentNullException.ThrowIfNull(rows);
-        var cells = new List<string[]> { new[] { "algorithm", "path", "cases", "verdict", "worst error" } };
+        var cells = new List<string[]> { new[] { "algorithm", "path", "cases", "verdict", "worst error", "worst margin" } };
         cells.AddRange(rows.Select(r => new[]
         {
             r.Algorithm, r.Path, r.Cases.ToString(CultureInfo.InvariantCulture),
             r.Failures == 0 ? r.Verdict : $"{r.Verdict} ({r.Failures})",
             r.WorstError.ToString("0.###e+00", CultureInfo.InvariantCulture),
+            r.WorstMargin is { } m ? m.ToString("G3", CultureInfo.InvariantCulture) : "-",
         }));
-        var widths = Enumerable.Range(0, 5).Select(c => cells.Max(row => row[c].Length)).ToArray();
+        var widths = Enumerable.Range(0, 6).Select(c => cells.Max(row => row[c].Length)).ToArray();
         var lines = cells.Select(row => string.Join("  ", row.Select((cell, c) => cell.PadRight(widths[c]))).TrimEnd()).ToList();
         lines.Insert(1, string.Join("  ", widths.Select(w => new string('-', w))));
         return string.Join(Environment.NewLine, lines);

@@ -16,6 +16,10 @@ public sealed record SelfCheckRow(string Algorithm, string Path, int Cases, int 
 {
     /// <summary>PASS when no case failed and at least one ran.</summary>
     public string Verdict => Failures == 0 && Cases > 0 ? "PASS" : "FAIL";
+
+    /// <summary>The largest margin (error / bound, <see cref="ComparisonReport.Margin"/>) over the row's reports that
+    /// have one: how close to the edge the path came (below 1 passes). Null when no report had a bound.</summary>
+    public double? WorstMargin { get; init; }
 }
 
 /// <summary>
@@ -95,6 +99,7 @@ public static class SelfCheck
         private int cases;
         private int failures;
         private double worst;
+        private double? margin;
         private string? first;
 
         public void Fail(string why)
@@ -113,6 +118,10 @@ public static class SelfCheck
                 foreach (var r in reports.Where(r => double.IsFinite(r.MaxAbsError)))
                 {
                     worst = Math.Max(worst, r.MaxAbsError);
+                }
+                foreach (var r in reports.Where(r => r.Margin is not null))
+                {
+                    margin = Math.Max(margin ?? 0.0, r.Margin!.Value);
                 }
                 var failed = reports.FirstOrDefault(r => !r.Passed);
                 if (failed is not null)
@@ -147,6 +156,6 @@ public static class SelfCheck
             Run(name, () => check(call));
         }
 
-        public SelfCheckRow Row(string algorithm, string path) => new(algorithm, path, cases, failures, worst, first);
+        public SelfCheckRow Row(string algorithm, string path) => new(algorithm, path, cases, failures, worst, first) { WorstMargin = margin };
     }
 }

@@ -140,6 +140,7 @@ let ``selfcheck prints the table and passes`` () =
     Assert.That(code, eq 0, out + err)
     Assert.That(out, Does.Contain "algorithm")
     Assert.That(out, Does.Contain "worst error")
+    Assert.That(out, Does.Contain "worst margin")
     Assert.That(out, Does.Match "topk\\s+kernel\\s+2\\d\\s+PASS")
     Assert.That(err, Does.Contain "selfcheck: topk")
 
