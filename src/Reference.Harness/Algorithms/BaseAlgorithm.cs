@@ -44,9 +44,9 @@ public static class BaseAlgorithm
                 Supports = call => call.Parameters.GetChoice("method") == "exact",
             },
             new OptimizedPath("ortools", "OR-Tools SimpleMinCostFlow with k = 1, C = N/E, costs -round(S 2^q) with max|S| 2^q < 2^40; " +
-                "proven optimal by the exact certificate", RunOrTools)
+                "proven optimal by the exact certificate; scores within 2^60 of the largest in magnitude", RunOrTools)
             {
-                Supports = call => call.Parameters.GetChoice("method") == "exact",
+                Supports = call => call.Parameters.GetChoice("method") == "exact" && MaxScoreAlgorithm.OrToolsResolves(call),
             },
         ],
         Validate = Validate,

@@ -54,9 +54,9 @@ public static class MaxScoreAlgorithm
                 Supports = call => Mode(call) == "exact" && FastSupports(call),
             },
             new OptimizedPath("ortools", "OR-Tools SimpleMinCostFlow on the section 8 network, int64 costs -round(S 2^q) with max|S| 2^q < 2^40; " +
-                "the routing proven optimal by the exact certificate, which also gives the prices", RunOrTools)
+                "the routing proven optimal by the exact certificate, which also gives the prices; scores within 2^60 of the largest in magnitude", RunOrTools)
             {
-                Supports = call => Mode(call) == "exact" && FastSupports(call),
+                Supports = call => Mode(call) == "exact" && FastSupports(call) && OrToolsResolves(call),
             },
         ],
         Validate = MaxScoreValidator.Validate,
@@ -206,6 +206,16 @@ public static class MaxScoreAlgorithm
             ["objective"] = NdArray.Scalar(result.Objective),
             ["prices"] = NdArray.Create(result.Prices, e),
         };
+    }
+
+    /// <summary>True when every nonzero score is at least 2^-60 times the largest in magnitude, so that int64 costs can resolve
+    /// them (scores spanning a wider range, e.g. 2^-1000 beside 1, are left to the reference and the fast path).</summary>
+    internal static bool OrToolsResolves(AlgorithmCall call)
+    {
+        var flat = call.Doubles("scores");
+        double maxAbs = flat.Length == 0 ? 0 : flat.Max(Math.Abs);
+        double floor = Math.ScaleB(maxAbs, -60);
+        return flat.All(v => v == 0 || Math.Abs(v) >= floor);
     }
 
     /// <summary>OR-Tools' routing (<see cref="Reference.Kernels.Routing.OrToolsMaxScore"/>) for k and C, proven optimal by
