@@ -122,7 +122,7 @@ public static class MaxScoreBench
 
     /// <summary>OR-Tools' SimpleMinCostFlow in process, on the section 8 network with costs -round(S 2^q), max|S| 2^q &lt; 2^40
     /// (<see cref="OrToolsMaxScore"/>); timed without the certificate, like LEMON.</summary>
-    public static BenchSolver OrTools { get; } = new("ortools simple min cost flow", (s, z) =>
+    public static BenchSolver OrTools { get; } = new("ortools min cost flow", (s, z) =>
         OrToolsMaxScore.Solve(s, z.Tokens, z.Experts, z.K, z.Capacity).Experts, _ => null);
 
     /// <summary>Every solver, in report order.</summary>
