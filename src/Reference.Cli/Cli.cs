@@ -8,6 +8,7 @@ using Reference.Harness.Comparison;
 using Reference.Harness.Golden;
 using Reference.Harness.Registry;
 using Reference.Harness.Tensors;
+using Reference.Kernels.Flow;
 
 namespace Reference.Cli;
 
@@ -33,7 +34,7 @@ public static class Cli
               (no --path: what check judges against; for maxscore beyond N k * N E = 2^25, the fast optimum, certified exactly)
           reference check <algorithm> --input IN.npz --candidate CAND.npz [--param name=value]... [--params FILE.json] [--json REPORT.json]
           reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--data DIR] [--only ALGORITHM]
-          reference flow --dimacs FILE.min
+          reference flow --dimacs FILE.min [--solver reference|ortools|lemon]
           reference bench maxscore [--size N/E/k]... [--repeats R] [--seed S] [--json FILE]
         exit codes: 0 pass, 1 mismatch, 2 bad usage or bad input
         """;
@@ -72,7 +73,7 @@ public static class Cli
                 "list" => List(Arguments.Parse(rest, [], ["--json"]), stdout),
                 "run" => RunAlgorithm(Arguments.Parse(rest, ["--input", "--output", "--path", "--params"], []), stdout, stderr),
                 "check" => Check(Arguments.Parse(rest, ["--input", "--candidate", "--json", "--params"], []), stdout, stderr),
-                "flow" => FlowCommand(Arguments.Parse(rest, ["--dimacs"], []), stdout),
+                "flow" => FlowCommand(Arguments.Parse(rest, ["--dimacs", "--solver"], []), stdout),
                 "bench" => BenchCommand(Arguments.Parse(rest, ["--size", "--repeats", "--seed", "--json"], []), stdout, stderr),
                 "selfcheck" => SelfCheckCommand(Arguments.Parse(rest, ["--seed", "--cases", "--json", "--data", "--only"], []), stdout, stderr),
                 _ => throw new InputException($"unknown command '{args[0]}'; commands: list, run, check, selfcheck, flow, bench"),
@@ -302,7 +303,8 @@ public static class Cli
     }
 
     /// <summary>
-    /// <c>reference flow --dimacs FILE</c>: solves a DIMACS min-cost-flow file with the reference solver and prints
+    /// <c>reference flow --dimacs FILE [--solver reference|ortools|lemon]</c>: solves a DIMACS min-cost-flow file with the
+    /// reference solver (default), OR-Tools' SimpleMinCostFlow or LEMON's network simplex, and prints
     /// <c>s COST</c> and <c>f SRC DST FLOW</c> lines (exit 0); an infeasible or unbalanced instance prints
     /// <c>s infeasible</c> or <c>s unbalanced</c> and exits 1; a malformed file or costs out of range exit 2.
     /// </summary>
@@ -323,7 +325,24 @@ public static class Cli
         {
             throw new InputException($"{path}: {ex.Message}", ex);
         }
-        var solution = Dimacs.SolveDimacs(problem);
+        FlowSolver solver;
+        try
+        {
+            solver = FlowSolvers.Parse(a.Option("--solver") ?? "reference");
+        }
+        catch (ArgumentException ex)
+        {
+            throw new InputException(ex.Message, ex);
+        }
+        DimacsSolution solution;
+        try
+        {
+            solution = Dimacs.SolveDimacs(problem, flow => FlowSolvers.Solve(solver, flow));
+        }
+        catch (InvalidOperationException ex) when (solver != FlowSolver.Reference)
+        {
+            throw new InputException($"{path}: {ex.Message}", ex);
+        }
         switch (solution.Status)
         {
             case MinCostFlowStatus.Optimal:

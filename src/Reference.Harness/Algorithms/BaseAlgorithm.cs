@@ -43,6 +43,11 @@ public static class BaseAlgorithm
             {
                 Supports = call => call.Parameters.GetChoice("method") == "exact",
             },
+            new OptimizedPath("ortools", "OR-Tools SimpleMinCostFlow with k = 1, C = N/E, costs -round(S 2^q) with max|S| 2^q < 2^40; " +
+                "proven optimal by the exact certificate; scores within 2^60 of the largest in magnitude", RunOrTools)
+            {
+                Supports = call => call.Parameters.GetChoice("method") == "exact" && MaxScoreAlgorithm.OrToolsResolves(call),
+            },
         ],
         Validate = Validate,
         Generate = Generate,
@@ -102,6 +107,23 @@ public static class BaseAlgorithm
         }
         var result = Reference.Kernels.Routing.MaxScoreSolver.Solve(call.Doubles("scores"), n, e, 1, n / e);
         return Outputs(result.Experts, result.Objective);
+    }
+
+    private static IReadOnlyDictionary<string, NdArray> RunOrTools(AlgorithmCall call)
+    {
+        var shape = call.Array("scores").Shape;
+        int n = shape[0], e = shape[1];
+        if (e == 0 || n % e != 0)
+        {
+            throw new ArgumentException($"scores has N = {n} tokens and E = {e} experts; balanced assignment needs E to divide N", "scores");
+        }
+        var (routed, check) = MaxScoreAlgorithm.CertifiedOrToolsRouting(call, 1, n / e);
+        var experts = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            experts[i] = routed[i, 0];
+        }
+        return Outputs(experts, check.Objective);
     }
 
     private static IReadOnlyList<ComparisonReport> Validate(CheckContext context)

@@ -53,6 +53,11 @@ public static class MaxScoreAlgorithm
             {
                 Supports = call => Mode(call) == "exact" && FastSupports(call),
             },
+            new OptimizedPath("ortools", "OR-Tools SimpleMinCostFlow on the section 8 network, int64 costs -round(S 2^q) with max|S| 2^q < 2^40; " +
+                "the routing proven optimal by the exact certificate, which also gives the prices; scores within 2^60 of the largest in magnitude", RunOrTools)
+            {
+                Supports = call => Mode(call) == "exact" && FastSupports(call) && OrToolsResolves(call),
+            },
         ],
         Validate = MaxScoreValidator.Validate,
         Generate = Generate,
@@ -200,6 +205,91 @@ public static class MaxScoreAlgorithm
             ["load"] = NdArray.Create(result.Load, e),
             ["objective"] = NdArray.Scalar(result.Objective),
             ["prices"] = NdArray.Create(result.Prices, e),
+        };
+    }
+
+    /// <summary>True when every nonzero score is at least 2^-60 times the largest in magnitude, so that int64 costs can resolve
+    /// them (scores spanning a wider range, e.g. 2^-1000 beside 1, are left to the reference and the fast path).</summary>
+    internal static bool OrToolsResolves(AlgorithmCall call)
+    {
+        var flat = call.Doubles("scores");
+        double maxAbs = flat.Length == 0 ? 0 : flat.Max(Math.Abs);
+        double floor = Math.ScaleB(maxAbs, -60);
+        return flat.All(v => v == 0 || Math.Abs(v) >= floor);
+    }
+
+    /// <summary>OR-Tools' routing (<see cref="Reference.Kernels.Routing.OrToolsMaxScore"/>) for k and C, proven optimal by
+    /// <see cref="MaxScoreCertificate"/> in exact arithmetic. If the default cost scale 2^q rounded two scores together and the
+    /// proof fails, OR-Tools runs once more at the largest scale the int64 ranges allow; if the proof still fails, a clear error.</summary>
+    /// <returns>The routing [N, k] (experts in index order, -1 padded) and the certificate's verdict (optimal).</returns>
+    /// <exception cref="InvalidOperationException">OR-Tools' routing is not optimal for the exact scores at either scale.</exception>
+    internal static (int[,] Experts, MaxScoreCheck Check) CertifiedOrToolsRouting(AlgorithmCall call, int k, int capacity)
+    {
+        var scores = call.Matrix("scores");
+        var flat = call.Doubles("scores");
+        int n = scores.GetLength(0), e = scores.GetLength(1);
+        var result = Reference.Kernels.Routing.OrToolsMaxScore.Solve(flat, n, e, k, capacity);
+        var experts = MaxScoreValidator.ToMatrix(result.Experts.Select(x => (double)x).ToArray(), n, k)!;
+        var check = MaxScoreCertificate.Check(scores, k, capacity, experts);
+        double maxAbs = flat.Length == 0 ? 0 : flat.Max(Math.Abs);
+        if (!check.Optimal && maxAbs > 0)
+        {
+            long flow = Math.Min((long)k * n, (long)capacity * e);
+            int most = Reference.Kernels.Routing.OrToolsMaxScore.MaxScaleExponent(maxAbs, n, e, flow);
+            if (most > result.ScaleExponent)
+            {
+                result = Reference.Kernels.Routing.OrToolsMaxScore.Solve(flat, n, e, k, capacity, most);
+                experts = MaxScoreValidator.ToMatrix(result.Experts.Select(x => (double)x).ToArray(), n, k)!;
+                check = MaxScoreCertificate.Check(scores, k, capacity, experts);
+            }
+        }
+        if (!check.Optimal)
+        {
+            throw new InvalidOperationException(
+                $"OR-Tools' routing at cost scale 2^{result.ScaleExponent} is not optimal for the exact scores ({check.Describe()}): " +
+                "scores closer than the int64 cost resolution; use the reference or --path fast");
+        }
+        return (experts, check);
+    }
+
+    /// <summary>The OR-Tools path: <see cref="CertifiedOrToolsRouting"/>, rows by descending score, the certificate's exact
+    /// objective and prices.</summary>
+    private static IReadOnlyDictionary<string, NdArray> RunOrTools(AlgorithmCall call)
+    {
+        var scores = call.Matrix("scores");
+        int n = scores.GetLength(0), e = scores.GetLength(1);
+        var options = Options(call);
+        int k = options.K, c = MaxScore.CapacityFor(n, e, options);
+        var (routed, check) = CertifiedOrToolsRouting(call, k, c);
+        var experts = new int[n, k];
+        var weights = new double[n, k];
+        for (int i = 0; i < n; i++)
+        {
+            var row = Enumerable.Range(0, k).Select(j => routed[i, j]).Where(x => x >= 0).ToList();
+            row.Sort((a, b) => Ranking.RanksBefore(scores[i, a], a, scores[i, b], b) ? -1 : a == b ? 0 : 1);
+            double sum = row.Sum(x => scores[i, x]);
+            for (int j = 0; j < k; j++)
+            {
+                experts[i, j] = j < row.Count ? row[j] : -1;
+                double w = j < row.Count ? scores[i, row[j]] : 0.0;
+                weights[i, j] = options.Normalize && sum != 0 ? w / sum : w;
+            }
+        }
+        var load = new int[e];
+        foreach (int x in routed)
+        {
+            if (x >= 0)
+            {
+                load[x]++;
+            }
+        }
+        return new Dictionary<string, NdArray>
+        {
+            ["experts"] = NdArray.FromMatrix(experts),
+            ["weights"] = NdArray.FromMatrix(weights),
+            ["load"] = NdArray.FromVector(load),
+            ["objective"] = NdArray.Scalar(check.Objective),
+            ["prices"] = NdArray.FromVector(check.Prices!),
         };
     }
 

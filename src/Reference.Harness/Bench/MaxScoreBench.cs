@@ -120,9 +120,14 @@ public static class MaxScoreBench
         Flatten(MaxScoreTwoStage.Route(ToMatrix(s, z), new MaxScoreOptions { K = z.K, Capacity = z.Capacity }).Experts),
         z => z.K == 2 && (long)z.Capacity * z.Experts == 2L * z.Tokens ? null : "skipped: two-stage needs k = 2 and C*E = 2N", Exact: false);
 
+    /// <summary>OR-Tools' SimpleMinCostFlow in process, on the section 8 network with costs -round(S 2^q), max|S| 2^q &lt; 2^40
+    /// (<see cref="OrToolsMaxScore"/>); timed without the certificate, like LEMON.</summary>
+    public static BenchSolver OrTools { get; } = new("ortools min cost flow", (s, z) =>
+        OrToolsMaxScore.Solve(s, z.Tokens, z.Experts, z.K, z.Capacity).Experts, _ => null);
+
     /// <summary>Every solver, in report order.</summary>
     public static IReadOnlyList<BenchSolver> Solvers { get; } =
-        [Fast, LemonSolver(LemonAlgorithm.NetworkSimplex), Reference, TwoStage];
+        [Fast, OrTools, LemonSolver(LemonAlgorithm.NetworkSimplex), Reference, TwoStage];
 
     private static double[,] ToMatrix(double[] s, BenchSize z)
     {

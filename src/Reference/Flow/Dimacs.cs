@@ -206,7 +206,7 @@ public static class Dimacs
     /// <c>s STATUS</c> (INFEASIBLE, UNBALANCED, BAD_COST_RANGE, BAD_CAPACITY_RANGE, NOT_SOLVED).
     /// </summary>
     /// <param name="problem">The problem the solution belongs to (for the arcs' end points).</param>
-    /// <param name="solution">The solution (from <see cref="SolveDimacs"/>).</param>
+    /// <param name="solution">The solution (from <see cref="SolveDimacs(DimacsProblem)"/>).</param>
     /// <returns>The text to print.</returns>
     public static string FormatSolution(DimacsProblem problem, DimacsSolution solution)
     {
@@ -231,9 +231,27 @@ public static class Dimacs
     /// <returns>Status, cost, flows [m] and potentials [n]; all zero unless optimal.</returns>
     /// <exception cref="ArgumentException">Array lengths disagree, a node index is out of range, or a lower bound is
     /// negative or above its capacity.</exception>
-    public static DimacsSolution SolveDimacs(DimacsProblem problem)
+    public static DimacsSolution SolveDimacs(DimacsProblem problem) => SolveDimacs(problem, flow =>
+    {
+        var solver = MinCostFlow.FromProblem(flow);
+        var status = solver.Solve();
+        return new DimacsSolution(status, solver.OptimalCost(), solver.Flows(), solver.Potentials());
+    });
+
+    /// <summary>
+    /// Like <see cref="SolveDimacs(DimacsProblem)"/>, with another solver for the problem without lower bounds (OR-Tools,
+    /// LEMON): <paramref name="solve"/> gets that <see cref="FlowProblem"/> and answers in the terms of <see cref="DimacsSolution"/>
+    /// (status; cost, flows and potentials of that problem, all zero unless optimal).
+    /// </summary>
+    /// <param name="problem">The problem (0-based).</param>
+    /// <param name="solve">The solver for the problem without lower bounds.</param>
+    /// <returns>Status, cost, flows [m] and potentials [n] of the original problem; all zero unless optimal.</returns>
+    /// <exception cref="ArgumentException">Array lengths disagree, a node index is out of range, or a lower bound is
+    /// negative or above its capacity.</exception>
+    public static DimacsSolution SolveDimacs(DimacsProblem problem, Func<FlowProblem, DimacsSolution> solve)
     {
         ArgumentNullException.ThrowIfNull(problem);
+        ArgumentNullException.ThrowIfNull(solve);
         int n = problem.NodeCount, m = problem.ArcCount;
 
         // Step 1: validate.
@@ -272,16 +290,15 @@ public static class Dimacs
         }
 
         // Step 3: solve the problem without lower bounds.
-        var solver = MinCostFlow.FromProblem(new FlowProblem(n, problem.Tails, problem.Heads, residualCapacity, problem.UnitCosts, supplies));
-        MinCostFlowStatus status = solver.Solve();
-        if (status != MinCostFlowStatus.Optimal) return Failed(status, n, m);
+        var answer = solve(new FlowProblem(n, problem.Tails, problem.Heads, residualCapacity, problem.UnitCosts, supplies));
+        if (answer.Status != MinCostFlowStatus.Optimal) return Failed(answer.Status, n, m);
 
         // Step 4: map back. x = l + x' <= u fits; the cost gains the offset and must still fit.
         var flows = new long[m];
-        for (int a = 0; a < m; a++) flows[a] = problem.Lower[a] + solver.Flow(a);
-        BigInteger cost = offset + solver.OptimalCost();
+        for (int a = 0; a < m; a++) flows[a] = problem.Lower[a] + answer.Flows[a];
+        BigInteger cost = offset + answer.Cost;
         if (cost > long.MaxValue || cost < long.MinValue) return Failed(MinCostFlowStatus.BadCostRange, n, m);
-        return new DimacsSolution(MinCostFlowStatus.Optimal, (long)cost, flows, solver.Potentials());
+        return new DimacsSolution(MinCostFlowStatus.Optimal, (long)cost, flows, answer.Potentials);
     }
 
     /// <summary>The upper-case word for a status in a solution's <c>s</c> line, e.g. BAD_COST_RANGE.</summary>
