@@ -1,6 +1,0 @@
-﻿namespace Reference.CSharpTests;
-
-public class Class1
-{
-
-}
