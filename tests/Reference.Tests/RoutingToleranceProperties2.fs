@@ -32,7 +32,10 @@ let private logits seed n e sigma fmt =
 // Sinkhorn: three float32 implementations (log domain unscaled with sequential log-sum-exp, log domain in units of reg
 // with pairwise log-sum-exp, Sinkhorn-Knopp scalings), outputs rounded to the format.
 
-type SinkhornCase = { X: float[,]; Reg: float; Iterations: int; Seed: int; Ratio: float }
+[<StructuredFormatDisplay("{Show}")>]
+type SinkhornCase =
+    { X: float[,]; Reg: float; Iterations: int; Seed: int; Ratio: float }
+    member c.Show = sprintf "N=%d E=%d reg=%g T=%d seed=%d" (Array2D.length1 c.X) (Array2D.length2 c.X) c.Reg c.Iterations c.Seed
 
 let sinkhornCase =
     gen {
@@ -125,8 +128,8 @@ let sinkhornCheck (c: SinkhornCase) fmt methodName solve (regUsed: float) =
     let x32 = x |> Array2D.map float32
     let flat = Array.init (n * e) (fun f -> x32.[f / e, f % e])
     let parameters =
-        [ KeyValuePair("method", methodName); KeyValuePair("reg", RoutingSupport.Text c.Reg)
-          KeyValuePair("max_iter", RoutingSupport.Text c.Iterations); KeyValuePair("tol", "0") ]
+        [ KeyValuePair("method", methodName); KeyValuePair("reg", c.Reg.ToString("R", Globalization.CultureInfo.InvariantCulture))
+          KeyValuePair("max_iter", string c.Iterations); KeyValuePair("tol", "0") ]
     let call = sinkhorn.Value.Bind(readOnlyDict [ "logits", NdArray.Create(flat, n, e) ], parameters, "test")
     let expected = sinkhorn.Value.RunReference call
     let plan, f, g = solve x32 (float32 regUsed) c.Iterations
@@ -154,7 +157,9 @@ let ``sinkhorn: three float32 implementations rounded to float32, float16 or bfl
 
 [<Prop; Theorem "sinkhorn.running-bound-tight">]
 let ``sinkhorn: reg off by (1 + d) fails (d = 1e-3 float32, 1e-2 float16 and bfloat16)`` () =
-    Prop.forAll arbSinkhorn (fun c ->
+    // With N = 1 or E = 1 the marginals alone fix the plan (G = a b^T), whatever reg: not detectable in principle.
+    let cases = sinkhornCase |> Gen.filter (fun c -> Array2D.length1 c.X >= 2 && Array2D.length2 c.X >= 2) |> Arb.fromGen
+    Prop.forAll cases (fun c ->
         for fmt, d in formats do
             for sign in [ -1.0; 1.0 ] do
                 let reports = sinkhornCheck c fmt "log" sinkhornUnscaled (c.Reg * (1.0 + sign * d))
@@ -163,7 +168,10 @@ let ``sinkhorn: reg off by (1 + d) fails (d = 1e-3 float32, 1e-2 float16 and bfl
 // ---------------------------------------------------------------------------------------------------------------
 // SoftTopk: float32 threshold by bisection (sequential and pairwise sums), the float64 result rounded, rounded to fmt.
 
-type SoftCase = { SX: float[,]; SK: int; Tau: float; Seed: int }
+[<StructuredFormatDisplay("{Show}")>]
+type SoftCase =
+    { SX: float[,]; SK: int; Tau: float; Seed: int }
+    member c.Show = sprintf "N=%d E=%d k=%d tau=%g seed=%d" (Array2D.length1 c.SX) (Array2D.length2 c.SX) c.SK c.Tau c.Seed
 
 let softCase =
     gen {
@@ -185,14 +193,14 @@ let softBisect (usePairwise: bool) (x: float32[,]) (k: int) (tau: float32) =
     let y = Array.zeroCreate<float32> (n * e)
     for i in 0 .. n - 1 do
         let row = Array.init e (fun j -> x.[i, j])
-        let sig t = row |> Array.map (fun v -> 1.0f / (1.0f + MathF.Exp(-(v - t) / tau)))
+        let sigm t = row |> Array.map (fun v -> 1.0f / (1.0f + MathF.Exp(-(v - t) / tau)))
         let sum (v: float32[]) = if usePairwise then pairwise (Array.rev v) 0 v.Length else Array.fold (+) 0.0f v
         let mutable lo = Array.min row - 50.0f * tau - 1.0f
         let mutable hi = Array.max row + 50.0f * tau + 1.0f
         for _ in 1..100 do
             let mid = 0.5f * (lo + hi)
-            if sum (sig mid) > float32 k then lo <- mid else hi <- mid
-        sig (0.5f * (lo + hi)) |> Array.iteri (fun j v -> y.[i * e + j] <- v)
+            if sum (sigm mid) > float32 k then lo <- mid else hi <- mid
+        sigm (0.5f * (lo + hi)) |> Array.iteri (fun j v -> y.[i * e + j] <- v)
     y
 
 let private softOptions (c: SoftCase) methodKind tau = SoftTopKOptions(K = c.SK, Tau = tau, Method = methodKind)
@@ -224,7 +232,7 @@ let private showSoft (c: SoftCase) =
 let ``softtopk: float32 computations rounded to float32, float16 or bfloat16 pass`` () =
     Prop.forAll arbSoft (fun c ->
         for methodKind in [ SoftTopKMethod.Threshold; SoftTopKMethod.Entropic ] do
-            let c = if methodKind = SoftTopKMethod.Entropic then { c with SX = Array2D.sub c.SX 0 0 (min 64 (Array2D.length1 c.SX)) (Array2D.length2 c.SX) } else c
+            let c = if methodKind = SoftTopKMethod.Entropic then { c with SX = c.SX.[0 .. min 64 (Array2D.length1 c.SX) - 1, *] } else c
             for fmt, _ in formats do
                 for name, y in softCandidates c fmt methodKind c.Tau do
                     let r = softVerdict c fmt methodKind y
@@ -234,17 +242,29 @@ let ``softtopk: float32 computations rounded to float32, float16 or bfloat16 pas
 let ``softtopk: tau off by (1 + d) fails (d = 1e-3 float32, 1e-2 float16 and bfloat16)`` () =
     Prop.forAll arbSoft (fun c ->
         for methodKind in [ SoftTopKMethod.Threshold; SoftTopKMethod.Entropic ] do
-            let c = if methodKind = SoftTopKMethod.Entropic then { c with SX = Array2D.sub c.SX 0 0 (min 64 (Array2D.length1 c.SX)) (Array2D.length2 c.SX) } else c
+            let c = if methodKind = SoftTopKMethod.Entropic then { c with SX = c.SX.[0 .. min 64 (Array2D.length1 c.SX) - 1, *] } else c
             for fmt, d in formats do
                 for sign in [ -1.0; 1.0 ] do
-                    let _, y = softCandidates c fmt methodKind (c.Tau * (1.0 + sign * d)) |> List.head
-                    let r = softVerdict c fmt methodKind y
-                    Assert.That(r.Passed, Is.False, $"{showSoft c} {methodKind} {fmt} tau x(1 + {sign * d}) passed: {r.Summary()}"))
+                    let candidates = softCandidates c fmt methodKind (c.Tau * (1.0 + sign * d))
+                    // Detectable in principle: the exact perturbed y (float64, unrounded) exceeds twice the allowance
+                    // somewhere; the change of y_e is at most d |z_e| y_e (1 - y_e) (z the sigmoid's argument), which a
+                    // small row (E = 3, entries near the threshold) can keep under the rounding u_v y_e.
+                    let x = c.SX |> Array2D.map (fun v -> Precision.Round(v, fmt))
+                    let perturbed = SoftTopK.Compute(x, softOptions c methodKind (c.Tau * (1.0 + sign * d))).Y
+                    let reference = SoftTopK.Compute(x, softOptions c methodKind c.Tau).Y
+                    let flat (m: float[,]) = Array.init m.Length (fun f -> m.[f / Array2D.length2 m, f % Array2D.length2 m])
+                    let allowed = SoftTopKValidator.Validate(x, softOptions c methodKind c.Tau, flat reference, null, flat perturbed, null, (fun _ -> fmt)) |> Seq.exactlyOne
+                    if allowed.Margin |> Option.ofNullable |> Option.exists (fun m -> m >= 2.0) then
+                        let r = softVerdict c fmt methodKind (candidates |> List.head |> snd)
+                        Assert.That(r.Passed, Is.False, $"{showSoft c} {methodKind} {fmt} tau x(1 + {sign * d}) passed: {r.Summary()}"))
 
 // ---------------------------------------------------------------------------------------------------------------
 // Objectives: the sum of the chosen scores in float32 (sequential, pairwise, blocked, reversed), rounded to fmt.
 
-type ObjectiveCase = { Scores: float[,]; Seed: int }
+[<StructuredFormatDisplay("{Show}")>]
+type ObjectiveCase =
+    { Scores: float[,]; Seed: int }
+    member c.Show = sprintf "N=%d E=%d seed=%d" (Array2D.length1 c.Scores) (Array2D.length2 c.Scores) c.Seed
 
 let objectiveCase =
     gen {
@@ -278,8 +298,10 @@ let ``objective: float32 sums in four orders rounded to the format pass; one tok
             let terms = Array.init n (fun i -> fst (bestTwo s i))
             let exact = Array.sum terms
             let policy = MaxScoreValidator.ObjectivePolicy(terms, e, fmt)
-            for name, v in sums32 terms do
-                let r = policy.Compare("objective", [| Precision.Round(float v, fmt) |], [| exact |], [||])
+            // (A float16 objective beyond 65504 overflows: no float16 candidate can report it.)
+            let representable = abs exact < 0.9 * Precision.MaxFinite fmt
+            for name, v in (if representable then sums32 terms else []) do
+                let r = policy.Compare("objective", ReadOnlySpan [| Precision.Round(float v, fmt) |], ReadOnlySpan [| exact |], [||])
                 Assert.That(r.Passed, $"N={n} E={e} seed={c.Seed} {fmt} {name}: {r.Summary()}")
             // The bug: token i routed to its second choice. Detectable exactly when its change exceeds the allowance.
             let allowed = policy.Atol + policy.Rtol * abs exact
@@ -288,6 +310,6 @@ let ``objective: float32 sums in four orders rounded to the format pass; one tok
                 let moved = Array.copy terms
                 moved.[i] <- second
                 let v = Precision.Round(float (snd (sums32 moved).Head), fmt)
-                let r = policy.Compare("objective", [| v |], [| exact |], [||])
-                if best - second > 2.0 * allowed + Precision.UnitRoundoff(fmt) * abs exact then
+                let r = policy.Compare("objective", ReadOnlySpan [| v |], ReadOnlySpan [| exact |], [||])
+                if representable && best - second > 2.0 * allowed + Precision.UnitRoundoff(fmt) * abs exact then
                     Assert.That(r.Passed, Is.False, $"N={n} E={e} seed={c.Seed} {fmt} token {i} moved by {best - second} passed (allowed {allowed})"))

@@ -64,7 +64,8 @@ public static class SinkhornValidator
         var a = options.RowMarginal?.ToArray() ?? Enumerable.Repeat(1.0 / n, n).ToArray();
         var b = options.ColumnMarginal?.ToArray() ?? Enumerable.Repeat(1.0 / e, e).ToArray();
         var bounds = Bounds(call, options, method, cost, target, t, a, b, context.FormatOf("plan"),
-            context.FormatOf("f") > context.FormatOf("g") ? context.FormatOf("f") : context.FormatOf("g"), exactRules ? format : NumberFormat.Float32);
+            context.FormatOf("f") > context.FormatOf("g") ? context.FormatOf("f") : context.FormatOf("g"), exactRules ? format : NumberFormat.Float32,
+            candidate.TryGetValue("plan", out var plan32) ? plan32.ToDoubles() : null);
         double logPlan = bounds.LogPlan;
         double floor = bounds.Floor;
         var planPolicy = bounds.Plan;
@@ -199,7 +200,7 @@ public static class SinkhornValidator
     /// </summary>
     private static PlanBounds Bounds(AlgorithmCall call, SinkhornOptions options, SinkhornMethod method, double[,] cost,
         SinkhornResult target, int t, double[] a, double[] b, NumberFormat planFormat, NumberFormat potentialFormat,
-        NumberFormat compute)
+        NumberFormat compute, double[]? candidatePlan)
     {
         int n = cost.GetLength(0), e = cost.GetLength(1);
         double reg = method == SinkhornMethod.SBase ? 1.0 : options.Regularization ?? 1.0;
@@ -229,6 +230,11 @@ public static class SinkhornValidator
                     // u (max|f| + max|g|) each, bounded with lambda = 7 (Higham and Mary 2019).
                     fixedPotential += 7.0 * Math.Sqrt(t) * u * (MaxAbs(target.F) + MaxAbs(target.G));
                 }
+                // Sums of N (E) terms in another order than the kernel's blocked one: Higham-Mary lambda sqrt(N - 1) u per
+                // log-sum-exp (lambda = 7); in log G once per half-step pair, in the potentials as a random walk over T.
+                double sums = 7.0 * (Math.Sqrt(n - 1) + Math.Sqrt(e - 1)) * u;
+                fixedLog += 2.0 * sums;
+                fixedPotential += reg * sums * Math.Sqrt(t);
                 logPlan = BaselineFactor * m.LogPlan + fixedLog;
                 potential = BaselineFactor * m.Potential + fixedPotential;
                 how = $"float32 run of {t} iterations deviates {ComparisonReport.Number(m.LogPlan)} in log G, "
@@ -237,6 +243,12 @@ public static class SinkhornValidator
         }
         double uPlan = Precision.UnitRoundoff(planFormat), uPotential = Precision.UnitRoundoff(potentialFormat);
         double floor = 2.0 * uPlan * Precision.SmallestNormal(planFormat) + 2.0 * Precision.SmallestNormal(compute);
+        if (candidatePlan is not null && planFormat != NumberFormat.Float16 && compute != NumberFormat.Float64
+            && candidatePlan.All(v => Precision.Round(v, NumberFormat.Float16) == v || double.IsNaN(v)))
+        {
+            // A float16 plan whose values are all subnormal or short also fits bfloat16: it may have underflowed in float16.
+            floor = Math.Max(floor, 2.0 * Precision.UnitRoundoff(NumberFormat.Float16) * Precision.SmallestNormal(NumberFormat.Float16));
+        }
         double relative = Math.Min(double.ExpM1(logPlan), 1e300);
         var plan = new AllClosePolicy(floor, Math.Min(relative + uPlan * (1.0 + relative), 1e300));
         double potentialFloor = 2.0 * uPotential * Precision.SmallestNormal(potentialFormat);
@@ -311,6 +323,40 @@ public static class SinkhornValidator
         for (int j = 0; j < e; j++)
         {
             potential = Math.Max(potential, Math.Abs(run.G[j] - shift - target.G[j]));
+        }
+        // The sensitivity of the iterate to rounding: the double method rerun with every cost entry moved by
+        // +-u32 (|M_ij| + max|f| + max|g|) (signs from a fixed hash), a persistent perturbation of the size of one
+        // rounding of the exponent's argument; its response bounds what per-step roundings of another order accumulate.
+        double u32 = Precision.UnitRoundoff(NumberFormat.Float32);
+        double potentialScale = MaxAbs(target.F) + MaxAbs(target.G);
+        var moved = new double[n, e];
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = 0; j < e; j++)
+            {
+                int hash = unchecked((i * 73856093) ^ (j * 19349663));
+                moved[i, j] = cost[i, j] + ((hash >> 7 & 1) == 0 ? 1.0 : -1.0) * u32 * (Math.Abs(cost[i, j]) + potentialScale);
+            }
+        }
+        var sensitive = Reference.Transport.Sinkhorn.Solve(moved, options with { MaxIterations = t, Tolerance = 0.0 });
+        if (sensitive.Status != SinkhornStatus.NumericalError)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                for (int j = 0; j < e; j++)
+                {
+                    double c = sensitive.Plan[i, j], r = target.Plan[i, j];
+                    if (c > tiny && r > tiny)
+                    {
+                        logPlan = Math.Max(logPlan, Math.Abs(Math.Log(c) - Math.Log(r)));
+                    }
+                }
+                potential = Math.Max(potential, Math.Abs(sensitive.F[i] - target.F[i]));
+            }
+            for (int j = 0; j < e; j++)
+            {
+                potential = Math.Max(potential, Math.Abs(sensitive.G[j] - target.G[j]));
+            }
         }
         return double.IsFinite(logPlan) && double.IsFinite(potential) ? (logPlan, potential) : null;
     }
