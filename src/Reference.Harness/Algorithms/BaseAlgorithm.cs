@@ -10,7 +10,7 @@ namespace Reference.Harness.Algorithms;
 /// <para><c>method=exact</c> outputs experts [N, 1] and objective; <c>method=auction</c> adds rounds [] (fairseq's counter when it
 /// stopped) and gap [] (the exact optimum minus the auction's objective), the measured gap SEMANTICS.md asks for.</para>
 /// <para>Validation: exact experts by the certificate (<see cref="MaxScoreCertificate"/> with k = 1, C = N / E), so any optimal
-/// assignment passes; the objective within <see cref="MaxScoreValidator.ObjectiveTolerance"/>. The auction is deterministic (ties
+/// assignment passes; the objective within <see cref="MaxScoreValidator.ObjectivePolicy"/>. The auction is deterministic (ties
 /// by index), so its experts and rounds must equal the reference's; its objective and gap are compared within the tolerance.</para>
 /// </remarks>
 public static class BaseAlgorithm
@@ -135,12 +135,11 @@ public static class BaseAlgorithm
         var expected = context.Expected;
         var reports = new List<ComparisonReport>();
         var referenceExperts = expected["experts"].ToDoubles();
-        double magnitude = 0;
+        var terms = new double[n];
         for (int i = 0; i < n; i++)
         {
-            magnitude += Math.Abs(scores[i, (int)referenceExperts[i]]);
+            terms[i] = scores[i, (int)referenceExperts[i]];
         }
-        double atol = MaxScoreValidator.ObjectiveTolerance(n, e, context.FormatOf("objective")) * magnitude;
         bool exact = call.Parameters.GetChoice("method") == "exact";
         if (candidate.TryGetValue("experts", out var x))
         {
@@ -165,7 +164,8 @@ public static class BaseAlgorithm
         {
             if (candidate.TryGetValue(name, out var v) && expected.ContainsKey(name))
             {
-                reports.Add(new AllClosePolicy(atol, 0.0).Compare(name, v.ToDoubles(), expected[name].ToDoubles(), []));
+                var policy = MaxScoreValidator.ObjectivePolicy(terms, e, context.FormatOf(name), name == "gap" ? 2 : 1);
+                reports.Add(policy.Compare(name, v.ToDoubles(), expected[name].ToDoubles(), []));
             }
         }
         return reports;

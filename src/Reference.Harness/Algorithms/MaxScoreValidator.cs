@@ -16,7 +16,7 @@ namespace Reference.Harness.Algorithms;
 /// arithmetic; any optimal routing passes, and one that is a single ulp step worse fails. The report's max_abs is the score an
 /// exchange cycle would gain. <c>load</c> must be the candidate's own experts' load (without experts: the reference's load);
 /// <c>weights</c> S at the candidate's experts (normalized when asked) within the allclose preset of the candidate's precision;
-/// <c>objective</c> the reference optimum within <see cref="ObjectiveTolerance"/>. <c>prices</c> are informative (different
+/// <c>objective</c> the reference optimum within <see cref="ObjectivePolicy"/>. <c>prices</c> are informative (different
 /// optimal prices exist): they pass when they are a certificate for the candidate's routing (or the reference's, without
 /// experts) up to rounding: no sign violation and an exact duality gap at most the objective tolerance plus C sum|lambda| times
 /// the same relative tolerance.</para>
@@ -35,6 +35,46 @@ public static class MaxScoreValidator
     public static double ObjectiveTolerance(int cells, int experts, NumberFormat format) =>
         Math.Max(1e-9, 4.0 * (cells + experts + 1) * Precision.UnitRoundoff(format));
 
+    /// <summary>λ of the probabilistic summation bound λ·sqrt(m - 1)·u·sum|terms| (Higham and Mary 2019), as for the
+    /// auxiliary losses.</summary>
+    public const double Lambda = 7.0;
+
+    /// <summary>
+    /// The tolerance for an objective (a sum of m chosen scores) or a gap (a difference of two such sums,
+    /// <paramref name="sums"/> = 2) that a candidate reports in <paramref name="format"/> (proofs/maxscore.md, theorem
+    /// maxscore.objective-running-bound). Float64: the a-priori max(1e-9, 4 (m + E + 1) u)·sum|terms| as before. Otherwise
+    /// the candidate model of torch (<c>scores.gather(...).sum()</c>: the scores converted to float32, accumulated in
+    /// float32, the result rounded to its format): atol = sums · (sum |t - fl32(t)| + the looser of twice the sequential
+    /// float32 sum's error on these terms and λ·sqrt(m - 1)·u32·sum|t|) + subnormal floor, rtol = u_v (the result's rounding).
+    /// </summary>
+    /// <param name="terms">The scores the reference's optimum sums, in row order.</param>
+    /// <param name="experts">E (for the float64 a-priori bound).</param>
+    /// <param name="format">The precision the candidate's value carries.</param>
+    /// <param name="sums">1 for an objective, 2 for a gap.</param>
+    /// <returns>The allclose policy.</returns>
+    public static AllClosePolicy ObjectivePolicy(IReadOnlyList<double> terms, int experts, NumberFormat format, int sums = 1)
+    {
+        ArgumentNullException.ThrowIfNull(terms);
+        double magnitude = terms.Sum(Math.Abs);
+        if (format == NumberFormat.Float64)
+        {
+            return new AllClosePolicy(ObjectiveTolerance(terms.Count, experts, format) * magnitude, 0.0);
+        }
+        double u32 = Precision.UnitRoundoff(NumberFormat.Float32), uv = Precision.UnitRoundoff(format);
+        double input = 0, exact = 0, sequential = 0;
+        foreach (double t in terms)
+        {
+            double t32 = Precision.Round(t, NumberFormat.Float32);
+            input += Math.Abs(t - t32);
+            exact += t32;
+            sequential = Precision.Round(sequential + t32, NumberFormat.Float32);
+        }
+        double baseline = 2.0 * Math.Abs(sequential - exact);
+        double probabilistic = Lambda * Math.Sqrt(Math.Max(0, terms.Count - 1)) * u32 * magnitude;
+        double atol = sums * (input + Math.Max(baseline, probabilistic)) + 2.0 * uv * Precision.SmallestNormal(format);
+        return new AllClosePolicy(atol, format == NumberFormat.Float32 ? u32 : uv);
+    }
+
     /// <summary>Validates every maxscore output the candidate contains.</summary>
     /// <param name="context">The call, the reference's outputs and the candidate's.</param>
     /// <returns>One report per output the candidate contains.</returns>
@@ -48,21 +88,29 @@ public static class MaxScoreValidator
         int c = MaxScore.CapacityFor(n, e, options);
         var referenceExperts = ToMatrix(context.Expected["experts"].ToDoubles(), n, k) ?? throw new InvalidOperationException("reference experts");
         double magnitude = 0;
+        var terms = new List<double>();
         for (int i = 0; i < n; i++)
         {
             for (int j = 0; j < k; j++)
             {
                 magnitude += referenceExperts[i, j] >= 0 ? Math.Abs(scores[i, referenceExperts[i, j]]) : 0.0;
+                if (referenceExperts[i, j] >= 0)
+                {
+                    terms.Add(scores[i, referenceExperts[i, j]]);
+                }
             }
         }
+        // The a-priori relative tolerance stays for the matching weight and the prices' duality gap (computed here in double).
         double rtol = ObjectiveTolerance(n * k, e, context.FormatOf("objective"));
+        var objective = ObjectivePolicy(terms, e, context.FormatOf("objective"));
         return MaxScoreAlgorithm.Mode(call) == "exact"
-            ? ValidateExact(context, scores, options, c, referenceExperts, rtol * magnitude, rtol)
-            : ValidateTwoStage(context, scores, options, rtol * magnitude);
+            ? ValidateExact(context, scores, options, c, referenceExperts, rtol * magnitude, rtol, objective)
+            : ValidateTwoStage(context, scores, options, rtol * magnitude, terms);
     }
 
     private static List<ComparisonReport> ValidateExact(
-        CheckContext context, double[,] scores, MaxScoreOptions options, int c, int[,] referenceExperts, double atol, double rtol)
+        CheckContext context, double[,] scores, MaxScoreOptions options, int c, int[,] referenceExperts, double atol, double rtol,
+        AllClosePolicy objective)
     {
         int n = scores.GetLength(0), e = scores.GetLength(1), k = options.K;
         var candidate = context.Candidate;
@@ -102,7 +150,7 @@ public static class MaxScoreValidator
         // 4. objective: the optimum within the tolerance.
         if (candidate.TryGetValue("objective", out var o))
         {
-            reports.Add(new AllClosePolicy(atol, 0.0).Compare("objective", o.ToDoubles(), context.Expected["objective"].ToDoubles(), []));
+            reports.Add(objective.Compare("objective", o.ToDoubles(), context.Expected["objective"].ToDoubles(), []));
         }
 
         // 5. prices: a certificate up to rounding, for the candidate's routing when it is feasible, else the reference's.
@@ -118,7 +166,8 @@ public static class MaxScoreValidator
         return reports;
     }
 
-    private static List<ComparisonReport> ValidateTwoStage(CheckContext context, double[,] scores, MaxScoreOptions options, double atol)
+    private static List<ComparisonReport> ValidateTwoStage(CheckContext context, double[,] scores, MaxScoreOptions options, double atol,
+        IReadOnlyList<double> terms)
     {
         int n = scores.GetLength(0), e = scores.GetLength(1);
         var candidate = context.Candidate;
@@ -186,7 +235,8 @@ public static class MaxScoreValidator
         {
             if (candidate.TryGetValue(name, out var v))
             {
-                reports.Add(new AllClosePolicy(atol, 0.0).Compare(name, v.ToDoubles(), context.Expected[name].ToDoubles(), []));
+                var policy = ObjectivePolicy(terms, scores.GetLength(1), context.FormatOf(name), name == "gap" ? 2 : 1);
+                reports.Add(policy.Compare(name, v.ToDoubles(), context.Expected[name].ToDoubles(), []));
             }
         }
         return reports;

@@ -56,6 +56,13 @@ public static class RerouteAlgorithm
                 };
             }),
         ],
+        // Weights: the routing weights' tolerance from E, k and their precision (proofs/topk.md, topk.weights-tolerance),
+        // not the fixed preset; experts are exact, so the weights are compared at the reference's experts.
+        CompareInContext = context =>
+            context.Candidate.TryGetValue("weights", out var w)
+                ? [RoutingSupport.WeightsReport("weights", w.ToDoubles(), context.Expected["weights"].ToDoubles(),
+                    context.Expected["weights"].Shape, context.FormatOf("weights"), context.Call.Array("logits").Shape[1] + Options(context.Call).K)]
+                : [],
         Generate = Generate,
     };
 
