@@ -303,3 +303,78 @@ let ``a float32 softmax scale off by 1e-3 fails`` (seed: int) =
 [<Theorem "attention.baseline-detects">]
 let ``a float16 or bfloat16 softmax scale off by 1e-2 fails`` (seed: int) =
     perturbationFails 1e-2 (attentionCase (lowFormat seed) (seed % 3 = 0) 16 seed)
+
+// ---------------------------------------------------------------------------------------------------------------
+// MoBA and LeanK: the same candidate orders over the keys each row attends.
+
+/// Values widened to a double[,,,] of the given shape.
+let private to4 (xs: float32[]) (s: int[]) =
+    Array4D.init s.[0] s.[1] s.[2] s.[3] (fun a b c d -> float xs.[((a * s.[1] + b) * s.[2] + c) * s.[3] + d])
+
+/// MoBA self-attention, N(0,1) inputs at D = 64 and the default scale, chunks of 8 to 64 keys, top_k 1 to 4. The
+/// candidates attend the keys of the reference's chunk selection (Moba.Mask); selection is not what is judged here.
+let mobaCase (fmt: NumberFormat) (minKeys: int) (seed: int) =
+    let r = Random seed
+    let t = max minKeys (min 1024 (length r))
+    let h, b, d = 1 + r.Next 4, 1, 64
+    let chunk, topK = [| 8; 16; 32; 64 |].[r.Next 4], 1 + r.Next 4
+    let draw n = Array.init n (fun _ -> normal r)
+    let q, qf = stored fmt (draw (b * h * t * d)) [| b; h; t; d |]
+    let k, kf = stored fmt (draw (b * h * t * d)) [| b; h; t; d |]
+    let v, vf = stored fmt (draw (b * h * t * d)) [| b; h; t; d |]
+    let shape = [| b; h; t; d |]
+    let mask = Reference.Attention.Moba.Mask(to4 qf shape, to4 kf shape, to4 vf shape, Reference.Attention.MobaOptions(ChunkSize = chunk, TopK = topK))
+    let inputs = Dictionary<string, NdArray>(dict [ "q", q; "k", k; "v", v ])
+    { Algorithm = "moba"; Name = sprintf "seed %d: moba %A H=%d T=%d chunk=%d top_k=%d" seed fmt h t chunk topK
+      Inputs = inputs; Parameters = [ "chunk_size", string chunk; "top_k", string topK ]; Format = fmt
+      Problem = { B = b; Hq = h; Hkv = h; Tq = t; Tk = t; D = d; Dv = d; Q = qf; K = kf; V = vf; KAlt = kf
+                  Scale = float32 (1.0 / sqrt (float d)); Kind = fun b h i j -> if mask.[b, h, i, j] then 1 else 0 } }
+
+/// LeanK, N(0,1) inputs at D = 64, GQA, sink and recent windows, channel masks keeping none, all or a random half of
+/// the channels, causal or not, zero-logit or drop heads. Pruned keys are scored on the kept channels (KAlt = k m).
+let leankCase (fmt: NumberFormat) (minKeys: int) (seed: int) =
+    let r = Random seed
+    let tk = max minKeys (min 2048 (length r))
+    let tq = if tk > 256 then 1 + r.Next 16 else 1 + r.Next tk
+    let hkv = 1 + r.Next 2
+    let hq, d = hkv * (1 + r.Next 2), 64
+    let sink, recent = r.Next 17, r.Next 65
+    let causal, drop = r.Next 4 <> 0, r.Next 2 = 0
+    let keep = Array.init hkv (fun _ -> let style = r.Next 4 in Array.init d (fun _ -> style = 1 || (style > 1 && r.Next 2 = 0)))
+    let draw n = Array.init n (fun _ -> normal r)
+    let q, qf = stored fmt (draw (hq * tq * d)) [| 1; hq; tq; d |]
+    let k, kf = stored fmt (draw (hkv * tk * d)) [| 1; hkv; tk; d |]
+    let v, vf = stored fmt (draw (hkv * tk * d)) [| 1; hkv; tk; d |]
+    let kalt = kf |> Array.mapi (fun n x -> if keep.[n / (tk * d)].[n % d] then x else 0.0f)
+    let zero = keep |> Array.map (Array.forall not)
+    let inputs = Dictionary<string, NdArray>(dict [ "q", q; "k", k; "v", v; "channel_mask", NdArray.Create(Array.concat keep, hkv, d) ])
+    let parameters =
+        [ "sink", string sink; "recent", string recent; "causal", (if causal then "true" else "false")
+          "zero_head", (if drop then "drop" else "zero-logit") ]
+    let kind _ h i j =
+        let p = i + tk - tq
+        let full = j < sink || (j > p - recent && j <= p)
+        if causal && j > p then 0 elif full then 1 elif drop && zero.[h / (hq / hkv)] then 0 else 2
+    { Algorithm = "leank"; Name = sprintf "seed %d: leank %A Hq=%d Hkv=%d Tq=%d Tk=%d %A" seed fmt hq hkv tq tk parameters
+      Inputs = inputs; Parameters = parameters; Format = fmt
+      Problem = { B = 1; Hq = hq; Hkv = hkv; Tq = tq; Tk = tk; D = d; Dv = d; Q = qf; K = kf; V = vf; KAlt = kalt
+                  Scale = float32 (1.0 / sqrt (float d)); Kind = kind } }
+
+let private anyFormat seed = [| NumberFormat.Float32; NumberFormat.Float16; NumberFormat.BFloat16 |].[abs seed % 3]
+let private delta (fmt: NumberFormat) = if isLow fmt then 1e-2 else 1e-3
+
+[<Prop>]
+[<Theorem "attention.baseline-calibration">]
+[<Theorem "attention.baseline-detects">]
+let ``moba candidates pass in every order and a perturbed scale fails`` (seed: int) =
+    let fmt = anyFormat seed
+    allOrdersPass (mobaCase fmt 1 seed)
+    perturbationFails (delta fmt) (mobaCase fmt 16 seed)
+
+[<Prop>]
+[<Theorem "attention.baseline-calibration">]
+[<Theorem "attention.baseline-detects">]
+let ``leank candidates pass in every order and a perturbed scale fails`` (seed: int) =
+    let fmt = anyFormat seed
+    allOrdersPass (leankCase fmt 1 seed)
+    perturbationFails (delta fmt) (leankCase fmt 16 seed)

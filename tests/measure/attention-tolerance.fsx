@@ -1,7 +1,7 @@
 // Measures the calibration of the attention family's baseline rule (proofs/attention.md,
 // attention.baseline-calibration and attention.baseline-detects). Run after a Release build:
 //   dotnet fsi tests/measure/attention-tolerance.fsx [cases] [first-seed] [f32,f16,bf16]
-// Prints, per format and order, the largest factor a correct candidate needed, (err - floor) / base_error, and
+// Prints, per format and order, the largest factor a correct candidate needed, (err - floor - rounding_floor) / base_error, and
 // the fraction of cases in which a softmax scale off by d fails, for a grid of d.
 #r "../Reference.Tests/bin/Release/net10.0/Reference.dll"
 #r "../Reference.Tests/bin/Release/net10.0/Reference.Harness.dll"
@@ -30,7 +30,9 @@ for fmt in formats do
         let check = checker c
         for name, f, withLse in orders fmt do
             for r in check (candidateArrays c (f c.Problem) withLse) do
-                let b, fl = detailNumber "base_error" (string r.Detail), detailNumber "floor" (string r.Detail)
+                let b = detailNumber "base_error" (string r.Detail)
+                let sf = detailNumber "rounding_floor" (string r.Detail)
+                let fl = detailNumber "floor" (string r.Detail) + (if Double.IsNaN sf then 0.0 else sf)
                 let required = if r.MaxAbsError <= fl then 0.0 elif b > 0.0 then (r.MaxAbsError - fl) / b else infinity
                 let key = name + " " + r.ArrayName
                 match need.TryGetValue key with

@@ -62,6 +62,30 @@ public static class AttentionBaseline
         double[,,,] q, double[,,,] k, double[,,,] v, double scale, double softcap, AttentionRowKeys rows,
         double[,,,]? keyAlt, NumberFormat format)
     {
+        var (output, lse, _) = Compute(q, k, v, scale, softcap, rows, keyAlt, format, 0);
+        return (output, lse);
+    }
+
+    /// <summary>
+    /// The baseline in one of two naive orders: 0 is the order of the class summary; 1 accumulates each dot product from d = 0 up
+    /// in one float32 sum, adds the row sum l and the weighted values from the last allowed key to the first, and in
+    /// float32 divides once at the end (out = (sum p v) / l). Also returns, per row, the magnitude
+    /// |scale| sum_d |q_d k_jd| of the row's largest score (0 for an empty row), the scale of that score's rounding error.
+    /// </summary>
+    /// <param name="q">Queries [B, Hq, Tq, D].</param>
+    /// <param name="k">Keys [B, Hkv, Tk, D].</param>
+    /// <param name="v">Values [B, Hkv, Tk, Dv].</param>
+    /// <param name="scale">The score scale.</param>
+    /// <param name="softcap">The softcap c (0 = none).</param>
+    /// <param name="rows">The allowed keys of each row.</param>
+    /// <param name="keyAlt">The alternative keys for kind 2, or null.</param>
+    /// <param name="format">The precision.</param>
+    /// <param name="order">0 or 1.</param>
+    /// <returns>out and lse flat, and the per-row magnitude of the largest score [B, Hq, Tq] flat.</returns>
+    public static (double[] Out, double[] Lse, double[] MaxScoreMagnitude) Compute(
+        double[,,,] q, double[,,,] k, double[,,,] v, double scale, double softcap, AttentionRowKeys rows,
+        double[,,,]? keyAlt, NumberFormat format, int order)
+    {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(v);
@@ -76,6 +100,8 @@ public static class AttentionBaseline
         float scaleF = (float)scale, cap = (float)softcap;
         var output = new double[(long)bsz * hq * tq * dv];
         var lse = new double[(long)bsz * hq * tq];
+        var magnitude = new double[(long)bsz * hq * tq];
+        bool reverse = order == 1;
 
         Parallel.For(0, bsz * hq, () => new RowBuffers(tk, dv), (bh, _, buf) =>
         {
@@ -88,14 +114,15 @@ public static class AttentionBaseline
                 var qi = new ReadOnlySpan<float>(qf, (int)(row * d), d);
 
                 // 1. Scores of the allowed keys, and their maximum.
-                int count = 0;
+                int count = 0, best = -1;
                 float m = float.NegativeInfinity;
                 for (int j = 0; j < tk; j++)
                 {
                     byte kind = buf.Kinds[j];
                     if (kind == 0) continue;
                     var keys = kind == 2 && kaf is not null ? kaf : kf;
-                    float s = Dot(qi, new ReadOnlySpan<float>(keys, (int)((kvBase + j) * d), d));
+                    var kj = new ReadOnlySpan<float>(keys, (int)((kvBase + j) * d), d);
+                    float s = reverse ? DotSequential(qi, kj) : Dot(qi, kj);
                     if (mixed) s = Round(Round(s, format) * scaleF, format);
                     else s *= scaleF;
                     if (cap > 0f)
@@ -105,6 +132,7 @@ public static class AttentionBaseline
                     }
                     buf.Keys[count] = j;
                     buf.Scores[count++] = s;
+                    if (s > m || count == 1) best = j;
                     m = MathF.Max(m, s);
                 }
                 long outBase = row * dv;
@@ -113,33 +141,46 @@ public static class AttentionBaseline
                     lse[row] = double.NegativeInfinity;
                     continue;
                 }
+                {
+                    var keys = buf.Kinds[best] == 2 && kaf is not null ? kaf : kf;
+                    double sum = 0.0;
+                    for (int e = 0; e < d; e++) sum += Math.Abs((double)qi[e] * keys[(kvBase + best) * d + e]);
+                    magnitude[row] = Math.Abs(scale) * sum;
+                }
 
                 // 2. The softmax in float32: p = exp(s - m), l = sum p, w = p / l (rounded to the format if mixed).
                 float l = 0f;
-                for (int n = 0; n < count; n++)
+                for (int n = 0; n < count; n++) buf.Scores[n] = MathF.Exp(buf.Scores[n] - m);
+                for (int x = 0; x < count; x++) l += buf.Scores[reverse ? count - 1 - x : x];
+                bool divideLast = reverse && !mixed;
+                if (!divideLast)
                 {
-                    float p = MathF.Exp(buf.Scores[n] - m);
-                    buf.Scores[n] = p;
-                    l += p;
-                }
-                for (int n = 0; n < count; n++)
-                {
-                    float w = buf.Scores[n] / l;
-                    buf.Scores[n] = mixed ? Round(w, format) : w;
+                    for (int n = 0; n < count; n++)
+                    {
+                        float w = buf.Scores[n] / l;
+                        buf.Scores[n] = mixed ? Round(w, format) : w;
+                    }
                 }
 
-                // 3. out = sum_n w_n v_n in key order, in float32.
+                // 3. out = sum_n w_n v_n in key order (order 1: from the last key), in float32.
                 Span<float> acc = buf.Acc;
                 acc.Clear();
-                for (int n = 0; n < count; n++)
+                for (int x = 0; x < count; x++)
+                {
+                    int n = reverse ? count - 1 - x : x;
                     Axpy(buf.Scores[n], new ReadOnlySpan<float>(vf, (int)((kvBase + buf.Keys[n]) * dv), dv), acc);
-                for (int e = 0; e < dv; e++) output[outBase + e] = mixed ? Round(acc[e], format) : acc[e];
+                }
+                for (int e = 0; e < dv; e++)
+                {
+                    float o = divideLast ? acc[e] / l : acc[e];
+                    output[outBase + e] = mixed ? Round(o, format) : o;
+                }
                 float lseF = m + MathF.Log(l);
                 lse[row] = mixed ? Round(lseF, format) : lseF;
             }
             return buf;
         }, _ => { });
-        return (output, lse);
+        return (output, lse, magnitude);
     }
 
     /// <summary>The row keys of dense attention (<see cref="DenseAttention"/>): causal and window rules (bottom-right
@@ -205,6 +246,14 @@ public static class AttentionBaseline
             sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
         for (; d < n; d++) sum += a[d] * b[d];
+        return sum;
+    }
+
+    /// <summary>The dot product in float32 in one sum from d = 0 up.</summary>
+    internal static float DotSequential(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        float sum = 0f;
+        for (int d = 0; d < a.Length; d++) sum += a[d] * b[d];
         return sum;
     }
 

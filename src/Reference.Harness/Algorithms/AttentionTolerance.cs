@@ -130,23 +130,80 @@ public static class AttentionTolerance
     public static double Factor(NumberFormat format) =>
         format is NumberFormat.Float16 or NumberFormat.BFloat16 ? FactorLow : Factor32;
 
+    /// <summary>The lse rounding floor's multiple of u_f32 |scale| sum_d |q_d k_d| over the rows' largest scores (see
+    /// <see cref="CompareToBaseline"/>).</summary>
+    public const double ScoreFloorUlps = 2.0;
+
+    /// <summary>The lse rounding floor's multiple of u_f32 max |lse|: ln and the final addition (F + 1 = 5, with
+    /// F = <see cref="FunctionUlps"/>).</summary>
+    public const double LseFloorUlps = FunctionUlps + 1.0;
+
+    /// <summary>The out rounding floor's multiple of u_f32 max |v|: the division by l and the last roundings of the
+    /// weighted sum, each relative to max |v| (the weights sum to 1).</summary>
+    public const double OutFloorUlps = 4.0;
+
     /// <summary>
-    /// Judges one float output by the calibrated baseline rule: <c>baseline(format, factor)</c> with the given base.
+    /// Judges one float output by the calibrated baseline rule <c>baseline(format, factor)</c>:
+    /// max |cand - ref64| &lt;= factor * base_error + floor + rounding_floor, where base_error is the largest error of
+    /// the given naive orders, max over orders o and elements i of |base_o[i] - ref64[i]|, floor is
+    /// <see cref="BaselinePolicy.Floor"/> (twice the representation error of ref64 in the format), and rounding_floor
+    /// is <paramref name="scoreFloor"/>: the few float32 roundings every correct kernel makes at the end of the
+    /// computation, which a naive order may by chance not make (see <see cref="Baselines"/>). The factor covers
+    /// errors that grow with the problem; the rounding floor covers small problems.
     /// </summary>
     /// <param name="name">The output's name.</param>
     /// <param name="format">The candidate's precision for this array.</param>
     /// <param name="candidate">The candidate's values, flat.</param>
     /// <param name="expected">The float64 reference, flat, same length.</param>
-    /// <param name="baseline">The naive computation in <paramref name="format"/>, flat, same length.</param>
+    /// <param name="baselines">The naive computations in <paramref name="format"/> (one per order), flat, same length.</param>
     /// <param name="shape">The array's shape.</param>
     /// <param name="kind">The baseline's kind, for the Detail.</param>
-    /// <returns>The report (Margin set, Detail with kind, factor, base_error, floor and bound).</returns>
+    /// <param name="scoreFloor">The rounding floor, &gt;= 0.</param>
+    /// <returns>The report (Margin set, Detail with kind, factor, base_error, floor, rounding_floor and bound). A float64
+    /// candidate is judged by <see cref="AllClosePolicy.For"/> instead (its baseline would be the reference).</returns>
     public static ComparisonReport CompareToBaseline(string name, NumberFormat format, double[] candidate, double[] expected,
-                                                     double[] baseline, IReadOnlyList<int> shape, string kind)
+                                                     IReadOnlyList<double[]> baselines, IReadOnlyList<int> shape, string kind,
+                                                     double scoreFloor = 0.0)
     {
+        ArgumentNullException.ThrowIfNull(expected);
+        ArgumentNullException.ThrowIfNull(baselines);
+        if (format == NumberFormat.Float64)
+        {
+            // A float64 baseline would be the reference itself (bound 0); float64 candidates get the float64 preset.
+            var preset = AllClosePolicy.For(format).Compare(name, candidate, expected, shape);
+            return preset with { Detail = "float64 candidate: allclose preset (a float64 baseline is the reference itself)" };
+        }
         double factor = Factor(format);
-        var report = new BaselinePolicy(format, factor).Compare(name, candidate, expected, baseline, shape);
-        return report with { Detail = $"baseline={kind} factor={ComparisonReport.Number(factor)} {report.Detail}" };
+        var policy = new BaselinePolicy(format, factor);
+        double baseError = 0.0;
+        foreach (var b in baselines) baseError = Math.Max(baseError, BaselinePolicy.BaseError(expected, b));
+        double floor = policy.Floor(expected);
+        double extra = double.IsFinite(scoreFloor) ? scoreFloor : 0.0;
+        double bound = factor * baseError + floor + extra;
+        string detail = $"baseline={kind} orders={baselines.Count} factor={ComparisonReport.Number(factor)} "
+                        + $"base_error={ComparisonReport.Number(baseError)} floor={ComparisonReport.Number(floor)} "
+                        + $"rounding_floor={ComparisonReport.Number(extra)} bound={ComparisonReport.Number(bound)}";
+        return Elementwise.Compare(name, policy.Name, candidate, expected, shape,
+            (c, r) => Math.Abs(c - r) > bound, detail, _ => bound);
+    }
+
+    /// <summary>
+    /// The baseline of attention in both naive orders, and the rounding floors (u = u_f32: every precision
+    /// accumulates in float32): out: <see cref="OutFloorUlps"/> u max |v|; lse: <see cref="ScoreFloorUlps"/> u
+    /// max over rows of |scale| sum_d |q_d k_jd| for the row's largest score (the rounding scale of that score's dot
+    /// product, whose error lse inherits undiminished) plus <see cref="LseFloorUlps"/> u max |lse| (ln and the sum).
+    /// </summary>
+    internal static (double[][] Out, double[][] Lse, double OutFloor, double LseFloor) Baselines(
+        double[,,,] q, double[,,,] k, double[,,,] v, double scale, double softcap, AttentionRowKeys rows,
+        double[,,,]? keyAlt, NumberFormat format)
+    {
+        var a = AttentionBaseline.Compute(q, k, v, scale, softcap, rows, keyAlt, format, 0);
+        var b = AttentionBaseline.Compute(q, k, v, scale, softcap, rows, keyAlt, format, 1);
+        double u = Precision.UnitRoundoff(NumberFormat.Float32), vmax = 0.0, smax = 0.0, lmax = 0.0;
+        foreach (double x in v) vmax = Math.Max(vmax, Math.Abs(x));
+        foreach (double x in a.MaxScoreMagnitude) smax = Math.Max(smax, x);
+        foreach (double x in a.Lse) if (double.IsFinite(x)) lmax = Math.Max(lmax, Math.Abs(x));
+        return ([a.Out, b.Out], [a.Lse, b.Lse], OutFloorUlps * u * vmax, ScoreFloorUlps * u * smax + LseFloorUlps * u * lmax);
     }
 
     /// <summary>
@@ -169,7 +226,7 @@ public static class AttentionTolerance
         ArgumentNullException.ThrowIfNull(rows);
         var names = new[] { "out", "lse" }.Where(context.Candidate.ContainsKey).ToList();
         var reports = new List<ComparisonReport>();
-        var baselines = new Dictionary<NumberFormat, (double[] Out, double[] Lse)>();
+        var baselines = new Dictionary<NumberFormat, (double[][] Out, double[][] Lse, double OutFloor, double LseFloor)>();
         foreach (string name in names)
         {
             // Precision is per array: out and lse are each judged in their own format.
@@ -179,11 +236,12 @@ public static class AttentionTolerance
             {
                 if (!baselines.TryGetValue(format, out var baseline))
                 {
-                    baseline = AttentionBaseline.Compute(q, k, v, scale, softcap, rows, keyAlt, format);
+                    baseline = Baselines(q, k, v, scale, softcap, rows, keyAlt, format);
                     baselines[format] = baseline;
                 }
                 reports.Add(CompareToBaseline(name, format, context.Candidate[name].ToDoubles(), expected.ToDoubles(),
-                    name == "out" ? baseline.Out : baseline.Lse, expected.Shape, AttentionBaseline.Kind(format)));
+                    name == "out" ? baseline.Out : baseline.Lse, expected.Shape, AttentionBaseline.Kind(format),
+                    name == "out" ? baseline.OutFloor : baseline.LseFloor));
                 continue;
             }
 
