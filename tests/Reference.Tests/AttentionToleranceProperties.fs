@@ -220,7 +220,8 @@ let attentionCase (fmt: NumberFormat) (blockSparse: bool) (minKeys: int) (seed: 
                 if r.Next 4 = 0 then
                     let density = 0.3 + 0.7 * r.NextDouble()
                     let m = Array.init (tq * tk) (fun _ -> r.NextDouble() < density)
-                    if r.Next 2 = 0 then
+                    // An empty row; not in a one-row perturbation case, which would then be empty throughout.
+                    if r.Next 2 = 0 && (minKeys = 1 || tq > 1) then
                         let row = r.Next tq
                         for j in 0 .. tk - 1 do m.[row * tk + j] <- false
                     inputs.["mask"] <- NdArray.Create(m, 1, 1, tq, tk)
@@ -236,7 +237,8 @@ let attentionCase (fmt: NumberFormat) (blockSparse: bool) (minKeys: int) (seed: 
         { B = b; Hq = hq; Hkv = hkv; Tq = tq; Tk = tk; D = d; Dv = dv; Q = qf; K = kf; V = vf; KAlt = kf
           Scale = float32 (1.0 / sqrt (float d)); Kind = kind }
     { Algorithm = (if blockSparse then "block-sparse" else "attention")
-      Name = sprintf "seed %d: %A B=%d Hq=%d Hkv=%d Tq=%d Tk=%d D=%d %A" seed fmt b hq hkv tq tk d parameters
+      Name = sprintf "seed %d: %A B=%d Hq=%d Hkv=%d Tq=%d Tk=%d D=%d %A%s" seed fmt b hq hkv tq tk d parameters
+                 (if inputs.ContainsKey "mask" then " mask" else "")
       Inputs = inputs; Parameters = parameters; Problem = problem; Format = fmt }
 
 // ---------------------------------------------------------------------------------------------------------------
