@@ -1,5 +1,5 @@
 /// The registry entries `attention` and `block-sparse`: their paths, and how `check` judges out and lse
-/// (baseline for float16/bfloat16 candidates, the derived bound for float32/float64; proofs/attention.md).
+/// (the calibrated baseline for float32/float16/bfloat16 candidates, the derived bound for float64; proofs/attention.md).
 module Reference.Tests.AttentionRegistryTests
 
 open System
@@ -13,6 +13,7 @@ open FsCheck.FSharp
 open Reference.Attention
 open Reference.Numerics
 open Reference.Harness
+open Reference.Harness.Algorithms
 open Reference.Harness.Registry
 open Reference.Harness.Tensors
 open Reference.Tests.Proofs
@@ -79,24 +80,36 @@ let ``check judges low precision candidates by the baseline and prints its numbe
     Assert.That(code, eq 0, out + err)
     let lines = out.Trim().Split('\n')
     Assert.That(lines.Length, eq 2, out)
-    // The baseline recomputed here: dense attention on the rounded inputs, rounding after every operation.
+    // The numbers in the lines are those of the rule: base_error from AttentionBaseline (the naive computation in the
+    // format with float32 accumulation), floor from the reference, bound = factor * base_error + floor.
     let reference = attention.RunReference call
-    let round = Func<float, float>(fun x -> Precision.Round(x, nf))
     let q, k, v = [ for n in [ "q"; "k"; "v" ] -> arrays |> List.find (fst >> (=) n) |> snd ] |> function [ a; b; c ] -> a, b, c | _ -> failwith "3"
     let to4 (a: NdArray) =
         let s = a.Shape
         let xs = a.ToDoubles()
-        Array4D.init s.[0] s.[1] s.[2] s.[3] (fun i j l m -> round.Invoke xs.[((i * s.[1] + j) * s.[2] + l) * s.[3] + m])
-    let baseline = DenseAttention.Compute(to4 q, to4 k, to4 v, AttentionOptions(Causal = true), round)
-    let flat (x: Array) = [| for o in x -> unbox<float> o |]
-    for line, name, baseValues in [ lines.[0], "out", flat baseline.Out; lines.[1], "lse", flat baseline.Lse ] do
-        Assert.That(line, Does.StartWith($"PASS {name} baseline({format}, factor=2)"))
+        Array4D.init s.[0] s.[1] s.[2] s.[3] (fun i j l m -> xs.[((i * s.[1] + j) * s.[2] + l) * s.[3] + m])
+    let options = AttentionOptions(Causal = true)
+    let rows = AttentionBaseline.DenseRows(options, 33, 40)
+    let o0, l0, magnitude = AttentionBaseline.Compute(to4 q, to4 k, to4 v, 0.25, 0.0, rows, null, nf, 0).ToTuple()
+    let o1, l1, _ = AttentionBaseline.Compute(to4 q, to4 k, to4 v, 0.25, 0.0, rows, null, nf, 1).ToTuple()
+    let factor = AttentionTolerance.FactorLow
+    let u = Precision.UnitRoundoff NumberFormat.Float32
+    let maxAbs (xs: float seq) = xs |> Seq.filter Double.IsFinite |> Seq.map abs |> Seq.max
+    let outFloor = AttentionTolerance.OutFloorUlps * u * maxAbs (v.ToDoubles())
+    let lseFloor = AttentionTolerance.ScoreFloorUlps * u * Array.max magnitude + AttentionTolerance.LseFloorUlps * u * maxAbs l0
+    for line, name, bases, extra in [ lines.[0], "out", [ o0; o1 ], outFloor; lines.[1], "lse", [ l0; l1 ], lseFloor ] do
+        Assert.That(line, Does.StartWith($"PASS {name} baseline({format}, factor={factor})"))
+        Assert.That(line, Does.Contain "margin=")
         let refValues = reference.[name].ToDoubles()
-        let baseError = Seq.zip baseValues refValues |> Seq.filter (fun (b, r) -> Double.IsFinite b && Double.IsFinite r) |> Seq.map (fun (b, r) -> abs (b - r)) |> Seq.max
+        let baseError =
+            bases |> List.map (fun baseValues ->
+                Seq.zip baseValues refValues |> Seq.filter (fun (b, r) -> Double.IsFinite b && Double.IsFinite r) |> Seq.map (fun (b, r) -> abs (b - r)) |> Seq.max)
+            |> List.max
         let floor = 2.0 * (refValues |> Seq.filter Double.IsFinite |> Seq.map (fun r -> Precision.RepresentationError(r, nf)) |> Seq.max)
         Assert.That(number line "base_error", eq baseError, line)
         Assert.That(number line "floor", eq floor, line)
-        Assert.That(number line "bound", eq (2.0 * baseError + floor), line)
+        Assert.That(number line "rounding_floor", eq extra, line)
+        Assert.That(number line "bound", eq (factor * baseError + floor + extra), line)
     use doc = JsonDocument.Parse(File.ReadAllText report)
     for o in doc.RootElement.GetProperty("outputs").EnumerateArray() do
         Assert.That(o.GetProperty("policy").GetString(), Does.StartWith "baseline(")
@@ -113,7 +126,7 @@ let ``check judges low precision candidates by the baseline and prints its numbe
     Directory.Delete(d, true)
 
 [<Test>]
-let ``check judges float32 candidates by the derived bound`` () =
+let ``check judges float32 candidates by the calibrated baseline`` () =
     let arrays = inputs 5 17 17
     let call = bind attention arrays [ "window_left", "4"; "window_right", "0"; "softcap", "3" ]
     let expected = attention.RunReference call
@@ -122,12 +135,13 @@ let ``check judges float32 candidates by the derived bound`` () =
     Assert.That(reports.Count, eq 2)
     for r in reports do
         Assert.That(r.Passed, r.Summary())
-        Assert.That(r.PolicyName, Does.StartWith "allclose(atol=")
-        Assert.That(r.Detail, Does.StartWith "derived_bound(f32)")
+        Assert.That(r.PolicyName, eq $"baseline(f32, factor={AttentionTolerance.Factor32})")
+        Assert.That(r.Detail, Does.StartWith "baseline=naive-f32 orders=2 factor=")
+        Assert.That(r.Margin.HasValue, r.Summary())
     // Off by twice the bound at one element: fails.
-    let atol = (reports |> Seq.find (fun r -> r.ArrayName = "out")).PolicyName |> fun n -> Regex.Match(n, @"atol=([^,]+)").Groups.[1].Value |> float
+    let bound = (reports |> Seq.find (fun r -> r.ArrayName = "out")).Detail |> fun d -> Regex.Match(d, @" bound=(\S+)").Groups.[1].Value |> float
     let moved = kernel.["out"].ToDoubles() |> Array.map float32
-    moved.[3] <- moved.[3] + float32 (2.0 * atol)
+    moved.[3] <- moved.[3] + float32 (2.0 * bound)
     let bad = Dictionary(dict [ "out", NdArray.Create(moved, Array.ofSeq kernel.["out"].Shape) ])
     let r = attention.Check(call, expected, bad, "bad").[0]
     Assert.That(r.Passed, Is.False, r.Summary())
@@ -185,8 +199,8 @@ let ``block sparse inputs are checked and bad lists are named by their array`` (
 /// Seeds for the registry's own case generators.
 let private seeds = Gen.choose (0, 1_000_000_000) |> Arb.fromGen
 
-[<Prop; Theorem "attention.registry-tolerance">]
-let ``registry paths pass the derived bound on generated attention cases`` () =
+[<Prop; Theorem "attention.registry-tolerance"; Theorem "attention.baseline-calibration">]
+let ``registry paths pass the calibrated tolerance on generated attention cases`` () =
     Prop.forAll seeds (fun seed ->
         let case = attention.Generate.Invoke seed
         let call = attention.Bind(case.Inputs, case.Parameters, case.Name)
@@ -194,8 +208,8 @@ let ``registry paths pass the derived bound on generated attention cases`` () =
             for r in SelfCheck.CheckPath(attention, path, call) do
                 Assert.That(r.Passed, $"{case.Name} {path.Name}: {r.Summary()} {r.Detail}"))
 
-[<Prop; Theorem "attention.registry-tolerance">]
-let ``registry paths pass the derived bound on generated block sparse cases`` () =
+[<Prop; Theorem "attention.registry-tolerance"; Theorem "attention.baseline-calibration">]
+let ``registry paths pass the calibrated tolerance on generated block sparse cases`` () =
     Prop.forAll seeds (fun seed ->
         let case = blockSparse.Generate.Invoke seed
         let call = blockSparse.Bind(case.Inputs, case.Parameters, case.Name)

@@ -9,8 +9,8 @@ namespace Reference.Harness.Algorithms;
 
 /// <summary>The registry entry for <c>attention</c>: dense attention (SEMANTICS.md sections 10 and 12).</summary>
 /// <remarks>
-/// Float outputs are judged by <see cref="AttentionTolerance"/>: the baseline policy for float16/bfloat16 candidates,
-/// the derived error bound of proofs/attention.md for float32/float64 candidates.
+/// Float outputs are judged by <see cref="AttentionTolerance"/>: the calibrated baseline rule for float32, float16 and
+/// bfloat16 candidates, the derived error bound of proofs/attention.md for float64 candidates.
 /// </remarks>
 public static class AttentionAlgorithm
 {
@@ -72,7 +72,7 @@ public static class AttentionAlgorithm
             var q = AttentionArrays.Double4(call, "q");
             return AttentionTolerance.Compare(context, q, AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
                 options.Scale ?? 1.0 / Math.Sqrt(q.GetLength(3)), options.Softcap,
-                (q2, k2, v2, round) => DenseAttention.Compute(q2, k2, v2, options, round));
+                AttentionBaseline.DenseRows(options, q.GetLength(2), call.Array("k").Shape[2]));
         },
         Generate = Generate,
     };

@@ -5,7 +5,8 @@ using Reference.Harness.Tensors;
 namespace Reference.Harness.Algorithms;
 
 /// <summary>The registry entry <c>leank</c>: attention with a static key-channel mask (SEMANTICS.md sections 10 and 12).</summary>
-/// <remarks>No optimized path. Float outputs use the allclose preset of the candidate's format.</remarks>
+/// <remarks>No optimized path. Float outputs are judged by <see cref="AttentionTolerance"/>: the calibrated baseline
+/// rule, with the baseline scoring pruned keys on their head's kept channels like the reference.</remarks>
 public static class LeanKAlgorithm
 {
     /// <summary>The descriptor.</summary>
@@ -41,6 +42,16 @@ public static class LeanKAlgorithm
         Reference = call => AttentionAlgorithm.Outputs(LeanK.Compute(
             AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
             AttentionArrays.Bool2(call, "channel_mask"), Options(call))),
+        CompareInContext = context =>
+        {
+            var call = context.Call;
+            var q = AttentionArrays.Double4(call, "q");
+            var k = AttentionArrays.Double4(call, "k");
+            var options = Options(call);
+            var (rows, pruned) = BaselineRows(k, AttentionArrays.Bool2(call, "channel_mask"), options, q.GetLength(1), q.GetLength(2));
+            return AttentionTolerance.Compare(context, q, k, AttentionArrays.Double4(call, "v"),
+                options.Scale ?? 1.0 / Math.Sqrt(q.GetLength(3)), 0.0, rows, pruned);
+        },
         Generate = Generate,
     };
 
@@ -58,6 +69,40 @@ public static class LeanKAlgorithm
             ZeroHead = p.GetChoice("zero_head") == "drop" ? LeanKZeroHead.Drop : LeanKZeroHead.ZeroLogit,
             Scale = p.TryGetDouble("scale"),
         };
+    }
+
+    /// <summary>
+    /// The baseline's rows and alternative keys: a key in the full region (j &lt; sink or among the last recent keys up
+    /// to the query) is scored with k (kind 1), any other allowed key with k masked to the head's kept channels (kind 2);
+    /// in drop mode a head that keeps no channel drops those keys; causal keys after the query are not allowed.
+    /// </summary>
+    internal static (AttentionRowKeys Rows, double[,,,] Pruned) BaselineRows(double[,,,] k, bool[,] channelMask, LeanKOptions options, int hq, int tq)
+    {
+        int bsz = k.GetLength(0), hkv = k.GetLength(1), tk = k.GetLength(2), d = k.GetLength(3);
+        var pruned = new double[bsz, hkv, tk, d];
+        var zeroHead = new bool[hkv];
+        for (int g = 0; g < hkv; g++)
+        {
+            zeroHead[g] = true;
+            for (int c = 0; c < d; c++) zeroHead[g] &= !channelMask[g, c];
+        }
+        for (int b = 0; b < bsz; b++)
+            for (int g = 0; g < hkv; g++)
+                for (int j = 0; j < tk; j++)
+                    for (int c = 0; c < d; c++)
+                        pruned[b, g, j, c] = channelMask[g, c] ? k[b, g, j, c] : 0.0;
+        int group = Math.Max(1, hq / Math.Max(1, hkv));
+        AttentionRowKeys rows = (b, h, i, kinds) =>
+        {
+            long p = (long)i + tk - tq;
+            bool drop = zeroHead[h / group] && options.ZeroHead == LeanKZeroHead.Drop;
+            for (int j = 0; j < kinds.Length; j++)
+            {
+                bool full = j < options.Sink || (j > p - options.Recent && j <= p);
+                kinds[j] = (options.Causal && j > p) || (!full && drop) ? (byte)0 : full ? (byte)1 : (byte)2;
+            }
+        };
+        return (rows, pruned);
     }
 
     /// <summary>A random case: GQA, Tq &lt;= Tk, small sink and recent windows, random masks with all-zero and all-one heads.</summary>

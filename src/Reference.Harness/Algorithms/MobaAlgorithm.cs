@@ -8,8 +8,8 @@ namespace Reference.Harness.Algorithms;
 /// <summary>The registry entry for <c>moba</c>: Mixture of Block Attention (SEMANTICS.md sections 10 and 12).</summary>
 /// <remarks>
 /// The <c>kernel</c> path selects the chunks like the reference (in double) and runs the float32 FlashAttention kernel
-/// under the resulting mask. Float outputs are judged by <see cref="AttentionTolerance"/>; the baseline of a
-/// float16/bfloat16 candidate is dense attention under the reference's selection, computed in the candidate's format.
+/// under the resulting mask. Float outputs are judged by <see cref="AttentionTolerance"/>; the baseline is dense
+/// attention under the reference's selection, computed in the candidate's precision.
 /// </remarks>
 public static class MobaAlgorithm
 {
@@ -63,7 +63,7 @@ public static class MobaAlgorithm
             var options = Options(call);
             var dense = new AttentionOptions { Scale = options.Scale, Mask = Moba.Mask(q, k, v, options) };
             return AttentionTolerance.Compare(context, q, k, v, options.Scale ?? 1.0 / Math.Sqrt(q.GetLength(3)), 0.0,
-                (q2, k2, v2, round) => DenseAttention.Compute(q2, k2, v2, dense, round));
+                AttentionBaseline.DenseRows(dense, q.GetLength(2), k.GetLength(2)));
         },
         Generate = Generate,
     };

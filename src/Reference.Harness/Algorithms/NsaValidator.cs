@@ -7,7 +7,8 @@ namespace Reference.Harness.Algorithms;
 /// <summary>
 /// Judges an NSA candidate's selection directly against the selection scores (SEMANTICS.md section 11): where the
 /// reference's top-n boundary is a tie, or a near-tie within the candidate's precision, any valid choice passes, and
-/// the candidate's <c>out</c> is then judged against NSA recomputed with the candidate's own selection.
+/// the candidate's <c>out</c> is then judged against NSA recomputed with the candidate's own selection, by the calibrated
+/// baseline rule of <see cref="AttentionTolerance"/> with <see cref="Baseline"/> (NSA computed in the candidate's precision).
 /// </summary>
 /// <remarks>
 /// A candidate row (one kv group g and query t, with own = floor(t / BS)) is valid when it selects exactly
@@ -153,10 +154,103 @@ public static class NsaValidator
             var flat = new double[expectedOut.Length];
             long n = 0;
             foreach (double x in expectedOut) flat[n++] = x;
-            reports.Add(AllClosePolicy.For(outputFormat).Compare(
-                "out", output, flat, [expectedOut.GetLength(0), expectedOut.GetLength(1), expectedOut.GetLength(2), expectedOut.GetLength(3)]));
+            var baseline = new[] { Baseline(q, k, v, gates, options, expected, outputFormat, 0), Baseline(q, k, v, gates, options, expected, outputFormat, 1) };
+            reports.Add(AttentionTolerance.CompareToBaseline(
+                "out", outputFormat, output, flat, baseline,
+                [expectedOut.GetLength(0), expectedOut.GetLength(1), expectedOut.GetLength(2), expectedOut.GetLength(3)],
+                AttentionBaseline.Kind(outputFormat) + "-3-branches", NsaOutFloor(v, gates)));
         }
         return reports;
+    }
+
+    /// <summary>
+    /// NSA computed naively in <paramref name="format"/> under <paramref name="selected"/> (the baseline of the
+    /// calibrated rule, <see cref="AttentionTolerance"/>): the three branches by <see cref="AttentionBaseline"/> (the
+    /// compressed keys and values mean-pooled in double and rounded once to the format), and the gated sum
+    /// (g_cmp o_cmp + g_slc o_slc) + g_win o_win with every product and sum rounded to the format (float32 for
+    /// float32 and float64), as elementwise tensor operations in that precision do.
+    /// </summary>
+    /// <param name="q">Queries [B, Hq, T, D].</param>
+    /// <param name="k">Keys [B, Hkv, T, D].</param>
+    /// <param name="v">Values [B, Hkv, T, Dv].</param>
+    /// <param name="gates">Gates [B, Hq, T, 3].</param>
+    /// <param name="options">The NSA options.</param>
+    /// <param name="selected">The selection [B, Hkv, T, nb].</param>
+    /// <param name="format">The candidate's precision for out.</param>
+    /// <param name="order">The naive order of the branches (0 or 1, see <see cref="AttentionBaseline"/>).</param>
+    /// <returns>out [B, Hq, T, Dv], flat.</returns>
+    public static double[] Baseline(double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options,
+                                    bool[,,,] selected, NumberFormat format, int order)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        ArgumentNullException.ThrowIfNull(gates);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(selected);
+        int bsz = q.GetLength(0), hq = q.GetLength(1), t = q.GetLength(2), d = q.GetLength(3), dv = v.GetLength(3);
+        int hkv = k.GetLength(1), group = hq / hkv, bs = options.BlockSize, nb = (t + bs - 1) / bs, w = options.Window;
+        double scale = options.Scale ?? 1.0 / Math.Sqrt(d);
+        var kCmp = Pool(k, bs, nb);
+        var vCmp = Pool(v, bs, nb);
+        var cmp = AttentionBaseline.Compute(q, kCmp, vCmp, scale, 0.0,
+            (_, _, i, kinds) => { for (int c = 0; c < kinds.Length; c++) kinds[c] = (c + 1) * bs <= i + 1 ? (byte)1 : (byte)0; },
+            null, format, order).Out;
+        var slc = AttentionBaseline.Compute(q, k, v, scale, 0.0,
+            (b, h, i, kinds) => { for (int j = 0; j < kinds.Length; j++) kinds[j] = j <= i && selected[b, h / group, i, j / bs] ? (byte)1 : (byte)0; },
+            null, format, order).Out;
+        var win = AttentionBaseline.Compute(q, k, v, scale, 0.0,
+            (_, _, i, kinds) => { for (int j = 0; j < kinds.Length; j++) kinds[j] = w > 0 && j <= i && j > i - w ? (byte)1 : (byte)0; },
+            null, format, order).Out;
+        var result = new double[cmp.Length];
+        var low = format is NumberFormat.Float16 or NumberFormat.BFloat16 ? format : NumberFormat.Float32;
+        float R(float x) => AttentionBaseline.Round(x, low);
+        for (int b = 0; b < bsz; b++)
+            for (int h = 0; h < hq; h++)
+                for (int i = 0; i < t; i++)
+                {
+                    float g0 = R((float)gates[b, h, i, 0]), g1 = R((float)gates[b, h, i, 1]), g2 = R((float)gates[b, h, i, 2]);
+                    long row = (((long)b * hq + h) * t + i) * dv;
+                    for (int e = 0; e < dv; e++)
+                    {
+                        long n = row + e;
+                        float x = R(R(g0 * (float)cmp[n]) + R(g1 * (float)slc[n]));
+                        result[n] = R(x + R(g2 * (float)win[n]));
+                    }
+                }
+        return result;
+    }
+
+    /// <summary>The rounding floor of NSA's out: <see cref="AttentionTolerance.OutFloorUlps"/> u_f32 max|v| per branch,
+    /// times the largest sum of |gates| of a row, plus 3 u_f32 for the gated sum.</summary>
+    private static double NsaOutFloor(double[,,,] v, double[,,,] gates)
+    {
+        double vmax = 0.0, gmax = 0.0;
+        foreach (double x in v) vmax = Math.Max(vmax, Math.Abs(x));
+        for (int b = 0; b < gates.GetLength(0); b++)
+            for (int h = 0; h < gates.GetLength(1); h++)
+                for (int i = 0; i < gates.GetLength(2); i++)
+                    gmax = Math.Max(gmax, Math.Abs(gates[b, h, i, 0]) + Math.Abs(gates[b, h, i, 1]) + Math.Abs(gates[b, h, i, 2]));
+        return (AttentionTolerance.OutFloorUlps + 3.0) * Precision.UnitRoundoff(NumberFormat.Float32) * vmax * gmax;
+    }
+
+    private static double[,,,] Pool(double[,,,] x, int bs, int nb)
+    {
+        int bsz = x.GetLength(0), heads = x.GetLength(1), t = x.GetLength(2), e = x.GetLength(3);
+        var pooled = new double[bsz, heads, nb, e];
+        for (int b = 0; b < bsz; b++)
+            for (int h = 0; h < heads; h++)
+                for (int c = 0; c < nb; c++)
+                {
+                    int start = c * bs, end = Math.Min(t, start + bs);
+                    for (int d = 0; d < e; d++)
+                    {
+                        double sum = 0.0;
+                        for (int j = start; j < end; j++) sum += x[b, h, j, d];
+                        pooled[b, h, c, d] = sum / (end - start);
+                    }
+                }
+        return pooled;
     }
 
     /// <summary>Why a row is not a valid selection, or null when it is.</summary>

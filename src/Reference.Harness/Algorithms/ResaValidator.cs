@@ -7,7 +7,8 @@ namespace Reference.Harness.Algorithms;
 /// <summary>
 /// Judges a ReSA decode-step candidate's selection directly against the block scores (SEMANTICS.md section 11): where
 /// the reference's boundary is a tie, or a near-tie within the candidate's precision, any valid choice passes, and the
-/// candidate's <c>out</c> and <c>lse</c> are then judged against the step recomputed with the candidate's own selection.
+/// candidate's <c>out</c> and <c>lse</c> are then judged against the step recomputed with the candidate's own selection,
+/// by the calibrated baseline rule of <see cref="AttentionTolerance"/> (the step computed in the candidate's precision).
 /// </summary>
 /// <remarks>
 /// A candidate row (one kv head g) is valid when it selects exactly the reference's count, among them the last
@@ -118,10 +119,31 @@ public static class ResaValidator
             var report = new ExactPolicy().Compare("selected", selected, Flat(expected), [bsz, hkv, nb]);
             reports.Add(firstInvalid is null ? report : report with { Detail = "first invalid row " + firstInvalid });
         }
+        // 3. out and lse by the calibrated baseline rule: attention over the selected blocks' positions, computed in the
+        //    candidate's precision for each array (AttentionTolerance).
+        double scale = options.Scale ?? 1.0 / Math.Sqrt(d);
+        AttentionRowKeys rows = (b, h, _, kinds) =>
+        {
+            for (int j = 0; j < kinds.Length; j++) kinds[j] = expected[b, h / group, j / bs] ? (byte)1 : (byte)0;
+        };
+        var baselines = new Dictionary<NumberFormat, (double[][] Out, double[][] Lse, double OutFloor, double LseFloor)>();
+        (double[][] Out, double[][] Lse, double OutFloor, double LseFloor) BaselineIn(NumberFormat f)
+        {
+            if (!baselines.TryGetValue(f, out var r)) baselines[f] = r = AttentionTolerance.Baselines(q, k, v, scale, 0.0, rows, null, f);
+            return r;
+        }
         if (output is not null)
-            reports.Add(AllClosePolicy.For(formatOf("out")).Compare("out", output, Flat(step.Out), [bsz, hq, 1, step.Out.GetLength(3)]));
+        {
+            var f = formatOf("out");
+            reports.Add(AttentionTolerance.CompareToBaseline("out", f, output, Flat(step.Out), BaselineIn(f).Out,
+                [bsz, hq, 1, step.Out.GetLength(3)], AttentionBaseline.Kind(f), BaselineIn(f).OutFloor));
+        }
         if (lse is not null)
-            reports.Add(AllClosePolicy.For(formatOf("lse")).Compare("lse", lse, Flat(step.Lse), [bsz, hq, 1]));
+        {
+            var f = formatOf("lse");
+            reports.Add(AttentionTolerance.CompareToBaseline("lse", f, lse, Flat(step.Lse), BaselineIn(f).Lse, [bsz, hq, 1],
+                AttentionBaseline.Kind(f), BaselineIn(f).LseFloor));
+        }
         return reports;
     }
 
