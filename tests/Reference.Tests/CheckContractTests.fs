@@ -195,3 +195,28 @@ let ``a capacity off by one is blamed on an expert and its load, not on a token`
         Assert.That(experts, Does.Contain "invalid routing: ")
         Assert.That(experts, Does.Contain fragment)
     Directory.Delete(d, true)
+
+[<Test>]
+let ``top-left causal attention is judged under its own mask: the kernel passes and a 0.1% scale error fails`` () =
+    let d = temp ()
+    let input = Path.Combine(d, "in.npz")
+    let f32 (xs: float[]) (t: int) = NdArray.Create(xs |> Array.map float32, 1, 2, t, 64)
+    write input [ "q", f32 (normals 21 (2 * 48 * 64)) 48; "k", f32 (normals 22 (2 * 160 * 64)) 160; "v", f32 (normals 23 (2 * 160 * 64)) 160 ]
+    let run (output: string) (extra: string list) =
+        let code, out, err = cli ([ "run"; "attention"; "--input"; input; "--output"; output; "--param"; "causal=true"; "--param"; "causal_align=top-left" ] @ extra)
+        Assert.That(code, Is.EqualTo 0, out + err)
+    let check (candidate: string) =
+        cli [ "check"; "attention"; "--input"; input; "--candidate"; candidate; "--param"; "causal=true"; "--param"; "causal_align=top-left" ]
+    let kernel, wrongScale = Path.Combine(d, "kernel.npz"), Path.Combine(d, "scale.npz")
+    run kernel [ "--path"; "kernel" ]
+    let code, out, err = check kernel
+    Assert.That(code, Is.EqualTo 0, out + err)
+    // The reference with the softmax scale off by 0.1%, stored in float32 like a float32 kernel's output.
+    run wrongScale [ "--param"; $"scale={1.001 / 8.0}" ]
+    let wrong = TensorFile.Read wrongScale
+    let cand = Path.Combine(d, "cand.npz")
+    write cand [ "out", NdArray.Create(wrong.["out"].ToDoubles() |> Array.map float32, 1, 2, 48, 64) ]
+    let code, out, err = check cand
+    Assert.That(code, Is.EqualTo 1, out + err)
+    Assert.That(out, Does.StartWith "FAIL out baseline(f32")
+    Directory.Delete(d, true)

@@ -195,7 +195,7 @@ public static class AttentionBaseline
         var mask = options.Mask;
         return (b, h, i, kinds) =>
         {
-            long p = (long)i + tk - tq;
+            long p = CausalAlignments.QueryPosition(i, tq, tk, options.CausalAlign);
             for (int j = 0; j < kinds.Length; j++)
             {
                 bool allowed = !(options.Causal && j > p)

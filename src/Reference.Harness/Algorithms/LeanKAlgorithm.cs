@@ -94,7 +94,7 @@ public static class LeanKAlgorithm
         int group = Math.Max(1, hq / Math.Max(1, hkv));
         AttentionRowKeys rows = (b, h, i, kinds) =>
         {
-            long p = (long)i + tk - tq;
+            long p = CausalAlignments.QueryPosition(i, tq, tk, options.CausalAlign);
             bool drop = zeroHead[h / group] && options.ZeroHead == LeanKZeroHead.Drop;
             for (int j = 0; j < kinds.Length; j++)
             {
