@@ -44,7 +44,9 @@ public static class NsaValidator
     /// <summary>
     /// The slack allowed between two selection scores of one row: each of the candidate's scores (unit roundoff u of
     /// <paramref name="format"/>) and each of the reference's (float64) is within its delta of the exact score, so two
-    /// scores may order differently when they differ by up to 2 (delta(u) + delta(u_f64)).
+    /// scores may order differently when they differ by up to 2 (delta + delta(u_f64)). A float32 or float64 candidate
+    /// computes in its format (delta = delta(u)); a float16/bfloat16 candidate computes in float32, as GPU kernels do,
+    /// and may round each score (at most G, the own block counting 1 per head) to its format: delta = delta(u_32) + u G.
     /// </summary>
     /// <param name="format">The candidate's precision.</param>
     /// <param name="heads">G.</param>
@@ -53,9 +55,15 @@ public static class NsaValidator
     /// <param name="headDim">D.</param>
     /// <param name="logitMagnitude">A, as in <see cref="ScoreErrorBound"/>.</param>
     /// <returns>The slack.</returns>
-    public static double TieSlack(NumberFormat format, int heads, int visible, int blockSize, int headDim, double logitMagnitude) =>
-        2.0 * (ScoreErrorBound(Precision.UnitRoundoff(format), heads, visible, blockSize, headDim, logitMagnitude)
-               + ScoreErrorBound(Precision.UnitRoundoff(NumberFormat.Float64), heads, visible, blockSize, headDim, logitMagnitude));
+    public static double TieSlack(NumberFormat format, int heads, int visible, int blockSize, int headDim, double logitMagnitude)
+    {
+        double u = Precision.UnitRoundoff(format);
+        double candidate = format is NumberFormat.Float16 or NumberFormat.BFloat16
+            ? ScoreErrorBound(Precision.UnitRoundoff(NumberFormat.Float32), heads, visible, blockSize, headDim, logitMagnitude) + u * heads
+            : ScoreErrorBound(u, heads, visible, blockSize, headDim, logitMagnitude);
+        return 2.0 * (candidate
+                      + ScoreErrorBound(Precision.UnitRoundoff(NumberFormat.Float64), heads, visible, blockSize, headDim, logitMagnitude));
+    }
 
     /// <summary>Validates a candidate's selection and/or output.</summary>
     /// <param name="q">Queries [B, Hq, T, D].</param>

@@ -32,16 +32,25 @@ public static class ResaValidator
     public static double ScoreErrorBound(double u, int heads, int headDim, double magnitude) =>
         NsaValidator.Gamma(headDim + heads + 2, u) * magnitude;
 
-    /// <summary>The slack between two block scores of one kv head: 2 (delta(u) + delta(u_f64)) with the largest
-    /// magnitude over the candidate blocks (candidate and reference scores each within their delta of the exact score).</summary>
+    /// <summary>The slack between two block scores of one kv head: 2 (delta + delta(u_f64)) with the largest
+    /// magnitude over the candidate blocks (candidate and reference scores each within their delta of the exact score).
+    /// A float32 or float64 candidate computes in its format: delta = delta(u). A float16/bfloat16 candidate computes
+    /// as GPU kernels do, in float32 on its inputs, and may round the score to its format: delta = delta(u_32) +
+    /// u magnitude (|score| &lt;= magnitude). Modelling every operation in float16 instead (delta(u_16), about D u_16)
+    /// accepted a selection made from the group's last head instead of its mean.</summary>
     /// <param name="format">The candidate's precision.</param>
     /// <param name="heads">G.</param>
     /// <param name="headDim">D.</param>
     /// <param name="magnitude">max over the non-local blocks of sum_d Q_d M_cd.</param>
     /// <returns>The slack.</returns>
-    public static double TieSlack(NumberFormat format, int heads, int headDim, double magnitude) =>
-        2.0 * (ScoreErrorBound(Precision.UnitRoundoff(format), heads, headDim, magnitude)
-               + ScoreErrorBound(Precision.UnitRoundoff(NumberFormat.Float64), heads, headDim, magnitude));
+    public static double TieSlack(NumberFormat format, int heads, int headDim, double magnitude)
+    {
+        double u = Precision.UnitRoundoff(format);
+        double candidate = format is NumberFormat.Float16 or NumberFormat.BFloat16
+            ? ScoreErrorBound(Precision.UnitRoundoff(NumberFormat.Float32), heads, headDim, magnitude) + u * magnitude
+            : ScoreErrorBound(u, heads, headDim, magnitude);
+        return 2.0 * (candidate + ScoreErrorBound(Precision.UnitRoundoff(NumberFormat.Float64), heads, headDim, magnitude));
+    }
 
     /// <summary>Validates a candidate's selection and/or out and lse.</summary>
     /// <param name="q">Queries [B, Hq, 1, D].</param>
