@@ -199,8 +199,8 @@ public static class NsaValidator
         int bsz = q.GetLength(0), hq = q.GetLength(1), t = q.GetLength(2), d = q.GetLength(3), dv = v.GetLength(3);
         int hkv = k.GetLength(1), group = hq / hkv, bs = options.BlockSize, nb = (t + bs - 1) / bs, w = options.Window;
         double scale = options.Scale ?? 1.0 / Math.Sqrt(d);
-        var kCmp = Pool(k, bs, nb);
-        var vCmp = Pool(v, bs, nb);
+        var kCmp = Nsa.Pool(k, bs, nb);
+        var vCmp = Nsa.Pool(v, bs, nb);
         var cmp = AttentionBaseline.Compute(q, kCmp, vCmp, scale, 0.0,
             (_, _, i, kinds) => { for (int c = 0; c < kinds.Length; c++) kinds[c] = (c + 1) * bs <= i + 1 ? (byte)1 : (byte)0; },
             null, format, order).Out;
@@ -240,25 +240,6 @@ public static class NsaValidator
                 for (int i = 0; i < gates.GetLength(2); i++)
                     gmax = Math.Max(gmax, Math.Abs(gates[b, h, i, 0]) + Math.Abs(gates[b, h, i, 1]) + Math.Abs(gates[b, h, i, 2]));
         return (AttentionTolerance.OutFloorUlps + 3.0) * Precision.UnitRoundoff(NumberFormat.Float32) * vmax * gmax;
-    }
-
-    private static double[,,,] Pool(double[,,,] x, int bs, int nb)
-    {
-        int bsz = x.GetLength(0), heads = x.GetLength(1), t = x.GetLength(2), e = x.GetLength(3);
-        var pooled = new double[bsz, heads, nb, e];
-        for (int b = 0; b < bsz; b++)
-            for (int h = 0; h < heads; h++)
-                for (int c = 0; c < nb; c++)
-                {
-                    int start = c * bs, end = Math.Min(t, start + bs);
-                    for (int d = 0; d < e; d++)
-                    {
-                        double sum = 0.0;
-                        for (int j = start; j < end; j++) sum += x[b, h, j, d];
-                        pooled[b, h, c, d] = sum / (end - start);
-                    }
-                }
-        return pooled;
     }
 
     /// <summary>Why a row is not a valid selection, or null when it is.</summary>

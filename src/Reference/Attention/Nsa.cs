@@ -203,8 +203,13 @@ public static class Nsa
         return new NsaResult(output, (bool[,,,])selected.Clone(), compressed, selectedOut, window);
     }
 
-    /// <summary>Mean of each block's actual positions: x [B, H, T, E] to [B, H, nb, E].</summary>
-    private static double[,,,] Pool(double[,,,] x, int bs, int nb)
+    /// <summary>The compression branch's pooling: the mean of each block's actual positions, x [B, H, T, E] to
+    /// [B, H, nb, E] (the last block may be partial).</summary>
+    /// <param name="x">Keys or values [B, H, T, E].</param>
+    /// <param name="bs">The block size BS.</param>
+    /// <param name="nb">The number of blocks, ceil(T / BS).</param>
+    /// <returns>The pooled blocks [B, H, nb, E].</returns>
+    public static double[,,,] Pool(double[,,,] x, int bs, int nb)
     {
         int bsz = x.GetLength(0), heads = x.GetLength(1), t = x.GetLength(2), e = x.GetLength(3);
         var pooled = new double[bsz, heads, nb, e];
