@@ -158,7 +158,7 @@ let private length (r: Random) =
     | _ -> 2049 + r.Next 2048
 
 /// An array in the storage dtype of `fmt` and its values as float32.
-let private stored (fmt: NumberFormat) (xs: float[]) (shape: int[]) =
+let stored (fmt: NumberFormat) (xs: float[]) (shape: int[]) =
     match fmt with
     | NumberFormat.Float16 ->
         let h = xs |> Array.map Half.op_Explicit

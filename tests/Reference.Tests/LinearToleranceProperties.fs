@@ -120,17 +120,8 @@ let orders (fmt: NumberFormat) : (string * (LinearProblem -> float32[])) list =
 
 let private normal (r: Random) = sqrt (-2.0 * log (1.0 - r.NextDouble())) * cos (2.0 * Math.PI * r.NextDouble())
 
-let private stored (fmt: NumberFormat) (xs: float[]) (shape: int[]) =
-    match fmt with
-    | NumberFormat.Float16 ->
-        let h = xs |> Array.map Half.op_Explicit
-        NdArray.Create(h, shape), h |> Array.map float32
-    | NumberFormat.BFloat16 ->
-        let h = xs |> Array.map BFloat16.FromDouble
-        NdArray.Create(h, shape), h |> Array.map (fun x -> float32 (x.ToDouble()))
-    | _ ->
-        let f = xs |> Array.map float32
-        NdArray.Create(f, shape), f
+/// Inputs in the storage dtype of a format (shared with the attention properties).
+let private stored = AttentionToleranceProperties.stored
 
 type LinearCase = { Name: string; Inputs: Dictionary<string, NdArray>; Parameters: (string * string) list
                     Problem: LinearProblem; Format: NumberFormat }
