@@ -36,6 +36,7 @@ public static class Cli
           reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--data DIR] [--only ALGORITHM]
           reference flow --dimacs FILE.min [--solver reference|ortools|lemon]
           reference bench maxscore [--size N/E/k]... [--repeats R] [--seed S] [--json FILE]
+          reference bench table RECORD.json...   (a Markdown table of benchmark records, e.g. data/bench/*.json)
         exit codes: 0 pass, 1 mismatch, 2 bad usage or bad input
         """;
 
@@ -364,9 +365,13 @@ public static class Cli
     /// </summary>
     private static int BenchCommand(Arguments a, TextWriter stdout, TextWriter stderr)
     {
+        if (a.Positional.Count >= 1 && a.Positional[0] == "table")
+        {
+            return BenchTable(a.Positional.Skip(1).ToList(), stdout);
+        }
         if (a.Positional.Count != 1 || a.Positional[0] != "maxscore")
         {
-            throw new InputException("bench takes one algorithm: maxscore");
+            throw new InputException("bench takes one algorithm (maxscore), or 'table' and benchmark records");
         }
         var sizes = a.Option("--size") is { } sizeText
             ? sizeText.Split(',').Select(t =>
@@ -408,9 +413,32 @@ public static class Cli
         }
         if (a.Option("--json") is { } jsonPath)
         {
-            File.WriteAllText(jsonPath, JsonSerializer.Serialize(rows, Json));
+            File.WriteAllText(jsonPath, BenchRecord.FromMaxScore(rows, BenchMachine.Current()).ToJson());
         }
         return agree ? Pass : Mismatch;
+    }
+
+    /// <summary><c>reference bench table RECORD.json...</c>: the records' Markdown table (README's timing table is this
+    /// table of data/bench/*.json).</summary>
+    private static int BenchTable(IReadOnlyList<string> paths, TextWriter stdout)
+    {
+        if (paths.Count == 0)
+        {
+            throw new InputException("bench table needs at least one benchmark record (e.g. data/bench/*.json)");
+        }
+        var records = paths.Select(path =>
+        {
+            try
+            {
+                return BenchRecord.Read(path);
+            }
+            catch (Exception ex) when (ex is IOException or InvalidDataException or UnauthorizedAccessException)
+            {
+                throw new InputException(ex.Message, ex);
+            }
+        }).ToList();
+        stdout.Write(BenchRecord.Table(records));
+        return Pass;
     }
 
     /// <summary>
