@@ -176,3 +176,32 @@ let ``bench maxscore prints times and objectives that agree`` () =
     Assert.That(out, Does.Contain "objective")
     Assert.That(out, Does.Not.Contain "MISMATCH")
     expectBadInput (cli [ "bench"; "maxscore"; "--size"; "64/4" ]) [ "--size" ]
+
+[<Test>]
+let ``bench --json writes a record that bench table reads`` () =
+    let d = Path.Combine(Path.GetTempPath(), $"bench-{Guid.NewGuid():N}")
+    Directory.CreateDirectory d |> ignore
+    let record = Path.Combine(d, "maxscore.json")
+    let code, out, err = cli [ "bench"; "maxscore"; "--size"; "64/4/2,96/8/2"; "--repeats"; "1"; "--json"; record ]
+    Assert.That(code, eq 0, out + err)
+    use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText record)
+    let root = doc.RootElement
+    Assert.That(root.GetProperty("bench").GetString(), eq "maxscore")
+    Assert.That(root.GetProperty("machine").GetProperty("cores").GetInt32(), eq Environment.ProcessorCount)
+    let cases = [ for c in root.GetProperty("cases").EnumerateArray() -> c ]
+    let sizes = cases |> List.map (fun c -> c.GetProperty("size").GetString()) |> List.distinct
+    Assert.That(sizes, eq [ "64/4/2"; "96/8/2" ])
+    for c in cases do
+        // A solver that ran has a positive median over its runs; one that did not says why.
+        match c.TryGetProperty "median_ms" with
+        | true, ms -> Assert.That((ms.GetDouble() > 0.0 && c.GetProperty("runs").GetInt32() >= 1), c.ToString())
+        | _ -> Assert.That(c.GetProperty("note").GetString(), Is.Not.Empty)
+    let tcode, table, terr = cli [ "bench"; "table"; record ]
+    Assert.That(tcode, eq 0, terr)
+    let rows = table.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+    Assert.That(rows.Length, eq (2 + cases.Length), table)
+    Assert.That(rows[2], Does.StartWith "| maxscore |" |> fun c -> c.And.Contains "| 64/4/2 | fast (exact) |" |> fun c -> c.And.EndsWith "| 1.0x |")
+    File.WriteAllText(Path.Combine(d, "bad.json"), "{\"cases\": 3}")
+    expectBadInput (cli [ "bench"; "table"; Path.Combine(d, "bad.json") ]) [ "bad.json"; "benchmark record" ]
+    expectBadInput (cli [ "bench"; "table" ]) [ "benchmark record" ]
+    Directory.Delete(d, true)
