@@ -29,8 +29,6 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import numpy as np  # noqa: E402
-
 import zoo_common  # noqa: E402  (puts tests/peers on the path for peer_args)
 from peer_args import fail, param_text  # noqa: E402
 
