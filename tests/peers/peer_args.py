@@ -8,7 +8,8 @@ Command line
       commands maps a command word to (function, kinds), one kind per argument after the word: str, int, or a tuple
       of the words allowed there. `argv[1]` names the command; with the right number of arguments, each converted,
       the process exits with function(*arguments). Otherwise fallback(argv) runs when given (attention_peer's
-      IN OUT [PARAMS] mode), else the usage text: doc on stderr, exit 2.
+      IN OUT [PARAMS] mode), else the usage text: doc on stderr, exit 2. An int argument that is not an integer
+      fails with exit 2.
   positional(argv, doc, *kinds)   the converted arguments argv[1:] when there are len(kinds) of them, else usage
   usage(doc)                      doc on stderr, exit 2
   fail(prog, message)             "prog: message" on stderr, exit 2 (bad usage or bad input)
