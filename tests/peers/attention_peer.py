@@ -42,7 +42,6 @@ OUT.npz arrays: out [B, Hq, Tq, Dv] float64, lse [B, Hq, Tq] float64 (natural lo
 Exit codes: 0 success; 2 bad usage or bad input (message on stderr naming the array).
 """
 
-import json
 import math
 import os
 import sys
@@ -50,37 +49,14 @@ import sys
 import numpy as np
 import torch
 
+import peer_args
+from peer_args import case_names, dispatch, param_args, read_arrays, read_case, usage, write_arrays, write_case
+
+PROG = "attention_peer"
+
 
 def fail(message):
-    print(f"attention_peer: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_value(text):
-    if text in ("true", "false"):
-        return text == "true"
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        fail(f"parameter value {text!r} is not true, false or a number")
-
-
-def read_params(args):
-    params = {}
-    for arg in args:
-        if arg.endswith(".json"):
-            with open(arg) as f:
-                params.update(json.load(f))
-        elif "=" in arg:
-            name, value = arg.split("=", 1)
-            params[name] = parse_value(value)
-        else:
-            fail(f"unexpected argument {arg!r} (want PARAMS.json or name=value)")
-    return params
+    peer_args.fail(PROG, message)
 
 
 def broadcast_mask(mask, full_shape, name):
@@ -193,14 +169,10 @@ TOLERANCE = 1e-10
 
 def verify(root):
     """Recompute every case under root and compare with its expected.npz."""
-    cases = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    cases = case_names(root)
     failures = 0
     for name in cases:
-        d = os.path.join(root, name)
-        params_path = os.path.join(d, "params.json")
-        params = read_params([params_path]) if os.path.exists(params_path) else {}
-        data = dict(np.load(os.path.join(d, "input.npz")))
-        expected = np.load(os.path.join(d, "expected.npz"))
+        data, params, expected = read_case(os.path.join(root, name))
         out, lse = attention(data, params)
         problems = []
         for label, mine, theirs in (("out", out, expected["out"]), ("lse", lse, expected["lse"])):
@@ -300,30 +272,24 @@ def generate(out, seed, count, algorithm):
                 arrays["full_kv_num_blocks"], arrays["full_kv_indices"] = full_counts, full_indices
             if rng.random() < 0.5:
                 arrays["mask"] = random_mask()
-        case = os.path.join(out, f"case-{c:03d}")
-        os.makedirs(case, exist_ok=True)
-        np.savez(os.path.join(case, "input.npz"), **arrays)
-        with open(os.path.join(case, "params.json"), "w") as f:
-            json.dump(params, f)
+        write_case(os.path.join(out, f"case-{c:03d}"), arrays, params)
     return 0
 
 
-def main(argv):
-    if len(argv) == 3 and argv[1] == "verify":
-        sys.exit(verify(argv[2]))
-    if len(argv) == 6 and argv[1] == "generate":
-        sys.exit(generate(argv[2], int(argv[3]), int(argv[4]), argv[5]))
+def run_files(argv):
+    """IN.npz OUT.npz [PARAMS.json] [name=value ...]: out and lse of IN written to OUT."""
     if len(argv) < 3 or argv[1] in ("-h", "--help"):
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    params = read_params(argv[3:])
+        usage(__doc__)
+    params = param_args(argv[3:], PROG, words=("causal_align",))
     try:
-        data = dict(np.load(argv[1]))
+        data = read_arrays(argv[1])
     except Exception as e:  # unreadable or not an npz
         fail(f"cannot read {argv[1]}: {e}")
     out, lse = attention(data, params)
-    np.savez(argv[2], out=out, lse=lse)
+    write_arrays(argv[2], {"out": out, "lse": lse})
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    dispatch(sys.argv, __doc__, {"verify": (verify, [str]), "generate": (generate, [str, int, int, str])},
+             fallback=run_files)

@@ -6,11 +6,12 @@ Usage: golden_attention_inputs.py DATA_GOLDEN_DIR   (writes DATA_GOLDEN_DIR/atte
 The expected outputs are then written by the reference (tests/peers/regenerate_golden.sh attention, and block-sparse)
 and confirmed independently by `attention_peer.py verify data/golden/attention` (and block-sparse).
 """
-import json
 import os
 import sys
 
 import numpy as np
+
+from peer_args import positional, write_case
 
 rng = np.random.default_rng(20261123)
 
@@ -102,12 +103,7 @@ block_sparse["empty-query-tile"] = block_case(
     lambda bb, hh, r, nk: [] if r == 1 else [(c, "f" if (c + bb) % 2 == 0 else "p") for c in range(nk)],
     element=(rng.random((2, 1, 9, 14)) < 0.5))
 
-root = sys.argv[1]
+root, = positional(sys.argv, __doc__, str)
 for algorithm, cases in (("attention", attention), ("block-sparse", block_sparse)):
     for name, (arrays, params) in cases.items():
-        d = os.path.join(root, algorithm, name)
-        os.makedirs(d, exist_ok=True)
-        np.savez(os.path.join(d, "input.npz"), **arrays)
-        with open(os.path.join(d, "params.json"), "w") as f:
-            json.dump(params, f, indent=1, sort_keys=True)
-            f.write("\n")
+        write_case(os.path.join(root, algorithm, name), arrays, params, golden=True)

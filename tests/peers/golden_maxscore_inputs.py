@@ -5,11 +5,12 @@ The expected outputs are then written by the reference (tests/peers/regenerate_g
 independently by `maxscore_peer.py verify maxscore data/golden/maxscore` (and `... base data/golden/base`).
 Usage: golden_maxscore_inputs.py DATA_GOLDEN_DIR
 """
-import json
 import os
 import sys
 
 import numpy as np
+
+from peer_args import positional, write_case
 
 rng = np.random.default_rng(20261123)
 
@@ -58,12 +59,7 @@ base = {
     "auction-one-expert": ({"scores": rng.normal(0, 1, size=(5, 1))}, {"method": "auction"}),
 }
 
-root = sys.argv[1]
+root, = positional(sys.argv, __doc__, str)
 for algorithm, cases in (("maxscore", maxscore), ("base", base)):
     for name, (arrays, params) in cases.items():
-        d = os.path.join(root, algorithm, name)
-        os.makedirs(d, exist_ok=True)
-        np.savez(os.path.join(d, "input.npz"), **arrays)
-        with open(os.path.join(d, "params.json"), "w") as f:
-            json.dump(params, f, indent=1, sort_keys=True)
-            f.write("\n")
+        write_case(os.path.join(root, algorithm, name), arrays, params, golden=True)

@@ -4,11 +4,12 @@
 The expected outputs are then written by the reference (tests/peers/regenerate_golden.sh softtopk) and confirmed
 independently by `softtopk_peer.py verify data/golden/softtopk`. Usage: golden_softtopk_inputs.py DATA_GOLDEN_SOFTTOPK_DIR
 """
-import json
 import os
 import sys
 
 import numpy as np
+
+from peer_args import positional, write_case
 
 rng = np.random.default_rng(20261123)
 cases = {
@@ -35,11 +36,6 @@ cases = {
     # float32 input, wider rows, no Jacobian.
     "entropic-f32": ({"x": rng.normal(0, 2, size=(4, 16)).astype(np.float32)}, {"k": 4, "tau": 0.25, "method": "entropic"}),
 }
-root = sys.argv[1]
+root, = positional(sys.argv, __doc__, str)
 for name, (arrays, params) in cases.items():
-    d = os.path.join(root, name)
-    os.makedirs(d, exist_ok=True)
-    np.savez(os.path.join(d, "input.npz"), **arrays)
-    with open(os.path.join(d, "params.json"), "w") as f:
-        json.dump(params, f, indent=1, sort_keys=True)
-        f.write("\n")
+    write_case(os.path.join(root, name), arrays, params, golden=True)

@@ -6,11 +6,12 @@ Usage: golden_sparse_inputs.py DATA_GOLDEN_DIR   (writes DATA_GOLDEN_DIR/<algori
 The expected outputs are then written by the reference (tests/peers/regenerate_golden.sh ALGORITHM) and confirmed
 independently by `sparse_attention_peer.py verify ALGORITHM data/golden/ALGORITHM`.
 """
-import json
 import os
 import sys
 
 import numpy as np
+
+from peer_args import positional, write_case
 
 rng = np.random.default_rng(20261124)
 
@@ -86,15 +87,10 @@ cases = {
     },
 }
 
-root = sys.argv[1]
+root, = positional(sys.argv, __doc__, str)
 for algorithm, named in cases.items():
     previous = None
     for name, (arrays, params) in named.items():
         arrays = previous if arrays is None else arrays
         previous = arrays
-        d = os.path.join(root, algorithm, name)
-        os.makedirs(d, exist_ok=True)
-        np.savez(os.path.join(d, "input.npz"), **arrays)
-        with open(os.path.join(d, "params.json"), "w") as f:
-            json.dump(params, f, indent=1, sort_keys=True)
-            f.write("\n")
+        write_case(os.path.join(root, algorithm, name), arrays, params, golden=True)

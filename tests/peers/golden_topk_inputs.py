@@ -4,11 +4,12 @@
 The expected outputs are then written by the reference (`reference run topk ... --output expected.npz`) and confirmed
 independently by `topk_peer.py verify data/golden/topk`. Usage: golden_topk_inputs.py DATA_GOLDEN_TOPK_DIR
 """
-import json
 import os
 import sys
 
 import numpy as np
+
+from peer_args import positional, write_case
 
 rng = np.random.default_rng(20261122)
 cases = {
@@ -28,11 +29,6 @@ cases = {
     # One expert, several tokens.
     "one-expert": ({"logits": rng.normal(0, 1, size=(5, 1))}, {"k": 1, "normalize": False}),
 }
-root = sys.argv[1]
+root, = positional(sys.argv, __doc__, str)
 for name, (arrays, params) in cases.items():
-    d = os.path.join(root, name)
-    os.makedirs(d, exist_ok=True)
-    np.savez(os.path.join(d, "input.npz"), **arrays)
-    with open(os.path.join(d, "params.json"), "w") as f:
-        json.dump(params, f, indent=1, sort_keys=True)
-        f.write("\n")
+    write_case(os.path.join(root, name), arrays, params, golden=True)

@@ -17,7 +17,6 @@ repeated min(C, N) times; a rectangular assignment matches min(rows, columns), w
 networkx.max_flow_min_cost on the network of section 8 with the scores as exact integers (every double is an integer
 times 2^q; Python integers do not overflow), so the optimum is exact.
 """
-import json
 import math
 import os
 import sys
@@ -27,20 +26,19 @@ import networkx as nx
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from peer_args import case_names, dispatch, param_flag, read_case, write_case
+
 REL = 1e-9
 
 
-def params_of(case_dir, algorithm):
-    path = os.path.join(case_dir, "params.json")
-    raw = json.load(open(path)) if os.path.exists(path) else {}
+def params_of(raw, algorithm):
     if algorithm == "base":
         return {"method": raw.get("method", "exact")}
-    flag = raw.get("normalize", False)
     return {"k": int(raw.get("k", 2)),
             "capacity": None if raw.get("capacity") is None else int(raw["capacity"]),
             "capacity_factor": float(raw.get("capacity_factor", 1.0)),
             "mode": raw.get("mode", "exact"),
-            "normalize": flag if isinstance(flag, bool) else str(flag) == "true"}
+            "normalize": param_flag(raw.get("normalize", False))}
 
 
 def capacity(n, e, p):
@@ -287,12 +285,10 @@ def verify_base_case(name, inp, exp, p):
 
 def verify(algorithm, root):
     failures = 0
-    cases = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    cases = case_names(root)
     for name in cases:
-        d = os.path.join(root, name)
-        inp = np.load(os.path.join(d, "input.npz"))
-        exp = np.load(os.path.join(d, "expected.npz"))
-        p = params_of(d, algorithm)
+        inp, raw, exp = read_case(os.path.join(root, name))
+        p = params_of(raw, algorithm)
         check = verify_maxscore_case if algorithm == "maxscore" else verify_base_case
         problems = check(name, inp, exp, p)
         if problems:
@@ -333,17 +329,11 @@ def generate(algorithm, out, seed, count):
         else:
             s = rng.normal(0.0, 1.0, size=(n, e))
         dtype = np.float32 if rng.random() < 0.3 else np.float64
-        d = os.path.join(out, f"case-{c:03d}")
-        os.makedirs(d, exist_ok=True)
-        np.savez(os.path.join(d, "input.npz"), scores=s.astype(dtype))
-        json.dump(params, open(os.path.join(d, "params.json"), "w"))
+        write_case(os.path.join(out, f"case-{c:03d}"), {"scores": s.astype(dtype)}, params)
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "verify" and sys.argv[2] in ("maxscore", "base"):
-        sys.exit(verify(sys.argv[2], sys.argv[3]))
-    if len(sys.argv) == 6 and sys.argv[1] == "generate" and sys.argv[2] in ("maxscore", "base"):
-        sys.exit(generate(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])))
-    print(__doc__, file=sys.stderr)
-    sys.exit(2)
+    algorithm = ("maxscore", "base")
+    dispatch(sys.argv, __doc__, {"verify": (verify, [algorithm, str]),
+                                 "generate": (generate, [algorithm, str, int, int])})

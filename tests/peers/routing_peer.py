@@ -13,13 +13,14 @@ Run with Debian's /usr/bin/python3 (python3-numpy).
                                     write COUNT random cases per algorithm, DIR/<algorithm>/case-NNN/{input.npz,
                                     params.json} (awkward shapes, exact ties, every policy and rounding)
 """
-import json
 import math
 import os
 import sys
 from fractions import Fraction
 
 import numpy as np
+
+from peer_args import case_names, dispatch, read_case, write_case
 
 RTOL = 1e-12
 ALGORITHMS = ("capacity", "reroute", "expert-choice", "aux-loss", "block-routing")
@@ -439,14 +440,10 @@ def compare(name, expected, actual):
 
 
 def verify_algorithm(algorithm, root):
-    cases = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    cases = case_names(root)
     failures = 0
     for name in cases:
-        d = os.path.join(root, name)
-        arrays = dict(np.load(os.path.join(d, "input.npz")))
-        path = os.path.join(d, "params.json")
-        raw = json.load(open(path)) if os.path.exists(path) else {}
-        expected = dict(np.load(os.path.join(d, "expected.npz")))
+        arrays, raw, expected = read_case(os.path.join(root, name))
         problems = compare(name, expected, run(algorithm, arrays, raw))
         if problems and tolerant_ok(algorithm, arrays, raw, expected):
             print(f"agree at a near-tie {algorithm}/{name}: " + "; ".join(problems))
@@ -514,17 +511,9 @@ def generate(out, seed, count):
             else:
                 params = {"k": k, "block_size": int(rng.choice([1, 2, 3, 4, 16])),
                           "block_k": int(rng.integers(k, e + 1))}
-            d = os.path.join(out, algorithm, f"case-{c:03d}")
-            os.makedirs(d, exist_ok=True)
-            np.savez(os.path.join(d, "input.npz"), **arrays)
-            json.dump(params, open(os.path.join(d, "params.json"), "w"))
+            write_case(os.path.join(out, algorithm, f"case-{c:03d}"), arrays, params)
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "verify":
-        sys.exit(verify(sys.argv[2]))
-    if len(sys.argv) == 5 and sys.argv[1] == "generate":
-        sys.exit(generate(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
-    print(__doc__, file=sys.stderr)
-    sys.exit(2)
+    dispatch(sys.argv, __doc__, {"verify": (verify, [str]), "generate": (generate, [str, int, int])})

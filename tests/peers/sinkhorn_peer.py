@@ -26,12 +26,13 @@ What is compared, and how closely:
 When the reference reports a numerical error (status 2), POT must report one too (its warning, a division by zero or
 invalid operation in numpy, or a non-finite result); the values are then not compared, since POT checks at a different point.
 """
-import json
 import os
 import sys
 import warnings
 
 import numpy as np
+
+from peer_args import case_names, dispatch, read_case, write_case
 
 U = 2.0 ** -53
 METHODS = ["knopp", "log", "stabilized", "eps-scaling", "sbase", "ssr"]
@@ -147,9 +148,7 @@ def pot_solve(method, m, a, b, reg, max_iter, tol):
 
 # ---- verify ---------------------------------------------------------------------------------------------------
 
-def params_of(case_dir):
-    path = os.path.join(case_dir, "params.json")
-    raw = json.load(open(path)) if os.path.exists(path) else {}
+def params_of(raw):
     method = str(raw.get("method", "log"))
     sb = method == "sbase"
     p = dict(method=method,
@@ -161,12 +160,12 @@ def params_of(case_dir):
 
 
 def problem_of(inp):
-    if ("cost" in inp.files) == ("logits" in inp.files):
+    if ("cost" in inp) == ("logits" in inp):
         raise ValueError("a case needs exactly one of cost and logits")
-    m = inp["cost"].astype(np.float64) if "cost" in inp.files else -inp["logits"].astype(np.float64)
+    m = inp["cost"].astype(np.float64) if "cost" in inp else -inp["logits"].astype(np.float64)
     n, e = m.shape
-    a = inp["a"].astype(np.float64) if "a" in inp.files else np.full(n, 1.0 / n)
-    b = inp["b"].astype(np.float64) if "b" in inp.files else np.full(e, 1.0 / e)
+    a = inp["a"].astype(np.float64) if "a" in inp else np.full(n, 1.0 / n)
+    b = inp["b"].astype(np.float64) if "b" in inp else np.full(e, 1.0 / e)
     return m, a, b
 
 
@@ -207,9 +206,8 @@ def experts_ok(got, want, plan, rel):
 
 
 def verify_case(d):
-    inp = np.load(os.path.join(d, "input.npz"))
-    exp = np.load(os.path.join(d, "expected.npz"))
-    p = params_of(d)
+    inp, raw, exp = read_case(d)
+    p = params_of(raw)
     m, a, b = problem_of(inp)
     n, e = m.shape
     method, reg = p["method"], p["reg"]
@@ -277,7 +275,7 @@ def verify_case(d):
 
 def verify(root):
     failures = 0
-    cases = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    cases = case_names(root)
     for name in cases:
         try:
             problems = verify_case(os.path.join(root, name))
@@ -328,17 +326,9 @@ def generate(out, seed, count):
                 params["max_iter"] = int(cap)
         if rng.random() < 0.3:
             params["tol"] = float(rng.choice([1e-6, 1e-12]))
-        d = os.path.join(out, f"case-{c:03d}")
-        os.makedirs(d, exist_ok=True)
-        np.savez(os.path.join(d, "input.npz"), **arrays)
-        json.dump(params, open(os.path.join(d, "params.json"), "w"))
+        write_case(os.path.join(out, f"case-{c:03d}"), arrays, params)
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "verify":
-        sys.exit(verify(sys.argv[2]))
-    if len(sys.argv) == 5 and sys.argv[1] == "generate":
-        sys.exit(generate(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
-    print(__doc__, file=sys.stderr)
-    sys.exit(2)
+    dispatch(sys.argv, __doc__, {"verify": (verify, [str]), "generate": (generate, [str, int, int])})

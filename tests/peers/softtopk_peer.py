@@ -31,11 +31,12 @@ How each quantity is computed here, and the tolerance it is checked with:
                   For the entropic operator (b) skips rows whose min or max is tied or nearer than 2h to the next
                   value, where the central difference straddles a kink of the normalization.
 """
-import json
 import os
 import sys
 
 import numpy as np
+
+from peer_args import case_names, dispatch, param_flag, read_case, write_case
 
 Y_ATOL = 1e-11
 J_ANALYTIC_TOL = 1e-10
@@ -162,21 +163,18 @@ def fd_jacobian(x, k, tau, method):
     return jac
 
 
-def params_of(case_dir):
-    raw = json.load(open(os.path.join(case_dir, "params.json")))
-    jac = raw.get("jacobian", False)
+def params_of(raw):
     return dict(k=int(raw["k"]), tau=float(raw["tau"]), method=raw.get("method", "threshold"),
-                jacobian=jac if isinstance(jac, bool) else str(jac) == "true")
+                jacobian=param_flag(raw.get("jacobian", False)))
 
 
 def verify(root):
     failures = 0
-    cases = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    cases = case_names(root)
     for name in cases:
-        d = os.path.join(root, name)
-        p = params_of(d)
-        x = np.load(os.path.join(d, "input.npz"))["x"].astype(np.float64)
-        exp = np.load(os.path.join(d, "expected.npz"))
+        inp, raw, exp = read_case(os.path.join(root, name))
+        p = params_of(raw)
+        x = inp["x"].astype(np.float64)
         y = operator(x, p["k"], p["tau"], p["method"])
         problems = []
         if exp["y"].shape != y.shape:
@@ -185,9 +183,9 @@ def verify(root):
             err = np.abs(exp["y"] - y).max(initial=0.0)
             if not err <= Y_ATOL:
                 problems.append(f"max |y - expected| = {err:.3g} > {Y_ATOL}")
-        if ("jacobian" in exp.files) != p["jacobian"]:
-            problems.append(f"jacobian present = {'jacobian' in exp.files}, asked = {p['jacobian']}")
-        if "jacobian" in exp.files and not problems:
+        if ("jacobian" in exp) != p["jacobian"]:
+            problems.append(f"jacobian present = {'jacobian' in exp}, asked = {p['jacobian']}")
+        if "jacobian" in exp and not problems:
             s = scales(x, p["tau"], p["method"])[:, None, None]
             ref = exp["jacobian"] * s
             err_a = np.abs(ref - analytic_jacobian(x, y, p["k"], p["tau"], p["method"]) * s).max(initial=0.0)
@@ -224,18 +222,10 @@ def generate(out, seed, count):
         if rng.random() < 0.3:
             x[rng.integers(0, n)] = 0.75                               # a constant row
         dtype = np.float32 if rng.random() < 0.5 else np.float64
-        d = os.path.join(out, f"case-{c:03d}")
-        os.makedirs(d, exist_ok=True)
-        np.savez(os.path.join(d, "input.npz"), x=x.astype(dtype))
         params = {"k": k, "tau": tau, "method": method, "jacobian": bool(rng.random() < 0.5)}
-        json.dump(params, open(os.path.join(d, "params.json"), "w"))
+        write_case(os.path.join(out, f"case-{c:03d}"), {"x": x.astype(dtype)}, params)
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "verify":
-        sys.exit(verify(sys.argv[2]))
-    if len(sys.argv) == 5 and sys.argv[1] == "generate":
-        sys.exit(generate(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
-    print(__doc__, file=sys.stderr)
-    sys.exit(2)
+    dispatch(sys.argv, __doc__, {"verify": (verify, [str]), "generate": (generate, [str, int, int])})

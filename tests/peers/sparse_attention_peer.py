@@ -14,7 +14,6 @@ einsum + masked softmax. Run with Debian's /usr/bin/python3 (python3-torch, pyth
 
 params.json values may be JSON numbers/booleans or their text ("true", "0.5"), as the CLI writes them.
 """
-import json
 import math
 import os
 import sys
@@ -22,28 +21,16 @@ import sys
 import numpy as np
 import torch
 
+import peer_args
+from peer_args import case_names, dispatch, param_value, read_case
+
 TOLERANCE = 1e-10
 TIE_SLACK = 1e-12   # selection scores closer than this (relative) are a tie that rounding may order either way
 NEG = float("-inf")
 
 
 def fail(message):
-    print(f"sparse_attention_peer: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def value(x):
-    if isinstance(x, str):
-        if x in ("true", "false"):
-            return x == "true"
-        try:
-            return int(x)
-        except ValueError:
-            try:
-                return float(x)
-            except ValueError:
-                return x
-    return x
+    peer_args.fail("sparse_attention_peer", message)
 
 
 def t64(a):
@@ -282,17 +269,11 @@ def compare(name, mine, theirs):
 def verify(algorithm, root):
     if algorithm not in ALGORITHMS:
         fail(f"unknown algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
-    cases = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    cases = case_names(root)
     failures = 0
     for name in cases:
-        d = os.path.join(root, name)
-        params_path = os.path.join(d, "params.json")
-        params = {}
-        if os.path.exists(params_path):
-            with open(params_path) as f:
-                params = {key: value(x) for key, x in json.load(f).items()}
-        data = dict(np.load(os.path.join(d, "input.npz")))
-        expected = np.load(os.path.join(d, "expected.npz"))
+        data, raw, expected = read_case(os.path.join(root, name))
+        params = {key: param_value(x) for key, x in raw.items()}
         if algorithm == "nsa" and "selected" in expected:
             mine = nsa(data, params, np.asarray(expected["selected"]).astype(bool))
         else:
@@ -306,7 +287,4 @@ def verify(algorithm, root):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "verify":
-        sys.exit(verify(sys.argv[2], sys.argv[3]))
-    print(__doc__, file=sys.stderr)
-    sys.exit(2)
+    dispatch(sys.argv, __doc__, {"verify": (verify, [str, str])})

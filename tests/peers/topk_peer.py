@@ -10,11 +10,12 @@ Written from SEMANTICS.md, not from the C# reference. Run with Debian's /usr/bin
                                     write COUNT random cases OUT_DIR/case-NNN/{input.npz, params.json}
                                     (awkward shapes, exact ties, sigmoid, bias) for the C# reference to answer
 """
-import json
 import os
 import sys
 
 import numpy as np
+
+from peer_args import case_names, dispatch, param_flag, read_case, write_case
 
 WEIGHT_RTOL = 1e-12
 
@@ -39,22 +40,16 @@ def topk(x, k=2, score="softmax", normalize=True, bias=None):
     return experts, weights
 
 
-def params_of(case_dir):
-    path = os.path.join(case_dir, "params.json")
-    raw = json.load(open(path)) if os.path.exists(path) else {}
-    flag = raw.get("normalize", True)
-    return dict(k=int(raw.get("k", 2)), score=raw.get("score", "softmax"),
-                normalize=flag if isinstance(flag, bool) else str(flag) == "true")
+def params_of(raw):
+    return dict(k=int(raw.get("k", 2)), score=raw.get("score", "softmax"), normalize=param_flag(raw.get("normalize", True)))
 
 
 def verify(root):
     failures = 0
-    cases = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    cases = case_names(root)
     for name in cases:
-        d = os.path.join(root, name)
-        inp = np.load(os.path.join(d, "input.npz"))
-        exp = np.load(os.path.join(d, "expected.npz"))
-        experts, weights = topk(inp["logits"], bias=inp["bias"] if "bias" in inp.files else None, **params_of(d))
+        inp, raw, exp = read_case(os.path.join(root, name))
+        experts, weights = topk(inp["logits"], bias=inp.get("bias"), **params_of(raw))
         ok_idx = exp["experts"].shape == experts.shape and np.array_equal(exp["experts"], experts)
         ok_w = exp["weights"].shape == weights.shape and np.allclose(exp["weights"], weights, rtol=WEIGHT_RTOL, atol=0.0)
         if not (ok_idx and ok_w):
@@ -80,17 +75,9 @@ def generate(out, seed, count):
             arrays["bias"] = (rng.integers(-4, 5, size=e) * 0.125).astype(dtype)
         params = {"k": k, "score": "sigmoid" if rng.random() < 0.3 else "softmax",
                   "normalize": bool(rng.random() < 0.5)}
-        d = os.path.join(out, f"case-{c:03d}")
-        os.makedirs(d, exist_ok=True)
-        np.savez(os.path.join(d, "input.npz"), **arrays)
-        json.dump(params, open(os.path.join(d, "params.json"), "w"))
+        write_case(os.path.join(out, f"case-{c:03d}"), arrays, params)
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "verify":
-        sys.exit(verify(sys.argv[2]))
-    if len(sys.argv) == 5 and sys.argv[1] == "generate":
-        sys.exit(generate(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
-    print(__doc__, file=sys.stderr)
-    sys.exit(2)
+    dispatch(sys.argv, __doc__, {"verify": (verify, [str]), "generate": (generate, [str, int, int])})

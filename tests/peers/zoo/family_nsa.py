@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from zoo_attention_common import NEG, attn_flash, attn_naive, case, cast, expand_kv, randn, round16, t32, verify
+from zoo_attention_common import attn_flash, attn_naive, case, cast, expand_kv, randn, round16, t32, verify
 
 FAMILY = "nsa"
 NAIVE = "native-sparse-attention naive reference"

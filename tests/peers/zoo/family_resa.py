@@ -7,7 +7,6 @@ max(ceil(nb p), min(nb, n_min))), then attention over the gathered blocks by a f
 import math
 
 import numpy as np
-import torch
 
 from zoo_attention_common import attn_flash, attn_naive, attn_splitkv, case, randn, ref_attention, verify
 

@@ -29,9 +29,8 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import numpy as np  # noqa: E402
-
-import zoo_common  # noqa: E402
+import zoo_common  # noqa: E402  (puts tests/peers on the path for peer_args)
+from peer_args import fail, param_text  # noqa: E402
 
 EXPECTED = {"correct": 0, "bug": 1, "malformed": 2}
 MIN_BUGS, MIN_CORRECT = 5, 3
@@ -66,14 +65,6 @@ def check_case(case):
     if case["dtype"] not in zoo_common.DTYPES:
         return f"unknown dtype {case['dtype']}"
     return None
-
-
-def param_text(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
 
 
 def safe_name(name):
@@ -131,16 +122,14 @@ def main():
     ap.add_argument("--summary-json", help="write every case's verdict to this JSON file")
     a = ap.parse_args()
     if not os.path.isfile(a.cli):
-        print(f"zoo: no CLI at {a.cli}", file=sys.stderr)
-        return 2
+        fail("zoo", f"no CLI at {a.cli}")
 
     t0 = time.monotonic()
     families, load_errors = discover(set(a.family))
     if a.family:
         unknown = set(a.family) - {f for f, _, _ in families}
         if unknown and not load_errors:
-            print(f"zoo: unknown family {sorted(unknown)}", file=sys.stderr)
-            return 2
+            fail("zoo", f"unknown family {sorted(unknown)}")
 
     failures = []
     for file, tb in load_errors:

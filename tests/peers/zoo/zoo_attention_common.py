@@ -24,6 +24,9 @@ import math
 import numpy as np
 import torch
 
+import zoo_common  # noqa: F401  (puts tests/peers on the path for peer_args)
+from peer_args import text_bools
+
 NEG = float("-inf")
 NP = {"f32": np.float32, "f16": np.float16}
 # A correct candidate's max error relative to max(1, max|expected|): float32 rounding of these sizes is ~1e-6,
@@ -226,6 +229,5 @@ def verify(case, expected):
 
 def case(name, algorithm, kind, dtype, style, why, inputs, params, candidate):
     """One zoo case as the driver expects it (bool params written true/false)."""
-    written = {key: ("true" if val is True else "false" if val is False else val) for key, val in params.items()}
     return dict(name=name, algorithm=algorithm, kind=kind, dtype=dtype, style=style, why=why,
-                inputs=inputs, params=written, candidate=candidate)
+                inputs=inputs, params=text_bools(params), candidate=candidate)

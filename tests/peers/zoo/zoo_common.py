@@ -16,7 +16,7 @@ Stable API (other family modules import it; add, never change):
   swap_one_token(w, i, a, b)   copy of w with w[i, a] and w[i, b] exchanged (BF16 kept BF16)
   delta(dtype)                 the relative perturbation the issue asks for: 1e-3 in float32, 1e-2 in f16/bf16
   case(**fields)               builds a case dict and checks its keys and kinds
-  write_tensors(path, arrays)  .npz (np.savez) or, when an array is BF16, .safetensors; returns the path written
+  write_tensors(path, arrays)  .npz (peer_args.write_arrays) or, when an array is BF16, .safetensors; returns the path
   TOL, max_rel_err, max_abs_err, require   build-time self-checks (a 'correct' case must agree with the module's
                                own float64 reference, a 'bug' must not)
 
@@ -24,9 +24,14 @@ The driver writes a file holding a BF16 array as .safetensors (numpy has no bflo
 """
 
 import json
+import os
 import struct
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/peers, for peer_args
+from peer_args import text_bools, write_arrays  # noqa: E402
 
 DTYPES = ("f32", "f16", "bf16")
 KINDS = ("correct", "bug", "malformed")
@@ -144,10 +149,7 @@ def case(**fields):
         raise ValueError(f"case {fields['name']}: kind {fields['kind']}")
     if fields["dtype"] not in DTYPES:
         raise ValueError(f"case {fields['name']}: dtype {fields['dtype']}")
-    params = {}
-    for k, v in fields["params"].items():
-        params[k] = ("true" if v else "false") if isinstance(v, bool) else v
-    fields["params"] = params
+    fields["params"] = text_bools(fields["params"])
     return dict(fields)
 
 
@@ -187,7 +189,7 @@ def write_tensors(stem, arrays):
         _write_safetensors(path, arrays)
     else:
         path = stem + ".npz"
-        np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+        write_arrays(path, {k: np.asarray(v) for k, v in arrays.items()})
     return path
 
 
