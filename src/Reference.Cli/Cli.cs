@@ -13,7 +13,7 @@ using Reference.Kernels.Flow;
 namespace Reference.Cli;
 
 /// <summary>
-/// The <c>reference</c> command (DESIGN.md, "CLI contract"). Exit codes: 0 all pass, 1 a mismatch, 2 bad usage or bad input
+/// The <c>reference</c> command (proofs/cli.md, Definition). Exit codes: 0 all pass, 1 a mismatch, 2 bad usage or bad input
 /// (with a one-line reason on stderr that names the file and the array).
 /// </summary>
 public static class Cli

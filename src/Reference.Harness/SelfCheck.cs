@@ -23,7 +23,7 @@ public sealed record SelfCheckRow(string Algorithm, string Path, int Cases, int 
 }
 
 /// <summary>
-/// The main job (DESIGN.md): for every registered algorithm, checks the reference against its golden cases
+/// The main job (proofs/cli.md, Definition: Verbs): for every registered algorithm, checks the reference against its golden cases
 /// (and their MANIFEST), and every optimized path against the reference on the golden cases and on seeded random cases.
 /// </summary>
 public static class SelfCheck

@@ -3,7 +3,7 @@ using System.Globalization;
 namespace Reference;
 
 /// <summary>
-/// Input checks shared by the references, with the messages SEMANTICS.md section 0 asks for:
+/// Input checks shared by the references, with the messages of proofs/conventions.md, Definition: Bad input:
 /// each names the argument and the first offending index, and is thrown as an <see cref="ArgumentException"/>
 /// (or <see cref="ArgumentOutOfRangeException"/>) whose <c>ParamName</c> is the argument.
 /// </summary>

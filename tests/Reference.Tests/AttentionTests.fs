@@ -318,7 +318,7 @@ let private kernelProperty specs (masking: Random -> Spec -> Knobs -> Masking) =
 // An independent statement of the causal/window rule and of the scores, used by several properties.
 // ---------------------------------------------------------------------------------------------------------------
 
-/// allowed(i, j) of the options, written from SEMANTICS.md: p = i + Tk - Tq; causal j <= p; p - wl <= j <= p + wr.
+/// allowed(i, j) of the options, written from proofs/attention.md, Definition: Masks and empty rows: p = i + Tk - Tq; causal j <= p; p - wl <= j <= p + wr.
 let allowedByRule tq tk (m: Masking) i j =
     let p = i + tk - tq
     (not m.Causal || j <= p) && (m.Left < 0 || j >= p - m.Left) && (m.Right < 0 || j <= p + m.Right)

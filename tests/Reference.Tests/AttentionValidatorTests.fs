@@ -1,4 +1,4 @@
-/// The validators of `nsa` and `resa` (SEMANTICS.md section 11): a candidate's selection may differ from the
+/// The validators of `nsa` and `resa` (proofs/tolerance.md, Definition: Decisions and near-ties): a candidate's selection may differ from the
 /// reference's where scores tie within the candidate's precision; out (and lse) are then judged by that selection.
 module Reference.Tests.AttentionValidatorTests
 

@@ -12,7 +12,7 @@ open Reference.Tests.RoutingGenerators
 
 let private dims (x: double[,]) = Array2D.length1 x, Array2D.length2 x
 
-/// An independent model of the policy (written from SEMANTICS.md section 2 with F# tuple orders): the pre-drop selection,
+/// An independent model of the policy (written from proofs/capacity.md, Definition: Drop policies, with F# tuple orders): the pre-drop selection,
 /// each request's priority key and dispatch key. Returns (selection, priority key, dispatch key).
 let private model (x: double[,]) (o: CapacityOptions) =
     let n, _ = dims x
@@ -335,7 +335,7 @@ let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3`` () =
         let probs = Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Score)
         Assert.That(probs.Capacity, eq 2)
         Assert.That(dispatchTriples probs, eq publishedProbs, $"probs, scale {scale}")
-        // The published "probs" expectation ranks by probability: ranking by raw logit (SEMANTICS.md's `logit` policy)
+        // The published "probs" expectation ranks by probability: ranking by raw logit (the `logit` policy of proofs/capacity.md, Definition: Drop policies)
         // keeps token 0 instead of token 1 at expert 5, so it does not reproduce this mask.
         Assert.That(dispatchTriples (Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Logit)), Is.Not.EqualTo(box publishedProbs))
         let position = Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Position)

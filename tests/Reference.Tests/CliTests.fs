@@ -1,4 +1,4 @@
-/// The `reference` command's contract (DESIGN.md): verbs, exit codes 0/1/2, one-line reasons naming file and array.
+/// The `reference` command's contract (proofs/cli.md, Definition): verbs, exit codes 0/1/2, one-line reasons naming file and array.
 module Reference.Tests.CliTests
 
 open System

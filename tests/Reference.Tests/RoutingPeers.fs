@@ -1,4 +1,4 @@
-/// The independent numpy peer of the routing suite (tests/peers/routing_peer.py, written from SEMANTICS.md) against the
+/// The independent numpy peer of the routing suite (tests/peers/routing_peer.py, written from the Definitions in proofs/) against the
 /// golden cases and against the reference on fresh generated cases.
 module Reference.Tests.RoutingPeers
 

@@ -532,7 +532,7 @@ let ``the parallel kernel is bit-identical across runs`` () =
         Assert.That(r.F, Is.EqualTo(box runs.Head.F))
         Assert.That(r.G, Is.EqualTo(box runs.Head.G))
 
-// ---- input checks (SEMANTICS.md section 0) -------------------------------------------------------------------------
+// ---- input checks (proofs/conventions.md, Definition: Bad input) ---------------------------------------------------
 
 let private rejects (name: string) (fragment: string) (f: unit -> obj) =
     let ex: ArgumentException = Assert.Catch<ArgumentException>(Action(fun () -> f () |> ignore))

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch peer for the `attention` and `block-sparse` references (SEMANTICS.md section 10).
+"""PyTorch peer for the `attention` and `block-sparse` references (proofs/attention.md, Definition).
 
 Computes attention in float64 with plain torch ops (einsum + masked_fill + logsumexp), independently of the C#
 code, so that the references can be cross-checked against a second implementation.

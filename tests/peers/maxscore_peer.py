@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Independent scipy / networkx computation of MaxScore routing and BASE balanced assignment (SEMANTICS.md sections 7, 8).
+"""Independent scipy / networkx computation of MaxScore routing and BASE balanced assignment (proofs/base.md, Definition; proofs/maxscore.md, Definition).
 
-Written from SEMANTICS.md, not from the C# reference. Run with Debian's /usr/bin/python3
+Written from those Definitions, not from the C# reference. Run with Debian's /usr/bin/python3
 (python3-numpy, python3-scipy, python3-networkx).
 
   maxscore_peer.py verify maxscore|base CASES_DIR
@@ -14,7 +14,7 @@ Written from SEMANTICS.md, not from the C# reference. Run with Debian's /usr/bin
 
 The optimum: for k = 1, scipy.optimize.linear_sum_assignment on the expanded matrix (token x expert slot, each expert
 repeated min(C, N) times; a rectangular assignment matches min(rows, columns), which is the maximum flow). For any k,
-networkx.max_flow_min_cost on the network of section 8 with the scores as exact integers (every double is an integer
+networkx.max_flow_min_cost on the network of proofs/maxscore.md, Definition: Exact routing with the scores as exact integers (every double is an integer
 times 2^q; Python integers do not overflow), so the optimum is exact.
 """
 import math
@@ -123,7 +123,7 @@ def weights_of(s, experts, normalize):
 
 
 def price_gap(s, member, k, c, prices):
-    """The exact duality gap of the prices for the membership (SEMANTICS.md section 8 conditions), as a float,
+    """The exact duality gap of the prices for the membership (the conditions of proofs/maxscore.md, Definition: Certificate), as a float,
     or None when a sign condition fails. C*E < k*N uses the best threshold sigma (the C*E-th largest of the tokens'
     k largest reduced scores)."""
     n, e = s.shape

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Independent numpy computation of the routing suite (SEMANTICS.md sections 2, 3, 4, 5 and 9):
+"""Independent numpy computation of the routing suite (the Definitions of proofs/capacity.md, reroute.md, expert-choice.md, aux-loss.md, block-routing.md):
 capacity, reroute, expert-choice, aux-loss and block-routing.
 
-Written from SEMANTICS.md and the decisions recorded in proofs/routing.md, not from the C# reference.
+Written from those Definitions and the decisions recorded in the same files, not from the C# reference.
 Run with Debian's /usr/bin/python3 (python3-numpy).
 
   routing_peer.py verify DIR        DIR is one algorithm's case directory (its name is the algorithm, e.g.
@@ -57,7 +57,7 @@ def select_topk(p, k, bias=None):
 
 
 def capacity_from(n, e, k, capacity, factor, rounding, min_capacity):
-    """Section 2: an explicit capacity as given; otherwise the rounding rule on cf*N*k/E, then the minimum.
+    """proofs/capacity.md, Definition: Capacity rule: an explicit capacity as given; otherwise the rounding rule on cf*N*k/E, then the minimum.
     The product is exact: Fraction(cf) is the exact binary value of the float (proofs/capacity.md)."""
     if capacity is not None:
         return int(capacity)

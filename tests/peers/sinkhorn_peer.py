@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""Cross-check of the Sinkhorn references (SEMANTICS.md section 6) against POT and an independent numpy code.
+"""Cross-check of the Sinkhorn references (proofs/sinkhorn.md, Definition) against POT and an independent numpy code.
 
 knopp, log, stabilized and eps-scaling are recomputed with POT (Debian's python3-pot, POT 0.8.2):
 ot.sinkhorn(method='sinkhorn' | 'sinkhorn_log' | 'sinkhorn_stabilized' | 'sinkhorn_epsilon_scaling').
-sbase and ssr are recomputed by the numpy functions below, written from SEMANTICS.md, not from the C# reference.
+sbase and ssr are recomputed by the numpy functions below, written from proofs/sinkhorn.md, Definition: S-BASE and SSR, not from the C# reference.
 Run with Debian's /usr/bin/python3.
 
   sinkhorn_peer.py verify CASES_DIR     every CASE/{input.npz, params.json, expected.npz} under CASES_DIR:
@@ -40,7 +40,7 @@ POT_NAMES = {"knopp": "sinkhorn", "log": "sinkhorn_log", "stabilized": "sinkhorn
              "eps-scaling": "sinkhorn_epsilon_scaling"}
 
 
-# ---- independent numpy code for sbase and ssr (from SEMANTICS.md section 6) ----------------------------------
+# ---- independent numpy code for sbase and ssr (from proofs/sinkhorn.md, Definition: S-BASE and SSR) -------------
 
 def sbase(x, a, b, max_iter, tol):
     """Megatron's S-BASE scaling of C = exp(X), with the iteration cap. Returns plan, d0, d1, iterations, err, status."""

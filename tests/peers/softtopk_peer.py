@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Independent numpy computation of the SoftTopk operators (SEMANTICS.md section 8, "SoftTopk").
+"""Independent numpy computation of the SoftTopk operators (proofs/softtopk.md, Definition).
 
-Written from SEMANTICS.md (and, for the entropic Jacobian's closed form, the derivation in proofs/softtopk.md), not
+Written from proofs/softtopk.md, Definition (and, for the entropic Jacobian's closed form, the derivation there), not
 from the C# reference. Run with Debian's /usr/bin/python3 (python3-numpy).
 
   softtopk_peer.py verify CASES_DIR     every CASE/{input.npz, params.json, expected.npz} under CASES_DIR:
@@ -19,7 +19,7 @@ How each quantity is computed here, and the tolerance it is checked with:
                   iterations, reported as a failure); constant rows give k/E. |y - expected| <= Y_ATOL = 1e-11. (The error
                   of y is at most E times the column error, since each y_e is monotone in the potential difference:
                   at most 32 * 1e-14 here, plus the references' own rounding, about 1e-14.)
-  Jacobian        (a) analytically: threshold J = D - d d^T / sum(d), d = y(1-y)/tau (SEMANTICS); entropic
+  Jacobian        (a) analytically: threshold J = D - d d^T / sum(d), d = y(1-y)/tau (proofs/softtopk.md, Definition: Outputs); entropic
                   J = J_threshold(xh, tau/2) N / R with N the min-max normalization's Jacobian (min and max at the
                   lowest index), built from this script's own y; compared after scaling row i by tau' R_i
                   (tau' = tau or tau/2, R_i = max - min or 1), within J_ANALYTIC_TOL = 1e-10 (the scaled entries move by

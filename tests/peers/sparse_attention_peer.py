@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""PyTorch float64 peer for moba, nsa, resa, leank, leank-mask and linear (SEMANTICS.md section 10).
+"""PyTorch float64 peer for moba, nsa, resa, leank, leank-mask and linear (proofs/attention-sparse.md, Definition).
 
-Written from SEMANTICS.md and the decisions of proofs/attention-sparse.md, not from the C# references: masks and
+Written from the Definition and the decisions of proofs/attention-sparse.md, not from the C# references: masks and
 selections are built with torch/numpy array operations (stable sorts for the ranking rule), attention with
 einsum + masked softmax. Run with Debian's /usr/bin/python3 (python3-torch, python3-numpy).
 

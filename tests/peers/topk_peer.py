@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Independent numpy computation of token-choice top-k routing (SEMANTICS.md section 1).
+"""Independent numpy computation of token-choice top-k routing (proofs/topk.md, Definition).
 
-Written from SEMANTICS.md, not from the C# reference. Run with Debian's /usr/bin/python3 (python3-numpy).
+Written from that Definition, not from the C# reference. Run with Debian's /usr/bin/python3 (python3-numpy).
 
   topk_peer.py verify CASES_DIR     every CASE/{input.npz, params.json, expected.npz} under CASES_DIR:
                                     recompute experts and weights and compare with expected.npz

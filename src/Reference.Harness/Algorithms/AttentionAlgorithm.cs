@@ -7,7 +7,7 @@ using Reference.Numerics;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>attention</c>: dense attention (SEMANTICS.md sections 10 and 12).</summary>
+/// <summary>The registry entry for <c>attention</c>: dense attention (proofs/attention.md, Definition).</summary>
 /// <remarks>
 /// Float outputs are judged by <see cref="AttentionTolerance"/>: the calibrated baseline rule for float32, float16 and
 /// bfloat16 candidates, the derived error bound of proofs/attention.md for float64 candidates.
@@ -28,7 +28,7 @@ public static class AttentionAlgorithm
     {
         Name = "attention",
         Summary = "dense scaled dot-product attention: GQA, causal and sliding windows (bottom-right or top-left aligned), softcap, boolean mask",
-        Section = "SEMANTICS.md section 10",
+        Section = "proofs/attention.md, Definition",
         Parameters =
         [
             new ParameterSpec("causal", ParameterKind.Bool, "false", "key j allowed only when j <= p_i (p_i = i + Tk - Tq, or i when top-left)"),

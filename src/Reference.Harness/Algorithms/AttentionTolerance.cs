@@ -13,8 +13,8 @@ namespace Reference.Harness.Algorithms;
 public sealed record AttentionErrorBound(double Out, double Lse, double S1, double V);
 
 /// <summary>
-/// How the registry judges the float outputs <c>out</c> and <c>lse</c> of the attention family (DESIGN.md,
-/// "Tolerance policies"; proofs/attention.md, "How the registry judges out and lse"), each array in its own
+/// How the registry judges the float outputs <c>out</c> and <c>lse</c> of the attention family (proofs/tolerance.md,
+/// Definition: Float tolerances by family; proofs/attention.md, "How the registry judges out and lse"), each array in its own
 /// precision (<see cref="CheckContext.FormatOf"/>):
 /// <list type="bullet">
 /// <item>float32, float16, bfloat16: the calibrated baseline rule <c>baseline(format, factor)</c>: the candidate

@@ -6,7 +6,7 @@ using static Reference.Harness.Algorithms.RoutingSupport;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>aux-loss</c> (SEMANTICS.md sections 5 and 12).</summary>
+/// <summary>The registry entry for <c>aux-loss</c> (proofs/aux-loss.md, Definition).</summary>
 /// <remarks>Both losses are validated against a tolerance derived from the inputs (<see cref="AuxLossValidator"/>):
 /// a float32 sum over N tokens has an error that grows with N, and a near-tie at a token's top-k boundary lets a candidate
 /// count another expert; a fixed allclose preset would be too tight for the one and blind to the other.</remarks>
@@ -17,7 +17,7 @@ public static class AuxLossAlgorithm
     {
         Name = "aux-loss",
         Summary = "Switch load-balancing loss (Megatron, DeepSpeed top-1, DeepSpeed top-2, HF Mixtral conventions) and router z-loss",
-        Section = "SEMANTICS.md section 5",
+        Section = "proofs/aux-loss.md, Definition",
         Parameters =
         [
             new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E (Megatron and HF count all k, DeepSpeed the first)"),

@@ -5,10 +5,10 @@ using Reference.Routing;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>base</c> (SEMANTICS.md sections 7 and 12).</summary>
+/// <summary>The registry entry for <c>base</c> (proofs/base.md, Definition).</summary>
 /// <remarks>
 /// <para><c>method=exact</c> outputs experts [N, 1] and objective; <c>method=auction</c> adds rounds [] (fairseq's counter when it
-/// stopped) and gap [] (the exact optimum minus the auction's objective), the measured gap SEMANTICS.md asks for.</para>
+/// stopped) and gap [] (the exact optimum minus the auction's objective), the measured gap of proofs/base.md, Definition: Auction method.</para>
 /// <para>Validation: exact experts by the certificate (<see cref="MaxScoreCertificate"/> with k = 1, C = N / E), so any optimal
 /// assignment passes; the objective within <see cref="MaxScoreValidator.ObjectivePolicy"/>. The auction is deterministic (ties
 /// by index), so its experts and rounds must equal the reference's; its objective and gap are compared within the tolerance.</para>
@@ -20,7 +20,7 @@ public static class BaseAlgorithm
     {
         Name = "base",
         Summary = "BASE layers' balanced assignment: exact (min-cost flow, certified) or fairseq's auction",
-        Section = "SEMANTICS.md section 7",
+        Section = "proofs/base.md, Definition",
         Parameters =
         [
             new ParameterSpec("method", ParameterKind.Choice, "exact", "exact (MaxScore with k = 1, C = N/E) or auction (fairseq)", ["exact", "auction"]),

@@ -6,7 +6,7 @@ using static Reference.Harness.Algorithms.RoutingSupport;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>block-routing</c> (SEMANTICS.md sections 9 and 12).</summary>
+/// <summary>The registry entry for <c>block-routing</c> (proofs/block-routing.md, Definition).</summary>
 public static class BlockRoutingAlgorithm
 {
     /// <summary>The descriptor.</summary>
@@ -14,7 +14,7 @@ public static class BlockRoutingAlgorithm
     {
         Name = "block-routing",
         Summary = "block-level routing for diffusion LMs: blocks of B tokens share their top-kb experts by mean score",
-        Section = "SEMANTICS.md section 9",
+        Section = "proofs/block-routing.md, Definition",
         Parameters =
         [
             new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..block_k"),

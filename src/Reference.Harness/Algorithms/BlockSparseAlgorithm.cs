@@ -5,7 +5,7 @@ using Reference.Kernels.Attention;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>block-sparse</c>: attention under a FlexAttention BlockMask (SEMANTICS.md sections 10 and 12).</summary>
+/// <summary>The registry entry for <c>block-sparse</c>: attention under a FlexAttention BlockMask (proofs/attention.md, Definition: Block-sparse attention (BlockMask)).</summary>
 /// <remarks>
 /// Float outputs are judged like <c>attention</c>'s (<see cref="AttentionTolerance"/>); the baseline in the
 /// candidate's precision is dense attention under the block mask's expanded mask, which block-sparse attention equals exactly
@@ -18,7 +18,7 @@ public static class BlockSparseAlgorithm
     {
         Name = "block-sparse",
         Summary = "block-sparse attention with FlexAttention BlockMask semantics (partial and full tiles, element mask)",
-        Section = "SEMANTICS.md section 10",
+        Section = "proofs/attention.md, Definition: Block-sparse attention (BlockMask)",
         Parameters =
         [
             new ParameterSpec("block_q", ParameterKind.Int, "128", "query tile size QB, >= 1"),

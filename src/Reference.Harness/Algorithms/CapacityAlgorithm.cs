@@ -6,7 +6,7 @@ using static Reference.Harness.Algorithms.RoutingSupport;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>capacity</c> (SEMANTICS.md sections 2 and 12).</summary>
+/// <summary>The registry entry for <c>capacity</c> (proofs/capacity.md, Definition).</summary>
 public static class CapacityAlgorithm
 {
     /// <summary>The descriptor.</summary>
@@ -14,7 +14,7 @@ public static class CapacityAlgorithm
     {
         Name = "capacity",
         Summary = "top-k routing with expert capacity C and dropping: five drop policies, five capacity roundings, none/before/after renormalization",
-        Section = "SEMANTICS.md section 2",
+        Section = "proofs/capacity.md, Definition",
         Parameters =
         [
             new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),

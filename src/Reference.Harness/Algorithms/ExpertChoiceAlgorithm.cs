@@ -6,7 +6,7 @@ using static Reference.Harness.Algorithms.RoutingSupport;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>expert-choice</c> (SEMANTICS.md sections 4 and 12).</summary>
+/// <summary>The registry entry for <c>expert-choice</c> (proofs/expert-choice.md, Definition).</summary>
 public static class ExpertChoiceAlgorithm
 {
     /// <summary>The descriptor.</summary>
@@ -14,7 +14,7 @@ public static class ExpertChoiceAlgorithm
     {
         Name = "expert-choice",
         Summary = "expert-choice routing: every expert takes its top-C tokens by softmax score",
-        Section = "SEMANTICS.md section 4",
+        Section = "proofs/expert-choice.md, Definition",
         Parameters =
         [
             new ParameterSpec("capacity", ParameterKind.Int, null, "explicit C in 0..N; absent: min(N, ceil(capacity_factor N k / E))"),

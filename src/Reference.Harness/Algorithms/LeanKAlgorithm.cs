@@ -4,7 +4,7 @@ using Reference.Harness.Tensors;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry <c>leank</c>: attention with a static key-channel mask (SEMANTICS.md sections 10 and 12).</summary>
+/// <summary>The registry entry <c>leank</c>: attention with a static key-channel mask (proofs/attention-sparse.md, Definition: LeanK).</summary>
 /// <remarks>No optimized path. Float outputs are judged by <see cref="AttentionTolerance"/>: the calibrated baseline
 /// rule, with the baseline scoring pruned keys on their head's kept channels like the reference.</remarks>
 public static class LeanKAlgorithm
@@ -14,7 +14,7 @@ public static class LeanKAlgorithm
     {
         Name = "leank",
         Summary = "LeanK attention: keys outside the sink and recent windows are scored on their head's kept channels only",
-        Section = "SEMANTICS.md section 10",
+        Section = "proofs/attention-sparse.md, Definition: LeanK",
         Parameters =
         [
             new ParameterSpec("sink", ParameterKind.Int, "64", "keys j < sink keep every channel, >= 0"),

@@ -4,7 +4,7 @@ using Reference.Harness.Tensors;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry <c>leank-mask</c>: LeanK's channel mask from learned importances (SEMANTICS.md sections 10 and 12).</summary>
+/// <summary>The registry entry <c>leank-mask</c>: LeanK's channel mask from learned importances (proofs/attention-sparse.md, Definition: LeanK mask).</summary>
 /// <remarks>No optimized path; the mask is compared exactly.</remarks>
 public static class LeanKMaskAlgorithm
 {
@@ -13,7 +13,7 @@ public static class LeanKMaskAlgorithm
     {
         Name = "leank-mask",
         Summary = "LeanK mask: global quantile threshold of alpha, per-head counts rounded to the alignment, top channels",
-        Section = "SEMANTICS.md section 10",
+        Section = "proofs/attention-sparse.md, Definition: LeanK mask",
         Parameters =
         [
             new ParameterSpec("ratio", ParameterKind.Double, "0.7", "quantile level in [0, 1] of the threshold tau"),

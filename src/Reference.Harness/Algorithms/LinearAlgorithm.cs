@@ -9,7 +9,7 @@ using ReferenceLinear = Reference.Attention.LinearAttention;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>linear</c>: causal linear attention (SEMANTICS.md sections 10 and 12).</summary>
+/// <summary>The registry entry for <c>linear</c>: causal linear attention (proofs/attention-sparse.md, Definition: Linear attention).</summary>
 /// <remarks>
 /// Path <c>kernel</c>: the chunked float32 kernel. <c>out</c> of a float32, float16 or bfloat16 candidate is judged by
 /// the calibrated baseline rule (<see cref="CompareToBaseline"/>, proofs/attention-sparse.md, attention.linear-baseline);
@@ -22,7 +22,7 @@ public static class LinearAlgorithm
     {
         Name = "linear",
         Summary = "causal linear attention: feature map, optional normalization and decay; parallel, recurrent or chunked form",
-        Section = "SEMANTICS.md section 10",
+        Section = "proofs/attention-sparse.md, Definition: Linear attention",
         Parameters =
         [
             new ParameterSpec("feature_map", ParameterKind.Choice, "elu1", "phi: elu(x)+1 or the identity", ["elu1", "identity"]),

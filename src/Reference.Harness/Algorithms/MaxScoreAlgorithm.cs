@@ -5,7 +5,7 @@ using Reference.Routing;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>maxscore</c> (SEMANTICS.md sections 8 and 12).</summary>
+/// <summary>The registry entry for <c>maxscore</c> (proofs/maxscore.md, Definition).</summary>
 /// <remarks>
 /// <para>Outputs of <c>mode=exact</c>: experts, weights, load, objective, prices. <c>mode=two-stage</c> outputs experts
 /// ([stage 1, stage 2]), weights, load, objective, repeated and gap (the exact optimum minus the two-stage objective); it has no
@@ -20,7 +20,7 @@ public static class MaxScoreAlgorithm
     {
         Name = "maxscore",
         Summary = "MaxScore routing: the maximum flow of largest total score (exact, min-cost flow), or the released two-stage heuristic",
-        Section = "SEMANTICS.md section 8",
+        Section = "proofs/maxscore.md, Definition",
         Parameters =
         [
             new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E (two-stage: 2)"),

@@ -50,7 +50,7 @@ public sealed record MaxScoreCheck
 }
 
 /// <summary>
-/// The MaxScore optimality certificate (SEMANTICS.md section 8; proofs/maxscore.md, theorems maxscore.contracted-certificate and
+/// The MaxScore optimality certificate (proofs/maxscore.md, Definition: Certificate; theorems maxscore.contracted-certificate and
 /// maxscore.price-certificate), independent of every solver in the project: its own exact arithmetic, its own graph.
 /// </summary>
 /// <remarks>

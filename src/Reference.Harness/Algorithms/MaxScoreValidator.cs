@@ -7,7 +7,7 @@ using Reference.Routing;
 namespace Reference.Harness.Algorithms;
 
 /// <summary>
-/// Judges a <c>maxscore</c> candidate (SEMANTICS.md section 11: feasibility, objective, certificate; proofs/maxscore.md,
+/// Judges a <c>maxscore</c> candidate (proofs/tolerance.md, Definition: Many optima: feasibility, objective, certificate; proofs/maxscore.md,
 /// section "Validation").
 /// </summary>
 /// <remarks>

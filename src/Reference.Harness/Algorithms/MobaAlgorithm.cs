@@ -5,7 +5,7 @@ using Reference.Kernels.Attention;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>moba</c>: Mixture of Block Attention (SEMANTICS.md sections 10 and 12).</summary>
+/// <summary>The registry entry for <c>moba</c>: Mixture of Block Attention (proofs/attention-sparse.md, Definition: MoBA).</summary>
 /// <remarks>
 /// The <c>kernel</c> path selects the chunks like the reference (in double) and runs the float32 FlashAttention kernel
 /// under the resulting mask. Float outputs are judged by <see cref="AttentionTolerance"/>; the baseline is dense
@@ -18,7 +18,7 @@ public static class MobaAlgorithm
     {
         Name = "moba",
         Summary = "MoBA: each query attends causally to its top-k key chunks by a mean-key gate (own chunk always kept)",
-        Section = "SEMANTICS.md section 10",
+        Section = "proofs/attention-sparse.md, Definition: MoBA",
         Parameters =
         [
             new ParameterSpec("chunk_size", ParameterKind.Int, null, "chunk size Bc >= 1 (required)"),

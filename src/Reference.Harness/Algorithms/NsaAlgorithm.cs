@@ -4,7 +4,7 @@ using Reference.Harness.Tensors;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>nsa</c>: Native Sparse Attention's three gated branches (SEMANTICS.md sections 10 and 12).</summary>
+/// <summary>The registry entry for <c>nsa</c>: Native Sparse Attention's three gated branches (proofs/attention-sparse.md, Definition: NSA).</summary>
 /// <remarks>No optimized path. A candidate is judged by <see cref="NsaValidator"/>: <c>selected</c> must equal the
 /// reference's except where a tie or near-tie within the candidate's precision allows another valid choice, and
 /// <c>out</c> is compared (allclose preset of the candidate's format) with NSA under the selection so accepted.</remarks>
@@ -15,7 +15,7 @@ public static class NsaAlgorithm
     {
         Name = "nsa",
         Summary = "NSA: gated sum of compressed (mean-pooled blocks), selected (top-n blocks per kv group) and sliding-window attention",
-        Section = "SEMANTICS.md section 10",
+        Section = "proofs/attention-sparse.md, Definition: NSA",
         Parameters =
         [
             new ParameterSpec("block_size", ParameterKind.Int, "64", "block size BS of compression and selection, >= 1"),

@@ -5,7 +5,7 @@ using Reference.Numerics;
 namespace Reference.Harness.Algorithms;
 
 /// <summary>
-/// Judges an NSA candidate's selection directly against the selection scores (SEMANTICS.md section 11): where the
+/// Judges an NSA candidate's selection directly against the selection scores (proofs/tolerance.md, Definition: Decisions and near-ties): where the
 /// reference's top-n boundary is a tie, or a near-tie within the candidate's precision, any valid choice passes, and
 /// the candidate's <c>out</c> is then judged against NSA recomputed with the candidate's own selection, by the calibrated
 /// baseline rule of <see cref="AttentionTolerance"/> with <see cref="Baseline"/> (NSA computed in the candidate's precision).

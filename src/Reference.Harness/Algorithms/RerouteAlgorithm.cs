@@ -5,7 +5,7 @@ using static Reference.Harness.Algorithms.RoutingSupport;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>reroute</c> (SEMANTICS.md sections 3 and 12).</summary>
+/// <summary>The registry entry for <c>reroute</c> (proofs/reroute.md, Definition).</summary>
 /// <remarks>Indices are compared exactly: a near-tie inside one token's ranking can change every later token's outcome
 /// through the loads, so no small validator can accept "any valid" answer (proofs/reroute.md, reroute.kernel-equals-reference).
 /// The generated cases therefore use grid logits, whose rows are separated in float32 and double alike.</remarks>
@@ -16,7 +16,7 @@ public static class RerouteAlgorithm
     {
         Name = "reroute",
         Summary = "iterative rerouting: later choices that find their expert full go to the next best expert with room",
-        Section = "SEMANTICS.md section 3",
+        Section = "proofs/reroute.md, Definition",
         Parameters =
         [
             new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),

@@ -5,7 +5,7 @@ using Reference.Harness.Tensors;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>resa</c>: one Rectified Sparse Attention decode step (SEMANTICS.md sections 10 and 12).</summary>
+/// <summary>The registry entry for <c>resa</c>: one Rectified Sparse Attention decode step (proofs/attention-sparse.md, Definition: ReSA).</summary>
 /// <remarks>
 /// No optimized path. A candidate is judged by <see cref="ResaValidator"/>: <c>selected</c> must equal the reference's
 /// except where a tie or near-tie within the candidate's precision allows another valid choice, and out and lse are
@@ -19,7 +19,7 @@ public static class ResaAlgorithm
     {
         Name = "resa",
         Summary = "ReSA decode step: min/max block summaries, pooled-query block scores, local + top blocks, attention over them",
-        Section = "SEMANTICS.md section 10",
+        Section = "proofs/attention-sparse.md, Definition: ReSA",
         Parameters =
         [
             new ParameterSpec("block_size", ParameterKind.Int, "16", "block size b of the key cache, >= 1"),

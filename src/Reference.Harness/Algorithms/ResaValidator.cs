@@ -5,7 +5,7 @@ using Reference.Numerics;
 namespace Reference.Harness.Algorithms;
 
 /// <summary>
-/// Judges a ReSA decode-step candidate's selection directly against the block scores (SEMANTICS.md section 11): where
+/// Judges a ReSA decode-step candidate's selection directly against the block scores (proofs/tolerance.md, Definition: Decisions and near-ties): where
 /// the reference's boundary is a tie, or a near-tie within the candidate's precision, any valid choice passes, and the
 /// candidate's <c>out</c> and <c>lse</c> are then judged against the step recomputed with the candidate's own selection,
 /// by the calibrated baseline rule of <see cref="AttentionTolerance"/> (the step computed in the candidate's precision).

@@ -10,7 +10,7 @@ namespace Reference.Harness.Algorithms;
 /// built from a validator's verdict, and seeded logits.</summary>
 internal static class RoutingSupport
 {
-    /// <summary>The capacity, capacity_factor, rounding and min_capacity parameters (SEMANTICS.md sections 2, 3, 12).</summary>
+    /// <summary>The capacity, capacity_factor, rounding and min_capacity parameters (proofs/capacity.md, Definition: Capacity rule).</summary>
     internal static ParameterSpec[] CapacityRuleParameters =>
     [
         new ParameterSpec("capacity", ParameterKind.Int, null, "explicit expert capacity C >= 0, used as given; absent: from capacity_factor"),

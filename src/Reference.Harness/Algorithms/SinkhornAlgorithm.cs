@@ -5,7 +5,7 @@ using Reference.Transport;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>sinkhorn</c> (SEMANTICS.md sections 6 and 12).</summary>
+/// <summary>The registry entry for <c>sinkhorn</c> (proofs/sinkhorn.md, Definition).</summary>
 public static class SinkhornAlgorithm
 {
     /// <summary>The CLI names of the methods, in <see cref="SinkhornMethod"/> order.</summary>
@@ -16,7 +16,7 @@ public static class SinkhornAlgorithm
     {
         Name = "sinkhorn",
         Summary = "entropic optimal transport: Sinkhorn (knopp, log, stabilized, eps-scaling), S-BASE and SSR routing",
-        Section = "SEMANTICS.md section 6",
+        Section = "proofs/sinkhorn.md, Definition",
         Parameters =
         [
             new ParameterSpec("method", ParameterKind.Choice, "log",

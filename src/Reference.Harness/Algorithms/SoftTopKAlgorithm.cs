@@ -5,7 +5,7 @@ using Reference.Routing;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>softtopk</c> (SEMANTICS.md sections 8 and 12).</summary>
+/// <summary>The registry entry for <c>softtopk</c> (proofs/softtopk.md, Definition).</summary>
 public static class SoftTopKAlgorithm
 {
     /// <summary>The descriptor.</summary>
@@ -13,7 +13,7 @@ public static class SoftTopKAlgorithm
     {
         Name = "softtopk",
         Summary = "SoftTopk: a smooth top-k indicator y in [0,1]^E with sum k (sigmoid threshold or 2-anchor entropic OT), exact Jacobian",
-        Section = "SEMANTICS.md section 8 (SoftTopk)",
+        Section = "proofs/softtopk.md, Definition",
         Parameters =
         [
             new ParameterSpec("k", ParameterKind.Int, null, "the mass of each row of y, 0 < k < E"),

@@ -4,7 +4,7 @@ using Reference.Routing;
 
 namespace Reference.Harness.Algorithms;
 
-/// <summary>The registry entry for <c>topk</c> (SEMANTICS.md sections 1 and 12).</summary>
+/// <summary>The registry entry for <c>topk</c> (proofs/topk.md, Definition).</summary>
 public static class TopKAlgorithm
 {
     /// <summary>The descriptor.</summary>
@@ -12,7 +12,7 @@ public static class TopKAlgorithm
     {
         Name = "topk",
         Summary = "token-choice top-k routing: softmax or sigmoid scores, optional selection bias",
-        Section = "SEMANTICS.md section 1",
+        Section = "proofs/topk.md, Definition",
         Parameters =
         [
             new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),

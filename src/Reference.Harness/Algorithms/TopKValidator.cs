@@ -5,7 +5,7 @@ using Reference.Routing;
 namespace Reference.Harness.Algorithms;
 
 /// <summary>
-/// Judges a top-k candidate directly against the logits (SEMANTICS.md section 11): where the reference sees a tie at
+/// Judges a top-k candidate directly against the logits (proofs/tolerance.md, Definition: Decisions and near-ties): where the reference sees a tie at
 /// the top-k boundary, or a near-tie within the candidate's precision, any valid choice passes; any other choice fails.
 /// </summary>
 /// <remarks>

@@ -120,7 +120,7 @@ public static class MaxScoreBench
         Flatten(MaxScoreTwoStage.Route(ToMatrix(s, z), new MaxScoreOptions { K = z.K, Capacity = z.Capacity }).Experts),
         z => z.K == 2 && (long)z.Capacity * z.Experts == 2L * z.Tokens ? null : "skipped: two-stage needs k = 2 and C*E = 2N", Exact: false);
 
-    /// <summary>OR-Tools' SimpleMinCostFlow in process, on the section 8 network with costs -round(S 2^q), max|S| 2^q &lt; 2^40
+    /// <summary>OR-Tools' SimpleMinCostFlow in process, on the network of proofs/maxscore.md, Definition: Exact routing with costs -round(S 2^q), max|S| 2^q &lt; 2^40
     /// (<see cref="OrToolsMaxScore"/>); timed without the certificate, like LEMON.</summary>
     public static BenchSolver OrTools { get; } = new("ortools min cost flow", (s, z) =>
         OrToolsMaxScore.Solve(s, z.Tokens, z.Experts, z.K, z.Capacity).Experts, _ => null);
@@ -156,7 +156,7 @@ public static class MaxScoreBench
         return flat;
     }
 
-    /// <summary>LEMON's network simplex (or cost scaling) through the native shim, on the section 8 network.</summary>
+    /// <summary>LEMON's network simplex (or cost scaling) through the native shim, on the network of proofs/maxscore.md, Definition: Exact routing.</summary>
     public static BenchSolver LemonSolver(LemonAlgorithm algorithm) => new(
         algorithm == LemonAlgorithm.NetworkSimplex ? "lemon network simplex" : "lemon cost scaling",
         (s, z) => SolveWithLemon(algorithm, s, z),

@@ -5,7 +5,7 @@ namespace Reference.Harness.Comparison;
 /// <summary>
 /// The outcome of comparing one candidate output array with the expected one under a <see cref="TolerancePolicy"/>:
 /// the verdict, the mismatch counts (NaN and Inf mismatches also counted apart), the largest errors and the first
-/// mismatches. DESIGN.md, "Tolerance policies", lists what a report must carry; the gpu-mode reference-kernels
+/// mismatches. What a report must carry: proofs/tolerance.md, Definition: Reports; the gpu-mode reference-kernels
 /// checkers are the model (a yes/no is not enough).
 /// </summary>
 public sealed record ComparisonReport
@@ -13,7 +13,7 @@ public sealed record ComparisonReport
     /// <summary>How many mismatches <see cref="FirstMismatches"/> keeps at most.</summary>
     public const int MaxListedMismatches = 5;
 
-    /// <summary>The output array's name, as in SEMANTICS.md (<c>experts</c>, <c>weights</c>, <c>out</c>, ...).</summary>
+    /// <summary>The output array's name, as in proofs/cli.md, Definition: Algorithm entries (<c>experts</c>, <c>weights</c>, <c>out</c>, ...).</summary>
     public string ArrayName { get; init; } = "";
 
     /// <summary>The policy's name, e.g. <c>allclose(atol=1e-05, rtol=1.3e-06)</c>; it parses back with

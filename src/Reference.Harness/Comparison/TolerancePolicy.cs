@@ -5,8 +5,8 @@ using Reference.Numerics;
 namespace Reference.Harness.Comparison;
 
 /// <summary>
-/// A named rule that decides whether a candidate output array equals the expected one (DESIGN.md, "Tolerance
-/// policies"). Each policy is defined once, with the reason for its rule in a comment, and is referred to by its
+/// A named rule that decides whether a candidate output array equals the expected one (proofs/tolerance.md,
+/// Definition: Policies). Each policy is defined once, with the reason for its rule in a comment, and is referred to by its
 /// <see cref="Name"/>, which <see cref="Parse(string)"/> reads back.
 /// </summary>
 /// <remarks>

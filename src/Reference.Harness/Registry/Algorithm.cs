@@ -62,7 +62,7 @@ public delegate IReadOnlyList<ComparisonReport> Validator(CheckContext context);
 /// <summary>
 /// A tolerance comparison that needs the whole check, not just the two arrays: it judges every
 /// <see cref="OutputComparison.Tolerance"/> output the candidate contains, once per check. For bounds that depend on
-/// the inputs: the <c>baseline</c> policy of DESIGN.md recomputes the algorithm in the candidate's precision; a derived
+/// the inputs: the <c>baseline</c> policy (proofs/tolerance.md, Definition: Policies) recomputes the algorithm in the candidate's precision; a derived
 /// error bound reads the inputs' magnitudes.
 /// </summary>
 /// <param name="context">The call, reference outputs, candidate outputs and the candidate's format.</param>
@@ -77,7 +77,7 @@ public delegate IReadOnlyList<ComparisonReport> ContextComparer(CheckContext con
 public sealed record GeneratedCase(string Name, IReadOnlyDictionary<string, NdArray> Inputs, IReadOnlyDictionary<string, string> Parameters);
 
 /// <summary>
-/// One registered algorithm (DESIGN.md, "The registry"): its name, parameters, input and output arrays, its reference,
+/// One registered algorithm (proofs/cli.md, Definition: Algorithm entries): its name, parameters, input and output arrays, its reference,
 /// its optimized paths, its validator and its case generator. The CLI, selfcheck, golden data and generic tests read it.
 /// </summary>
 public sealed class Algorithm
@@ -88,7 +88,7 @@ public sealed class Algorithm
     /// <summary>One line for <c>reference list</c>.</summary>
     public required string Summary { get; init; }
 
-    /// <summary>Where the semantics are written, e.g. "SEMANTICS.md section 1".</summary>
+    /// <summary>Where the semantics are written, e.g. "proofs/topk.md, Definition".</summary>
     public required string Section { get; init; }
 
     /// <summary>The parameters.</summary>

@@ -14,7 +14,7 @@ public enum ParameterKind
 }
 
 /// <summary>One parameter of an algorithm: <c>--param name=value</c> on the command line, or a key of params.json.</summary>
-/// <param name="Name">The name, as in SEMANTICS.md section 12.</param>
+/// <param name="Name">The name, as in proofs/cli.md, Definition: Algorithm entries.</param>
 /// <param name="Kind">The value type.</param>
 /// <param name="Default">The default, written as on the command line; null when the parameter is required or
 /// has a derived default (then <paramref name="Doc"/> says how it is derived).</param>

@@ -9,7 +9,7 @@ namespace Reference.Kernels.Routing;
 public sealed record AuxLossKernelResult(float SwitchLoss, float ZLoss);
 
 /// <summary>
-/// Auxiliary router losses (SEMANTICS.md section 5), optimized: float32 throughout. Blocks of 64 tokens are handled in
+/// Auxiliary router losses (proofs/aux-loss.md, Definition), optimized: float32 throughout. Blocks of 64 tokens are handled in
 /// parallel; each computes its softmax rows (SIMD), its top-k counts, its column sums of P (vector adds) and its sum of
 /// squared log-partition functions; the block partials are then added in block order, so the result does not depend on
 /// the schedule. It computes what <see cref="Reference.Routing.AuxLoss"/> computes up to float32 rounding (and, at a

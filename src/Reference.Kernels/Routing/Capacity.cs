@@ -11,7 +11,7 @@ namespace Reference.Kernels.Routing;
 public sealed record CapacityKernelResult(int[] Experts, float[] Weights, int[] Slots, int[] Load, int Capacity);
 
 /// <summary>
-/// Top-k routing with expert capacity (SEMANTICS.md section 2), optimized: float32 scores and selection from the top-k
+/// Top-k routing with expert capacity (proofs/capacity.md, Definition), optimized: float32 scores and selection from the top-k
 /// kernel, then a counting sort of the N·k requests into per-expert buckets and an independent pass per expert (parallel
 /// over experts when large). It computes what <see cref="Reference.Routing.Capacity"/> computes up to float32 rounding:
 /// at a near-tie of scores (selection, or the score and batch-priority orders) it may take the other valid decision,

@@ -34,7 +34,7 @@ public static class MaxScoreSolver
     /// few tokens are over capacity.</summary>
     public const int DefaultSweeps = 8;
 
-    /// <summary>Solves exactly: among the maximum flows, one of largest total score (SEMANTICS.md section 8), in every
+    /// <summary>Solves exactly: among the maximum flows, one of largest total score (proofs/maxscore.md, Definition: Exact routing), in every
     /// capacity regime.</summary>
     /// <param name="scores">S, [N * E] row-major, finite.</param>
     /// <param name="tokens">N.</param>

@@ -11,8 +11,8 @@ namespace Reference.Kernels.Routing;
 public sealed record OrToolsMaxScoreResult(int[] Experts, int[] Load, int ScaleExponent, long ScaledCost);
 
 /// <summary>
-/// MaxScore (SEMANTICS.md section 8) through OR-Tools' SimpleMinCostFlow (<see cref="OrToolsMinCostFlow"/>), on the network
-/// of section 8: source -&gt; token i (capacity k), token i -&gt; expert e (capacity 1, cost -round(S_ie 2^q)), expert e -&gt;
+/// MaxScore (proofs/maxscore.md, Definition) through OR-Tools' SimpleMinCostFlow (<see cref="OrToolsMinCostFlow"/>), on the network
+/// of proofs/maxscore.md, Definition: Exact routing: source -&gt; token i (capacity k), token i -&gt; expert e (capacity 1, cost -round(S_ie 2^q)), expert e -&gt;
 /// sink (capacity C); supply F = min(k N, C E) at the source, demand F at the sink.
 /// <para><b>Cost scale.</b> OR-Tools needs int64 costs, so the double scores are scaled by 2^q and rounded. By default q puts
 /// max|S| 2^q just below 2^40 (<see cref="TargetCostBits"/>): measured on skewed softmax routers at 16384/64/8, 2^40 loses

@@ -10,9 +10,9 @@ namespace Reference.Kernels.Routing;
 public sealed record RerouteKernelResult(int[] Experts, float[] Weights, int[] Load, int Capacity);
 
 /// <summary>
-/// Iterative rerouting (SEMANTICS.md section 3), optimized: float32 scores (SIMD softmax, the top-k kernel's operations) and
+/// Iterative rerouting (proofs/reroute.md, Definition), optimized: float32 scores (SIMD softmax, the top-k kernel's operations) and
 /// each token's full ranking by a per-row sort, parallel over tokens; the proposal rounds then use one cursor per token into its
-/// ranking, because the experts a token has proposed to are always a prefix of that ranking (proofs/routing.md), so a
+/// ranking, because the experts a token has proposed to are always a prefix of that ranking (proofs/reroute.md, theorem reroute.exhausted-when-missing), so a
 /// round costs O(N) instead of O(N·E). The rounds are inherently sequential in token order.
 /// It computes what <see cref="Reference.Routing.Reroute"/> computes whenever the float32 ranking of every row equals the
 /// double one (no near-ties within a row).

@@ -10,7 +10,7 @@ namespace Reference.Kernels.Routing;
 public sealed record SoftTopKKernelResult(float[] Y, float[]? Jacobian);
 
 /// <summary>
-/// SoftTopk (SEMANTICS.md section 8), optimized: float32, SIMD through <see cref="TensorPrimitives"/> for the
+/// SoftTopk (proofs/softtopk.md, Definition), optimized: float32, SIMD through <see cref="TensorPrimitives"/> for the
 /// sigmoids and sums, parallel over blocks of rows. It computes what <see cref="Reference.Routing.SoftTopK"/> computes,
 /// up to float32 rounding.
 /// </summary>

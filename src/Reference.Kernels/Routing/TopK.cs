@@ -10,7 +10,7 @@ namespace Reference.Kernels.Routing;
 public sealed record TopKKernelResult(int[] Experts, float[] Weights);
 
 /// <summary>
-/// Token-choice top-k routing (SEMANTICS.md section 1), optimized: float32, batched over tokens, SIMD through
+/// Token-choice top-k routing (proofs/topk.md, Definition), optimized: float32, batched over tokens, SIMD through
 /// <see cref="TensorPrimitives"/> for the softmax or sigmoid, parallel over blocks of tokens.
 /// It computes what <see cref="Reference.Routing.TopK"/> computes, up to float32 rounding: the scores carry a few ulps of
 /// error, so at a near-tie the kernel may pick the other expert. The harness's top-k validator accepts exactly those choices.

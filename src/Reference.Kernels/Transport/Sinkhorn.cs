@@ -16,7 +16,7 @@ namespace Reference.Kernels.Transport;
 public sealed record SinkhornKernelResult(float[] Plan, float[] F, float[] G, int Iterations, double Error, bool Converged, SinkhornStatus Status);
 
 /// <summary>
-/// Log-domain Sinkhorn (SEMANTICS.md section 6, method <c>log</c>), optimized: float32, the log-sum-exp of each column
+/// Log-domain Sinkhorn (proofs/sinkhorn.md, Definition: POT methods, method <c>log</c>), optimized: float32, the log-sum-exp of each column
 /// and row vectorized with <see cref="TensorPrimitives"/>, columns and rows spread over threads for large problems.
 /// It runs the iteration of <see cref="Reference.Transport.Sinkhorn"/> with <see cref="SinkhornMethod.Log"/>, same order of
 /// updates, same stopping rule, same failure handling, in float32.

@@ -35,7 +35,7 @@ public static class CausalAlignments
 /// <summary>
 /// Options of dense attention (<see cref="DenseAttention"/>), the CLI algorithm <c>attention</c>.
 /// Every restriction that is given applies at once: a key is allowed when the causal rule, the window and the
-/// explicit mask all allow it (SEMANTICS.md section 10).
+/// explicit mask all allow it (proofs/attention.md, Definition: Masks and empty rows).
 /// </summary>
 /// <remarks>
 /// Positions are bottom-right aligned as in FlashAttention by default: query row i sits at absolute position

@@ -13,7 +13,7 @@ public enum TileKind
 
 /// <summary>
 /// A tile-level sparsity description with PyTorch FlexAttention's <c>BlockMask</c> semantics
-/// (SEMANTICS.md section 10, CLI algorithm <c>block-sparse</c>).
+/// (proofs/attention.md, Definition: Block-sparse attention (BlockMask), CLI algorithm <c>block-sparse</c>).
 /// </summary>
 /// <remarks>
 /// <para>Queries are cut into nq = ceil(Tq / BlockQ) tiles of BlockQ rows and keys into nk = ceil(Tk / BlockK) tiles of

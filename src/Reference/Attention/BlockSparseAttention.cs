@@ -2,7 +2,7 @@ namespace Reference.Attention;
 
 /// <summary>
 /// Block-sparse attention driven by a <see cref="BlockMask"/>, with FlexAttention semantics: the reference for the
-/// CLI algorithm <c>block-sparse</c> (SEMANTICS.md section 10).
+/// CLI algorithm <c>block-sparse</c> (proofs/attention.md, Definition: Block-sparse attention (BlockMask)).
 /// </summary>
 /// <remarks>
 /// <para>Shapes: q [B, Hq, Tq, D], k [B, Hkv, Tk, D], v [B, Hkv, Tk, Dv]; GQA as in <see cref="DenseAttention"/>.</para>

@@ -2,7 +2,7 @@ namespace Reference.Attention;
 
 /// <summary>
 /// Dense scaled dot-product attention with causal, sliding-window, explicit-mask and softcap options and
-/// grouped-query heads: the reference for the CLI algorithm <c>attention</c> (SEMANTICS.md section 10).
+/// grouped-query heads: the reference for the CLI algorithm <c>attention</c> (proofs/attention.md, Definition).
 /// </summary>
 /// <remarks>
 /// <para>Shapes: q [B, Hq, Tq, D], k [B, Hkv, Tk, D], v [B, Hkv, Tk, Dv], Hkv divides Hq, and query head h reads
@@ -19,7 +19,7 @@ namespace Reference.Attention;
 /// <para>The computation is the plain two-pass one (FlashAttention's <c>attention_ref</c>: scores, max, exp,
 /// normalize, weighted sum), single-threaded and deterministic. The overload with a rounding hook evaluates the very
 /// same sequence of operations with the hook applied after each one, which emulates a naive low-precision
-/// computation: the "baseline" of DESIGN.md's tolerance policy.</para>
+/// computation: the "baseline" of proofs/tolerance.md, Definition: Policies.</para>
 /// <para>Sources: Vaswani et al. 2017 (attention); Dao 2023, FlashAttention-2 (mask alignment, windows, softcap);
 /// PyTorch <c>scaled_dot_product_attention</c> and FlexAttention (empty rows give 0 and -Inf).</para>
 /// </remarks>

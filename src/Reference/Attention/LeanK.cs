@@ -1,6 +1,6 @@
 namespace Reference.Attention;
 
-/// <summary>What a head whose channel mask is all zero does with its non-full keys (SEMANTICS.md section 10).</summary>
+/// <summary>What a head whose channel mask is all zero does with its non-full keys (proofs/attention-sparse.md, Definition: LeanK).</summary>
 public enum LeanKZeroHead
 {
     /// <summary>The training formula: q.(k*0) = 0, so those keys get logit 0 and stay in the softmax (CLI <c>zero-logit</c>).</summary>
@@ -33,7 +33,7 @@ public sealed record LeanKOptions
 
 /// <summary>
 /// LeanK attention: keys outside the full region are scored on the channels their kv head's static mask keeps
-/// (CLI algorithm <c>leank</c>, SEMANTICS.md section 10).
+/// (CLI algorithm <c>leank</c>, proofs/attention-sparse.md, Definition: LeanK).
 /// </summary>
 /// <remarks>
 /// <para>Shapes: q [B, Hq, Tq, D], k [B, Hkv, Tk, D], v [B, Hkv, Tk, Dv], channel mask m [Hkv, D]; GQA as in

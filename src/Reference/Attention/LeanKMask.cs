@@ -2,7 +2,7 @@ namespace Reference.Attention;
 
 /// <summary>
 /// LeanK's deployed mask from the learned channel importances alpha (CLI algorithm <c>leank-mask</c>,
-/// SEMANTICS.md section 10): a global quantile threshold, per-head counts rounded to the hardware alignment, and the
+/// proofs/attention-sparse.md, Definition: LeanK mask): a global quantile threshold, per-head counts rounded to the hardware alignment, and the
 /// top channels of each head.
 /// </summary>
 /// <remarks>

@@ -41,7 +41,7 @@ public sealed record LinearAttentionOptions
 
 /// <summary>
 /// Causal linear attention with a feature map, optional normalization and optional decay, in its parallel,
-/// recurrent and chunked forms (CLI algorithm <c>linear</c>, SEMANTICS.md section 10).
+/// recurrent and chunked forms (CLI algorithm <c>linear</c>, proofs/attention-sparse.md, Definition: Linear attention).
 /// </summary>
 /// <remarks>
 /// <para>Shapes: q, k [B, H, T, D], v [B, H, T, Dv], out [B, H, T, Dv].</para>

@@ -1,7 +1,7 @@
 namespace Reference.Attention;
 
 /// <summary>
-/// The fixed sparse-attention patterns as mask builders (SEMANTICS.md section 10): each returns a boolean mask,
+/// The fixed sparse-attention patterns as mask builders (proofs/attention.md, Definition: Fixed patterns): each returns a boolean mask,
 /// true = allowed, to pass as <see cref="AttentionOptions.Mask"/> (through <see cref="Broadcast"/>) or to turn into a
 /// <see cref="BlockMask"/> with <see cref="BlockMask.FromDenseMask"/>.
 /// </summary>

@@ -16,7 +16,7 @@ public sealed record MobaOptions
 }
 
 /// <summary>
-/// Mixture of Block Attention (MoBA), the naive reference (CLI algorithm <c>moba</c>, SEMANTICS.md section 10):
+/// Mixture of Block Attention (MoBA), the naive reference (CLI algorithm <c>moba</c>, proofs/attention-sparse.md, Definition: MoBA):
 /// each query picks the top-k key chunks by a gate and attends causally to the keys of the picked chunks.
 /// </summary>
 /// <remarks>

@@ -54,7 +54,7 @@ public sealed record NsaResult
 }
 
 /// <summary>
-/// Native Sparse Attention (NSA), three gated branches (CLI algorithm <c>nsa</c>, SEMANTICS.md section 10).
+/// Native Sparse Attention (NSA), three gated branches (CLI algorithm <c>nsa</c>, proofs/attention-sparse.md, Definition: NSA).
 /// </summary>
 /// <remarks>
 /// <para>Shapes: q [B, Hq, T, D], k [B, Hkv, T, D], v [B, Hkv, T, Dv], gates [B, Hq, T, 3] (g_cmp, g_slc, g_win);
@@ -100,7 +100,7 @@ public static class Nsa
     /// <summary>
     /// NSA with a given selection instead of the top-n rule: the compressed and window branches as in
     /// <see cref="Compute"/>, the selected branch over the keys j &lt;= t of the blocks <paramref name="selected"/> marks.
-    /// The checker uses it to judge an output computed with a different but valid tie-break (SEMANTICS.md section 11).
+    /// The checker uses it to judge an output computed with a different but valid tie-break (proofs/tolerance.md, Definition: Decisions and near-ties).
     /// </summary>
     /// <param name="q">Queries [B, Hq, T, D], finite.</param>
     /// <param name="k">Keys [B, Hkv, T, D], finite; Hkv divides Hq.</param>

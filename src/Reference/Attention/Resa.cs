@@ -47,7 +47,7 @@ public sealed record ResaStepResult
 
 /// <summary>
 /// One decode step of Rectified Sparse Attention (ReSA): block selection by a min/max key summary and a pooled
-/// query, then attention over the selected blocks (CLI algorithm <c>resa</c>, SEMANTICS.md section 10).
+/// query, then attention over the selected blocks (CLI algorithm <c>resa</c>, proofs/attention-sparse.md, Definition: ReSA).
 /// The multi-layer decode loop with periodic dense rectification is <see cref="ResaModel"/>.
 /// </summary>
 /// <remarks>
@@ -86,7 +86,7 @@ public static class Resa
     /// One decode step with a given selection instead of the local + top rule: attention of each query head over the
     /// positions of the blocks its kv group has selected. <see cref="DecodeStep"/> is this with
     /// <see cref="SelectBlocks"/>; the checker uses it to judge an output computed with a different but valid
-    /// tie-break (SEMANTICS.md section 11).
+    /// tie-break (proofs/tolerance.md, Definition: Decisions and near-ties).
     /// </summary>
     /// <param name="q">The new token's queries [B, Hq, 1, D], finite.</param>
     /// <param name="k">The key cache [B, Hkv, L, D], finite.</param>

@@ -70,7 +70,7 @@ public sealed record ResaDecodeTrace
 
 /// <summary>
 /// A small seeded attention-only model for comparing dense, sparse (ReSA) and rectified decoding
-/// (SEMANTICS.md section 10: "the reference ships a small seeded multi-layer attention-only model").
+/// (proofs/attention-sparse.md, Definition: ReSA).
 /// </summary>
 /// <remarks>
 /// <para>Per layer l, for the input x_t [dm] of position t: q = Wq x [Hq, D], k = Wk x, v = Wv x [Hkv, D];

@@ -6,7 +6,7 @@ namespace Reference.Numerics;
 /// </summary>
 /// <remarks>
 /// <para>
-/// This builds the "baseline" of the tolerance policy <c>baseline(factor)</c> (DESIGN.md, after the FlashAttention
+/// This builds the "baseline" of the tolerance policy <c>baseline(factor)</c> (proofs/tolerance.md, Definition: Policies; after the FlashAttention
 /// test suite): the same algorithm written naively, but computed in the candidate's precision. Its distance from the
 /// double-precision reference measures how much error that precision forces on a straightforward implementation;
 /// a candidate may then be at most <c>factor</c> times as far from the reference.

@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>Which convention of the Switch load-balancing loss to compute (SEMANTICS.md section 5).</summary>
+/// <summary>Which convention of the Switch load-balancing loss to compute (proofs/aux-loss.md, Definition: Variants).</summary>
 public enum AuxLossVariant
 {
     /// <summary>Megatron-LM: L = E · sum_e f_e · Pbar_e with f_e the fraction of all N·k top-k requests that go to e.</summary>
@@ -16,7 +16,7 @@ public enum AuxLossVariant
     Hf,
 }
 
-/// <summary>Options for <see cref="AuxLoss.Compute"/>. Defaults follow the CLI table of SEMANTICS.md section 12.</summary>
+/// <summary>Options for <see cref="AuxLoss.Compute"/>. Defaults follow proofs/aux-loss.md, Definition: Parameters.</summary>
 public sealed record AuxLossOptions
 {
     /// <summary>Experts per token, 1..E (only the Megatron and HF variants count beyond the first choice). Default 2.</summary>
@@ -34,17 +34,17 @@ public sealed record AuxLossOptions
 public sealed record AuxLossResult(double SwitchLoss, double ZLoss, double[] Fraction, double[] MeanScore);
 
 /// <summary>
-/// Auxiliary router losses (SEMANTICS.md section 5): the Switch Transformer load-balancing loss in Megatron-LM's and DeepSpeed's
+/// Auxiliary router losses (proofs/aux-loss.md, Definition): the Switch Transformer load-balancing loss in Megatron-LM's and DeepSpeed's
 /// conventions, and the ST-MoE z-loss. The reference: double precision, single-threaded, deterministic.
 /// </summary>
 /// <remarks>
-/// <para>P = softmax(X) [N, E]; Pbar_e = (1/N) sum_i P_ie. The selection is top-k of P (ranking rule of section 0), counted
+/// <para>P = softmax(X) [N, E]; Pbar_e = (1/N) sum_i P_ie. The selection is top-k of P (ranking rule of proofs/conventions.md, Definition: Ranking and ties), counted
 /// before any capacity dropping.</para>
 /// <para>Megatron: f_e = c_e / (N·k) with c_e = #{(i, j) : experts[i, j] = e}; L = E · sum_e f_e·Pbar_e, evaluated as
 /// E · (sum_e c_e·Pbar_e) / (N·k) so that integer counts enter exactly. deepspeed-top1: f_e = c1_e / N with c1_e the first
 /// choices; L = E · sum_e Pbar_e·f_e. deepspeed-top2: L = E·E · ((1/E) sum_e Pbar_e·f_e).</para>
 /// <para>For a uniform router (every row of X constant) Pbar_e = 1/E, so L = sum_e f_e = 1 in every variant; in floating
-/// point exactly 1 when E is a power of two (proofs/routing.md). z = (1/N) sum_i (m_i + log sum_e exp(X_ie - m_i))² with
+/// point exactly 1 when E is a power of two (proofs/aux-loss.md, theorem aux-loss.uniform-router-gives-one). z = (1/N) sum_i (m_i + log sum_e exp(X_ie - m_i))² with
 /// m_i = max_e X_ie. An empty batch (N = 0) has both losses 0.</para>
 /// <para>Sources: Fedus et al. 2021 (Switch Transformer), eq. 4; Zoph et al. 2022 (ST-MoE), eq. 5; Megatron-LM
 /// <c>switch_load_balancing_loss_func</c> and <c>z_loss_func</c>; DeepSpeed <c>top1gating</c>, <c>top2gating</c>.</para>

@@ -20,7 +20,7 @@ public sealed record AuxLossTolerance(double SwitchLoss, double ZLoss)
 
 /// <summary>
 /// Derives, from the inputs, how far a candidate whose losses carry a given precision may be from the reference's
-/// (SEMANTICS.md section 11: a tolerance stated in advance, derived rather than picked; DESIGN.md "Tolerance policies":
+/// (proofs/tolerance.md, Definition: Tight and fair: a tolerance stated in advance, derived rather than picked,
 /// tight and fair). Theorem aux-loss.derived-tolerance.
 /// </summary>
 /// <remarks>

@@ -7,7 +7,7 @@ namespace Reference.Routing;
 public sealed record BalancedAssignmentResult(int[] Experts, double Objective, double[] Prices);
 
 /// <summary>
-/// BASE layers' balanced assignment, exact (SEMANTICS.md section 7, <c>method=exact</c>): k = 1, E divides N, every expert gets
+/// BASE layers' balanced assignment, exact (proofs/base.md, Definition: Exact method, <c>method=exact</c>): k = 1, E divides N, every expert gets
 /// exactly N / E tokens, and the total score is the largest possible. It is <see cref="MaxScore.Route"/> with k = 1 and
 /// C = N / E (then C E = N = k N, so the maximum flow fills every token and every expert).
 /// </summary>

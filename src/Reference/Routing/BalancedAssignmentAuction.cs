@@ -26,7 +26,7 @@ public enum AuctionStatus
 public sealed record BalancedAssignmentAuctionResult(int[] Experts, double Objective, int Rounds, AuctionStatus Status, double Epsilon, bool Partition);
 
 /// <summary>
-/// fairseq's auction for BASE layers' balanced assignment (SEMANTICS.md section 7, <c>method=auction</c>), reproduced from the
+/// fairseq's auction for BASE layers' balanced assignment (proofs/base.md, Definition: Auction method, <c>method=auction</c>), reproduced from the
 /// semantics of <c>balanced_assignment</c> in fairseq's libbase (an auction after Bertsekas 1988, in which experts bid for
 /// tokens): double precision, single-threaded, deterministic.
 /// </summary>

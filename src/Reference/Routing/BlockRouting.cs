@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>Options for <see cref="BlockRouting.Route"/>. Defaults follow the CLI table of SEMANTICS.md section 12.</summary>
+/// <summary>Options for <see cref="BlockRouting.Route"/>. Defaults follow proofs/block-routing.md, Definition: Parameters.</summary>
 public sealed record BlockRoutingOptions
 {
     /// <summary>Experts per token, 1..kb. Default 2.</summary>
@@ -22,7 +22,7 @@ public sealed record BlockRoutingOptions
 public sealed record BlockRoutingResult(int[,] Experts, double[,] Weights, int[,] BlockExperts, int[] UniquePerBlock, int[] TokenLevelUnique);
 
 /// <summary>
-/// Block-level routing for diffusion language models (SEMANTICS.md section 9): tokens of a block share a small expert set,
+/// Block-level routing for diffusion language models (proofs/block-routing.md, Definition): tokens of a block share a small expert set,
 /// so a block activates at most kb experts. The reference: double precision, single-threaded, deterministic.
 /// </summary>
 /// <remarks>

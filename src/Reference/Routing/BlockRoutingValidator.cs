@@ -3,7 +3,7 @@ using Reference.Numerics;
 namespace Reference.Routing;
 
 /// <summary>
-/// Judges a candidate block routing directly against the logits (SEMANTICS.md section 11): where two block scores or two
+/// Judges a candidate block routing directly against the logits (proofs/tolerance.md, Definition: Decisions and near-ties): where two block scores or two
 /// token scores are equal or within the candidate's rounding error, either choice passes.
 /// </summary>
 /// <remarks>

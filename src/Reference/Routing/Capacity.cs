@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>Options for <see cref="Capacity.Route"/>. Defaults follow the CLI table of SEMANTICS.md section 12.</summary>
+/// <summary>Options for <see cref="Capacity.Route"/>. Defaults follow proofs/capacity.md, Definition: Parameters.</summary>
 public sealed record CapacityOptions
 {
     /// <summary>Experts per token, 1..E. Default 2.</summary>
@@ -41,7 +41,7 @@ public sealed record CapacityOptions
 public sealed record CapacityResult(int[,] Experts, double[,] Weights, int[,] Slots, int[] Load, int Capacity, int[,] Selected);
 
 /// <summary>
-/// Token-choice top-k routing with expert capacity and dropping (SEMANTICS.md section 2), the reference:
+/// Token-choice top-k routing with expert capacity and dropping (proofs/capacity.md, Definition), the reference:
 /// double precision, single-threaded, deterministic.
 /// </summary>
 /// <remarks>

@@ -2,7 +2,7 @@ using System.Numerics;
 
 namespace Reference.Routing;
 
-/// <summary>How an expert capacity C is derived from a capacity factor cf (SEMANTICS.md section 2), with
+/// <summary>How an expert capacity C is derived from a capacity factor cf (proofs/capacity.md, Definition: Capacity rule), with
 /// x = cf·N·k / E computed exactly (see <see cref="ExpertCapacity"/>):</summary>
 public enum CapacityRounding
 {
@@ -22,7 +22,7 @@ public enum CapacityRounding
 }
 
 /// <summary>
-/// The expert capacity C of SEMANTICS.md section 2: an explicit value, or a capacity factor with a rounding rule,
+/// The expert capacity C of proofs/capacity.md, Definition: Capacity rule: an explicit value, or a capacity factor with a rounding rule,
 /// then at least <c>min_capacity</c>.
 /// </summary>
 /// <remarks>

@@ -13,7 +13,7 @@ public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] Expe
 }
 
 /// <summary>
-/// Judges a candidate capacity routing directly against the logits (SEMANTICS.md section 11): where two keys that decide
+/// Judges a candidate capacity routing directly against the logits (proofs/tolerance.md, Definition: Decisions and near-ties): where two keys that decide
 /// something are equal, or within the candidate's rounding error of each other, either decision passes; any other
 /// deviation from <see cref="Capacity.Route"/> fails.
 /// </summary>

@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>Which requests an over-subscribed expert keeps (SEMANTICS.md section 2). Request (i, j) is token i's j-th choice;
+/// <summary>Which requests an over-subscribed expert keeps (proofs/capacity.md, Definition: Drop policies). Request (i, j) is token i's j-th choice;
 /// when more than C requests reach one expert, the C that come first in the policy's priority order are kept.</summary>
 public enum DropPolicy
 {
@@ -19,7 +19,7 @@ public enum DropPolicy
     BatchPriority,
 }
 
-/// <summary>When the k weights of a token are renormalized to sum to 1 (SEMANTICS.md section 2).</summary>
+/// <summary>When the k weights of a token are renormalized to sum to 1 (proofs/capacity.md, Definition: Renormalization).</summary>
 public enum Renormalization
 {
     /// <summary>Weights are the raw scores P at the chosen experts.</summary>

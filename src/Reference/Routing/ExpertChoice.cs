@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>Options for <see cref="ExpertChoice.Route"/>. Defaults follow the CLI table of SEMANTICS.md section 12.</summary>
+/// <summary>Options for <see cref="ExpertChoice.Route"/>. Defaults follow proofs/expert-choice.md, Definition: Parameters.</summary>
 public sealed record ExpertChoiceOptions
 {
     /// <summary>An explicit capacity C in 0..N, the tokens every expert takes; null derives C from the factor. Default null.</summary>
@@ -21,7 +21,7 @@ public sealed record ExpertChoiceOptions
 public sealed record ExpertChoiceResult(int[,] Tokens, double[,] Gates, int[] Count, int Capacity);
 
 /// <summary>
-/// Expert-choice routing (SEMANTICS.md section 4): each expert picks its C best tokens, so every expert is exactly full and a
+/// Expert-choice routing (proofs/expert-choice.md, Definition): each expert picks its C best tokens, so every expert is exactly full and a
 /// token may be taken by 0..E experts. The reference: double precision, single-threaded, deterministic.
 /// </summary>
 /// <remarks>

@@ -3,7 +3,7 @@ using Reference.Numerics;
 namespace Reference.Routing;
 
 /// <summary>
-/// Judges a candidate expert-choice routing directly against the logits (SEMANTICS.md section 11): where two tokens' scores
+/// Judges a candidate expert-choice routing directly against the logits (proofs/tolerance.md, Definition: Decisions and near-ties): where two tokens' scores
 /// for an expert are equal or within the candidate's rounding error, either order passes.
 /// </summary>
 /// <remarks>

@@ -4,7 +4,7 @@ using Reference.Numerics;
 
 namespace Reference.Routing;
 
-/// <summary>Options for <see cref="MaxScore.Route"/> and <see cref="MaxScoreTwoStage.Route"/>. Defaults follow SEMANTICS.md section 12.</summary>
+/// <summary>Options for <see cref="MaxScore.Route"/> and <see cref="MaxScoreTwoStage.Route"/>. Defaults follow proofs/maxscore.md, Definition: Parameters.</summary>
 public sealed record MaxScoreOptions
 {
     /// <summary>Experts per token, 1..E. Default 2.</summary>
@@ -38,7 +38,7 @@ public sealed record MaxScoreResult(
     int CyclesCanceled);
 
 /// <summary>
-/// MaxScore routing, the reference (SEMANTICS.md section 8): among the maximum flows of the token-expert network, one of
+/// MaxScore routing, the reference (proofs/maxscore.md, Definition: Exact routing): among the maximum flows of the token-expert network, one of
 /// largest total score. Double precision in, exact arithmetic inside, single-threaded, deterministic.
 /// </summary>
 /// <remarks>
@@ -135,7 +135,7 @@ public static class MaxScore
             }
         }
 
-        // 4. The min-cost maximum flow on the network of section 8.
+        // 4. The min-cost maximum flow on the network of proofs/maxscore.md, Definition: Exact routing.
         //    Nodes: source 0, token i -> 1 + i, expert e -> 1 + N + e, sink 1 + N + E.
         int source = 0, sink = n + e + 1;
         var network = new MinCostFlow();

@@ -12,7 +12,7 @@ namespace Reference.Routing;
 public sealed record MaxScoreTwoStageResult(int[,] Experts, double[,] Weights, int[] Load, double Objective, int Repeated, double MatchingWeight);
 
 /// <summary>
-/// The two-stage algorithm of the released MaxScore code, for reproduction (SEMANTICS.md section 8, <c>mode=two-stage</c>;
+/// The two-stage algorithm of the released MaxScore code, for reproduction (proofs/maxscore.md, Definition: Two-stage heuristic, <c>mode=two-stage</c>;
 /// k = 2 and C E = 2 N only). It is a heuristic: its objective can fall below the exact optimum of <see cref="MaxScore.Route"/>.
 /// </summary>
 /// <remarks>

@@ -1,7 +1,7 @@
 namespace Reference.Routing;
 
 /// <summary>
-/// The project's one ranking rule (SEMANTICS.md section 0): larger value first, ties to the lower index.
+/// The project's one ranking rule (proofs/conventions.md, Definition: Ranking and ties): larger value first, ties to the lower index.
 /// Written as an explicit comparison, so it never inherits the tie order of an unstable sort.
 /// </summary>
 public static class Ranking

@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>Options for <see cref="Reroute.Route"/>. Defaults follow the CLI table of SEMANTICS.md section 12.</summary>
+/// <summary>Options for <see cref="Reroute.Route"/>. Defaults follow proofs/reroute.md, Definition: Parameters.</summary>
 public sealed record RerouteOptions
 {
     /// <summary>Experts per token, 1..E. Default 2.</summary>
@@ -30,7 +30,7 @@ public sealed record RerouteOptions
 public sealed record RerouteResult(int[,] Experts, double[,] Weights, int[] Load, int Capacity);
 
 /// <summary>
-/// Iterative rerouting (SEMANTICS.md section 3): a dropped later choice is sent to the token's next best expert that still
+/// Iterative rerouting (proofs/reroute.md, Definition): a dropped later choice is sent to the token's next best expert that still
 /// has room. The reference: double precision, single-threaded, deterministic.
 /// </summary>
 /// <remarks>

@@ -1,7 +1,7 @@
 namespace Reference.Routing;
 
 /// <summary>
-/// Router scores P [N,E] from logits X [N,E] (SEMANTICS.md section 0), in double precision.
+/// Router scores P [N,E] from logits X [N,E] (proofs/conventions.md, Definition: Scores), in double precision.
 /// </summary>
 public static class RouterScores
 {

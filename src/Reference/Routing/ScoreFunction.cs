@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>How router logits X [N,E] become scores P [N,E] (SEMANTICS.md section 0).</summary>
+/// <summary>How router logits X [N,E] become scores P [N,E] (proofs/conventions.md, Definition: Scores).</summary>
 public enum ScoreFunction
 {
     /// <summary>P_ie = exp(X_ie - max_e X_ie) / sum_e exp(X_ie - max_e X_ie): a distribution over experts per token.</summary>

@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>Which SoftTopk operator (SEMANTICS.md section 8, "SoftTopk").</summary>
+/// <summary>Which SoftTopk operator (proofs/softtopk.md, Definition).</summary>
 public enum SoftTopKMethod
 {
     /// <summary>y_e = sigmoid((x_e - t)/tau) with the threshold t chosen so that sum_e y_e = k
@@ -13,7 +13,7 @@ public enum SoftTopKMethod
 }
 
 /// <summary>Options for <see cref="SoftTopK.Compute"/>. <see cref="K"/> and <see cref="Tau"/> have no default, as in the
-/// CLI table of SEMANTICS.md section 12.</summary>
+/// parameters of proofs/softtopk.md, Definition: Parameters.</summary>
 public sealed record SoftTopKOptions
 {
     /// <summary>The mass k that y distributes over the E entries of a row: 0 &lt; k &lt; E. Required.</summary>
@@ -49,7 +49,7 @@ public sealed record SoftTopKOptions
 public sealed record SoftTopKResult(double[,] Y, double[,,]? Jacobian, int[] Iterations, double[] SumError, bool[] Converged);
 
 /// <summary>
-/// SoftTopk (SEMANTICS.md section 8): a smooth relaxation of the top-k indicator of each row of x, with temperature tau,
+/// SoftTopk (proofs/softtopk.md, Definition): a smooth relaxation of the top-k indicator of each row of x, with temperature tau,
 /// and its exact Jacobian. This facade dispatches on <see cref="SoftTopKOptions.Method"/> to
 /// <see cref="SoftTopKThreshold"/> or <see cref="SoftTopKEntropic"/>.
 /// </summary>
@@ -58,7 +58,7 @@ public sealed record SoftTopKResult(double[,] Y, double[,,]? Jacobian, int[] Ite
 /// decrease y_e nor increase any other y), commute with permutations of the entries, and tend to the hard top-k
 /// indicator as tau -&gt; 0 when x_(k) &gt; x_(k+1) (the k-th and (k+1)-th largest values). Derivations, error bounds
 /// and the tests of each claim: proofs/softtopk.md.</para>
-/// <para>The MaxScore paper names a SoftTopk operator without publishing its definition; these are the two published-style definitions SEMANTICS.md fixes. The threshold
+/// <para>The MaxScore paper names a SoftTopk operator without publishing its definition; these are the two published-style definitions this repository fixes. The threshold
 /// form is the sigmoid relaxation with a calibrated threshold (as in Amos et al. 2019, "The limited multi-label
 /// projection layer"); the entropic form is the optimal-transport top-k of Xie et al. 2020, "Differentiable top-k with
 /// optimal transport", NeurIPS.</para>
@@ -82,7 +82,7 @@ public static class SoftTopK
         };
     }
 
-    /// <summary>The checks both operators share (SEMANTICS.md section 0): x finite, 0 &lt; k &lt; E, tau positive,
+    /// <summary>The checks both operators share (proofs/conventions.md, Definition: Bad input): x finite, 0 &lt; k &lt; E, tau positive,
     /// finite and normal (a subnormal tau would overflow the Jacobian, whose entries reach 1/(4 tau)).</summary>
     internal static void Validate(double[,] x, SoftTopKOptions options)
     {

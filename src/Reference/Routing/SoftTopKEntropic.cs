@@ -1,7 +1,7 @@
 namespace Reference.Routing;
 
 /// <summary>
-/// The entropic (optimal-transport) SoftTopk operator (SEMANTICS.md section 8), the reference: double precision,
+/// The entropic (optimal-transport) SoftTopk operator (proofs/softtopk.md, Definition: Entropic operator), the reference: double precision,
 /// single-threaded, deterministic.
 /// </summary>
 /// <remarks>
@@ -31,7 +31,7 @@ namespace Reference.Routing;
 /// independent cross-check; this class does not.</para>
 /// <para>Sources: Xie, Dai, Chen, Dai, Zhao, Zha, Wei and Pfister 2020, "Differentiable top-k with optimal transport"
 /// (NeurIPS), the SOFT top-k operator; Cuturi 2013 (Sinkhorn distances); Peyre and Cuturi 2019, "Computational optimal
-/// transport", section 4.4 (log-domain Sinkhorn); the MaxScore paper's SoftTopk, as fixed by SEMANTICS.md.</para>
+/// transport", section 4.4 (log-domain Sinkhorn); the MaxScore paper's SoftTopk, as this repository fixes it.</para>
 /// </remarks>
 public static class SoftTopKEntropic
 {

@@ -1,7 +1,7 @@
 namespace Reference.Routing;
 
 /// <summary>
-/// The threshold SoftTopk operator (SEMANTICS.md section 8), the reference: double precision, single-threaded,
+/// The threshold SoftTopk operator (proofs/softtopk.md, Definition: Threshold operator), the reference: double precision, single-threaded,
 /// deterministic.
 /// </summary>
 /// <remarks>
@@ -20,7 +20,7 @@ namespace Reference.Routing;
 /// p = q / sqrt(sum q), so that the computed J is exactly symmetric with exactly signed entries.
 /// If every d_e underflows to 0 (tau tiny against the gaps of x) the Jacobian is returned as 0, its limit.</para>
 /// <para>Sources: Amos, Koltun and Kolter 2019, "The limited multi-label projection layer" (the sigmoid with a
-/// calibrated threshold, solved by bisection); the MaxScore paper's SoftTopk, as fixed by SEMANTICS.md.</para>
+/// calibrated threshold, solved by bisection); the MaxScore paper's SoftTopk, as this repository fixes it.</para>
 /// </remarks>
 public static class SoftTopKThreshold
 {

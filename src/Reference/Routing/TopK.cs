@@ -1,6 +1,6 @@
 namespace Reference.Routing;
 
-/// <summary>Options for <see cref="TopK.Route"/>. Defaults follow the CLI table of SEMANTICS.md section 12.</summary>
+/// <summary>Options for <see cref="TopK.Route"/>. Defaults follow proofs/topk.md, Definition: Parameters.</summary>
 public sealed record TopKOptions
 {
     /// <summary>Experts per token, 1..E. Default 2.</summary>
@@ -25,7 +25,7 @@ public sealed record TopKOptions
 public sealed record TopKResult(int[,] Experts, double[,] Weights, bool[] BoundaryTie);
 
 /// <summary>
-/// Token-choice top-k routing (SEMANTICS.md section 1), the reference: double precision, single-threaded, deterministic.
+/// Token-choice top-k routing (proofs/topk.md, Definition), the reference: double precision, single-threaded, deterministic.
 /// </summary>
 /// <remarks>
 /// <para>For logits X [N,E], scores P = softmax(X) or sigmoid(X), and an optional bias b [E]:</para>

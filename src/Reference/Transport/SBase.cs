@@ -3,7 +3,7 @@ using Reference.Routing;
 namespace Reference.Transport;
 
 /// <summary>
-/// S-BASE routing (SEMANTICS.md section 6, method <c>sbase</c>): Megatron-LM's Sinkhorn router, with an iteration cap.
+/// S-BASE routing (proofs/sinkhorn.md, Definition: S-BASE, method <c>sbase</c>): Megatron-LM's Sinkhorn router, with an iteration cap.
 /// </summary>
 /// <remarks>
 /// <para>For logits X [N,E] (X = -M when a cost is given; negation is exact), Megatron-LM's
@@ -17,7 +17,7 @@ namespace Reference.Transport;
 /// the defaults are Megatron's). Megatron's loop has no cap; this reference stops after max_iter iterations
 /// (default 10000) and reports <see cref="SinkhornStatus.MaxIterations"/>. Default tol 1e-4 (Megatron's).</para>
 /// <para>Routing (Megatron's router, training path, <c>sinkhorn_load_balancing</c>): experts = the top-k of each plan row
-/// (ties to the lower expert, SEMANTICS.md section 0); weights = sigmoid(X) at those experts when k = 1, and softmax(X)
+/// (ties to the lower expert, proofs/conventions.md, Definition: Ranking and ties); weights = sigmoid(X) at those experts when k = 1, and softmax(X)
 /// over all E at those experts when k &gt; 1, not renormalized. The plan only selects.</para>
 /// <para>Failure: exp(X) overflows for X &gt; 709.78 (Megatron, in float32, already above 88.7). An update that produces a
 /// non-finite scaling or error restores the previous d0, d1 and ends the run with

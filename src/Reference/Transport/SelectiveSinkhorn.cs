@@ -1,7 +1,7 @@
 namespace Reference.Transport;
 
 /// <summary>
-/// Selective Sinkhorn Routing (SEMANTICS.md section 6, method <c>ssr</c>): route by the entropic transport plan.
+/// Selective Sinkhorn Routing (proofs/sinkhorn.md, Definition: SSR, method <c>ssr</c>): route by the entropic transport plan.
 /// </summary>
 /// <remarks>
 /// <para>For logits X [N,E] (or a cost M = -X), the plan G solves the entropic problem with reg = xi on M = -X, row

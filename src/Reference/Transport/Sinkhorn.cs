@@ -1,6 +1,6 @@
 namespace Reference.Transport;
 
-/// <summary>Which Sinkhorn variant to run (SEMANTICS.md section 6). The CLI names are in brackets.</summary>
+/// <summary>Which Sinkhorn variant to run (proofs/sinkhorn.md, Definition: POT methods, S-BASE, SSR). The CLI names are in brackets.</summary>
 public enum SinkhornMethod
 {
     /// <summary>[<c>knopp</c>] Plain matrix scaling on K = exp(-M/reg) (POT <c>sinkhorn_knopp</c>). Fast, but K under- or
@@ -41,7 +41,7 @@ public enum SinkhornStatus
     NumericalError = 2,
 }
 
-/// <summary>Options for <see cref="Sinkhorn.Solve"/>. Defaults follow SEMANTICS.md sections 6 and 12.</summary>
+/// <summary>Options for <see cref="Sinkhorn.Solve"/>. Defaults follow proofs/sinkhorn.md, Definition: Parameters.</summary>
 public sealed record SinkhornOptions
 {
     /// <summary>The variant. Default <see cref="SinkhornMethod.Log"/>.</summary>
@@ -108,7 +108,7 @@ public sealed record SinkhornResult(
     double[,]? Weights);
 
 /// <summary>
-/// Entropic optimal transport by Sinkhorn iterations (SEMANTICS.md section 6), the reference: double precision,
+/// Entropic optimal transport by Sinkhorn iterations (proofs/sinkhorn.md, Definition), the reference: double precision,
 /// single-threaded, deterministic. One facade over six variants, each in its own file.
 /// </summary>
 /// <remarks>
@@ -139,7 +139,7 @@ public static class Sinkhorn
         return Run(SinkhornProblem.Create(cost, nameof(cost), options));
     }
 
-    /// <summary>Solves the entropic problem for router logits: the cost is M = -X (SEMANTICS.md section 12).
+    /// <summary>Solves the entropic problem for router logits: the cost is M = -X (proofs/sinkhorn.md, Definition: Problem).
     /// Negation is exact, so this equals <see cref="Solve"/> on -X bit for bit.</summary>
     /// <param name="logits">X, [N, E], finite.</param>
     /// <param name="options">Method, regularization, iteration cap, tolerance, marginals, k.</param>

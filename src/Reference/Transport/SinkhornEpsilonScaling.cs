@@ -1,7 +1,7 @@
 namespace Reference.Transport;
 
 /// <summary>
-/// Stabilized Sinkhorn on a decreasing schedule of regularizations (SEMANTICS.md section 6, method <c>eps-scaling</c>),
+/// Stabilized Sinkhorn on a decreasing schedule of regularizations (proofs/sinkhorn.md, Definition: POT methods, method <c>eps-scaling</c>),
 /// following POT 0.8.2 <c>ot.bregman.sinkhorn_epsilon_scaling</c>.
 /// </summary>
 /// <remarks>

@@ -1,7 +1,7 @@
 namespace Reference.Transport;
 
 /// <summary>
-/// Sinkhorn-Knopp matrix scaling (SEMANTICS.md section 6, method <c>knopp</c>), following POT 0.8.2
+/// Sinkhorn-Knopp matrix scaling (proofs/sinkhorn.md, Definition: POT methods, method <c>knopp</c>), following POT 0.8.2
 /// <c>ot.bregman.sinkhorn_knopp</c>.
 /// </summary>
 /// <remarks>

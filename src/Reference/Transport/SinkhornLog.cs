@@ -1,7 +1,7 @@
 namespace Reference.Transport;
 
 /// <summary>
-/// Log-domain Sinkhorn (SEMANTICS.md section 6, method <c>log</c>), following POT 0.8.2 <c>ot.bregman.sinkhorn_log</c>.
+/// Log-domain Sinkhorn (proofs/sinkhorn.md, Definition: POT methods, method <c>log</c>), following POT 0.8.2 <c>ot.bregman.sinkhorn_log</c>.
 /// The numerically stable reference for small reg, and the default method.
 /// </summary>
 /// <remarks>

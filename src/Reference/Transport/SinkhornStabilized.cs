@@ -1,7 +1,7 @@
 namespace Reference.Transport;
 
 /// <summary>
-/// Sinkhorn with absorption of large scalings into the potentials (SEMANTICS.md section 6, method <c>stabilized</c>),
+/// Sinkhorn with absorption of large scalings into the potentials (proofs/sinkhorn.md, Definition: POT methods, method <c>stabilized</c>),
 /// following POT 0.8.2 <c>ot.bregman.sinkhorn_stabilized</c>.
 /// </summary>
 /// <remarks>

@@ -1,4 +1,4 @@
-"""Bug zoo: auxiliary router losses (`aux-loss`, SEMANTICS.md section 5, proofs/aux-loss.md).
+"""Bug zoo: auxiliary router losses (`aux-loss`, proofs/aux-loss.md, Definition).
 
 Correct implementations follow Megatron-LM's switch_load_balancing_loss_func and z_loss_func, HF Transformers'
 load_balancing_loss_func / router_z_loss_func (k = 1, where its convention equals Megatron's; computed in bf16 as

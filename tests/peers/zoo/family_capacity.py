@@ -1,4 +1,4 @@
-"""Bug zoo: top-k with expert capacity and dropping (`capacity`, SEMANTICS.md section 2, proofs/capacity.md).
+"""Bug zoo: top-k with expert capacity and dropping (`capacity`, proofs/capacity.md, Definition).
 
 Correct implementations follow DeepSpeed top2gating (cumsum locations, first choices before second, renormalize
 after dropping), Tutel (capacity k*floor(cf*ceil(N/E)), gates normalized before dropping), Megatron-LM (drop_policy
@@ -32,7 +32,7 @@ def capacity_of(n, e, k, cf, rounding="ceil", min_capacity=0):
 
 def ref_capacity(logits, k, C, policy="choice-position", normalize="none", score="softmax", sel=None):
     """Float64 reference following the priority/dispatch table of proofs/capacity.md. `sel` replaces the top-k
-    selection by another valid one (equal keys, a different order among exact ties: SEMANTICS.md section 11)."""
+    selection by another valid one (equal keys, a different order among exact ties: proofs/tolerance.md, Definition: Decisions and near-ties)."""
     x = z.widen(logits)
     n, e = x.shape
     p = z.softmax(x) if score == "softmax" else 1.0 / (1.0 + np.exp(-x))
@@ -243,7 +243,7 @@ def cases():
     C = capacity_of(n, e, 2, 1.25, "tutel")
     add("tutel/bf16/correct", "correct", "bf16", "Tutel fast_dispatch gating (normalize_gate=True)",
         "bf16 logits, float32 softmax, torch.topk (exact bf16 ties go to whichever expert topk returns: allowed by "
-        "SEMANTICS.md section 11), gates normalized over the top-2 before dropping, capacity 2*floor(1.25*ceil(N/E))",
+        "proofs/tolerance.md, Definition: Decisions and near-ties), gates normalized over the top-2 before dropping, capacity 2*floor(1.25*ceil(N/E))",
         xb, {"k": 2, "capacity_factor": 1.25, "rounding": "tutel", "policy": "choice-position", "normalize": "before"},
         tutel_topk(z.as_torch(xb), 2, C, torch.bfloat16), C)
 
@@ -296,7 +296,7 @@ def cases():
     good = megatron_probs(torch.from_numpy(xg), 2, C, torch.float16)
     bad = megatron_probs(torch.from_numpy(xg), 2, C, torch.float16, higher_index_wins=True)
     z.require(not np.array_equal(good["experts"], bad["experts"]), "tie bug changes the kept set")
-    # Exact ties at the capacity boundary are free (SEMANTICS section 11: the checker validates the candidate's choice
+    # Exact ties at the capacity boundary are free (proofs/tolerance.md, Definition: Decisions and near-ties: the checker validates the candidate's choice
     # where the reference sees a boundary tie), so keeping the higher token index there is correct; the kept set still
     # differs from the lower-index rule's, which the self-check above asserts. The reference-order check is skipped.
     add("tie-to-higher-token/f16/correct", "correct", "f16", "Megatron-LM probs policy with a reversed stable sort",

@@ -1,4 +1,4 @@
-"""Bug zoo: expert-choice routing (`expert-choice`, SEMANTICS.md section 4).
+"""Bug zoo: expert-choice routing (`expert-choice`, proofs/expert-choice.md, Definition).
 
 Correct implementations follow Zhou et al. / flaxformer's ExpertsChooseMaskedRouter (softmax over experts, each
 expert takes its top-C tokens) in torch (topk over the transposed scores) and numpy (stable argsort). Every case is

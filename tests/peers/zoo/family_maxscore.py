@@ -1,4 +1,4 @@
-"""Bug zoo: balanced assignment (`base`, BASE layers) and MaxScore routing (`maxscore`), SEMANTICS.md sections 7-8.
+"""Bug zoo: balanced assignment (`base`, BASE layers) and MaxScore routing (`maxscore`), proofs/base.md, Definition and proofs/maxscore.md, Definition.
 
 Correct implementations: scipy's linear_sum_assignment on experts repeated N/E times, POT's exact ot.emd plan,
 scipy linprog (HiGHS dual simplex; the constraint matrix is totally unimodular, so a vertex is integral) and
@@ -31,7 +31,7 @@ def base_opt(S):
 
 
 def maxscore_lp(S, k, C):
-    """The LP of section 8 with C E >= k N: sum_e x_ie = k, sum_i x_ie <= C, 0 <= x <= 1; returns the 0/1 matrix."""
+    """The LP of proofs/maxscore.md, Definition: Exact routing with C E >= k N: sum_e x_ie = k, sum_i x_ie <= C, 0 <= x <= 1; returns the 0/1 matrix."""
     n, e = S.shape
     A_eq = np.kron(np.eye(n), np.ones((1, e)))
     A_ub = np.kron(np.ones((1, n)), np.eye(e))

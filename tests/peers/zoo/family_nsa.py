@@ -208,7 +208,7 @@ NSA_BUG_STYLE = "fla NSA (topk over all blocks)"
 
 
 def nsa64(q, k, v, gates, bs, top_n, window):
-    """float64 NSA from SEMANTICS.md section 10, for the self-check."""
+    """float64 NSA from proofs/attention-sparse.md, Definition: NSA, for the self-check."""
     scale = 1 / math.sqrt(q.shape[-1])
     b, hq, t, _ = q.shape
     g = hq // k.shape[1]

@@ -1,4 +1,4 @@
-"""Bug zoo: iterative rerouting (`reroute`, SEMANTICS.md section 3, proofs/reroute.md).
+"""Bug zoo: iterative rerouting (`reroute`, proofs/reroute.md, Definition).
 
 The MaxScore paper's baseline: dropped later choices go to the next best expert with room, in rounds.
 Correct implementations: a per-token numpy loop, a vectorized torch version (masked argmax proposals, acceptance by

@@ -1,4 +1,4 @@
-"""Bug zoo: entropic OT for routing (`sinkhorn`: knopp, log, S-BASE; SEMANTICS.md section 6, proofs/sinkhorn.md).
+"""Bug zoo: entropic OT for routing (`sinkhorn`: knopp, log, S-BASE; proofs/sinkhorn.md, Definition).
 
 Correct implementations: POT's sinkhorn_knopp (float64, potentials from log['u'], log['v']), a log-domain torch
 float32 solver running to its cap, a numpy float32 Sinkhorn-Knopp cast to bf16, and Megatron-LM's S-BASE

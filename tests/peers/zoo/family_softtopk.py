@@ -1,4 +1,4 @@
-"""Bug zoo: SoftTopk (`softtopk`, SEMANTICS.md section 8 "SoftTopk", proofs/softtopk.md).
+"""Bug zoo: SoftTopk (`softtopk`, proofs/softtopk.md, Definition).
 
 Correct implementations: the sigmoid-threshold operator by float64 bisection (numpy), by float32 Newton steps
 (torch, with the exact Jacobian D - d d^T / sum d), in bf16 storage, and the entropic operator through POT's

@@ -1,4 +1,4 @@
-"""Bug zoo: token-choice top-k routing (`topk`, SEMANTICS.md section 1).
+"""Bug zoo: token-choice top-k routing (`topk`, proofs/topk.md, Definition).
 
 Correct implementations follow HF Transformers (Mixtral, Qwen2-MoE), DeepSeek-V3 (sigmoid scores, selection bias)
 and Megatron-LM (pre_softmax=False: softmax over the k selected logits). Every case is checked at build time against
