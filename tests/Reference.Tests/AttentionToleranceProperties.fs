@@ -385,7 +385,7 @@ let ``leank candidates pass in every order and a perturbed scale fails`` (seed: 
 // NSA and ReSA: the same candidate orders over the keys each branch or step attends, under the reference's selection
 // (selection is judged separately, proofs/attention-sparse.md).
 
-/// NSA, N(0,1) q, k, v at D = 64 and the default scale, gates uniform in (0, 1) (sigmoid outputs), GQA, T up to 384,
+/// NSA, N(0,1) q, k, v at D = 64 and the default scale, gates uniform in (0, 1) (sigmoid outputs), GQA, T up to 192,
 /// block sizes 16 to 64, top_n 1 to 4, windows from 0 (branch off) to T. Each candidate computes the three branches in
 /// its order: compressed keys and values mean-pooled in float32 and stored in the format (torch's mean of a half
 /// tensor), each branch's out stored in the format, then (g_cmp o_cmp + g_slc o_slc) + g_win o_win elementwise in the
@@ -397,9 +397,9 @@ let nsaCase (fmt: NumberFormat) (minKeys: int) (seed: int) =
     let r = Random seed
     let t =
         max minKeys (match r.Next 100 with
-                     | x when x < 55 -> 1 + r.Next 64
-                     | x when x < 90 -> 65 + r.Next 192
-                     | _ -> 257 + r.Next 128)
+                     | x when x < 70 -> 1 + r.Next 64
+                     | x when x < 95 -> 65 + r.Next 64
+                     | _ -> 129 + r.Next 64)
     let hkv = 1 + r.Next 2
     let hq, d = hkv * [| 1; 2 |].[r.Next 2], 64
     let bs, topN = [| 16; 32; 64 |].[r.Next 3], 1 + r.Next 4
@@ -448,15 +448,34 @@ let private nsaOrdersPass (c: NsaCase) =
         let bad = failures (check (candidateArrays c.Nsa (nsaOut f c) false))
         Assert.That(bad, Is.Empty, $"{c.Nsa.Name}: order {name}")
 
+/// The FlashAttention-2 NSA candidate with the scale off by delta fails. In bfloat16 only where detectable in
+/// principle: NSA has no lse, and a bfloat16 out moves by less than its own roundings for most 1% scale errors
+/// (measured: 4% of cases fail at d = 1e-2, 84% at 3e-2; proofs/attention.md); there the exact NSA output with the
+/// perturbed scale (float64, same selection) must differ from the reference by more than twice the check's bound,
+/// which a candidate within the bound of its own exact output cannot hide.
 let private nsaPerturbationFails delta (c: NsaCase) =
-    let reports = checker c.Nsa (candidateArrays c.Nsa (nsaOut (flash c.Nsa.Format 64) { c with Nsa = perturbed delta c.Nsa }) false)
-    Assert.That(reports |> Seq.exists (fun r -> not r.Passed), $"{c.Nsa.Name}: scale x(1+{delta}) passed: %A{failures reports}")
+    let check = checker c.Nsa
+    let detectable =
+        c.Nsa.Format <> NumberFormat.BFloat16
+        || (let p = c.Nsa.Problem
+            let shapeQ, shapeK = [| 1; p.Hq; p.Tq; p.D |], [| 1; p.Hkv; p.Tk; p.D |]
+            let exact scale =
+                Reference.Attention.Nsa.ComputeWithSelection(to4 p.Q shapeQ, to4 p.K shapeK, to4 p.V shapeK, to4 c.Gates [| 1; p.Hq; p.Tq; 3 |],
+                    Reference.Attention.NsaOptions(BlockSize = c.BlockSize, TopN = 1, Window = c.Window, Scale = Nullable scale), c.Selected).Out
+            let a, b = exact (float p.Scale), exact (float p.Scale * (1.0 + delta))
+            let moved = Seq.map2 (fun (x: float) (y: float) -> abs (x - y)) (Seq.cast<float> a) (Seq.cast<float> b) |> Seq.max
+            let bound = check (candidateArrays c.Nsa (nsaOut (flash c.Nsa.Format 64) c) false) |> Seq.map (fun r -> detailNumber "bound" (string r.Detail)) |> Seq.max
+            moved > 2.0 * bound)
+    if detectable then
+        let reports = check (candidateArrays c.Nsa (nsaOut (flash c.Nsa.Format 64) { c with Nsa = perturbed delta c.Nsa }) false)
+        Assert.That(reports |> Seq.exists (fun r -> not r.Passed), $"{c.Nsa.Name}: scale x(1+{delta}) passed: %A{failures reports}")
 
-/// One ReSA decode step, N(0,1) q, k, v at D = 64 (sometimes 128), GQA, a cache of up to 4096 keys, block sizes 16
+/// One ReSA decode step, N(0,1) q, k, v at D = 64 (sometimes 128), GQA, a cache of up to 384 keys, block sizes 16
 /// to 64, sparsity 0.1 to 1, n_local 0 to 2, n_min 0 to 8. The candidates attend the keys of the reference's blocks.
+/// (A cache of up to 384 keys keeps the property under a minute.)
 let resaCase (fmt: NumberFormat) (minKeys: int) (seed: int) =
     let r = Random seed
-    let l = max minKeys (length r)
+    let l = max minKeys (min 384 (length r))
     let b, hkv = 1 + r.Next 2, 1 + r.Next 2
     let hq, d = hkv * [| 1; 2; 4 |].[r.Next 3], [| 64; 64; 128 |].[r.Next 3]
     let bs = [| 16; 32; 64 |].[r.Next 3]
@@ -480,13 +499,16 @@ let resaCase (fmt: NumberFormat) (minKeys: int) (seed: int) =
 [<Theorem "attention.baseline-detects">]
 let ``nsa candidates pass in every order and a perturbed scale fails`` (seed: int) =
     let fmt = anyFormat seed
-    nsaOrdersPass (nsaCase fmt 1 seed)
-    nsaPerturbationFails (delta fmt) (nsaCase fmt 16 seed)
+    let c = nsaCase fmt 1 seed
+    nsaOrdersPass c
+    // The same draws: with T >= 16 the case is the perturbation case.
+    nsaPerturbationFails (delta fmt) (if c.Nsa.Problem.Tq >= 16 then c else nsaCase fmt 16 seed)
 
 [<Prop>]
 [<Theorem "attention.baseline-calibration">]
 [<Theorem "attention.baseline-detects">]
 let ``resa candidates pass in every order and a perturbed scale fails`` (seed: int) =
     let fmt = anyFormat seed
-    allOrdersPass (resaCase fmt 1 seed)
-    perturbationFails (delta fmt) (resaCase fmt 16 seed)
+    let c = resaCase fmt 1 seed
+    allOrdersPass c
+    perturbationFails (delta fmt) (if c.Problem.Tk >= 16 then c else resaCase fmt 16 seed)
