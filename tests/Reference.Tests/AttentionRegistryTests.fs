@@ -95,8 +95,8 @@ let ``check judges low precision candidates by the baseline and prints its numbe
     let factor = AttentionTolerance.FactorLow
     let u = Precision.UnitRoundoff NumberFormat.Float32
     let maxAbs (xs: float seq) = xs |> Seq.filter Double.IsFinite |> Seq.map abs |> Seq.max
-    let outFloor = AttentionTolerance.OutFloorUlps * u * maxAbs (v.ToDoubles())
-    let lseFloor = AttentionTolerance.ScoreFloorUlps * u * Array.max magnitude + AttentionTolerance.LseFloorUlps * u * maxAbs l0
+    let outFloor = AttentionTolerance.OutFloorUlps * u * maxAbs (v.ToDoubles()) + AttentionTolerance.MergeFloorUlps * u * maxAbs l0 * maxAbs (v.ToDoubles())
+    let lseFloor = AttentionTolerance.ScoreFloorUlps * u * Array.max magnitude + AttentionTolerance.LseFloorUlps * u * maxAbs l0 + AttentionTolerance.FunctionUlps * u
     for line, name, bases, extra in [ lines.[0], "out", [ o0; o1 ], outFloor; lines.[1], "lse", [ l0; l1 ], lseFloor ] do
         Assert.That(line, Does.StartWith($"PASS {name} baseline({format}, factor={factor})"))
         Assert.That(line, Does.Contain "margin=")

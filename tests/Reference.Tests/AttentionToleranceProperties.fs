@@ -380,3 +380,135 @@ let ``leank candidates pass in every order and a perturbed scale fails`` (seed: 
     let fmt = anyFormat seed
     allOrdersPass (leankCase fmt 1 seed)
     perturbationFails (delta fmt) (leankCase fmt 16 seed)
+
+// ---------------------------------------------------------------------------------------------------------------
+// NSA and ReSA: the same candidate orders over the keys each branch or step attends, under the reference's selection
+// (selection is judged separately, proofs/attention-sparse.md).
+
+/// NSA, N(0,1) q, k, v at D = 64 and the default scale, gates uniform in (0, 1) (sigmoid outputs), GQA, T up to 192,
+/// block sizes 16 to 64, top_n 1 to 4, windows from 0 (branch off) to T. Each candidate computes the three branches in
+/// its order: compressed keys and values mean-pooled in float32 and stored in the format (torch's mean of a half
+/// tensor), each branch's out stored in the format, then (g_cmp o_cmp + g_slc o_slc) + g_win o_win elementwise in the
+/// format (float32 for float32).
+type NsaCase =
+    { Nsa: Case; Gates: float32[]; BlockSize: int; Window: int; Selected: bool[,,,] }
+
+let nsaCase (fmt: NumberFormat) (minKeys: int) (seed: int) =
+    let r = Random seed
+    let t =
+        max minKeys (match r.Next 100 with
+                     | x when x < 70 -> 1 + r.Next 64
+                     | x when x < 95 -> 65 + r.Next 64
+                     | _ -> 129 + r.Next 64)
+    let hkv = 1 + r.Next 2
+    let hq, d = hkv * [| 1; 2 |].[r.Next 2], 64
+    let bs, topN = [| 16; 32; 64 |].[r.Next 3], 1 + r.Next 4
+    let window = if r.Next 4 = 0 then 0 else 1 + r.Next t
+    let draw n = Array.init n (fun _ -> normal r)
+    let q, qf = stored fmt (draw (hq * t * d)) [| 1; hq; t; d |]
+    let k, kf = stored fmt (draw (hkv * t * d)) [| 1; hkv; t; d |]
+    let v, vf = stored fmt (draw (hkv * t * d)) [| 1; hkv; t; d |]
+    let g, gf = stored fmt (Array.init (hq * t * 3) (fun _ -> r.NextDouble())) [| 1; hq; t; 3 |]
+    let options = Reference.Attention.NsaOptions(BlockSize = bs, TopN = topN, Window = window)
+    let selected = Reference.Attention.Nsa.Compute(to4 qf [| 1; hq; t; d |], to4 kf [| 1; hkv; t; d |], to4 vf [| 1; hkv; t; d |],
+                                                   to4 gf [| 1; hq; t; 3 |], options).Selected
+    let parameters = [ "block_size", string bs; "top_n", string topN; "window", string window ]
+    let problem =
+        { B = 1; Hq = hq; Hkv = hkv; Tq = t; Tk = t; D = d; Dv = d; Q = qf; K = kf; V = vf; KAlt = kf
+          Scale = float32 (1.0 / sqrt (float d)); Kind = fun _ _ _ _ -> 0 }
+    { Nsa = { Algorithm = "nsa"; Name = sprintf "seed %d: nsa %A Hq=%d Hkv=%d T=%d %A" seed fmt hq hkv t parameters
+              Inputs = Dictionary<string, NdArray>(dict [ "q", q; "k", k; "v", v; "gates", g ]); Parameters = parameters
+              Problem = problem; Format = fmt }
+      Gates = gf; BlockSize = bs; Window = window; Selected = selected }
+
+/// NSA's out by `order` (an attention order of `orders`), with the scale of c.Nsa.Problem.
+let nsaOut (order: Problem -> float32[] * float32[]) (c: NsaCase) =
+    let p, fmt, bs = c.Nsa.Problem, c.Nsa.Format, c.BlockSize
+    let t, nb, group = p.Tq, (p.Tq + c.BlockSize - 1) / c.BlockSize, p.Hq / p.Hkv
+    let pool (xs: float32[]) =
+        Array.init (p.Hkv * nb * p.D) (fun n ->
+            let g, blk, x = n / (nb * p.D), n / p.D % nb, n % p.D
+            let lo, hi = blk * bs, min t ((blk + 1) * bs)
+            let mutable s = 0.0f
+            for j in lo .. hi - 1 do s <- s + xs.[(g * t + j) * p.D + x]
+            rnd fmt (s / float32 (hi - lo)))
+    let cmp = fst (order { p with Tk = nb; K = pool p.K; KAlt = pool p.K; V = pool p.V; Kind = fun _ _ i blk -> if (blk + 1) * bs <= i + 1 then 1 else 0 })
+    let slc = fst (order { p with Kind = fun b h i j -> if j <= i && c.Selected.[b, h / group, i, j / bs] then 1 else 0 })
+    let win = fst (order { p with Kind = fun _ _ i j -> if c.Window > 0 && j <= i && j > i - c.Window then 1 else 0 })
+    let r = rnd fmt
+    let out = Array.init cmp.Length (fun n ->
+        let row = n / p.Dv
+        let g0, g1, g2 = c.Gates.[row * 3], c.Gates.[row * 3 + 1], c.Gates.[row * 3 + 2]
+        r (r (r (g0 * cmp.[n]) + r (g1 * slc.[n])) + r (g2 * win.[n])))
+    out, Array.zeroCreate<float32> (p.Hq * t)
+
+let private nsaOrdersPass (c: NsaCase) =
+    let check = checker c.Nsa
+    for name, f, _ in orders c.Nsa.Format do
+        let bad = failures (check (candidateArrays c.Nsa (nsaOut f c) false))
+        Assert.That(bad, Is.Empty, $"{c.Nsa.Name}: order {name}")
+
+/// The FlashAttention-2 NSA candidate with the scale off by delta fails. In bfloat16 only where detectable in
+/// principle: NSA has no lse, and a bfloat16 out moves by less than its own roundings for most 1% scale errors
+/// (measured: 4% of cases fail at d = 1e-2, 84% at 3e-2; proofs/attention.md); there the exact NSA output with the
+/// perturbed scale (float64, same selection) must differ from the reference by more than twice the check's bound,
+/// which a candidate within the bound of its own exact output cannot hide.
+let private nsaPerturbationFails delta (c: NsaCase) =
+    let check = checker c.Nsa
+    let detectable =
+        c.Nsa.Format <> NumberFormat.BFloat16
+        || (let p = c.Nsa.Problem
+            let shapeQ, shapeK = [| 1; p.Hq; p.Tq; p.D |], [| 1; p.Hkv; p.Tk; p.D |]
+            let exact scale =
+                Reference.Attention.Nsa.ComputeWithSelection(to4 p.Q shapeQ, to4 p.K shapeK, to4 p.V shapeK, to4 c.Gates [| 1; p.Hq; p.Tq; 3 |],
+                    Reference.Attention.NsaOptions(BlockSize = c.BlockSize, TopN = 1, Window = c.Window, Scale = Nullable scale), c.Selected).Out
+            let a, b = exact (float p.Scale), exact (float p.Scale * (1.0 + delta))
+            let moved = Seq.map2 (fun (x: float) (y: float) -> abs (x - y)) (Seq.cast<float> a) (Seq.cast<float> b) |> Seq.max
+            let bound = check (candidateArrays c.Nsa (nsaOut (flash c.Nsa.Format 64) c) false) |> Seq.map (fun r -> detailNumber "bound" (string r.Detail)) |> Seq.max
+            moved > 2.0 * bound)
+    if detectable then
+        let reports = check (candidateArrays c.Nsa (nsaOut (flash c.Nsa.Format 64) { c with Nsa = perturbed delta c.Nsa }) false)
+        Assert.That(reports |> Seq.exists (fun r -> not r.Passed), $"{c.Nsa.Name}: scale x(1+{delta}) passed: %A{failures reports}")
+
+/// One ReSA decode step, N(0,1) q, k, v at D = 64 (sometimes 128), GQA, a cache of up to 384 keys, block sizes 16
+/// to 64, sparsity 0.1 to 1, n_local 0 to 2, n_min 0 to 8. The candidates attend the keys of the reference's blocks.
+/// (A cache of up to 384 keys keeps the property under a minute.)
+let resaCase (fmt: NumberFormat) (minKeys: int) (seed: int) =
+    let r = Random seed
+    let l = max minKeys (min 384 (length r))
+    let b, hkv = 1 + r.Next 2, 1 + r.Next 2
+    let hq, d = hkv * [| 1; 2; 4 |].[r.Next 3], [| 64; 64; 128 |].[r.Next 3]
+    let bs = [| 16; 32; 64 |].[r.Next 3]
+    let sparsity = [| "0.1"; "0.25"; "0.5"; "1" |].[r.Next 4]
+    let nLocal, nMin = r.Next 3, r.Next 9
+    let draw n = Array.init n (fun _ -> normal r)
+    let q, qf = stored fmt (draw (b * hq * d)) [| b; hq; 1; d |]
+    let k, kf = stored fmt (draw (b * hkv * l * d)) [| b; hkv; l; d |]
+    let v, vf = stored fmt (draw (b * hkv * l * d)) [| b; hkv; l; d |]
+    let options = Reference.Attention.ResaOptions(BlockSize = bs, Sparsity = float sparsity, NLocal = nLocal, NMin = nMin)
+    let sel = Reference.Attention.Resa.DecodeStep(to4 qf [| b; hq; 1; d |], to4 kf [| b; hkv; l; d |], to4 vf [| b; hkv; l; d |], options).Selected
+    let parameters = [ "block_size", string bs; "sparsity", sparsity; "n_local", string nLocal; "n_min", string nMin ]
+    let group = hq / hkv
+    { Algorithm = "resa"; Name = sprintf "seed %d: resa %A B=%d Hq=%d Hkv=%d L=%d D=%d %A" seed fmt b hq hkv l d parameters
+      Inputs = Dictionary<string, NdArray>(dict [ "q", q; "k", k; "v", v ]); Parameters = parameters; Format = fmt
+      Problem = { B = b; Hq = hq; Hkv = hkv; Tq = 1; Tk = l; D = d; Dv = d; Q = qf; K = kf; V = vf; KAlt = kf
+                  Scale = float32 (1.0 / sqrt (float d)); Kind = fun b h _ j -> if sel.[b, h / group, j / bs] then 1 else 0 } }
+
+[<Prop>]
+[<Theorem "attention.baseline-calibration">]
+[<Theorem "attention.baseline-detects">]
+let ``nsa candidates pass in every order and a perturbed scale fails`` (seed: int) =
+    let fmt = anyFormat seed
+    let c = nsaCase fmt 1 seed
+    nsaOrdersPass c
+    // The same draws: with T >= 16 the case is the perturbation case.
+    nsaPerturbationFails (delta fmt) (if c.Nsa.Problem.Tq >= 16 then c else nsaCase fmt 16 seed)
+
+[<Prop>]
+[<Theorem "attention.baseline-calibration">]
+[<Theorem "attention.baseline-detects">]
+let ``resa candidates pass in every order and a perturbed scale fails`` (seed: int) =
+    let fmt = anyFormat seed
+    let c = resaCase fmt 1 seed
+    allOrdersPass c
+    perturbationFails (delta fmt) (if c.Problem.Tk >= 16 then c else resaCase fmt 16 seed)

@@ -218,6 +218,54 @@ let softBisect (usePairwise: bool) (x: float32[,]) (k: int) (tau: float32) =
         sigm (0.5f * (lo + hi)) |> Array.iteri (fun j v -> y.[i * e + j] <- v)
     y
 
+/// The entropic operator in float32 by its threshold form (theorem softtopk.entropic-is-threshold): xh = (x - min) /
+/// (max - min) in float32, then the float32 bisection of softBisect at tau/2; a constant row gives k/E.
+let entropicViaThreshold (usePairwise: bool) (x: float32[,]) (k: int) (tau: float32) =
+    let n, e = Array2D.length1 x, Array2D.length2 x
+    let y = Array.zeroCreate<float32> (n * e)
+    for i in 0 .. n - 1 do
+        let row = Array.init e (fun j -> x.[i, j])
+        let m, r = Array.min row, Array.max row - Array.min row
+        if r = 0.0f then
+            for j in 0 .. e - 1 do y.[i * e + j] <- float32 k / float32 e
+        else
+            let xh = Array2D.init 1 e (fun _ j -> (row.[j] - m) / r)
+            softBisect usePairwise xh k (0.5f * tau) |> Array.iteri (fun j v -> y.[i * e + j] <- v)
+    y
+
+/// The entropic operator in float32 by a safeguarded Newton iteration on the column potential h = g_1 - g_0 of the
+/// two-anchor transport problem: y_e = sigma((2 xh_e - 1 + h) / tau), in log-domain form y_e = exp(-softplus(-z_e)),
+/// sum_e y_e = k; Newton steps of F(h) = sum y - k with F' = sum y (1 - y) / tau, bisection when a step leaves the
+/// bracket; sums in descending order of e.
+let entropicNewton (x: float32[,]) (k: int) (tau: float32) =
+    let n, e = Array2D.length1 x, Array2D.length2 x
+    let y = Array.zeroCreate<float32> (n * e)
+    let logSigmoid (z: float32) = if z > 0.0f then -MathF.Log(1.0f + MathF.Exp(-z)) else z - MathF.Log(1.0f + MathF.Exp z)
+    for i in 0 .. n - 1 do
+        let row = Array.init e (fun j -> x.[i, j])
+        let m, r = Array.min row, Array.max row - Array.min row
+        if r = 0.0f then
+            for j in 0 .. e - 1 do y.[i * e + j] <- float32 k / float32 e
+        else
+            let c = row |> Array.map (fun v -> 2.0f * ((v - m) / r) - 1.0f)
+            let ys h = c |> Array.map (fun cj -> MathF.Exp(logSigmoid ((cj + h) / tau)))
+            let f h =
+                let v = ys h
+                let mutable s, ds = 0.0f, 0.0f
+                for j in e - 1 .. -1 .. 0 do
+                    s <- s + v.[j]
+                    ds <- ds + v.[j] * (1.0f - v.[j]) / tau
+                s - float32 k, ds
+            let mutable lo, hi = -1.0f - 60.0f * tau, 1.0f + 60.0f * tau
+            let mutable h = 0.0f
+            for _ in 1..200 do
+                let fh, dfh = f h
+                if fh > 0.0f then hi <- min hi h else lo <- max lo h
+                let step = if dfh > 0.0f then h - fh / dfh else Single.NaN
+                h <- if step > lo && step < hi && not (Single.IsNaN step) then step else 0.5f * (lo + hi)
+            ys h |> Array.iteri (fun j v -> y.[i * e + j] <- v)
+    y
+
 let private softOptions (c: SoftCase) methodKind tau = SoftTopKOptions(K = c.SK, Tau = tau, Method = methodKind)
 
 let softVerdict (c: SoftCase) fmt methodKind (y: float32[]) =
@@ -238,7 +286,10 @@ let private softCandidates (c: SoftCase) fmt methodKind tau =
           "float32 bisection, pairwise reversed sum", softBisect true x32 c.SK (float32 tau)
           "float64 result rounded", exact () ]
     else
-        [ "float64 result rounded", exact () ]
+        [ "float64 result rounded", exact ()
+          "float32 threshold form on xh at tau/2, bisection, sequential sum", entropicViaThreshold false x32 c.SK (float32 tau)
+          "float32 threshold form on xh at tau/2, bisection, pairwise reversed sum", entropicViaThreshold true x32 c.SK (float32 tau)
+          "float32 Newton on the column potential, log-domain sigmoid", entropicNewton x32 c.SK (float32 tau) ]
 
 let private showSoft (c: SoftCase) =
     sprintf "N=%d E=%d k=%d tau=%g seed=%d" (Array2D.length1 c.SX) (Array2D.length2 c.SX) c.SK c.Tau c.Seed

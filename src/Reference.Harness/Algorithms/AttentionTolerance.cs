@@ -142,6 +142,12 @@ public static class AttentionTolerance
     /// weighted sum, each relative to max |v| (the weights sum to 1).</summary>
     public const double OutFloorUlps = 4.0;
 
+    /// <summary>The out rounding floor's multiple of u_f32 max |lse| max |v|: a split-KV (flash-decoding) candidate
+    /// stores each partial lse_s in float32 (error u |lse_s|) and weighs its partial out by exp(lse_s - M), so each
+    /// weight is off by up to 2 u max |lse| relatively and out by that times max_s |o_s - out| &lt;= 2 max |v|
+    /// (proofs/attention.md, attention.baseline-calibration; the naive baseline makes no such rounding).</summary>
+    public const double MergeFloorUlps = 4.0;
+
     /// <summary>
     /// Judges one float output by the calibrated baseline rule <c>baseline(format, factor)</c>:
     /// max |cand - ref64| &lt;= factor * base_error + floor + rounding_floor, where base_error is the largest error of
@@ -189,9 +195,11 @@ public static class AttentionTolerance
 
     /// <summary>
     /// The baseline of attention in both naive orders, and the rounding floors (u = u_f32: every precision
-    /// accumulates in float32): out: <see cref="OutFloorUlps"/> u max |v|; lse: <see cref="ScoreFloorUlps"/> u
+    /// accumulates in float32): out: <see cref="OutFloorUlps"/> u max |v| plus <see cref="MergeFloorUlps"/> u max |lse|
+    /// max |v| (a split-KV merge); lse: <see cref="ScoreFloorUlps"/> u
     /// max over rows of |scale| sum_d |q_d k_jd| for the row's largest score (the rounding scale of that score's dot
-    /// product, whose error lse inherits undiminished) plus <see cref="LseFloorUlps"/> u max |lse| (ln and the sum).
+    /// product, whose error lse inherits undiminished) plus <see cref="LseFloorUlps"/> u max |lse| (ln and the sum)
+    /// plus <see cref="FunctionUlps"/> u (l's relative error from its exps, absolute in ln l).
     /// </summary>
     internal static (double[][] Out, double[][] Lse, double OutFloor, double LseFloor) Baselines(
         double[,,,] q, double[,,,] k, double[,,,] v, double scale, double softcap, AttentionRowKeys rows,
@@ -203,7 +211,9 @@ public static class AttentionTolerance
         foreach (double x in v) vmax = Math.Max(vmax, Math.Abs(x));
         foreach (double x in a.MaxScoreMagnitude) smax = Math.Max(smax, x);
         foreach (double x in a.Lse) if (double.IsFinite(x)) lmax = Math.Max(lmax, Math.Abs(x));
-        return ([a.Out, b.Out], [a.Lse, b.Lse], OutFloorUlps * u * vmax, ScoreFloorUlps * u * smax + LseFloorUlps * u * lmax);
+        // lse: ln l inherits l's relative error from its exps (FunctionUlps u) as an absolute error, whatever |lse|.
+        return ([a.Out, b.Out], [a.Lse, b.Lse], OutFloorUlps * u * vmax + MergeFloorUlps * u * lmax * vmax,
+                ScoreFloorUlps * u * smax + LseFloorUlps * u * lmax + FunctionUlps * u);
     }
 
     /// <summary>
