@@ -2,7 +2,8 @@
 # Bootstraps, builds and tests the project on a fresh machine of this kind (Debian, .NET SDK 10, g++, CMake).
 #
 #   ./build.sh build              restore tools and packages, install missing Debian packages (as root), build everything
-#   ./build.sh test               build, then run the whole suite; ends with "N passed, N failed, N skipped"
+#   ./build.sh test               build, check the house style, then run the whole suite; ends with "N passed, N failed, N skipped"
+#   ./build.sh format             apply the house style (.editorconfig): dotnet format (C#), Fantomas (F#)
 #   ./build.sh selfcheck [ARGS]   build, then run `reference selfcheck ARGS` (the main job)
 #   ./build.sh reference ARGS     build, then run the `reference` command with ARGS
 #
@@ -53,6 +54,23 @@ build() {
   dotnet build Reference.sln -c "$CONFIG" -nologo -v quiet -clp:NoSummary -p:TreatWarningsAsErrors=true
 }
 
+# The house style (.editorconfig), checked: C# by dotnet format, F# by Fantomas (a local tool).
+check_style() {
+  log "checking the house style (dotnet format, fantomas)"
+  local status=0
+  dotnet format Reference.sln --verify-no-changes --no-restore -v quiet >&2 || {
+    log "C# differs from the house style: run ./build.sh format"; status=1; }
+  dotnet fantomas --check tests >&2 || {
+    log "F# differs from the house style: run ./build.sh format"; status=1; }
+  return $status
+}
+
+format() {
+  dotnet tool restore >/dev/null
+  dotnet format Reference.sln --no-restore -v quiet
+  dotnet fantomas tests
+}
+
 run_tests() {
   local results="$ROOT/.test-results"
   rm -rf "$results"
@@ -86,8 +104,13 @@ cmd=${1:-build}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   build) build ;;
-  test) build; run_tests ;;
+  test)
+    build
+    style=0; check_style || style=1
+    run_tests || exit 1
+    exit $style ;;
+  format) format ;;
   selfcheck) build; dotnet "$CLI_DLL" selfcheck "$@" ;;
   reference) build >&2; dotnet "$CLI_DLL" "$@" ;;
-  *) echo "usage: ./build.sh build|test|selfcheck [args]|reference ARGS" >&2; exit 2 ;;
+  *) echo "usage: ./build.sh build|test|format|selfcheck [args]|reference ARGS" >&2; exit 2 ;;
 esac
