@@ -1,0 +1,145 @@
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+using Reference.Routing;
+using static Reference.Harness.Algorithms.RoutingSupport;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The registry entry for <c>capacity</c> (SEMANTICS.md sections 2 and 12).</summary>
+public static class CapacityAlgorithm
+{
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = new()
+    {
+        Name = "capacity",
+        Summary = "top-k routing with expert capacity C and dropping: five drop policies, five capacity roundings, none/before/after renormalization",
+        Section = "SEMANTICS.md section 2",
+        Parameters =
+        [
+            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),
+            new ParameterSpec("score", ParameterKind.Choice, "softmax", "softmax over experts, or element-wise sigmoid", ["softmax", "sigmoid"]),
+            new ParameterSpec("normalize", ParameterKind.Choice, "none", "none, before (over the k selected; mesh, Tutel) or after (over the kept; DeepSpeed)",
+                ["none", "before", "after"]),
+            .. CapacityRuleParameters,
+            new ParameterSpec("policy", ParameterKind.Choice, "choice-position",
+                "which C requests an expert keeps: position, choice-position, score, logit, batch-priority",
+                ["position", "choice-position", "score", "logit", "batch-priority"]),
+        ],
+        Inputs =
+        [
+            new InputSpec("logits", "N,E", ArrayKind.Float, false, "router logits X"),
+            new InputSpec("bias", "E", ArrayKind.Float, true, "selection bias b: selects, never weighs (DeepSeek-V3)"),
+        ],
+        Outputs =
+        [
+            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "kept experts, -1 where dropped"),
+            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "the kept requests' weights, 0 where dropped"),
+            new OutputSpec("slots", "N,k", ArrayKind.Integer, OutputComparison.Validated, "position in the expert's buffer, 0..C-1, -1 where dropped"),
+            new OutputSpec("load", "E", ArrayKind.Integer, OutputComparison.Validated, "kept requests per expert, at most C"),
+        ],
+        Reference = call =>
+        {
+            var r = Capacity.Route(call.Matrix("logits"), Options(call));
+            return new Dictionary<string, NdArray>
+            {
+                ["experts"] = NdArray.FromMatrix(r.Experts),
+                ["weights"] = NdArray.FromMatrix(r.Weights),
+                ["slots"] = NdArray.FromMatrix(r.Slots),
+                ["load"] = NdArray.FromVector(r.Load),
+            };
+        },
+        Paths =
+        [
+            new OptimizedPath("kernel", "float32 top-k kernel, counting sort into per-expert buckets, parallel over experts", call =>
+            {
+                var logits = call.Array("logits");
+                int n = logits.Shape[0], e = logits.Shape[1];
+                var options = Options(call);
+                var r = Reference.Kernels.Routing.Capacity.Route(call.Floats("logits"), n, e, options);
+                return new Dictionary<string, NdArray>
+                {
+                    ["experts"] = NdArray.Create(r.Experts, n, options.K),
+                    ["weights"] = NdArray.Create(r.Weights, n, options.K),
+                    ["slots"] = NdArray.Create(r.Slots, n, options.K),
+                    ["load"] = NdArray.Create(r.Load, e),
+                };
+            }),
+        ],
+        Validate = new CapacityValidator(),
+        Generate = Generate,
+    };
+
+    /// <summary>The reference options from the call's parameters and inputs.</summary>
+    public static CapacityOptions Options(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return new CapacityOptions
+        {
+            K = call.Parameters.GetInt("k"),
+            Score = Score(call),
+            Normalize = call.Parameters.GetChoice("normalize") switch
+            {
+                "before" => Renormalization.Before,
+                "after" => Renormalization.After,
+                _ => Renormalization.None,
+            },
+            Capacity = call.Parameters.TryGetInt("capacity"),
+            CapacityFactor = call.Parameters.GetDouble("capacity_factor"),
+            Rounding = Rounding(call),
+            MinCapacity = call.Parameters.GetInt("min_capacity"),
+            Policy = call.Parameters.GetChoice("policy") switch
+            {
+                "position" => DropPolicy.Position,
+                "score" => DropPolicy.Score,
+                "logit" => DropPolicy.Logit,
+                "batch-priority" => DropPolicy.BatchPriority,
+                _ => DropPolicy.ChoicePosition,
+            },
+            Bias = call.OptionalDoubles("bias"),
+        };
+    }
+
+    /// <summary>A random case: awkward shapes, grid logits with ties in a third of the cases, every policy, normalization
+    /// and rounding, sometimes an explicit capacity or a bias.</summary>
+    private static GeneratedCase Generate(int seed)
+    {
+        var rng = new Random(seed);
+        int n = TokenChoices[rng.Next(TokenChoices.Length)];
+        int e = ExpertChoices[rng.Next(ExpertChoices.Length)];
+        int k = 1 + rng.Next(e);
+        int style = rng.Next(3);
+        var inputs = new Dictionary<string, NdArray> { ["logits"] = NdArray.Create(Logits(rng, n, e, style), n, e) };
+        string[] policies = ["position", "choice-position", "score", "logit", "batch-priority"];
+        string[] normalizations = ["none", "before", "after"];
+        string[] roundings = ["ceil", "floor", "round", "tutel", "ceil-f32"];
+        var parameters = new Dictionary<string, string>
+        {
+            ["k"] = Text(k),
+            ["score"] = rng.Next(3) == 0 ? "sigmoid" : "softmax",
+            ["normalize"] = normalizations[rng.Next(3)],
+            ["policy"] = policies[rng.Next(policies.Length)],
+        };
+        if (rng.Next(3) == 0)
+        {
+            parameters["capacity"] = Text(rng.Next(n * k + 2));
+        }
+        else
+        {
+            parameters["capacity_factor"] = Text(new[] { 0.5, 0.75, 1.0, 1.25, 2.0 }[rng.Next(5)]);
+            parameters["rounding"] = roundings[rng.Next(roundings.Length)];
+            parameters["min_capacity"] = Text(new[] { 0, 0, 1, 3 }[rng.Next(4)]);
+        }
+        if (rng.Next(4) == 0)
+        {
+            var bias = new float[e];
+            for (int j = 0; j < e; j++)
+            {
+                bias[j] = rng.Next(-2, 3) * 0.125f;
+            }
+            inputs["bias"] = NdArray.Create(bias, e);
+        }
+        string name = $"seed {seed}: N={n} E={e} k={k} {parameters["policy"]} {parameters["normalize"]}"
+                      + (style == 0 ? " ties" : style == 2 ? " wide" : "") + (inputs.ContainsKey("bias") ? " bias" : "");
+        return new GeneratedCase(name, inputs, parameters);
+    }
+}

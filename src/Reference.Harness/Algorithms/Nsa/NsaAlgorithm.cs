@@ -1,0 +1,94 @@
+using Reference.Attention;
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The registry entry for <c>nsa</c>: Native Sparse Attention's three gated branches (SEMANTICS.md sections 10 and 12).</summary>
+/// <remarks>No optimized path. A candidate is judged by <see cref="NsaValidator"/>: <c>selected</c> must equal the
+/// reference's except where a tie or near-tie within the candidate's precision allows another valid choice, and
+/// <c>out</c> is compared (allclose preset of the candidate's format) with NSA under the selection so accepted.</remarks>
+public static class NsaAlgorithm
+{
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = new()
+    {
+        Name = "nsa",
+        Summary = "NSA: gated sum of compressed (mean-pooled blocks), selected (top-n blocks per kv group) and sliding-window attention",
+        Section = "SEMANTICS.md section 10",
+        Parameters =
+        [
+            new ParameterSpec("block_size", ParameterKind.Int, "64", "block size BS of compression and selection, >= 1"),
+            new ParameterSpec("top_n", ParameterKind.Int, "16", "blocks selected per query and kv group, >= 1 (the own block included)"),
+            new ParameterSpec("window", ParameterKind.Int, "512", "sliding window W >= 0: keys t-W+1..t; 0 turns the branch off"),
+            new ParameterSpec("scale", ParameterKind.Double, null, "score scale of all branches; absent means 1/sqrt(D)"),
+        ],
+        Inputs =
+        [
+            new InputSpec("q", "B,Hq,T,D", ArrayKind.Float, false, "queries"),
+            new InputSpec("k", "B,Hkv,T,D", ArrayKind.Float, false, "keys; Hkv divides Hq"),
+            new InputSpec("v", "B,Hkv,T,Dv", ArrayKind.Float, false, "values"),
+            new InputSpec("gates", "B,Hq,T,_", ArrayKind.Float, false, "branch gates (g_cmp, g_slc, g_win), last dimension 3"),
+        ],
+        Outputs =
+        [
+            new OutputSpec("out", "B,Hq,T,Dv", ArrayKind.Float, OutputComparison.Validated, "g_cmp o_cmp + g_slc o_slc + g_win o_win"),
+            new OutputSpec("selected", "B,Hkv,T,nb", ArrayKind.Bool, OutputComparison.Validated, "the blocks each query's kv group selected, nb = ceil(T/block_size)"),
+        ],
+        Reference = call =>
+        {
+            var result = Nsa.Compute(
+                AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
+                AttentionArrays.Double4(call, "gates"), Options(call));
+            return new Dictionary<string, NdArray>
+            {
+                ["out"] = AttentionArrays.ToArray(result.Out),
+                ["selected"] = AttentionArrays.ToArray(result.Selected),
+            };
+        },
+        Validate = new NsaValidator(),
+        Generate = Generate,
+    };
+
+    /// <summary>The reference options from the call's parameters.</summary>
+    public static NsaOptions Options(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return new NsaOptions
+        {
+            BlockSize = call.Parameters.GetInt("block_size"),
+            TopN = call.Parameters.GetInt("top_n"),
+            Window = call.Parameters.GetInt("window"),
+            Scale = call.Parameters.TryGetDouble("scale"),
+        };
+    }
+
+    /// <summary>A random case: GQA, awkward lengths and block sizes, top_n from 1 up, windows from 0 up, random gates.</summary>
+    private static GeneratedCase Generate(int seed)
+    {
+        var rng = new Random(seed);
+        int[] lengths = [1, 3, 7, 12, 17, 25];
+        int t = lengths[rng.Next(lengths.Length)];
+        int b = 1 + rng.Next(2), hkv = 1 + rng.Next(2), hq = hkv * (1 + rng.Next(3));
+        int d = new[] { 1, 2, 4, 8 }[rng.Next(4)], dv = new[] { 1, 2, 4 }[rng.Next(3)];
+        int bs = new[] { 1, 2, 3, 4, 8 }[rng.Next(5)];
+        string kind = new[] { "uniform", "ties" }[rng.Next(2)];
+        double Draw() => kind == "ties" ? rng.Next(-1, 2) : rng.NextDouble() * 4.0 - 2.0;
+        var inputs = new Dictionary<string, NdArray>
+        {
+            ["q"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hq, t, d),
+            ["k"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hkv, t, d),
+            ["v"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hkv, t, dv),
+            ["gates"] = AttentionAlgorithm.RandomArray(rng.NextDouble, DType.F32, b, hq, t, 3),
+        };
+        var parameters = new Dictionary<string, string>
+        {
+            ["block_size"] = AttentionAlgorithm.Text(bs),
+            ["top_n"] = AttentionAlgorithm.Text(1 + rng.Next(4)),
+            ["window"] = AttentionAlgorithm.Text(rng.Next(0, t + 2)),
+        };
+        return new GeneratedCase(
+            $"seed {seed}: B={b} Hq={hq} Hkv={hkv} T={t} D={d} Dv={dv} {kind} " + string.Join(" ", parameters.Select(p => $"{p.Key}={p.Value}")),
+            inputs, parameters);
+    }
+}

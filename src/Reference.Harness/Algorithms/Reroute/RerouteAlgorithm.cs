@@ -1,0 +1,105 @@
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+using Reference.Routing;
+using static Reference.Harness.Algorithms.RoutingSupport;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The registry entry for <c>reroute</c> (SEMANTICS.md sections 3 and 12).</summary>
+/// <remarks>Indices are compared exactly: a near-tie inside one token's ranking can change every later token's outcome
+/// through the loads, so no small validator can accept "any valid" answer (proofs/reroute.md, reroute.kernel-equals-reference).
+/// The generated cases therefore use grid logits, whose rows are separated in float32 and double alike.</remarks>
+public static class RerouteAlgorithm
+{
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = new()
+    {
+        Name = "reroute",
+        Summary = "iterative rerouting: later choices that find their expert full go to the next best expert with room",
+        Section = "SEMANTICS.md section 3",
+        Parameters =
+        [
+            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),
+            new ParameterSpec("score", ParameterKind.Choice, "softmax", "softmax over experts, or element-wise sigmoid", ["softmax", "sigmoid"]),
+            .. CapacityRuleParameters,
+        ],
+        Inputs = [new InputSpec("logits", "N,E", ArrayKind.Float, false, "router logits X")],
+        Outputs =
+        [
+            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Exact, "token i's j-th expert, -1 where none had room"),
+            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Tolerance, "P at those experts, 0 where -1"),
+            new OutputSpec("load", "E", ArrayKind.Integer, OutputComparison.Exact, "accepted requests per expert, at most C"),
+        ],
+        Reference = call =>
+        {
+            var r = Reroute.Route(call.Matrix("logits"), Options(call));
+            return new Dictionary<string, NdArray>
+            {
+                ["experts"] = NdArray.FromMatrix(r.Experts),
+                ["weights"] = NdArray.FromMatrix(r.Weights),
+                ["load"] = NdArray.FromVector(r.Load),
+            };
+        },
+        Paths =
+        [
+            new OptimizedPath("kernel", "float32 scores, per-row rankings in parallel, one cursor per token", call =>
+            {
+                var logits = call.Array("logits");
+                int n = logits.Shape[0], e = logits.Shape[1];
+                var options = Options(call);
+                var r = Reference.Kernels.Routing.Reroute.Route(call.Floats("logits"), n, e, options);
+                return new Dictionary<string, NdArray>
+                {
+                    ["experts"] = NdArray.Create(r.Experts, n, options.K),
+                    ["weights"] = NdArray.Create(r.Weights, n, options.K),
+                    ["load"] = NdArray.Create(r.Load, e),
+                };
+            }),
+        ],
+        // Weights: the routing weights' tolerance from E, k and their precision (proofs/topk.md, topk.weights-tolerance),
+        // not the fixed preset; experts are exact, so the weights are compared at the reference's experts.
+        CompareInContext = new RerouteValidator(),
+        Generate = Generate,
+    };
+
+    /// <summary>The reference options from the call's parameters.</summary>
+    public static RerouteOptions Options(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return new RerouteOptions
+        {
+            K = call.Parameters.GetInt("k"),
+            Score = Score(call),
+            Capacity = call.Parameters.TryGetInt("capacity"),
+            CapacityFactor = call.Parameters.GetDouble("capacity_factor"),
+            Rounding = Rounding(call),
+            MinCapacity = call.Parameters.GetInt("min_capacity"),
+        };
+    }
+
+    /// <summary>A random case on separated grid logits (see the remarks), awkward shapes, every rounding, sometimes an
+    /// explicit capacity.</summary>
+    private static GeneratedCase Generate(int seed)
+    {
+        var rng = new Random(seed);
+        int n = TokenChoices[rng.Next(TokenChoices.Length)];
+        int e = ExpertChoices[rng.Next(ExpertChoices.Length)];
+        int k = 1 + rng.Next(e);
+        var parameters = new Dictionary<string, string>
+        {
+            ["k"] = Text(k),
+            ["score"] = rng.Next(3) == 0 ? "sigmoid" : "softmax",
+        };
+        if (rng.Next(3) == 0)
+        {
+            parameters["capacity"] = Text(rng.Next(n * k + 2));
+        }
+        else
+        {
+            parameters["capacity_factor"] = Text(new[] { 0.5, 0.75, 1.0, 1.25, 2.0 }[rng.Next(5)]);
+            parameters["rounding"] = new[] { "ceil", "floor", "round", "tutel", "ceil-f32" }[rng.Next(5)];
+        }
+        var inputs = new Dictionary<string, NdArray> { ["logits"] = NdArray.Create(GridLogits(rng, n, e), n, e) };
+        return new GeneratedCase($"seed {seed}: N={n} E={e} k={k} {parameters["score"]} grid", inputs, parameters);
+    }
+}

@@ -1,0 +1,99 @@
+using System.Globalization;
+using Reference.Attention;
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The registry entry for <c>resa</c>: one Rectified Sparse Attention decode step (SEMANTICS.md sections 10 and 12).</summary>
+/// <remarks>
+/// No optimized path. A candidate is judged by <see cref="ResaValidator"/>: <c>selected</c> must equal the reference's
+/// except where a tie or near-tie within the candidate's precision allows another valid choice, and out and lse are
+/// compared (allclose preset of the candidate's format) with the step under the selection so accepted.
+/// The multi-layer decode loop with rectification is <see cref="ResaModel"/> (a library API, not a CLI algorithm).
+/// </remarks>
+public static class ResaAlgorithm
+{
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = new()
+    {
+        Name = "resa",
+        Summary = "ReSA decode step: min/max block summaries, pooled-query block scores, local + top blocks, attention over them",
+        Section = "SEMANTICS.md section 10",
+        Parameters =
+        [
+            new ParameterSpec("block_size", ParameterKind.Int, "16", "block size b of the key cache, >= 1"),
+            new ParameterSpec("sparsity", ParameterKind.Double, "0.1", "p in (0, 1]: at least ceil(nb p) blocks"),
+            new ParameterSpec("n_local", ParameterKind.Int, "1", "the last n_local blocks are always selected, >= 0"),
+            new ParameterSpec("n_min", ParameterKind.Int, "16", "at least min(nb, n_min) blocks, >= 0"),
+            new ParameterSpec("scale", ParameterKind.Double, null, "attention score scale; absent means 1/sqrt(D) (block scores use D^-1/2)"),
+        ],
+        Inputs =
+        [
+            new InputSpec("q", "B,Hq,_,D", ArrayKind.Float, false, "the new token's queries, one position"),
+            new InputSpec("k", "B,Hkv,L,D", ArrayKind.Float, false, "the key cache, the new token's key last; Hkv divides Hq"),
+            new InputSpec("v", "B,Hkv,L,Dv", ArrayKind.Float, false, "the value cache"),
+        ],
+        Outputs =
+        [
+            new OutputSpec("out", "B,Hq,_,Dv", ArrayKind.Float, OutputComparison.Validated, "attention over the selected blocks' positions"),
+            new OutputSpec("lse", "B,Hq,_", ArrayKind.Float, OutputComparison.Validated, "natural log of the sum of exp over those positions"),
+            new OutputSpec("selected", "B,Hkv,nb", ArrayKind.Bool, OutputComparison.Validated, "the selected blocks of each kv group, nb = ceil(L/block_size)"),
+        ],
+        Reference = call =>
+        {
+            var result = Resa.DecodeStep(
+                AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), Options(call));
+            return new Dictionary<string, NdArray>
+            {
+                ["out"] = AttentionArrays.ToArray(result.Out),
+                ["lse"] = AttentionArrays.ToArray(result.Lse),
+                ["selected"] = AttentionArrays.ToArray(result.Selected),
+            };
+        },
+        Validate = new ResaValidator(),
+        Generate = Generate,
+    };
+
+    /// <summary>The reference options from the call's parameters.</summary>
+    public static ResaOptions Options(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var p = call.Parameters;
+        return new ResaOptions
+        {
+            BlockSize = p.GetInt("block_size"),
+            Sparsity = p.GetDouble("sparsity"),
+            NLocal = p.GetInt("n_local"),
+            NMin = p.GetInt("n_min"),
+            Scale = p.TryGetDouble("scale"),
+        };
+    }
+
+    /// <summary>A random case: GQA, cache lengths that leave a partial last block, small n_min so that selection matters.</summary>
+    private static GeneratedCase Generate(int seed)
+    {
+        var rng = new Random(seed);
+        int b = 1 + rng.Next(2), hkv = 1 + rng.Next(2), hq = hkv * (1 + rng.Next(3));
+        int l = new[] { 1, 5, 16, 33, 70 }[rng.Next(5)], d = new[] { 2, 4, 8 }[rng.Next(3)], dv = new[] { 1, 4 }[rng.Next(2)];
+        int bs = new[] { 1, 4, 8, 16 }[rng.Next(4)];
+        double Draw() => rng.NextDouble() * 4.0 - 2.0;
+        var inputs = new Dictionary<string, NdArray>
+        {
+            ["q"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hq, 1, d),
+            ["k"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hkv, l, d),
+            ["v"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hkv, l, dv),
+        };
+        var parameters = new Dictionary<string, string>
+        {
+            ["block_size"] = AttentionAlgorithm.Text(bs),
+            ["sparsity"] = new[] { "0.1", "0.25", "0.5", "1" }[rng.Next(4)],
+            ["n_local"] = AttentionAlgorithm.Text(rng.Next(0, 3)),
+            ["n_min"] = AttentionAlgorithm.Text(rng.Next(0, 5)),
+        };
+        return new GeneratedCase(
+            string.Create(CultureInfo.InvariantCulture, $"seed {seed}: B={b} Hq={hq} Hkv={hkv} L={l} D={d} Dv={dv} ")
+            + string.Join(" ", parameters.Select(p => $"{p.Key}={p.Value}")),
+            inputs, parameters);
+    }
+}

@@ -1,0 +1,114 @@
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+using Reference.Routing;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The registry entry for <c>topk</c> (SEMANTICS.md sections 1 and 12).</summary>
+public static class TopKAlgorithm
+{
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = new()
+    {
+        Name = "topk",
+        Summary = "token-choice top-k routing: softmax or sigmoid scores, optional selection bias",
+        Section = "SEMANTICS.md section 1",
+        Parameters =
+        [
+            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),
+            new ParameterSpec("score", ParameterKind.Choice, "softmax", "softmax over experts, or element-wise sigmoid", ["softmax", "sigmoid"]),
+            new ParameterSpec("normalize", ParameterKind.Bool, "true", "divide each token's k weights by their sum"),
+        ],
+        Inputs =
+        [
+            new InputSpec("logits", "N,E", ArrayKind.Float, false, "router logits X"),
+            new InputSpec("bias", "E", ArrayKind.Float, true, "selection bias b: selects, never weighs (DeepSeek-V3)"),
+        ],
+        Outputs =
+        [
+            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "each token's experts, best first"),
+            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "P at those experts, normalized when asked"),
+        ],
+        Reference = call =>
+        {
+            var result = TopK.Route(call.Matrix("logits"), Options(call));
+            return Outputs(result.Experts, result.Weights);
+        },
+        Paths =
+        [
+            new OptimizedPath("kernel", "float32, TensorPrimitives softmax, parallel over tokens", call =>
+            {
+                var logits = call.Array("logits");
+                int n = logits.Shape[0], e = logits.Shape[1];
+                var options = Options(call);
+                var result = Reference.Kernels.Routing.TopK.Route(call.Floats("logits"), n, e, options);
+                return new Dictionary<string, NdArray>
+                {
+                    ["experts"] = NdArray.Create(result.Experts, n, options.K),
+                    ["weights"] = NdArray.Create(result.Weights, n, options.K),
+                };
+            }),
+        ],
+        Validate = new TopKValidator(),
+        Generate = Generate,
+    };
+
+    /// <summary>The reference options from the call's parameters and inputs.</summary>
+    public static TopKOptions Options(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return new TopKOptions
+        {
+            K = call.Parameters.GetInt("k"),
+            Score = call.Parameters.GetChoice("score") == "sigmoid" ? ScoreFunction.Sigmoid : ScoreFunction.Softmax,
+            Normalize = call.Parameters.GetBool("normalize"),
+            Bias = call.OptionalDoubles("bias"),
+        };
+    }
+
+    private static Dictionary<string, NdArray> Outputs(int[,] experts, double[,] weights) => new()
+    {
+        ["experts"] = NdArray.FromMatrix(experts),
+        ["weights"] = NdArray.FromMatrix(weights),
+    };
+
+    /// <summary>A random case: awkward shapes, and in half of the cases logits on a coarse grid so that exact ties occur.</summary>
+    private static GeneratedCase Generate(int seed)
+    {
+        var rng = new Random(seed);
+        int[] tokenChoices = [1, 2, 3, 7, 16, 33, 97];
+        int[] expertChoices = [1, 2, 3, 4, 7, 8, 16, 64];
+        int n = tokenChoices[rng.Next(tokenChoices.Length)];
+        int e = expertChoices[rng.Next(expertChoices.Length)];
+        int k = 1 + rng.Next(e);
+        bool ties = rng.Next(2) == 0;
+        bool sigmoid = rng.Next(3) == 0;
+        var logits = new float[n * e];
+        for (int i = 0; i < logits.Length; i++)
+        {
+            logits[i] = ties ? rng.Next(-3, 4) * 0.5f : (float)(2.0 * Gaussian(rng));
+        }
+        var inputs = new Dictionary<string, NdArray> { ["logits"] = NdArray.Create(logits, n, e) };
+        if (rng.Next(4) == 0)
+        {
+            var bias = new float[e];
+            for (int j = 0; j < e; j++)
+            {
+                bias[j] = rng.Next(-2, 3) * 0.125f;
+            }
+            inputs["bias"] = NdArray.Create(bias, e);
+        }
+        var parameters = new Dictionary<string, string>
+        {
+            ["k"] = k.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["score"] = sigmoid ? "sigmoid" : "softmax",
+            ["normalize"] = rng.Next(2) == 0 ? "true" : "false",
+        };
+        string name = $"seed {seed}: N={n} E={e} k={k} {parameters["score"]}{(ties ? " ties" : "")}{(inputs.ContainsKey("bias") ? " bias" : "")}";
+        return new GeneratedCase(name, inputs, parameters);
+    }
+
+    /// <summary>A standard normal sample (Box-Muller).</summary>
+    internal static double Gaussian(Random rng) =>
+        Math.Sqrt(-2.0 * Math.Log(1.0 - rng.NextDouble())) * Math.Cos(2.0 * Math.PI * rng.NextDouble());
+}
