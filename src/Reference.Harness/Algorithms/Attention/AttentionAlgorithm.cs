@@ -69,10 +69,15 @@ public static class AttentionAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters and inputs.</summary>
+    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static AttentionOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(AttentionAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static AttentionOptions ReadOptions(AlgorithmCall call)
+    {
         var p = call.Parameters;
         return new AttentionOptions
         {

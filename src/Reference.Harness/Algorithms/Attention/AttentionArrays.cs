@@ -9,8 +9,9 @@ namespace Reference.Harness.Algorithms;
 /// </summary>
 internal static class AttentionArrays
 {
-    /// <summary>A rank-4 float input widened exactly to double.</summary>
-    internal static double[,,,] Double4(AlgorithmCall call, string name) => Double4(call.Array(name));
+    /// <summary>A rank-4 float input widened exactly to double, once per call (<see cref="AlgorithmCall.Memo{T}"/>):
+    /// do not modify it.</summary>
+    internal static double[,,,] Double4(AlgorithmCall call, string name) => call.Memo(("double4", name), () => Double4(call.Array(name)));
 
     /// <summary>A rank-4 float array widened exactly to double.</summary>
     internal static double[,,,] Double4(NdArray a)
@@ -26,8 +27,10 @@ internal static class AttentionArrays
         return x;
     }
 
-    /// <summary>A rank-3 float input widened exactly to double.</summary>
-    internal static double[,,] Double3(AlgorithmCall call, string name)
+    /// <summary>A rank-3 float input widened exactly to double, once per call: do not modify it.</summary>
+    internal static double[,,] Double3(AlgorithmCall call, string name) => call.Memo(("double3", name), () => ReadDouble3(call, name));
+
+    private static double[,,] ReadDouble3(AlgorithmCall call, string name)
     {
         var a = call.Array(name);
         var s = a.Shape;
@@ -40,8 +43,10 @@ internal static class AttentionArrays
         return x;
     }
 
-    /// <summary>A rank-4 bool input (b1, or u1 holding 0/1).</summary>
-    internal static bool[,,,] Bool4(AlgorithmCall call, string name)
+    /// <summary>A rank-4 bool input (b1, or u1 holding 0/1), read once per call: do not modify it.</summary>
+    internal static bool[,,,] Bool4(AlgorithmCall call, string name) => call.Memo(("bool4", name), () => ReadBool4(call, name));
+
+    private static bool[,,,] ReadBool4(AlgorithmCall call, string name)
     {
         var a = call.Array(name);
         var s = a.Shape;
@@ -55,8 +60,10 @@ internal static class AttentionArrays
         return x;
     }
 
-    /// <summary>A rank-2 bool input (b1, or u1 holding 0/1).</summary>
-    internal static bool[,] Bool2(AlgorithmCall call, string name)
+    /// <summary>A rank-2 bool input (b1, or u1 holding 0/1), read once per call: do not modify it.</summary>
+    internal static bool[,] Bool2(AlgorithmCall call, string name) => call.Memo(("bool2", name), () => ReadBool2(call, name));
+
+    private static bool[,] ReadBool2(AlgorithmCall call, string name)
     {
         var a = call.Array(name);
         var x = new bool[a.Shape[0], a.Shape[1]];
@@ -70,9 +77,11 @@ internal static class AttentionArrays
     /// <summary>An optional rank-4 bool input, or null.</summary>
     internal static bool[,,,]? OptionalBool4(AlgorithmCall call, string name) => call.Has(name) ? Bool4(call, name) : null;
 
-    /// <summary>A rank-3 integer input (i32, or i64 within the int32 range).</summary>
+    /// <summary>A rank-3 integer input (i32, or i64 within the int32 range), read once per call: do not modify it.</summary>
     /// <exception cref="InputException">An int64 entry does not fit in int32.</exception>
-    internal static int[,,] Int3(AlgorithmCall call, string name)
+    internal static int[,,] Int3(AlgorithmCall call, string name) => call.Memo(("int3", name), () => ReadInt3(call, name));
+
+    private static int[,,] ReadInt3(AlgorithmCall call, string name)
     {
         var a = call.Array(name);
         var s = a.Shape;
@@ -85,9 +94,11 @@ internal static class AttentionArrays
         return x;
     }
 
-    /// <summary>A rank-4 integer input (i32, or i64 within the int32 range).</summary>
+    /// <summary>A rank-4 integer input (i32, or i64 within the int32 range), read once per call: do not modify it.</summary>
     /// <exception cref="InputException">An int64 entry does not fit in int32.</exception>
-    internal static int[,,,] Int4(AlgorithmCall call, string name)
+    internal static int[,,,] Int4(AlgorithmCall call, string name) => call.Memo(("int4", name), () => ReadInt4(call, name));
+
+    private static int[,,,] ReadInt4(AlgorithmCall call, string name)
     {
         var a = call.Array(name);
         var s = a.Shape;

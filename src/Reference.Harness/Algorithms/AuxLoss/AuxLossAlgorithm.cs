@@ -70,10 +70,15 @@ public static class AuxLossAlgorithm
         },
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static AuxLossOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(AuxLossAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static AuxLossOptions ReadOptions(AlgorithmCall call)
+    {
         return new AuxLossOptions
         {
             K = call.Parameters.GetInt("k"),

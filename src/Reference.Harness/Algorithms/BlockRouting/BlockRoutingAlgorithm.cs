@@ -32,7 +32,7 @@ public static class BlockRoutingAlgorithm
         ],
         Reference = call =>
         {
-            var r = BlockRouting.Route(call.Matrix("logits"), Options(call));
+            var r = ReferenceResult(call);
             return new Dictionary<string, NdArray>
             {
                 ["experts"] = NdArray.FromMatrix(r.Experts),
@@ -83,10 +83,23 @@ public static class BlockRoutingAlgorithm
         },
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference's routing of the call, computed once per call (<see cref="AlgorithmCall.Memo{T}"/>): the
+    /// reference's outputs and the validator's blocks and scores come from it.</summary>
+    public static BlockRoutingResult ReferenceResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("reference", nameof(BlockRoutingAlgorithm)), () => BlockRouting.Route(call.Matrix("logits"), Options(call)));
+    }
+
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static BlockRoutingOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(BlockRoutingAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static BlockRoutingOptions ReadOptions(AlgorithmCall call)
+    {
         return new BlockRoutingOptions
         {
             K = call.Parameters.GetInt("k"),

@@ -21,7 +21,7 @@ namespace Reference.Harness.Algorithms;
 /// </remarks>
 public sealed class BlockRoutingValidator : IValidator
 {
-    /// <summary>Judges the candidate with <see cref="Check"/>: a candidate without experts is judged with the reference's experts as its choice.</summary>
+    /// <summary>Judges the candidate with <see cref="Check(double[,], BlockRoutingOptions, int[,], int[,], int[], int[], NumberFormat, BlockRoutingResult)"/>: a candidate without experts is judged with the reference's experts as its choice.</summary>
     /// <param name="context">The call, reference outputs and candidate outputs.</param>
     /// <returns>One report for each of experts, weights, block_experts, unique_per_block and token_level_unique that the candidate contains.</returns>
     public IReadOnlyList<ComparisonReport> Judge(CheckContext context)
@@ -36,7 +36,7 @@ public sealed class BlockRoutingValidator : IValidator
             c.TryGetValue("block_experts", out var be) ? IntMatrix(be) : null,
             c.TryGetValue("unique_per_block", out var up) ? IntVector(up) : null,
             c.TryGetValue("token_level_unique", out var tl) ? IntVector(tl) : null,
-            context.Format);
+            context.Format, BlockRoutingAlgorithm.ReferenceResult(call));
         var reports = new List<ComparisonReport>();
         foreach (var name in new[] { "experts", "block_experts", "unique_per_block", "token_level_unique" })
         {
@@ -66,10 +66,32 @@ public sealed class BlockRoutingValidator : IValidator
         int[]? tokenLevelUnique, NumberFormat format)
     {
         ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(experts);
+        return Check(logits, options, experts, blockExperts, uniquePerBlock, tokenLevelUnique, format,
+            BlockRouting.Route(logits, options)); // validates the arguments
+    }
+
+    /// <summary>Validates a candidate block routing, given the reference's routing of the same logits and options (its
+    /// blocks and its scores P; the check path computes them once, for the reference's outputs and for this).</summary>
+    /// <param name="logits">X [N, E], finite.</param>
+    /// <param name="options">The options the candidate claims to implement.</param>
+    /// <param name="experts">The candidate's experts [N, k].</param>
+    /// <param name="blockExperts">The candidate's block sets [nb, kb], or null.</param>
+    /// <param name="uniquePerBlock">The candidate's unique_per_block [nb], or null.</param>
+    /// <param name="tokenLevelUnique">The candidate's token_level_unique [nb], or null.</param>
+    /// <param name="format">The candidate's precision.</param>
+    /// <param name="reference"><see cref="BlockRouting.Route"/> of <paramref name="logits"/> and <paramref name="options"/>.</param>
+    /// <returns>The problems found and the weights [N, k] the candidate's experts imply.</returns>
+    public static RoutingCheck Check(
+        double[,] logits, BlockRoutingOptions options, int[,] experts, int[,]? blockExperts, int[]? uniquePerBlock,
+        int[]? tokenLevelUnique, NumberFormat format, BlockRoutingResult reference)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
         double unitRoundoff = Precision.UnitRoundoff(format), tiny = Precision.SmallestNormal(format);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(experts);
-        var reference = BlockRouting.Route(logits, options); // validates the arguments
+        ArgumentNullException.ThrowIfNull(reference);
         int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K, kb = options.BlockK ?? k, b = options.BlockSize;
         int nb = reference.BlockExperts.GetLength(0);
         var problems = new List<string>();
@@ -84,7 +106,7 @@ public sealed class BlockRoutingValidator : IValidator
             problems.Add($"block_experts has shape [{blockExperts.GetLength(0)}, {blockExperts.GetLength(1)}], not [nb, kb] = [{nb}, {kb}]");
             return new RoutingCheck(problems, weights);
         }
-        var p = RouterScores.Compute(logits, ScoreFunction.Softmax);
+        var p = reference.Scores ?? RouterScores.Compute(logits, ScoreFunction.Softmax);
 
         for (int blk = 0; blk < nb && problems.Count < 20; blk++)
         {

@@ -39,7 +39,7 @@ public static class CapacityAlgorithm
         ],
         Reference = call =>
         {
-            var r = Capacity.Route(call.Matrix("logits"), Options(call));
+            var r = ReferenceResult(call);
             return new Dictionary<string, NdArray>
             {
                 ["experts"] = NdArray.FromMatrix(r.Experts),
@@ -69,10 +69,15 @@ public static class CapacityAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters and inputs.</summary>
+    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static CapacityOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(CapacityAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static CapacityOptions ReadOptions(AlgorithmCall call)
+    {
         return new CapacityOptions
         {
             K = call.Parameters.GetInt("k"),
@@ -97,6 +102,14 @@ public static class CapacityAlgorithm
             },
             Bias = call.OptionalDoubles("bias"),
         };
+    }
+
+    /// <summary>The reference's routing of the call, computed once per call (<see cref="AlgorithmCall.Memo{T}"/>): the
+    /// reference's outputs and the validator's C and scores come from it.</summary>
+    public static CapacityResult ReferenceResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("reference", nameof(CapacityAlgorithm)), () => Capacity.Route(call.Matrix("logits"), Options(call)));
     }
 
     /// <summary>A random case: awkward shapes, grid logits with ties in a third of the cases, every policy, normalization

@@ -42,7 +42,7 @@ public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] Expe
 /// </remarks>
 public sealed class CapacityValidator : IValidator
 {
-    /// <summary>Judges the candidate with <see cref="Check(double[,], CapacityOptions, int[,], int[,], int[], NumberFormat)"/>:
+    /// <summary>Judges the candidate with <see cref="Check(double[,], CapacityOptions, int[,], int[,], int[], NumberFormat, CapacityResult)"/>:
     /// a candidate without experts is judged with the reference's experts as its choice.</summary>
     /// <param name="context">The call, reference outputs and candidate outputs.</param>
     /// <returns>One report for each of experts, weights, slots and load that the candidate contains.</returns>
@@ -57,7 +57,7 @@ public sealed class CapacityValidator : IValidator
             call.Matrix("logits"), CapacityAlgorithm.Options(call), IntMatrix(experts),
             c.TryGetValue("slots", out var sl) ? IntMatrix(sl) : null,
             c.TryGetValue("load", out var ld) ? IntVector(ld) : null,
-            context.Format);
+            context.Format, CapacityAlgorithm.ReferenceResult(call));
         var reports = new List<ComparisonReport>();
         foreach (var name in new[] { "experts", "slots", "load" })
         {
@@ -89,9 +89,29 @@ public sealed class CapacityValidator : IValidator
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(experts);
-        int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
         // The reference validates every argument; its C is the one the candidate must respect.
-        int c = Capacity.Route(logits, options).Capacity;
+        return Check(logits, options, experts, slots, load, format, Capacity.Route(logits, options));
+    }
+
+    /// <summary>Validates a candidate capacity routing, given the reference's routing of the same logits and options
+    /// (its C and its scores P; the check path computes them once, for the reference's outputs and for this).</summary>
+    /// <param name="logits">X [N, E], finite.</param>
+    /// <param name="options">The routing options the candidate claims to implement.</param>
+    /// <param name="experts">The candidate's experts [N, k], -1 where dropped.</param>
+    /// <param name="slots">The candidate's slots [N, k], or null when it has none.</param>
+    /// <param name="load">The candidate's load [E], or null when it has none.</param>
+    /// <param name="format">The candidate's precision, which sets the slack.</param>
+    /// <param name="reference"><see cref="Capacity.Route"/> of <paramref name="logits"/> and <paramref name="options"/>.</param>
+    /// <returns>The problems found and the weights the candidate's choice implies.</returns>
+    public static RoutingCheck Check(
+        double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, NumberFormat format, CapacityResult reference)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(experts);
+        ArgumentNullException.ThrowIfNull(reference);
+        int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
+        int c = reference.Capacity;
         var problems = new List<string>();
         void Fail(string message)
         {
@@ -106,7 +126,7 @@ public sealed class CapacityValidator : IValidator
             Fail($"experts has shape [{experts.GetLength(0)}, {experts.GetLength(1)}], not [N, k] = [{n}, {k}]");
             return new RoutingCheck(problems, expected);
         }
-        var ctx = new Context(logits, options, Precision.UnitRoundoff(format), Precision.SmallestNormal(format), c);
+        var ctx = new Context(logits, options, Precision.UnitRoundoff(format), Precision.SmallestNormal(format), c, reference.Scores);
 
         // 1. Row structure: every entry in -1..E-1, kept experts distinct. The candidate's kept requests, per expert.
         var rowOk = new bool[n];
@@ -296,7 +316,7 @@ public sealed class CapacityValidator : IValidator
     /// <summary>What every check needs: scores, keys, slacks and C.</summary>
     private sealed class Context
     {
-        public Context(double[,] logits, CapacityOptions options, double u, double tiny, int capacity)
+        public Context(double[,] logits, CapacityOptions options, double u, double tiny, int capacity, double[,]? scores)
         {
             Logits = logits;
             Options = options;
@@ -306,7 +326,7 @@ public sealed class CapacityValidator : IValidator
             N = logits.GetLength(0);
             E = logits.GetLength(1);
             K = options.K;
-            P = RouterScores.Compute(logits, options.Score);
+            P = scores ?? RouterScores.Compute(logits, options.Score);
             Key = new double[N, E];
             RowMax = new double[N];
             MaxAbsLogit = new double[N];

@@ -30,7 +30,7 @@ public static class ExpertChoiceAlgorithm
         ],
         Reference = call =>
         {
-            var r = ExpertChoice.Route(call.Matrix("logits"), Options(call));
+            var r = ReferenceResult(call);
             return new Dictionary<string, NdArray>
             {
                 ["tokens"] = NdArray.Create(Flat(r.Tokens).Select(v => (int)v).ToArray(), r.Tokens.GetLength(0), r.Capacity),
@@ -75,10 +75,23 @@ public static class ExpertChoiceAlgorithm
         },
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference's routing of the call, computed once per call (<see cref="AlgorithmCall.Memo{T}"/>): the
+    /// reference's outputs and the validator's C and scores come from it.</summary>
+    public static ExpertChoiceResult ReferenceResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("reference", nameof(ExpertChoiceAlgorithm)), () => ExpertChoice.Route(call.Matrix("logits"), Options(call)));
+    }
+
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static ExpertChoiceOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(ExpertChoiceAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static ExpertChoiceOptions ReadOptions(AlgorithmCall call)
+    {
         return new ExpertChoiceOptions
         {
             Capacity = call.Parameters.TryGetInt("capacity"),

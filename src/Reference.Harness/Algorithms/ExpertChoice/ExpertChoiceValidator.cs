@@ -19,7 +19,7 @@ namespace Reference.Harness.Algorithms;
 /// </remarks>
 public sealed class ExpertChoiceValidator : IValidator
 {
-    /// <summary>Judges the candidate with <see cref="Check"/>: a candidate without tokens is judged with the reference's tokens as its choice.</summary>
+    /// <summary>Judges the candidate with <see cref="Check(double[,], ExpertChoiceOptions, int[,], int[], NumberFormat, ExpertChoiceResult)"/>: a candidate without tokens is judged with the reference's tokens as its choice.</summary>
     /// <param name="context">The call, reference outputs and candidate outputs.</param>
     /// <returns>One report for each of tokens, gates and count that the candidate contains.</returns>
     public IReadOnlyList<ComparisonReport> Judge(CheckContext context)
@@ -29,7 +29,8 @@ public sealed class ExpertChoiceValidator : IValidator
         var c = context.Candidate;
         var tokens = c.TryGetValue("tokens", out var t) ? t : context.Expected["tokens"];
         var check = Check(
-            call.Matrix("logits"), ExpertChoiceAlgorithm.Options(call), IntMatrix(tokens), c.TryGetValue("count", out var cnt) ? IntVector(cnt) : null, context.Format);
+            call.Matrix("logits"), ExpertChoiceAlgorithm.Options(call), IntMatrix(tokens), c.TryGetValue("count", out var cnt) ? IntVector(cnt) : null, context.Format,
+            ExpertChoiceAlgorithm.ReferenceResult(call));
         var reports = new List<ComparisonReport>();
         foreach (var name in new[] { "tokens", "count" })
         {
@@ -55,11 +56,30 @@ public sealed class ExpertChoiceValidator : IValidator
     public static RoutingCheck Check(double[,] logits, ExpertChoiceOptions options, int[,] tokens, int[]? count, NumberFormat format)
     {
         ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(tokens);
+        return Check(logits, options, tokens, count, format, ExpertChoice.Route(logits, options)); // validates the arguments
+    }
+
+    /// <summary>Validates a candidate expert-choice routing, given the reference's routing of the same logits and options
+    /// (its C and its scores P; the check path computes them once, for the reference's outputs and for this).</summary>
+    /// <param name="logits">X [N, E], finite.</param>
+    /// <param name="options">The options the candidate claims to implement.</param>
+    /// <param name="tokens">The candidate's tokens [E, C].</param>
+    /// <param name="count">The candidate's count [N], or null.</param>
+    /// <param name="format">The candidate's precision.</param>
+    /// <param name="reference"><see cref="ExpertChoice.Route"/> of <paramref name="logits"/> and <paramref name="options"/>.</param>
+    /// <returns>The problems found and the gates [E, C] the candidate's tokens imply.</returns>
+    public static RoutingCheck Check(
+        double[,] logits, ExpertChoiceOptions options, int[,] tokens, int[]? count, NumberFormat format, ExpertChoiceResult reference)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
         double unitRoundoff = Precision.UnitRoundoff(format), tiny = Precision.SmallestNormal(format);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(tokens);
+        ArgumentNullException.ThrowIfNull(reference);
         int n = logits.GetLength(0), e = logits.GetLength(1);
-        int c = ExpertChoice.Route(logits, options).Capacity; // validates the arguments
+        int c = reference.Capacity;
         var problems = new List<string>();
         var gates = new double[e, c];
         if (tokens.GetLength(0) != e || tokens.GetLength(1) != c)
@@ -67,7 +87,7 @@ public sealed class ExpertChoiceValidator : IValidator
             problems.Add($"tokens has shape [{tokens.GetLength(0)}, {tokens.GetLength(1)}], not [E, C] = [{e}, {c}]");
             return new RoutingCheck(problems, gates);
         }
-        var p = RouterScores.Compute(logits, ScoreFunction.Softmax);
+        var p = reference.Scores ?? RouterScores.Compute(logits, ScoreFunction.Softmax);
         // ε_ix = (|X_ix - m_i| + E + 4)·u·P_ix + t: the candidate's error in one softmax score, relative to the score itself
         // (the exponent's argument carries |X - m|·u, the sum (E - 1)·u, exp and division one rounding each), plus the
         // smallest normal number t for subnormal results.

@@ -46,10 +46,15 @@ public static class LeanKAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static LeanKOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(LeanKAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static LeanKOptions ReadOptions(AlgorithmCall call)
+    {
         var p = call.Parameters;
         return new LeanKOptions
         {

@@ -110,10 +110,15 @@ public static class LinearAlgorithm
             (c, r) => Math.Abs(c - r) > bound, detail, _ => bound);
     }
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static LinearAttentionOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(LinearAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static LinearAttentionOptions ReadOptions(AlgorithmCall call)
+    {
         var p = call.Parameters;
         return new LinearAttentionOptions
         {

@@ -63,10 +63,15 @@ public static class MaxScoreAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static MaxScoreOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(MaxScoreAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static MaxScoreOptions ReadOptions(AlgorithmCall call)
+    {
         var p = call.Parameters;
         return new MaxScoreOptions
         {

@@ -58,10 +58,15 @@ public static class MobaAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static MobaOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(MobaAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static MobaOptions ReadOptions(AlgorithmCall call)
+    {
         return new MobaOptions
         {
             ChunkSize = call.Parameters.GetInt("chunk_size"),

@@ -50,10 +50,15 @@ public static class NsaAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static NsaOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(NsaAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static NsaOptions ReadOptions(AlgorithmCall call)
+    {
         return new NsaOptions
         {
             BlockSize = call.Parameters.GetInt("block_size"),

@@ -62,10 +62,15 @@ public static class RerouteAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static RerouteOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(RerouteAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static RerouteOptions ReadOptions(AlgorithmCall call)
+    {
         return new RerouteOptions
         {
             K = call.Parameters.GetInt("k"),

@@ -55,10 +55,15 @@ public static class ResaAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static ResaOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(ResaAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static ResaOptions ReadOptions(AlgorithmCall call)
+    {
         var p = call.Parameters;
         return new ResaOptions
         {

@@ -59,10 +59,15 @@ public static class SinkhornAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters and inputs.</summary>
+    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static SinkhornOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(SinkhornAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static SinkhornOptions ReadOptions(AlgorithmCall call)
+    {
         var p = call.Parameters;
         return new SinkhornOptions
         {

@@ -61,10 +61,15 @@ public static class SoftTopKAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters.</summary>
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static SoftTopKOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(SoftTopKAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static SoftTopKOptions ReadOptions(AlgorithmCall call)
+    {
         return new SoftTopKOptions
         {
             K = call.Parameters.GetInt("k"),

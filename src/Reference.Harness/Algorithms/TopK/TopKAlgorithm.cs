@@ -31,7 +31,7 @@ public static class TopKAlgorithm
         ],
         Reference = call =>
         {
-            var result = TopK.Route(call.Matrix("logits"), Options(call));
+            var result = ReferenceResult(call);
             return Outputs(result.Experts, result.Weights);
         },
         Paths =
@@ -53,10 +53,15 @@ public static class TopKAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters and inputs.</summary>
+    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static TopKOptions Options(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(TopKAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static TopKOptions ReadOptions(AlgorithmCall call)
+    {
         return new TopKOptions
         {
             K = call.Parameters.GetInt("k"),
@@ -65,6 +70,18 @@ public static class TopKAlgorithm
             Bias = call.OptionalDoubles("bias"),
         };
     }
+
+    /// <summary>The reference's routing of the call, computed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
+    public static TopKResult ReferenceResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("reference", nameof(TopKAlgorithm)), () => TopK.Route(call.Matrix("logits"), Options(call)));
+    }
+
+    /// <summary>The scores P the reference ranked, when the reference has run on this call; null otherwise (the validator
+    /// then computes them, as it did before the reference shared them).</summary>
+    internal static double[,]? RunScores(AlgorithmCall call) =>
+        call.TryGetMemo<TopKResult>(("reference", nameof(TopKAlgorithm)), out var result) ? result.Scores : null;
 
     private static Dictionary<string, NdArray> Outputs(int[,] experts, double[,] weights) => new()
     {

@@ -28,7 +28,7 @@ public sealed class TopKValidator : IValidator
             call.Matrix("logits"), TopKAlgorithm.Options(call), context.Expected["experts"].ToDoubles(),
             context.Candidate.TryGetValue("experts", out var x) ? x.ToDoubles() : null,
             context.Candidate.TryGetValue("weights", out var w) ? w.ToDoubles() : null,
-            context.Format, context.FormatOf("weights"));
+            context.Format, context.FormatOf("weights"), TopKAlgorithm.RunScores(call));
     }
 
     /// <summary>
@@ -53,16 +53,18 @@ public sealed class TopKValidator : IValidator
     /// <param name="weights">The candidate's weights [N * k] (flat), or null when it has none.</param>
     /// <param name="format">The precision the candidate's selection is judged in (its near-ties).</param>
     /// <param name="weightsFormat">The precision <paramref name="weights"/> is judged in.</param>
+    /// <param name="scores">The scores P [N, E] the reference ranked (<see cref="TopKResult.Scores"/>), when the caller
+    /// has them; null: computed here.</param>
     /// <returns>A report for experts and one for weights, for those the candidate has.</returns>
     public static IReadOnlyList<ComparisonReport> Validate(
         double[,] logits, TopKOptions options, double[] referenceExperts, double[]? experts, double[]? weights, NumberFormat format,
-        NumberFormat weightsFormat)
+        NumberFormat weightsFormat, double[,]? scores = null)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(referenceExperts);
         int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
-        var p = RouterScores.Compute(logits, options.Score);
+        var p = scores ?? RouterScores.Compute(logits, options.Score);
         var shape = new[] { n, k };
 
         // The expected arrays start as the reference's. Where the candidate's row is a different but valid choice,
