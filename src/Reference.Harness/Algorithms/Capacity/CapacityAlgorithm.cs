@@ -5,25 +5,38 @@ using static Reference.Harness.Algorithms.RoutingSupport;
 
 namespace Reference.Harness.Algorithms;
 
+/// <summary>The outputs of <c>capacity</c>, from any path.</summary>
+/// <param name="Experts">[N, k] kept experts, -1 where dropped.</param>
+/// <param name="Weights">[N, k] the kept requests' weights, 0 where dropped.</param>
+/// <param name="Slots">[N, k] position in the expert's buffer, -1 where dropped.</param>
+/// <param name="Load">[E] kept requests per expert.</param>
+public sealed record CapacityOutput(NdArray Experts, NdArray Weights, NdArray Slots, NdArray Load);
+
 /// <summary>The registry entry for <c>capacity</c> (SEMANTICS.md sections 2 and 12).</summary>
 public static class CapacityAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<CapacityOptions, CapacityOutput> Entry { get; } = new()
     {
         Name = "capacity",
         Summary = "top-k routing with expert capacity C and dropping: five drop policies, five capacity roundings, none/before/after renormalization",
         Section = "SEMANTICS.md section 2",
+        Seed = call => new CapacityOptions { Bias = call.OptionalDoubles("bias") },
         Parameters =
         [
-            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),
-            new ParameterSpec("score", ParameterKind.Choice, "softmax", "softmax over experts, or element-wise sigmoid", ["softmax", "sigmoid"]),
-            new ParameterSpec("normalize", ParameterKind.Choice, "none", "none, before (over the k selected; mesh, Tutel) or after (over the kept; DeepSpeed)",
-                ["none", "before", "after"]),
-            .. CapacityRuleParameters,
-            new ParameterSpec("policy", ParameterKind.Choice, "choice-position",
+            Param<CapacityOptions>.Int("k", "2", "experts per token, 1..E", (o, v) => o with { K = v }),
+            ScoreParameter<CapacityOptions>((o, v) => o with { Score = v }),
+            Param<CapacityOptions>.Choice("normalize", "none", "none, before (over the k selected; mesh, Tutel) or after (over the kept; DeepSpeed)",
+                [("none", Renormalization.None), ("before", Renormalization.Before), ("after", Renormalization.After)],
+                (o, v) => o with { Normalize = v }),
+            .. CapacityRuleParameters<CapacityOptions>(
+                (o, v) => o with { Capacity = v }, (o, v) => o with { CapacityFactor = v },
+                (o, v) => o with { Rounding = v }, (o, v) => o with { MinCapacity = v }),
+            Param<CapacityOptions>.Choice("policy", "choice-position",
                 "which C requests an expert keeps: position, choice-position, score, logit, batch-priority",
-                ["position", "choice-position", "score", "logit", "batch-priority"]),
+                [("position", DropPolicy.Position), ("choice-position", DropPolicy.ChoicePosition), ("score", DropPolicy.Score),
+                 ("logit", DropPolicy.Logit), ("batch-priority", DropPolicy.BatchPriority)],
+                (o, v) => o with { Policy = v }),
         ],
         Inputs =
         [
@@ -32,77 +45,36 @@ public static class CapacityAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "kept experts, -1 where dropped"),
-            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "the kept requests' weights, 0 where dropped"),
-            new OutputSpec("slots", "N,k", ArrayKind.Integer, OutputComparison.Validated, "position in the expert's buffer, 0..C-1, -1 where dropped"),
-            new OutputSpec("load", "E", ArrayKind.Integer, OutputComparison.Validated, "kept requests per expert, at most C"),
+            OutputSpec<CapacityOutput>.Of("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "kept experts, -1 where dropped", r => r.Experts),
+            OutputSpec<CapacityOutput>.Of("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "the kept requests' weights, 0 where dropped", r => r.Weights),
+            OutputSpec<CapacityOutput>.Of("slots", "N,k", ArrayKind.Integer, OutputComparison.Validated, "position in the expert's buffer, 0..C-1, -1 where dropped", r => r.Slots),
+            OutputSpec<CapacityOutput>.Of("load", "E", ArrayKind.Integer, OutputComparison.Validated, "kept requests per expert, at most C", r => r.Load),
         ],
-        Reference = call =>
+        Reference = (call, _) =>
         {
             var r = ReferenceResult(call);
-            return new Dictionary<string, NdArray>
-            {
-                ["experts"] = NdArray.FromMatrix(r.Experts),
-                ["weights"] = NdArray.FromMatrix(r.Weights),
-                ["slots"] = NdArray.FromMatrix(r.Slots),
-                ["load"] = NdArray.FromVector(r.Load),
-            };
+            return new CapacityOutput(NdArray.FromMatrix(r.Experts), NdArray.FromMatrix(r.Weights), NdArray.FromMatrix(r.Slots), NdArray.FromVector(r.Load));
         },
         Paths =
         [
-            new OptimizedPath("kernel", "float32 top-k kernel, counting sort into per-expert buckets, parallel over experts", call =>
+            new PathOf<CapacityOptions, CapacityOutput>("kernel", "float32 top-k kernel, counting sort into per-expert buckets, parallel over experts", (call, options) =>
             {
                 var logits = call.Array("logits");
                 int n = logits.Shape[0], e = logits.Shape[1];
-                var options = Options(call);
                 var r = Reference.Kernels.Routing.Capacity.Route(call.Floats("logits"), n, e, options);
-                return new Dictionary<string, NdArray>
-                {
-                    ["experts"] = NdArray.Create(r.Experts, n, options.K),
-                    ["weights"] = NdArray.Create(r.Weights, n, options.K),
-                    ["slots"] = NdArray.Create(r.Slots, n, options.K),
-                    ["load"] = NdArray.Create(r.Load, e),
-                };
+                return new CapacityOutput(
+                    NdArray.Create(r.Experts, n, options.K), NdArray.Create(r.Weights, n, options.K), NdArray.Create(r.Slots, n, options.K), NdArray.Create(r.Load, e));
             }),
         ],
         Validate = new CapacityValidator(),
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static CapacityOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(CapacityAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static CapacityOptions ReadOptions(AlgorithmCall call)
-    {
-        return new CapacityOptions
-        {
-            K = call.Parameters.GetInt("k"),
-            Score = Score(call),
-            Normalize = call.Parameters.GetChoice("normalize") switch
-            {
-                "before" => Renormalization.Before,
-                "after" => Renormalization.After,
-                _ => Renormalization.None,
-            },
-            Capacity = call.Parameters.TryGetInt("capacity"),
-            CapacityFactor = call.Parameters.GetDouble("capacity_factor"),
-            Rounding = Rounding(call),
-            MinCapacity = call.Parameters.GetInt("min_capacity"),
-            Policy = call.Parameters.GetChoice("policy") switch
-            {
-                "position" => DropPolicy.Position,
-                "score" => DropPolicy.Score,
-                "logit" => DropPolicy.Logit,
-                "batch-priority" => DropPolicy.BatchPriority,
-                _ => DropPolicy.ChoicePosition,
-            },
-            Bias = call.OptionalDoubles("bias"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters and inputs, parsed once per call.</summary>
+    public static CapacityOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>The reference's routing of the call, computed once per call (<see cref="AlgorithmCall.Memo{T}"/>): the
     /// reference's outputs and the validator's C and scores come from it.</summary>

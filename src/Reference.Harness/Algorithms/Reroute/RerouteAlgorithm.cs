@@ -5,55 +5,53 @@ using static Reference.Harness.Algorithms.RoutingSupport;
 
 namespace Reference.Harness.Algorithms;
 
+/// <summary>The outputs of <c>reroute</c>, from any path.</summary>
+/// <param name="Experts">[N, k] token i's j-th expert, -1 where none had room.</param>
+/// <param name="Weights">[N, k] P at those experts, 0 where -1.</param>
+/// <param name="Load">[E] accepted requests per expert.</param>
+public sealed record RerouteOutput(NdArray Experts, NdArray Weights, NdArray Load);
+
 /// <summary>The registry entry for <c>reroute</c> (SEMANTICS.md sections 3 and 12).</summary>
 /// <remarks>Indices are compared exactly: a near-tie inside one token's ranking can change every later token's outcome
 /// through the loads, so no small validator can accept "any valid" answer (proofs/reroute.md, reroute.kernel-equals-reference).
 /// The generated cases therefore use grid logits, whose rows are separated in float32 and double alike.</remarks>
 public static class RerouteAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<RerouteOptions, RerouteOutput> Entry { get; } = new()
     {
         Name = "reroute",
         Summary = "iterative rerouting: later choices that find their expert full go to the next best expert with room",
         Section = "SEMANTICS.md section 3",
+        Seed = _ => new RerouteOptions(),
         Parameters =
         [
-            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),
-            new ParameterSpec("score", ParameterKind.Choice, "softmax", "softmax over experts, or element-wise sigmoid", ["softmax", "sigmoid"]),
-            .. CapacityRuleParameters,
+            Param<RerouteOptions>.Int("k", "2", "experts per token, 1..E", (o, v) => o with { K = v }),
+            ScoreParameter<RerouteOptions>((o, v) => o with { Score = v }),
+            .. CapacityRuleParameters<RerouteOptions>(
+                (o, v) => o with { Capacity = v }, (o, v) => o with { CapacityFactor = v },
+                (o, v) => o with { Rounding = v }, (o, v) => o with { MinCapacity = v }),
         ],
         Inputs = [new InputSpec("logits", "N,E", ArrayKind.Float, false, "router logits X")],
         Outputs =
         [
-            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Exact, "token i's j-th expert, -1 where none had room"),
-            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Tolerance, "P at those experts, 0 where -1"),
-            new OutputSpec("load", "E", ArrayKind.Integer, OutputComparison.Exact, "accepted requests per expert, at most C"),
+            OutputSpec<RerouteOutput>.Of("experts", "N,k", ArrayKind.Integer, OutputComparison.Exact, "token i's j-th expert, -1 where none had room", r => r.Experts),
+            OutputSpec<RerouteOutput>.Of("weights", "N,k", ArrayKind.Float, OutputComparison.Tolerance, "P at those experts, 0 where -1", r => r.Weights),
+            OutputSpec<RerouteOutput>.Of("load", "E", ArrayKind.Integer, OutputComparison.Exact, "accepted requests per expert, at most C", r => r.Load),
         ],
-        Reference = call =>
+        Reference = (call, options) =>
         {
-            var r = Reroute.Route(call.Matrix("logits"), Options(call));
-            return new Dictionary<string, NdArray>
-            {
-                ["experts"] = NdArray.FromMatrix(r.Experts),
-                ["weights"] = NdArray.FromMatrix(r.Weights),
-                ["load"] = NdArray.FromVector(r.Load),
-            };
+            var r = Reroute.Route(call.Matrix("logits"), options);
+            return new RerouteOutput(NdArray.FromMatrix(r.Experts), NdArray.FromMatrix(r.Weights), NdArray.FromVector(r.Load));
         },
         Paths =
         [
-            new OptimizedPath("kernel", "float32 scores, per-row rankings in parallel, one cursor per token", call =>
+            new PathOf<RerouteOptions, RerouteOutput>("kernel", "float32 scores, per-row rankings in parallel, one cursor per token", (call, options) =>
             {
                 var logits = call.Array("logits");
                 int n = logits.Shape[0], e = logits.Shape[1];
-                var options = Options(call);
                 var r = Reference.Kernels.Routing.Reroute.Route(call.Floats("logits"), n, e, options);
-                return new Dictionary<string, NdArray>
-                {
-                    ["experts"] = NdArray.Create(r.Experts, n, options.K),
-                    ["weights"] = NdArray.Create(r.Weights, n, options.K),
-                    ["load"] = NdArray.Create(r.Load, e),
-                };
+                return new RerouteOutput(NdArray.Create(r.Experts, n, options.K), NdArray.Create(r.Weights, n, options.K), NdArray.Create(r.Load, e));
             }),
         ],
         // Weights: the routing weights' tolerance from E, k and their precision (proofs/topk.md, topk.weights-tolerance),
@@ -62,25 +60,11 @@ public static class RerouteAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static RerouteOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(RerouteAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static RerouteOptions ReadOptions(AlgorithmCall call)
-    {
-        return new RerouteOptions
-        {
-            K = call.Parameters.GetInt("k"),
-            Score = Score(call),
-            Capacity = call.Parameters.TryGetInt("capacity"),
-            CapacityFactor = call.Parameters.GetDouble("capacity_factor"),
-            Rounding = Rounding(call),
-            MinCapacity = call.Parameters.GetInt("min_capacity"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
+    public static RerouteOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>A random case on separated grid logits (see the remarks), awkward shapes, every rounding, sometimes an
     /// explicit capacity.</summary>

@@ -1,23 +1,30 @@
 using Reference.Harness.Registry;
 using Reference.Harness.Tensors;
 using Reference.Routing;
+using static Reference.Harness.Algorithms.RoutingSupport;
 
 namespace Reference.Harness.Algorithms;
+
+/// <summary>The outputs of <c>topk</c>, from any path.</summary>
+/// <param name="Experts">[N, k] each token's experts, best first.</param>
+/// <param name="Weights">[N, k] P at those experts, normalized when asked.</param>
+public sealed record TopKOutput(NdArray Experts, NdArray Weights);
 
 /// <summary>The registry entry for <c>topk</c> (SEMANTICS.md sections 1 and 12).</summary>
 public static class TopKAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<TopKOptions, TopKOutput> Entry { get; } = new()
     {
         Name = "topk",
         Summary = "token-choice top-k routing: softmax or sigmoid scores, optional selection bias",
         Section = "SEMANTICS.md section 1",
+        Seed = call => new TopKOptions { Bias = call.OptionalDoubles("bias") },
         Parameters =
         [
-            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E"),
-            new ParameterSpec("score", ParameterKind.Choice, "softmax", "softmax over experts, or element-wise sigmoid", ["softmax", "sigmoid"]),
-            new ParameterSpec("normalize", ParameterKind.Bool, "true", "divide each token's k weights by their sum"),
+            Param<TopKOptions>.Int("k", "2", "experts per token, 1..E", (o, v) => o with { K = v }),
+            ScoreParameter<TopKOptions>((o, v) => o with { Score = v }),
+            Param<TopKOptions>.Bool("normalize", "true", "divide each token's k weights by their sum", (o, v) => o with { Normalize = v }),
         ],
         Inputs =
         [
@@ -26,50 +33,33 @@ public static class TopKAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "each token's experts, best first"),
-            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "P at those experts, normalized when asked"),
+            OutputSpec<TopKOutput>.Of("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "each token's experts, best first", r => r.Experts),
+            OutputSpec<TopKOutput>.Of("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "P at those experts, normalized when asked", r => r.Weights),
         ],
-        Reference = call =>
+        Reference = (call, _) =>
         {
             var result = ReferenceResult(call);
-            return Outputs(result.Experts, result.Weights);
+            return new TopKOutput(NdArray.FromMatrix(result.Experts), NdArray.FromMatrix(result.Weights));
         },
         Paths =
         [
-            new OptimizedPath("kernel", "float32, TensorPrimitives softmax, parallel over tokens", call =>
+            new PathOf<TopKOptions, TopKOutput>("kernel", "float32, TensorPrimitives softmax, parallel over tokens", (call, options) =>
             {
                 var logits = call.Array("logits");
                 int n = logits.Shape[0], e = logits.Shape[1];
-                var options = Options(call);
                 var result = Reference.Kernels.Routing.TopK.Route(call.Floats("logits"), n, e, options);
-                return new Dictionary<string, NdArray>
-                {
-                    ["experts"] = NdArray.Create(result.Experts, n, options.K),
-                    ["weights"] = NdArray.Create(result.Weights, n, options.K),
-                };
+                return new TopKOutput(NdArray.Create(result.Experts, n, options.K), NdArray.Create(result.Weights, n, options.K));
             }),
         ],
         Validate = new TopKValidator(),
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static TopKOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(TopKAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static TopKOptions ReadOptions(AlgorithmCall call)
-    {
-        return new TopKOptions
-        {
-            K = call.Parameters.GetInt("k"),
-            Score = call.Parameters.GetChoice("score") == "sigmoid" ? ScoreFunction.Sigmoid : ScoreFunction.Softmax,
-            Normalize = call.Parameters.GetBool("normalize"),
-            Bias = call.OptionalDoubles("bias"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters and inputs, parsed once per call.</summary>
+    public static TopKOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>The reference's routing of the call, computed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static TopKResult ReferenceResult(AlgorithmCall call)
@@ -82,12 +72,6 @@ public static class TopKAlgorithm
     /// then computes them, as it did before the reference shared them).</summary>
     internal static double[,]? RunScores(AlgorithmCall call) =>
         call.TryGetMemo<TopKResult>(("reference", nameof(TopKAlgorithm)), out var result) ? result.Scores : null;
-
-    private static Dictionary<string, NdArray> Outputs(int[,] experts, double[,] weights) => new()
-    {
-        ["experts"] = NdArray.FromMatrix(experts),
-        ["weights"] = NdArray.FromMatrix(weights),
-    };
 
     /// <summary>A random case: awkward shapes, and in half of the cases logits on a coarse grid so that exact ties occur.</summary>
     private static GeneratedCase Generate(int seed)
