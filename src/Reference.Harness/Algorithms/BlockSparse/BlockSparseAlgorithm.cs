@@ -5,6 +5,14 @@ using Reference.Kernels.Attention;
 
 namespace Reference.Harness.Algorithms;
 
+/// <summary>The parameters of <c>block-sparse</c> (the reference takes them as arguments, with the BlockMask built from
+/// the tile sizes and the index arrays).</summary>
+/// <param name="BlockQ">QB, the query tile size.</param>
+/// <param name="BlockK">KB, the key tile size.</param>
+/// <param name="Scale">The score scale; null means 1/sqrt(D).</param>
+/// <param name="Softcap">c &gt; 0 maps a score s to c tanh(s/c); 0 none.</param>
+public sealed record BlockSparseOptions(int BlockQ, int BlockK, double? Scale, double Softcap);
+
 /// <summary>The registry entry for <c>block-sparse</c>: attention under a FlexAttention BlockMask (SEMANTICS.md sections 10 and 12).</summary>
 /// <remarks>
 /// Float outputs are judged like <c>attention</c>'s (<see cref="AttentionTolerance"/>); the baseline in the
@@ -13,18 +21,19 @@ namespace Reference.Harness.Algorithms;
 /// </remarks>
 public static class BlockSparseAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<BlockSparseOptions, AttentionOutput> Entry { get; } = new()
     {
         Name = "block-sparse",
         Summary = "block-sparse attention with FlexAttention BlockMask semantics (partial and full tiles, element mask)",
         Section = "SEMANTICS.md section 10",
+        Seed = _ => new BlockSparseOptions(128, 128, null, 0.0),
         Parameters =
         [
-            new ParameterSpec("block_q", ParameterKind.Int, "128", "query tile size QB, >= 1"),
-            new ParameterSpec("block_k", ParameterKind.Int, "128", "key tile size KB, >= 1"),
-            new ParameterSpec("scale", ParameterKind.Double, null, "score scale; absent means 1/sqrt(D)"),
-            new ParameterSpec("softcap", ParameterKind.Double, "0", "c > 0 maps a score s to c*tanh(s/c) before masking; 0 none"),
+            Param<BlockSparseOptions>.Int("block_q", "128", "query tile size QB, >= 1", (o, v) => o with { BlockQ = v }),
+            Param<BlockSparseOptions>.Int("block_k", "128", "key tile size KB, >= 1", (o, v) => o with { BlockK = v }),
+            Param<BlockSparseOptions>.OptionalDouble("scale", "score scale; absent means 1/sqrt(D)", (o, v) => o with { Scale = v }),
+            Param<BlockSparseOptions>.Double("softcap", "0", "c > 0 maps a score s to c*tanh(s/c) before masking; 0 none", (o, v) => o with { Softcap = v }),
         ],
         Inputs =
         [
@@ -39,35 +48,42 @@ public static class BlockSparseAlgorithm
             new InputSpec("full_kv_indices", "Bm,Hm,nq,nk", ArrayKind.Integer, true, "full key-tile indices; given with full_kv_num_blocks"),
             new InputSpec("mask", "_,_,_,_", ArrayKind.Bool, true, "element mask inside partial tiles, broadcastable to [B,Hq,Tq,Tk]"),
         ],
-        Outputs =
-        [
-            new OutputSpec("out", "B,Hq,Tq,Dv", ArrayKind.Float, OutputComparison.Tolerance, "softmax-weighted values; 0 for a row with no allowed key"),
-            new OutputSpec("lse", "B,Hq,Tq", ArrayKind.Float, OutputComparison.Tolerance, "natural log of the sum of exp over allowed keys; -Inf for an empty row"),
-        ],
-        Reference = call =>
+        Outputs = AttentionAlgorithm.OutputsOf("softmax-weighted values; 0 for a row with no allowed key", "natural log of the sum of exp over allowed keys; -Inf for an empty row"),
+        Reference = (call, options) =>
         {
             var mask = Mask(call);
             var result = BlockSparseAttention.Compute(
                 AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
-                mask, AttentionArrays.OptionalBool4(call, "mask"), call.Parameters.TryGetDouble("scale"), call.Parameters.GetDouble("softcap"));
-            return AttentionAlgorithm.Outputs(result);
+                mask, AttentionArrays.OptionalBool4(call, "mask"), options.Scale, options.Softcap);
+            return AttentionAlgorithm.Output(result);
         },
         Paths =
         [
-            new OptimizedPath("kernel", "float32 FlashAttention-2 walking the block mask's tiles (absent tiles skipped), parallel",
-                call => AttentionAlgorithm.Kernel(call, KernelOptions(call), 1)),
-            new OptimizedPath("split-kv", $"float32 flash-decoding over the block mask: {AttentionAlgorithm.Splits} groups of key tiles merged by lse",
-                call => AttentionAlgorithm.Kernel(call, KernelOptions(call), AttentionAlgorithm.Splits)),
+            new PathOf<BlockSparseOptions, AttentionOutput>("kernel", "float32 FlashAttention-2 walking the block mask's tiles (absent tiles skipped), parallel",
+                (call, options) => AttentionAlgorithm.KernelOutput(call, KernelOptions(call, options), 1)),
+            new PathOf<BlockSparseOptions, AttentionOutput>("split-kv", $"float32 flash-decoding over the block mask: {AttentionAlgorithm.Splits} groups of key tiles merged by lse",
+                (call, options) => AttentionAlgorithm.KernelOutput(call, KernelOptions(call, options), AttentionAlgorithm.Splits)),
         ],
         CompareInContext = new BlockSparseValidator(),
         Generate = Generate,
     };
+
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
+
+    /// <summary>The call's tile sizes, scale and softcap, parsed once per call.</summary>
+    public static BlockSparseOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>The BlockMask from the call's arrays and tile sizes; argument names in messages are the CLI's array names.</summary>
     /// <exception cref="ArgumentException">The lists are invalid (out of range, not ascending, a tile both partial and full).</exception>
     public static BlockMask Mask(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("blockmask", nameof(BlockSparseAlgorithm)), () => ReadMask(call));
+    }
+
+    private static BlockMask ReadMask(AlgorithmCall call)
+    {
         var q = call.Array("q");
         var k = call.Array("k");
         bool hasFull = call.Has("full_kv_num_blocks"), hasFullIndices = call.Has("full_kv_indices");
@@ -81,7 +97,7 @@ public static class BlockSparseAlgorithm
                 AttentionArrays.Int3(call, "kv_num_blocks"), AttentionArrays.Int4(call, "kv_indices"),
                 hasFull ? AttentionArrays.Int3(call, "full_kv_num_blocks") : null,
                 hasFull ? AttentionArrays.Int4(call, "full_kv_indices") : null,
-                call.Parameters.GetInt("block_q"), call.Parameters.GetInt("block_k"), q.Shape[2], k.Shape[2]);
+                Options(call).BlockQ, Options(call).BlockK, q.Shape[2], k.Shape[2]);
         }
         catch (ArgumentException e)
         {
@@ -99,10 +115,10 @@ public static class BlockSparseAlgorithm
         }
     }
 
-    private static FlashAttentionOptions KernelOptions(AlgorithmCall call) => new()
+    private static FlashAttentionOptions KernelOptions(AlgorithmCall call, BlockSparseOptions options) => new()
     {
-        Scale = call.Parameters.TryGetDouble("scale") is double s ? (float)s : null,
-        Softcap = (float)call.Parameters.GetDouble("softcap"),
+        Scale = options.Scale is double s ? (float)s : null,
+        Softcap = (float)options.Softcap,
         Mask = AttentionAlgorithm.FlatMaskOf(call, "mask"),
         BlockMask = Mask(call),
     };
@@ -115,15 +131,15 @@ public static class BlockSparseAlgorithm
     private static GeneratedCase Generate(int seed)
     {
         var rng = new Random(seed);
-        var (inputs, dims, text) = AttentionAlgorithm.RandomQkv(rng);
+        var (inputs, dims, text) = AttentionCases.RandomQkv(rng);
         int[] tiles = [1, 2, 3, 4, 5, 16, 128];
         int bq = tiles[rng.Next(tiles.Length)], bk = tiles[rng.Next(tiles.Length)];
         var parameters = new Dictionary<string, string>
         {
-            ["block_q"] = AttentionAlgorithm.Text(bq),
-            ["block_k"] = AttentionAlgorithm.Text(bk),
+            ["block_q"] = AttentionCases.Text(bq),
+            ["block_k"] = AttentionCases.Text(bk),
         };
-        AttentionAlgorithm.RandomScaleAndSoftcap(rng, parameters);
+        AttentionCases.RandomScaleAndSoftcap(rng, parameters);
 
         int bm = rng.Next(2) == 0 ? 1 : dims.B, hm = rng.Next(2) == 0 ? 1 : dims.Hq;
         int nq = (dims.Tq + bq - 1) / bq, nk = (dims.Tk + bk - 1) / bk;
@@ -154,7 +170,7 @@ public static class BlockSparseAlgorithm
         }
         if (rng.Next(2) == 0)
         {
-            inputs["mask"] = AttentionAlgorithm.RandomMask(rng, dims.B, dims.Hq, dims.Tq, dims.Tk);
+            inputs["mask"] = AttentionCases.RandomMask(rng, dims.B, dims.Hq, dims.Tq, dims.Tk);
         }
         string name = $"seed {seed}: {text} QB={bq} KB={bk}{(withFull ? " full" : "")}{(inputs.ContainsKey("mask") ? " mask" : "")} "
                       + string.Join(" ", parameters.Where(kv => kv.Key is "scale" or "softcap").Select(kv => $"{kv.Key}={kv.Value}"));

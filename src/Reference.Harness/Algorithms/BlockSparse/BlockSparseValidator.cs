@@ -15,8 +15,9 @@ public sealed class BlockSparseValidator : IValidator
         ArgumentNullException.ThrowIfNull(context);
         var call = context.Call;
         var q = AttentionArrays.Double4(call, "q");
-        double softcap = call.Parameters.GetDouble("softcap");
-        double? scale = call.Parameters.TryGetDouble("scale");
+        var parameters = BlockSparseAlgorithm.Options(call);
+        double softcap = parameters.Softcap;
+        double? scale = parameters.Scale;
         // Dense attention under the expanded mask: the same allowed keys in the same order.
         var options = new AttentionOptions
         {

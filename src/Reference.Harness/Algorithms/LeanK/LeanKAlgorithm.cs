@@ -9,23 +9,26 @@ namespace Reference.Harness.Algorithms;
 /// rule, with the baseline scoring pruned keys on their head's kept channels like the reference.</remarks>
 public static class LeanKAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<LeanKOptions, AttentionOutput> Entry { get; } = new()
     {
         Name = "leank",
         Summary = "LeanK attention: keys outside the sink and recent windows are scored on their head's kept channels only",
         Section = "SEMANTICS.md section 10",
+        Seed = _ => new LeanKOptions(),
         Parameters =
         [
-            new ParameterSpec("sink", ParameterKind.Int, "64", "keys j < sink keep every channel, >= 0"),
-            new ParameterSpec("recent", ParameterKind.Int, "256", "the last recent keys up to the query keep every channel, >= 0"),
-            new ParameterSpec("causal", ParameterKind.Bool, "true", "key j allowed only when j <= p_i (p_i = i + Tk - Tq, or i when top-left)"),
-            new ParameterSpec("causal_align", ParameterKind.Choice, "bottom-right",
+            Param<LeanKOptions>.Int("sink", "64", "keys j < sink keep every channel, >= 0", (o, v) => o with { Sink = v }),
+            Param<LeanKOptions>.Int("recent", "256", "the last recent keys up to the query keep every channel, >= 0", (o, v) => o with { Recent = v }),
+            Param<LeanKOptions>.Bool("causal", "true", "key j allowed only when j <= p_i (p_i = i + Tk - Tq, or i when top-left)", (o, v) => o with { Causal = v }),
+            Param<LeanKOptions>.Choice("causal_align", "bottom-right",
                 "where query i sits when Tq != Tk, for causal and the recent window: bottom-right (FlashAttention, p_i = i + Tk - Tq) or top-left (PyTorch, p_i = i)",
-                ["bottom-right", "top-left"]),
-            new ParameterSpec("zero_head", ParameterKind.Choice, "zero-logit",
-                "a head whose mask keeps no channel: its pruned keys get logit 0 (training formula) or are dropped (kernel)", ["zero-logit", "drop"]),
-            new ParameterSpec("scale", ParameterKind.Double, null, "score scale; absent means 1/sqrt(D) with the full D"),
+                [("bottom-right", CausalAlignments.Parse("bottom-right")), ("top-left", CausalAlignments.Parse("top-left"))],
+                (o, v) => o with { CausalAlign = v }),
+            Param<LeanKOptions>.Choice("zero_head", "zero-logit",
+                "a head whose mask keeps no channel: its pruned keys get logit 0 (training formula) or are dropped (kernel)",
+                [("zero-logit", LeanKZeroHead.ZeroLogit), ("drop", LeanKZeroHead.Drop)], (o, v) => o with { ZeroHead = v }),
+            Param<LeanKOptions>.OptionalDouble("scale", "score scale; absent means 1/sqrt(D) with the full D", (o, v) => o with { Scale = v }),
         ],
         Inputs =
         [
@@ -34,38 +37,19 @@ public static class LeanKAlgorithm
             new InputSpec("v", "B,Hkv,Tk,Dv", ArrayKind.Float, false, "values"),
             new InputSpec("channel_mask", "Hkv,D", ArrayKind.Bool, false, "the static key-channel mask, true = kept"),
         ],
-        Outputs =
-        [
-            new OutputSpec("out", "B,Hq,Tq,Dv", ArrayKind.Float, OutputComparison.Tolerance, "softmax-weighted values; 0 for an empty row"),
-            new OutputSpec("lse", "B,Hq,Tq", ArrayKind.Float, OutputComparison.Tolerance, "natural log of the sum of exp of the scores; -Inf for an empty row"),
-        ],
-        Reference = call => AttentionAlgorithm.Outputs(LeanK.Compute(
+        Outputs = AttentionAlgorithm.OutputsOf("softmax-weighted values; 0 for an empty row", "natural log of the sum of exp of the scores; -Inf for an empty row"),
+        Reference = (call, options) => AttentionAlgorithm.Output(LeanK.Compute(
             AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
-            AttentionArrays.Bool2(call, "channel_mask"), Options(call))),
+            AttentionArrays.Bool2(call, "channel_mask"), options)),
         CompareInContext = new LeanKValidator(),
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static LeanKOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(LeanKAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static LeanKOptions ReadOptions(AlgorithmCall call)
-    {
-        var p = call.Parameters;
-        return new LeanKOptions
-        {
-            Sink = p.GetInt("sink"),
-            Recent = p.GetInt("recent"),
-            Causal = p.GetBool("causal"),
-            CausalAlign = CausalAlignments.Parse(p.GetChoice("causal_align")),
-            ZeroHead = p.GetChoice("zero_head") == "drop" ? LeanKZeroHead.Drop : LeanKZeroHead.ZeroLogit,
-            Scale = p.TryGetDouble("scale"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
+    public static LeanKOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>
     /// The baseline's rows and alternative keys: a key in the full region (j &lt; sink or among the last recent keys up
@@ -116,15 +100,15 @@ public static class LeanKAlgorithm
         }
         var inputs = new Dictionary<string, NdArray>
         {
-            ["q"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hq, tq, d),
-            ["k"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hkv, tk, d),
-            ["v"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hkv, tk, dv),
+            ["q"] = AttentionCases.RandomArray(Draw, DType.F32, b, hq, tq, d),
+            ["k"] = AttentionCases.RandomArray(Draw, DType.F32, b, hkv, tk, d),
+            ["v"] = AttentionCases.RandomArray(Draw, DType.F32, b, hkv, tk, dv),
             ["channel_mask"] = NdArray.Create(mask, hkv, d),
         };
         var parameters = new Dictionary<string, string>
         {
-            ["sink"] = AttentionAlgorithm.Text(rng.Next(0, 4)),
-            ["recent"] = AttentionAlgorithm.Text(rng.Next(0, 6)),
+            ["sink"] = AttentionCases.Text(rng.Next(0, 4)),
+            ["recent"] = AttentionCases.Text(rng.Next(0, 6)),
             ["causal"] = rng.Next(4) == 0 ? "false" : "true",
             ["zero_head"] = rng.Next(2) == 0 ? "drop" : "zero-logit",
         };

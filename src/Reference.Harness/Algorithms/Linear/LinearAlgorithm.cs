@@ -9,6 +9,10 @@ using ReferenceLinear = Reference.Attention.LinearAttention;
 
 namespace Reference.Harness.Algorithms;
 
+/// <summary>The output of <c>linear</c>, from any path.</summary>
+/// <param name="Out">[B, H, T, Dv] o_t.</param>
+public sealed record LinearOutput(NdArray Out);
+
 /// <summary>The registry entry for <c>linear</c>: causal linear attention (SEMANTICS.md sections 10 and 12).</summary>
 /// <remarks>
 /// Path <c>kernel</c>: the chunked float32 kernel. <c>out</c> of a float32, float16 or bfloat16 candidate is judged by
@@ -17,19 +21,22 @@ namespace Reference.Harness.Algorithms;
 /// </remarks>
 public static class LinearAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<LinearAttentionOptions, LinearOutput> Entry { get; } = new()
     {
         Name = "linear",
         Summary = "causal linear attention: feature map, optional normalization and decay; parallel, recurrent or chunked form",
         Section = "SEMANTICS.md section 10",
+        Seed = _ => new LinearAttentionOptions(),
         Parameters =
         [
-            new ParameterSpec("feature_map", ParameterKind.Choice, "elu1", "phi: elu(x)+1 or the identity", ["elu1", "identity"]),
-            new ParameterSpec("normalize", ParameterKind.Bool, "true", "divide by phi(q_t).z_t"),
-            new ParameterSpec("decay", ParameterKind.Double, "1.0", "gamma in (0, 1]"),
-            new ParameterSpec("form", ParameterKind.Choice, "parallel", "evaluation order of the reference", ["parallel", "recurrent", "chunked"]),
-            new ParameterSpec("chunk", ParameterKind.Int, "64", "chunk length of the chunked form and of the kernel, >= 1"),
+            Param<LinearAttentionOptions>.Choice("feature_map", "elu1", "phi: elu(x)+1 or the identity",
+                [("elu1", FeatureMap.Elu1), ("identity", FeatureMap.Identity)], (o, v) => o with { FeatureMap = v }),
+            Param<LinearAttentionOptions>.Bool("normalize", "true", "divide by phi(q_t).z_t", (o, v) => o with { Normalize = v }),
+            Param<LinearAttentionOptions>.Double("decay", "1.0", "gamma in (0, 1]", (o, v) => o with { Decay = v }),
+            Param<LinearAttentionOptions>.Choice("form", "parallel", "evaluation order of the reference",
+                [("parallel", LinearForm.Parallel), ("recurrent", LinearForm.Recurrent), ("chunked", LinearForm.Chunked)], (o, v) => o with { Form = v }),
+            Param<LinearAttentionOptions>.Int("chunk", "64", "chunk length of the chunked form and of the kernel, >= 1", (o, v) => o with { Chunk = v }),
         ],
         Inputs =
         [
@@ -39,26 +46,26 @@ public static class LinearAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("out", "B,H,T,Dv", ArrayKind.Float, OutputComparison.Tolerance, "o_t = phi(q_t)^T S_t (/ phi(q_t)^T z_t)"),
+            OutputSpec<LinearOutput>.Of("out", "B,H,T,Dv", ArrayKind.Float, OutputComparison.Tolerance, "o_t = phi(q_t)^T S_t (/ phi(q_t)^T z_t)", r => r.Out),
         ],
-        Reference = call => new Dictionary<string, NdArray>
-        {
-            ["out"] = AttentionArrays.ToArray(ReferenceLinear.Compute(
-                AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), Options(call))),
-        },
+        Reference = (call, options) => new LinearOutput(AttentionArrays.ToArray(ReferenceLinear.Compute(
+            AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options))),
         Paths =
         [
-            new OptimizedPath("kernel", "float32 chunked form (state carried across chunks), TensorPrimitives, parallel over (b, h)", call =>
+            new PathOf<LinearAttentionOptions, LinearOutput>("kernel", "float32 chunked form (state carried across chunks), TensorPrimitives, parallel over (b, h)", (call, options) =>
             {
                 NdArray q = call.Array("q"), v = call.Array("v");
                 var shape = new LinearAttentionShape(q.Shape[0], q.Shape[1], q.Shape[2], q.Shape[3], v.Shape[3]);
-                var output = KernelLinear.Chunked(call.Floats("q"), call.Floats("k"), call.Floats("v"), shape, Options(call));
-                return new Dictionary<string, NdArray> { ["out"] = NdArray.Create(output, shape.Batch, shape.Heads, shape.Length, shape.ValueDim) };
+                var output = KernelLinear.Chunked(call.Floats("q"), call.Floats("k"), call.Floats("v"), shape, options);
+                return new LinearOutput(NdArray.Create(output, shape.Batch, shape.Heads, shape.Length, shape.ValueDim));
             }),
         ],
         CompareInContext = new LinearValidator(),
         Generate = Generate,
     };
+
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
     /// <summary>The factor of the baseline rule for float32 candidates of <c>linear</c> (measured: proofs/attention-sparse.md,
     /// attention.linear-baseline).</summary>
@@ -110,30 +117,8 @@ public static class LinearAlgorithm
             (c, r) => Math.Abs(c - r) > bound, detail, _ => bound);
     }
 
-    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static LinearAttentionOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(LinearAlgorithm)), () => ReadOptions(call));
-    }
-
-    private static LinearAttentionOptions ReadOptions(AlgorithmCall call)
-    {
-        var p = call.Parameters;
-        return new LinearAttentionOptions
-        {
-            FeatureMap = p.GetChoice("feature_map") == "identity" ? FeatureMap.Identity : FeatureMap.Elu1,
-            Normalize = p.GetBool("normalize"),
-            Decay = p.GetDouble("decay"),
-            Form = p.GetChoice("form") switch
-            {
-                "recurrent" => LinearForm.Recurrent,
-                "chunked" => LinearForm.Chunked,
-                _ => LinearForm.Parallel,
-            },
-            Chunk = p.GetInt("chunk"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
+    public static LinearAttentionOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>A random case: awkward lengths and chunks, decay 1 or below, elu1 (normalized or not) or identity (unnormalized).</summary>
     private static GeneratedCase Generate(int seed)
@@ -145,9 +130,9 @@ public static class LinearAlgorithm
         double Draw() => rng.NextDouble() * 4.0 - 2.0;
         var inputs = new Dictionary<string, NdArray>
         {
-            ["q"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, h, t, d),
-            ["k"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, h, t, d),
-            ["v"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, h, t, dv),
+            ["q"] = AttentionCases.RandomArray(Draw, DType.F32, b, h, t, d),
+            ["k"] = AttentionCases.RandomArray(Draw, DType.F32, b, h, t, d),
+            ["v"] = AttentionCases.RandomArray(Draw, DType.F32, b, h, t, dv),
         };
         var parameters = new Dictionary<string, string>
         {
@@ -155,7 +140,7 @@ public static class LinearAlgorithm
             ["normalize"] = identity || rng.Next(3) == 0 ? "false" : "true",
             ["decay"] = new[] { "1.0", "0.9", "0.5" }[rng.Next(3)],
             ["form"] = new[] { "parallel", "recurrent", "chunked" }[rng.Next(3)],
-            ["chunk"] = AttentionAlgorithm.Text(new[] { 1, 3, 8, 64 }[rng.Next(4)]),
+            ["chunk"] = AttentionCases.Text(new[] { 1, 3, 8, 64 }[rng.Next(4)]),
         };
         return new GeneratedCase(
             $"seed {seed}: B={b} H={h} T={t} D={d} Dv={dv} " + string.Join(" ", parameters.Select(p => $"{p.Key}={p.Value}")),

@@ -13,17 +13,18 @@ namespace Reference.Harness.Algorithms;
 /// </remarks>
 public static class MobaAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<MobaOptions, AttentionOutput> Entry { get; } = new()
     {
         Name = "moba",
         Summary = "MoBA: each query attends causally to its top-k key chunks by a mean-key gate (own chunk always kept)",
         Section = "SEMANTICS.md section 10",
+        Seed = _ => new MobaOptions { ChunkSize = 0, TopK = 0 },
         Parameters =
         [
-            new ParameterSpec("chunk_size", ParameterKind.Int, null, "chunk size Bc >= 1 (required)"),
-            new ParameterSpec("top_k", ParameterKind.Int, null, "chunks per query >= 1, the own chunk included (required)"),
-            new ParameterSpec("scale", ParameterKind.Double, null, "attention score scale; absent means 1/sqrt(D) (the gate is unscaled)"),
+            Param<MobaOptions>.Int("chunk_size", null, "chunk size Bc >= 1 (required)", (o, v) => o with { ChunkSize = v }),
+            Param<MobaOptions>.Int("top_k", null, "chunks per query >= 1, the own chunk included (required)", (o, v) => o with { TopK = v }),
+            Param<MobaOptions>.OptionalDouble("scale", "attention score scale; absent means 1/sqrt(D) (the gate is unscaled)", (o, v) => o with { Scale = v }),
         ],
         Inputs =
         [
@@ -33,47 +34,36 @@ public static class MobaAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("out", "B,H,T,Dv", ArrayKind.Float, OutputComparison.Tolerance, "attention over the selected chunks' keys j <= t"),
-            new OutputSpec("lse", "B,H,T", ArrayKind.Float, OutputComparison.Tolerance, "natural log of the sum of exp over those keys"),
+            OutputSpec<AttentionOutput>.Of("out", "B,H,T,Dv", ArrayKind.Float, OutputComparison.Tolerance, "attention over the selected chunks' keys j <= t", r => r.Out),
+            OutputSpec<AttentionOutput>.Of("lse", "B,H,T", ArrayKind.Float, OutputComparison.Tolerance, "natural log of the sum of exp over those keys", r => r.Lse),
         ],
-        Reference = call => AttentionAlgorithm.Outputs(Moba.Compute(
-            AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), Options(call))),
+        Reference = (call, options) => AttentionAlgorithm.Output(Moba.Compute(
+            AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options)),
         Paths =
         [
-            new OptimizedPath("kernel", "chunk selection in double, then float32 FlashAttention under the selection's mask",
-                call =>
+            new PathOf<MobaOptions, AttentionOutput>("kernel", "chunk selection in double, then float32 FlashAttention under the selection's mask",
+                (call, options) =>
                 {
-                    var mask = Moba.Mask(AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), Options(call));
-                    var options = new FlashAttentionOptions
+                    var mask = Moba.Mask(AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options);
+                    var kernel = new FlashAttentionOptions
                     {
-                        Scale = call.Parameters.TryGetDouble("scale") is double s ? (float)s : null,
+                        Scale = options.Scale is double s ? (float)s : null,
                         BlockQ = AttentionAlgorithm.KernelTile,
                         BlockK = AttentionAlgorithm.KernelTile,
                         Mask = FlatMask.FromArray(mask),
                     };
-                    return AttentionAlgorithm.Kernel(call, options, 1);
+                    return AttentionAlgorithm.KernelOutput(call, kernel, 1);
                 }),
         ],
         CompareInContext = new MobaValidator(),
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static MobaOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(MobaAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static MobaOptions ReadOptions(AlgorithmCall call)
-    {
-        return new MobaOptions
-        {
-            ChunkSize = call.Parameters.GetInt("chunk_size"),
-            TopK = call.Parameters.GetInt("top_k"),
-            Scale = call.Parameters.TryGetDouble("scale"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
+    public static MobaOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>A random case: awkward lengths and chunk sizes, top_k from 1 to beyond the chunk count, tied or sharp values.</summary>
     private static GeneratedCase Generate(int seed)
@@ -95,14 +85,14 @@ public static class MobaAlgorithm
         var dtype = new[] { DType.F32, DType.F64, DType.BF16 }[rng.Next(3)];
         var inputs = new Dictionary<string, NdArray>
         {
-            ["q"] = AttentionAlgorithm.RandomArray(Draw, dtype, b, h, t, d),
-            ["k"] = AttentionAlgorithm.RandomArray(Draw, dtype, b, h, t, d),
-            ["v"] = AttentionAlgorithm.RandomArray(Draw, dtype, b, h, t, dv),
+            ["q"] = AttentionCases.RandomArray(Draw, dtype, b, h, t, d),
+            ["k"] = AttentionCases.RandomArray(Draw, dtype, b, h, t, d),
+            ["v"] = AttentionCases.RandomArray(Draw, dtype, b, h, t, dv),
         };
         var parameters = new Dictionary<string, string>
         {
-            ["chunk_size"] = AttentionAlgorithm.Text(chunk),
-            ["top_k"] = AttentionAlgorithm.Text(topK),
+            ["chunk_size"] = AttentionCases.Text(chunk),
+            ["top_k"] = AttentionCases.Text(topK),
         };
         if (rng.Next(3) == 0) parameters["scale"] = "0.5";
         return new GeneratedCase($"seed {seed}: B={b} H={h} T={t} D={d} Dv={dv} {dtype} {kind} chunk={chunk} top_k={topK}", inputs, parameters);

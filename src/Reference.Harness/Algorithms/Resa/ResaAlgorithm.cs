@@ -5,6 +5,12 @@ using Reference.Harness.Tensors;
 
 namespace Reference.Harness.Algorithms;
 
+/// <summary>The outputs of <c>resa</c>, from any path.</summary>
+/// <param name="Out">[B, Hq, 1, Dv] attention over the selected blocks' positions.</param>
+/// <param name="Lse">[B, Hq, 1] log of the sum of exp over those positions.</param>
+/// <param name="Selected">[B, Hkv, nb] the selected blocks of each kv group.</param>
+public sealed record ResaOutput(NdArray Out, NdArray Lse, NdArray Selected);
+
 /// <summary>The registry entry for <c>resa</c>: one Rectified Sparse Attention decode step (SEMANTICS.md sections 10 and 12).</summary>
 /// <remarks>
 /// No optimized path. A candidate is judged by <see cref="ResaValidator"/>: <c>selected</c> must equal the reference's
@@ -14,19 +20,20 @@ namespace Reference.Harness.Algorithms;
 /// </remarks>
 public static class ResaAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<ResaOptions, ResaOutput> Entry { get; } = new()
     {
         Name = "resa",
         Summary = "ReSA decode step: min/max block summaries, pooled-query block scores, local + top blocks, attention over them",
         Section = "SEMANTICS.md section 10",
+        Seed = _ => new ResaOptions(),
         Parameters =
         [
-            new ParameterSpec("block_size", ParameterKind.Int, "16", "block size b of the key cache, >= 1"),
-            new ParameterSpec("sparsity", ParameterKind.Double, "0.1", "p in (0, 1]: at least ceil(nb p) blocks"),
-            new ParameterSpec("n_local", ParameterKind.Int, "1", "the last n_local blocks are always selected, >= 0"),
-            new ParameterSpec("n_min", ParameterKind.Int, "16", "at least min(nb, n_min) blocks, >= 0"),
-            new ParameterSpec("scale", ParameterKind.Double, null, "attention score scale; absent means 1/sqrt(D) (block scores use D^-1/2)"),
+            Param<ResaOptions>.Int("block_size", "16", "block size b of the key cache, >= 1", (o, v) => o with { BlockSize = v }),
+            Param<ResaOptions>.Double("sparsity", "0.1", "p in (0, 1]: at least ceil(nb p) blocks", (o, v) => o with { Sparsity = v }),
+            Param<ResaOptions>.Int("n_local", "1", "the last n_local blocks are always selected, >= 0", (o, v) => o with { NLocal = v }),
+            Param<ResaOptions>.Int("n_min", "16", "at least min(nb, n_min) blocks, >= 0", (o, v) => o with { NMin = v }),
+            Param<ResaOptions>.OptionalDouble("scale", "attention score scale; absent means 1/sqrt(D) (block scores use D^-1/2)", (o, v) => o with { Scale = v }),
         ],
         Inputs =
         [
@@ -36,44 +43,25 @@ public static class ResaAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("out", "B,Hq,_,Dv", ArrayKind.Float, OutputComparison.Validated, "attention over the selected blocks' positions"),
-            new OutputSpec("lse", "B,Hq,_", ArrayKind.Float, OutputComparison.Validated, "natural log of the sum of exp over those positions"),
-            new OutputSpec("selected", "B,Hkv,nb", ArrayKind.Bool, OutputComparison.Validated, "the selected blocks of each kv group, nb = ceil(L/block_size)"),
+            OutputSpec<ResaOutput>.Of("out", "B,Hq,_,Dv", ArrayKind.Float, OutputComparison.Validated, "attention over the selected blocks' positions", r => r.Out),
+            OutputSpec<ResaOutput>.Of("lse", "B,Hq,_", ArrayKind.Float, OutputComparison.Validated, "natural log of the sum of exp over those positions", r => r.Lse),
+            OutputSpec<ResaOutput>.Of("selected", "B,Hkv,nb", ArrayKind.Bool, OutputComparison.Validated, "the selected blocks of each kv group, nb = ceil(L/block_size)", r => r.Selected),
         ],
-        Reference = call =>
+        Reference = (call, options) =>
         {
             var result = Resa.DecodeStep(
-                AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), Options(call));
-            return new Dictionary<string, NdArray>
-            {
-                ["out"] = AttentionArrays.ToArray(result.Out),
-                ["lse"] = AttentionArrays.ToArray(result.Lse),
-                ["selected"] = AttentionArrays.ToArray(result.Selected),
-            };
+                AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options);
+            return new ResaOutput(AttentionArrays.ToArray(result.Out), AttentionArrays.ToArray(result.Lse), AttentionArrays.ToArray(result.Selected));
         },
         Validate = new ResaValidator(),
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static ResaOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(ResaAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static ResaOptions ReadOptions(AlgorithmCall call)
-    {
-        var p = call.Parameters;
-        return new ResaOptions
-        {
-            BlockSize = p.GetInt("block_size"),
-            Sparsity = p.GetDouble("sparsity"),
-            NLocal = p.GetInt("n_local"),
-            NMin = p.GetInt("n_min"),
-            Scale = p.TryGetDouble("scale"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
+    public static ResaOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>A random case: GQA, cache lengths that leave a partial last block, small n_min so that selection matters.</summary>
     private static GeneratedCase Generate(int seed)
@@ -85,16 +73,16 @@ public static class ResaAlgorithm
         double Draw() => rng.NextDouble() * 4.0 - 2.0;
         var inputs = new Dictionary<string, NdArray>
         {
-            ["q"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hq, 1, d),
-            ["k"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hkv, l, d),
-            ["v"] = AttentionAlgorithm.RandomArray(Draw, DType.F32, b, hkv, l, dv),
+            ["q"] = AttentionCases.RandomArray(Draw, DType.F32, b, hq, 1, d),
+            ["k"] = AttentionCases.RandomArray(Draw, DType.F32, b, hkv, l, d),
+            ["v"] = AttentionCases.RandomArray(Draw, DType.F32, b, hkv, l, dv),
         };
         var parameters = new Dictionary<string, string>
         {
-            ["block_size"] = AttentionAlgorithm.Text(bs),
+            ["block_size"] = AttentionCases.Text(bs),
             ["sparsity"] = new[] { "0.1", "0.25", "0.5", "1" }[rng.Next(4)],
-            ["n_local"] = AttentionAlgorithm.Text(rng.Next(0, 3)),
-            ["n_min"] = AttentionAlgorithm.Text(rng.Next(0, 5)),
+            ["n_local"] = AttentionCases.Text(rng.Next(0, 3)),
+            ["n_min"] = AttentionCases.Text(rng.Next(0, 5)),
         };
         return new GeneratedCase(
             string.Create(CultureInfo.InvariantCulture, $"seed {seed}: B={b} Hq={hq} Hkv={hkv} L={l} D={d} Dv={dv} ")

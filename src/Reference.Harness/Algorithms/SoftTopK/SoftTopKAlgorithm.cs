@@ -5,21 +5,28 @@ using Reference.Routing;
 
 namespace Reference.Harness.Algorithms;
 
+/// <summary>The outputs of <c>softtopk</c>, from any path.</summary>
+/// <param name="Y">[N, E] the soft top-k indicator.</param>
+/// <param name="Jacobian">[N, E, E] dy/dx, when asked (jacobian=true); null otherwise.</param>
+public sealed record SoftTopKOutput(NdArray Y, NdArray? Jacobian);
+
 /// <summary>The registry entry for <c>softtopk</c> (SEMANTICS.md sections 8 and 12).</summary>
 public static class SoftTopKAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<SoftTopKOptions, SoftTopKOutput> Entry { get; } = new()
     {
         Name = "softtopk",
         Summary = "SoftTopk: a smooth top-k indicator y in [0,1]^E with sum k (sigmoid threshold or 2-anchor entropic OT), exact Jacobian",
         Section = "SEMANTICS.md section 8 (SoftTopk)",
+        Seed = _ => new SoftTopKOptions { K = 0, Tau = 0.0 },
         Parameters =
         [
-            new ParameterSpec("k", ParameterKind.Int, null, "the mass of each row of y, 0 < k < E"),
-            new ParameterSpec("tau", ParameterKind.Double, null, "the temperature, > 0 (threshold: units of x; entropic: of the normalized scores)"),
-            new ParameterSpec("method", ParameterKind.Choice, "threshold", "sigmoid((x - t)/tau) with sum k, or the entropic OT plan to the anchors 0 and 1", ["threshold", "entropic"]),
-            new ParameterSpec("jacobian", ParameterKind.Bool, "false", "also output dy/dx [N,E,E]"),
+            Param<SoftTopKOptions>.Int("k", null, "the mass of each row of y, 0 < k < E", (o, v) => o with { K = v }),
+            Param<SoftTopKOptions>.Double("tau", null, "the temperature, > 0 (threshold: units of x; entropic: of the normalized scores)", (o, v) => o with { Tau = v }),
+            Param<SoftTopKOptions>.Choice("method", "threshold", "sigmoid((x - t)/tau) with sum k, or the entropic OT plan to the anchors 0 and 1",
+                [("threshold", SoftTopKMethod.Threshold), ("entropic", SoftTopKMethod.Entropic)], (o, v) => o with { Method = v }),
+            Param<SoftTopKOptions>.Bool("jacobian", "false", "also output dy/dx [N,E,E]", (o, v) => o with { Jacobian = v }),
         ],
         Inputs =
         [
@@ -27,57 +34,33 @@ public static class SoftTopKAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("y", "N,E", ArrayKind.Float, OutputComparison.Validated, "the soft top-k indicator; tolerance derived from tau and the candidate's precision"),
-            new OutputSpec("jacobian", "N,E,E", ArrayKind.Float, OutputComparison.Validated, "jacobian[i,a,b] = dy[i,a]/dx[i,b], only when jacobian=true"),
+            OutputSpec<SoftTopKOutput>.Of("y", "N,E", ArrayKind.Float, OutputComparison.Validated, "the soft top-k indicator; tolerance derived from tau and the candidate's precision", r => r.Y),
+            OutputSpec<SoftTopKOutput>.Of("jacobian", "N,E,E", ArrayKind.Float, OutputComparison.Validated, "jacobian[i,a,b] = dy[i,a]/dx[i,b], only when jacobian=true", r => r.Jacobian),
         ],
-        Reference = call =>
+        Reference = (call, options) =>
         {
-            var options = Options(call);
             var result = Reference.Routing.SoftTopK.Compute(call.Matrix("x"), options);
-            var outputs = new Dictionary<string, NdArray> { ["y"] = NdArray.FromMatrix(result.Y) };
-            if (result.Jacobian is { } j)
-            {
-                outputs["jacobian"] = FromCube(j);
-            }
-            return outputs;
+            return new SoftTopKOutput(NdArray.FromMatrix(result.Y), result.Jacobian is { } j ? FromCube(j) : null);
         },
         Paths =
         [
-            new OptimizedPath("kernel", "float32, TensorPrimitives sigmoids, two-stage threshold; entropic by its closed form; parallel over rows", call =>
+            new PathOf<SoftTopKOptions, SoftTopKOutput>("kernel", "float32, TensorPrimitives sigmoids, two-stage threshold; entropic by its closed form; parallel over rows", (call, options) =>
             {
                 var x = call.Array("x");
                 int n = x.Shape[0], e = x.Shape[1];
-                var options = Options(call);
                 var result = Reference.Kernels.Routing.SoftTopK.Compute(call.Floats("x"), n, e, options);
-                var outputs = new Dictionary<string, NdArray> { ["y"] = NdArray.Create(result.Y, n, e) };
-                if (result.Jacobian is { } j)
-                {
-                    outputs["jacobian"] = NdArray.Create(j, n, e, e);
-                }
-                return outputs;
+                return new SoftTopKOutput(NdArray.Create(result.Y, n, e), result.Jacobian is { } j ? NdArray.Create(j, n, e, e) : null);
             }),
         ],
         Validate = new SoftTopKValidator(),
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static SoftTopKOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(SoftTopKAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static SoftTopKOptions ReadOptions(AlgorithmCall call)
-    {
-        return new SoftTopKOptions
-        {
-            K = call.Parameters.GetInt("k"),
-            Tau = call.Parameters.GetDouble("tau"),
-            Method = call.Parameters.GetChoice("method") == "entropic" ? SoftTopKMethod.Entropic : SoftTopKMethod.Threshold,
-            Jacobian = call.Parameters.GetBool("jacobian"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
+    public static SoftTopKOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     private static NdArray FromCube(double[,,] cube)
     {
