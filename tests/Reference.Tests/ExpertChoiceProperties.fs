@@ -5,6 +5,7 @@ open FsCheck
 open FsCheck.FSharp
 open NUnit.Framework
 open Reference.Routing
+open Reference.Harness.Algorithms
 open Reference.Numerics
 open Reference.Tests.Proofs
 open Reference.Tests.Generators

@@ -10,6 +10,7 @@ open FsCheck.FSharp
 open NUnit.Framework
 open Reference.Routing
 open Reference.Numerics
+open Reference.Harness.Algorithms
 open Reference.Harness.Registry
 open Reference.Harness.Tensors
 open Reference.Tests.Proofs

@@ -10,31 +10,33 @@ namespace Reference.Harness.Algorithms;
 /// built from a validator's verdict, and seeded logits.</summary>
 internal static class RoutingSupport
 {
-    /// <summary>The capacity, capacity_factor, rounding and min_capacity parameters (proofs/capacity.md, Definition: Capacity rule).</summary>
-    internal static ParameterSpec[] CapacityRuleParameters =>
+    /// <summary>The capacity, capacity_factor, rounding and min_capacity parameters (proofs/capacity.md, Definition: Capacity rule),
+    /// declared against an options record.</summary>
+    /// <typeparam name="TOptions">The options record.</typeparam>
+    /// <param name="capacity">Sets the explicit capacity (null when absent).</param>
+    /// <param name="factor">Sets the capacity factor.</param>
+    /// <param name="rounding">Sets the rounding.</param>
+    /// <param name="minCapacity">Sets the minimum capacity.</param>
+    internal static Parameter<TOptions>[] CapacityRuleParameters<TOptions>(
+        Func<TOptions, int?, TOptions> capacity, Func<TOptions, double, TOptions> factor,
+        Func<TOptions, CapacityRounding, TOptions> rounding, Func<TOptions, int, TOptions> minCapacity) =>
     [
-        new ParameterSpec("capacity", ParameterKind.Int, null, "explicit expert capacity C >= 0, used as given; absent: from capacity_factor"),
-        new ParameterSpec("capacity_factor", ParameterKind.Double, "1.0", "cf: C = rounding(cf N k / E), computed exactly"),
-        new ParameterSpec("rounding", ParameterKind.Choice, "ceil",
+        Param<TOptions>.OptionalInt("capacity", "explicit expert capacity C >= 0, used as given; absent: from capacity_factor", capacity),
+        Param<TOptions>.Double("capacity_factor", "1.0", "cf: C = rounding(cf N k / E), computed exactly", factor),
+        Param<TOptions>.Choice("rounding", "ceil",
             "ceil (exact; Megatron, DeepSpeed), floor (mesh), round (flaxformer, half to even), tutel (k floor(cf ceil(N/E))), "
             + "ceil-f32 (DeepSpeed's _capacity as it runs: ceil(fl32(fl32(N/E) fl32(cf k))))",
-            ["ceil", "floor", "round", "tutel", "ceil-f32"]),
-        new ParameterSpec("min_capacity", ParameterKind.Int, "0", "the factor rule gives at least this"),
+            [("ceil", CapacityRounding.Ceil), ("floor", CapacityRounding.Floor), ("round", CapacityRounding.Round),
+             ("tutel", CapacityRounding.Tutel), ("ceil-f32", CapacityRounding.CeilF32)], rounding),
+        Param<TOptions>.Int("min_capacity", "0", "the factor rule gives at least this", minCapacity),
     ];
 
-    /// <summary>The score parameter's value.</summary>
-    internal static ScoreFunction Score(AlgorithmCall call) =>
-        call.Parameters.GetChoice("score") == "sigmoid" ? ScoreFunction.Sigmoid : ScoreFunction.Softmax;
-
-    /// <summary>The rounding parameter's value.</summary>
-    internal static CapacityRounding Rounding(AlgorithmCall call) => call.Parameters.GetChoice("rounding") switch
-    {
-        "floor" => CapacityRounding.Floor,
-        "round" => CapacityRounding.Round,
-        "tutel" => CapacityRounding.Tutel,
-        "ceil-f32" => CapacityRounding.CeilF32,
-        _ => CapacityRounding.Ceil,
-    };
+    /// <summary>The score parameter (softmax or sigmoid), declared against an options record.</summary>
+    /// <typeparam name="TOptions">The options record.</typeparam>
+    /// <param name="set">Sets the score function on the options.</param>
+    internal static Parameter<TOptions> ScoreParameter<TOptions>(Func<TOptions, ScoreFunction, TOptions> set) =>
+        Param<TOptions>.Choice("score", "softmax", "softmax over experts, or element-wise sigmoid",
+            [("softmax", ScoreFunction.Softmax), ("sigmoid", ScoreFunction.Sigmoid)], set);
 
     /// <summary>Flat values as an int matrix [rows, cols]; a non-integer value becomes int.MinValue, which every
     /// validator rejects as out of range.</summary>

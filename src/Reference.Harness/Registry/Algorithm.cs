@@ -54,22 +54,6 @@ public sealed record CheckContext(
     private NumberFormat? format;
 }
 
-/// <summary>A validator: judges the candidate's <see cref="OutputComparison.Validated"/> outputs directly against the inputs.</summary>
-/// <param name="context">The call, reference outputs and candidate outputs.</param>
-/// <returns>One report for each validated output the candidate contains.</returns>
-public delegate IReadOnlyList<ComparisonReport> Validator(CheckContext context);
-
-/// <summary>
-/// A tolerance comparison that needs the whole check, not just the two arrays: it judges every
-/// <see cref="OutputComparison.Tolerance"/> output the candidate contains, once per check. For bounds that depend on
-/// the inputs: the <c>baseline</c> policy (proofs/tolerance.md, Definition: Policies) recomputes the algorithm in the candidate's precision; a derived
-/// error bound reads the inputs' magnitudes.
-/// </summary>
-/// <param name="context">The call, reference outputs, candidate outputs and the candidate's format.</param>
-/// <returns>Exactly one report for each <see cref="OutputComparison.Tolerance"/> output in
-/// <see cref="CheckContext.Candidate"/>, named after it.</returns>
-public delegate IReadOnlyList<ComparisonReport> ContextComparer(CheckContext context);
-
 /// <summary>A generated case for selfcheck and the generic properties.</summary>
 /// <param name="Name">A short description, e.g. "seed 7: N=97 E=8 k=3 (ties)".</param>
 /// <param name="Inputs">The input arrays.</param>
@@ -113,8 +97,9 @@ public sealed class Algorithm
     /// <summary>The optimized paths.</summary>
     public IReadOnlyList<OptimizedPath> Paths { get; init; } = Array.Empty<OptimizedPath>();
 
-    /// <summary>The validator for <see cref="OutputComparison.Validated"/> outputs; required when there are any.</summary>
-    public Validator? Validate { get; init; }
+    /// <summary>The validator for <see cref="OutputComparison.Validated"/> outputs; required when there are any. It returns
+    /// one report for each validated output the candidate contains.</summary>
+    public IValidator? Validate { get; init; }
 
     /// <summary>The tolerance policy for a float output, given the candidate's precision; the default is the allclose preset.</summary>
     public Func<string, NumberFormat, TolerancePolicy> Tolerance { get; init; } = (_, format) => AllClosePolicy.For(format);
@@ -125,7 +110,9 @@ public sealed class Algorithm
     /// derived error bounds); it may fall back on <see cref="Tolerance"/> for some formats. Null (the default): every
     /// Tolerance output is compared with <c>Tolerance(name, format)</c>.
     /// </summary>
-    public ContextComparer? CompareInContext { get; init; }
+    /// <remarks>Its <see cref="IValidator.Judge"/> returns exactly one report for each <see cref="OutputComparison.Tolerance"/>
+    /// output in <see cref="CheckContext.Candidate"/>, named after it.</remarks>
+    public IValidator? CompareInContext { get; init; }
 
     /// <summary>Generates a random case from a seed; deterministic for a given seed.</summary>
     public required Func<int, GeneratedCase> Generate { get; init; }
@@ -259,13 +246,13 @@ public sealed class Algorithm
         if (Outputs.Any(o => o.Comparison == OutputComparison.Validated && present.ContainsKey(o.Name)))
         {
             var validate = Validate ?? throw new InvalidOperationException($"{Name} has validated outputs but no validator");
-            reports.AddRange(validate(context));
+            reports.AddRange(validate.Judge(context));
         }
         var tolerance = Outputs.Where(o => o.Comparison == OutputComparison.Tolerance && present.ContainsKey(o.Name))
             .Select(o => o.Name).ToList();
         if (CompareInContext is { } compareInContext && tolerance.Count > 0)
         {
-            var judged = compareInContext(context);
+            var judged = compareInContext.Judge(context);
             var names = judged.Select(r => r.ArrayName).OrderBy(n => n, StringComparer.Ordinal);
             if (!names.SequenceEqual(tolerance.OrderBy(n => n, StringComparer.Ordinal)))
             {

@@ -47,8 +47,66 @@ public sealed class AlgorithmCall
 
     private NumberFormat? inputFormat;
 
-    /// <summary>A rank-2 input widened exactly to double [rows, cols].</summary>
-    public double[,] Matrix(string name)
+    /// <summary>
+    /// A value computed once per call: the first request runs <paramref name="create"/>, later ones (with an equal
+    /// <paramref name="key"/>) return its result. The check path reads inputs, options and the reference's own results
+    /// through it, so that the reference and the validators share one conversion and one computation. A
+    /// <paramref name="create"/> that throws stores nothing. Values are shared: callers must not modify them.
+    /// </summary>
+    /// <typeparam name="T">The value's type.</typeparam>
+    /// <param name="key">What the value is (e.g. a tuple of a kind and an input name); equal keys must mean equal values.</param>
+    /// <param name="create">Computes the value.</param>
+    /// <returns>The value.</returns>
+    public T Memo<T>(object key, Func<T> create)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(create);
+        lock (memo)
+        {
+            if (memo.TryGetValue(key, out var known))
+            {
+                return (T)known!;
+            }
+        }
+        var value = create();
+        lock (memo)
+        {
+            if (memo.TryGetValue(key, out var known))
+            {
+                return (T)known!;
+            }
+            memo[key] = value;
+        }
+        return value;
+    }
+
+    /// <summary>A value <see cref="Memo{T}"/> has already computed for <paramref name="key"/>, without computing it.</summary>
+    /// <typeparam name="T">The value's type.</typeparam>
+    /// <param name="key">The key given to <see cref="Memo{T}"/>.</param>
+    /// <param name="value">The value, when there is one.</param>
+    /// <returns>True when the value is known.</returns>
+    public bool TryGetMemo<T>(object key, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out T value)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        lock (memo)
+        {
+            if (memo.TryGetValue(key, out var known) && known is T typed)
+            {
+                value = typed;
+                return true;
+            }
+        }
+        value = default;
+        return false;
+    }
+
+    private readonly Dictionary<object, object?> memo = [];
+
+    /// <summary>A rank-2 input widened exactly to double [rows, cols]; converted once per call (<see cref="Memo{T}"/>):
+    /// do not modify it.</summary>
+    public double[,] Matrix(string name) => Memo(("matrix", name), () => ReadMatrix(name));
+
+    private double[,] ReadMatrix(string name)
     {
         var a = Array(name);
         int rows = a.Shape[0], cols = a.Shape[1];
@@ -63,8 +121,9 @@ public sealed class AlgorithmCall
         return m;
     }
 
-    /// <summary>An input of any rank, widened exactly to double, flat in C order.</summary>
-    public double[] Doubles(string name) => Array(name).ToDoubles();
+    /// <summary>An input of any rank, widened exactly to double, flat in C order; converted once per call
+    /// (<see cref="Memo{T}"/>): do not modify it.</summary>
+    public double[] Doubles(string name) => Memo(("doubles", name), () => Array(name).ToDoubles());
 
     /// <summary>An optional input widened to double, or null when absent.</summary>
     public double[]? OptionalDoubles(string name) => Has(name) ? Doubles(name) : null;

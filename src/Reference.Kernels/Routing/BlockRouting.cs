@@ -15,7 +15,7 @@ public sealed record BlockRoutingKernelResult(int[] Experts, float[] Weights, in
 /// Block-level routing (proofs/block-routing.md, Definition), optimized: float32 softmax (SIMD), blocks handled in parallel; a block's
 /// score is a vector sum of its rows divided by its length; sets and token choices by insertion top-k.
 /// It computes what <see cref="Reference.Routing.BlockRouting"/> computes up to float32 rounding; at a near-tie of block
-/// scores or token scores it may take the other, which <see cref="BlockRoutingValidator"/> accepts.
+/// scores or token scores it may take the other, which <c>Reference.Harness.Algorithms.BlockRoutingValidator</c> accepts.
 /// </summary>
 public static class BlockRouting
 {

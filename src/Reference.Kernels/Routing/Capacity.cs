@@ -15,7 +15,7 @@ public sealed record CapacityKernelResult(int[] Experts, float[] Weights, int[] 
 /// kernel, then a counting sort of the N·k requests into per-expert buckets and an independent pass per expert (parallel
 /// over experts when large). It computes what <see cref="Reference.Routing.Capacity"/> computes up to float32 rounding:
 /// at a near-tie of scores (selection, or the score and batch-priority orders) it may take the other valid decision,
-/// which <see cref="CapacityValidator"/> accepts.
+/// which <c>Reference.Harness.Algorithms.CapacityValidator</c> accepts.
 /// </summary>
 /// <remarks>
 /// Each bucket lists an expert's requests in a fixed order: the priority order itself for position, choice-position and

@@ -13,7 +13,7 @@ public sealed record ExpertChoiceKernelResult(int[] Tokens, float[] Gates, int[]
 /// Expert-choice routing (proofs/expert-choice.md, Definition), optimized: float32 softmax (SIMD, parallel over tokens), a transpose to
 /// [E, N] so each expert reads a contiguous column, and a per-expert sort of its column, parallel over experts.
 /// It computes what <see cref="Reference.Routing.ExpertChoice"/> computes up to float32 rounding; at a near-tie of two
-/// tokens' scores it may take the other, which <see cref="ExpertChoiceValidator"/> accepts.
+/// tokens' scores it may take the other, which <c>Reference.Harness.Algorithms.ExpertChoiceValidator</c> accepts.
 /// </summary>
 public static class ExpertChoice
 {

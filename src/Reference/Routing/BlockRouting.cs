@@ -19,7 +19,12 @@ public sealed record BlockRoutingOptions
 /// <param name="BlockExperts">[nb, kb]: each block's experts, by descending block score.</param>
 /// <param name="UniquePerBlock">[nb]: distinct experts the block's tokens use (at most kb).</param>
 /// <param name="TokenLevelUnique">[nb]: distinct experts plain token-level top-k would use in the block.</param>
-public sealed record BlockRoutingResult(int[,] Experts, double[,] Weights, int[,] BlockExperts, int[] UniquePerBlock, int[] TokenLevelUnique);
+public sealed record BlockRoutingResult(int[,] Experts, double[,] Weights, int[,] BlockExperts, int[] UniquePerBlock, int[] TokenLevelUnique)
+{
+    /// <summary>P [N, E]: the router scores the routing ranked (softmax of the logits), as computed; shared, do not modify. Null when
+    /// the result was built elsewhere.</summary>
+    public double[,]? Scores { get; init; }
+}
 
 /// <summary>
 /// Block-level routing for diffusion language models (proofs/block-routing.md, Definition): tokens of a block share a small expert set,
@@ -123,6 +128,6 @@ public static class BlockRouting
             unique[blk] = used.Count;
             tokenLevel[blk] = usedPlain.Count;
         }
-        return new BlockRoutingResult(experts, weights, blockExperts, unique, tokenLevel);
+        return new BlockRoutingResult(experts, weights, blockExperts, unique, tokenLevel) { Scores = p };
     }
 }

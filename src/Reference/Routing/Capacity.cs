@@ -38,7 +38,12 @@ public sealed record CapacityOptions
 /// <param name="Load">[E]: how many requests each expert kept, at most C.</param>
 /// <param name="Capacity">C, the capacity that was applied.</param>
 /// <param name="Selected">[N, k]: the top-k selection before any dropping (what <see cref="TopK.Route"/> returns).</param>
-public sealed record CapacityResult(int[,] Experts, double[,] Weights, int[,] Slots, int[] Load, int Capacity, int[,] Selected);
+public sealed record CapacityResult(int[,] Experts, double[,] Weights, int[,] Slots, int[] Load, int Capacity, int[,] Selected)
+{
+    /// <summary>P [N, E]: the router scores the routing ranked (top-k's: softmax or sigmoid of the logits), as computed; shared, do not modify. Null when
+    /// the result was built elsewhere.</summary>
+    public double[,]? Scores { get; init; }
+}
 
 /// <summary>
 /// Token-choice top-k routing with expert capacity and dropping (proofs/capacity.md, Definition), the reference:
@@ -139,7 +144,7 @@ public static class Capacity
                 }
             }
         }
-        return new CapacityResult(experts, weights, slots, load, c, top.Experts);
+        return new CapacityResult(experts, weights, slots, load, c, top.Experts) { Scores = top.Scores };
     }
 
     /// <summary>One request: token i's j-th choice, sent to an expert.</summary>

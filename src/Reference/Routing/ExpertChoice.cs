@@ -18,7 +18,12 @@ public sealed record ExpertChoiceOptions
 /// <param name="Gates">[E, C]: P at those (expert, token) pairs.</param>
 /// <param name="Count">[N]: how many experts took each token, 0..E.</param>
 /// <param name="Capacity">C.</param>
-public sealed record ExpertChoiceResult(int[,] Tokens, double[,] Gates, int[] Count, int Capacity);
+public sealed record ExpertChoiceResult(int[,] Tokens, double[,] Gates, int[] Count, int Capacity)
+{
+    /// <summary>P [N, E]: the router scores the routing ranked (softmax of the logits), as computed; shared, do not modify. Null when
+    /// the result was built elsewhere.</summary>
+    public double[,]? Scores { get; init; }
+}
 
 /// <summary>
 /// Expert-choice routing (proofs/expert-choice.md, Definition): each expert picks its C best tokens, so every expert is exactly full and a
@@ -74,7 +79,7 @@ public static class ExpertChoice
                 count[top[slot]]++;
             }
         }
-        return new ExpertChoiceResult(tokens, gates, count, c);
+        return new ExpertChoiceResult(tokens, gates, count, c) { Scores = p };
     }
 
     /// <summary>C for N tokens and E experts: the explicit capacity (checked to lie in 0..N), or min(N, ceil((N·k / E)·cf)).</summary>

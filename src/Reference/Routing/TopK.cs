@@ -22,7 +22,12 @@ public sealed record TopKOptions
 /// <param name="Weights">[N, k]: P at those experts, normalized per row when asked.</param>
 /// <param name="BoundaryTie">[N]: true where the k-th and (k+1)-th ranked keys of a row are equal, so that another
 /// choice at the boundary would be just as valid. False when k = E.</param>
-public sealed record TopKResult(int[,] Experts, double[,] Weights, bool[] BoundaryTie);
+public sealed record TopKResult(int[,] Experts, double[,] Weights, bool[] BoundaryTie)
+{
+    /// <summary>P [N, E]: the router scores the routing ranked (softmax or sigmoid of the logits), as computed; shared, do not modify. Null when
+    /// the result was built elsewhere.</summary>
+    public double[,]? Scores { get; init; }
+}
 
 /// <summary>
 /// Token-choice top-k routing (proofs/topk.md, Definition), the reference: double precision, single-threaded, deterministic.
@@ -100,6 +105,6 @@ public static class TopK
                 }
             }
         }
-        return new TopKResult(experts, weights, boundaryTie);
+        return new TopKResult(experts, weights, boundaryTie) { Scores = p };
     }
 }

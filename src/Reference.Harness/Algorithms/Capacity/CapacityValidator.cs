@@ -1,0 +1,534 @@
+using Reference.Harness.Comparison;
+using Reference.Harness.Registry;
+using Reference.Numerics;
+using Reference.Routing;
+using static Reference.Harness.Algorithms.RoutingSupport;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The verdict of a routing validator: what is wrong with a candidate (empty when it is a valid routing), and the
+/// float output (weights or gates) that the candidate's own index choice implies, for a tolerance comparison by the caller.</summary>
+/// <param name="Problems">Human-readable violations, the first few only; empty means valid.</param>
+/// <param name="ExpectedWeights">The weights (or gates) the candidate's choice implies, in the candidate's output shape.</param>
+public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] ExpectedWeights)
+{
+    /// <summary>True when no violation was found.</summary>
+    public bool Valid => Problems.Count == 0;
+}
+
+/// <summary>
+/// Judges a candidate capacity routing directly against the logits (proofs/tolerance.md, Definition: Decisions and near-ties): where two keys that decide
+/// something are equal, or within the candidate's rounding error of each other, either decision passes; any other
+/// deviation from <see cref="Capacity.Route"/> fails.
+/// </summary>
+/// <remarks>
+/// <para>The candidate's experts [N, k] show only the kept requests (-1 where dropped). The validator completes each row to a
+/// selection S_i: a kept position keeps the candidate's expert, a dropped position gets the best-ranked expert not yet in the
+/// row that the candidate has filled to C (preferring, among near-ties, one whose drop is consistent with the policy).
+/// It then checks, with slack δ for every comparison of computed values:</para>
+/// <para>(1) S_i is a valid top-k choice of the keys P_i + b (descending, nothing unchosen beats the weakest chosen);
+/// (2) every expert keeps at most C requests, and an expert with a dropped request keeps exactly C;
+/// (3) no dropped request of an expert comes before one of its kept requests in the policy's priority order;
+/// (4) slots, when given, number each expert's kept requests 0..load-1 in dispatch order;
+/// (5) load, when given, counts the kept requests.</para>
+/// <para>Slack: selection keys δ = 2(E + 4)·u·max_e |P_ie + b_e| per row (as the top-k validator), for comparisons within a row.
+/// Values compared across tokens (the weights of the score policy, the first-choice scores of batch-priority) carry an
+/// uncertainty relative to the value v itself, (2|X_ie| + 2·max_e |X_ie| + E + 2k + 8)·u·v, plus the format's smallest normal
+/// number (subnormal results); logits u·|X_ie|.
+/// u is the candidate's unit roundoff (2^-24 for float32, 2^-53 for float64). Renormalized weights are computed in log
+/// space (as the reference does), so they stay accurate when the scores underflow.
+/// Known limit: the completion of a dropped position is greedy, so a candidate whose dropped request went to one of two
+/// near-tied full experts, where only the other one makes the drop consistent, can be rejected although valid.</para>
+/// </remarks>
+public sealed class CapacityValidator : IValidator
+{
+    /// <summary>Judges the candidate with <see cref="Check(double[,], CapacityOptions, int[,], int[,], int[], NumberFormat, CapacityResult)"/>:
+    /// a candidate without experts is judged with the reference's experts as its choice.</summary>
+    /// <param name="context">The call, reference outputs and candidate outputs.</param>
+    /// <returns>One report for each of experts, weights, slots and load that the candidate contains.</returns>
+    public IReadOnlyList<ComparisonReport> Judge(CheckContext context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var call = context.Call;
+        var c = context.Candidate;
+        var expected = context.Expected;
+        var experts = c.TryGetValue("experts", out var ex) ? ex : expected["experts"];
+        var check = Check(
+            call.Matrix("logits"), CapacityAlgorithm.Options(call), IntMatrix(experts),
+            c.TryGetValue("slots", out var sl) ? IntMatrix(sl) : null,
+            c.TryGetValue("load", out var ld) ? IntVector(ld) : null,
+            context.Format, CapacityAlgorithm.ReferenceResult(call));
+        var reports = new List<ComparisonReport>();
+        foreach (var name in new[] { "experts", "slots", "load" })
+        {
+            if (c.TryGetValue(name, out var array))
+            {
+                reports.Add(IndexReport(name, array, expected[name], check));
+            }
+        }
+        if (c.TryGetValue("weights", out var w))
+        {
+            reports.Add(FloatReport("weights", w, expected["weights"], check, context.FormatOf("weights"), call.Array("logits").Shape[1]));
+        }
+        return reports;
+    }
+
+    /// <summary>The most problems reported; the check stops describing after this many.</summary>
+    private const int MaxProblems = 20;
+
+    /// <summary>Validates a candidate capacity routing.</summary>
+    /// <param name="logits">X [N, E], finite.</param>
+    /// <param name="options">The routing options the candidate claims to implement.</param>
+    /// <param name="experts">The candidate's experts [N, k], -1 where dropped.</param>
+    /// <param name="slots">The candidate's slots [N, k], or null when it has none.</param>
+    /// <param name="load">The candidate's load [E], or null when it has none.</param>
+    /// <param name="format">The candidate's precision, which sets the slack.</param>
+    /// <returns>The problems found and the weights the candidate's choice implies.</returns>
+    public static RoutingCheck Check(double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, NumberFormat format)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(experts);
+        // The reference validates every argument; its C is the one the candidate must respect.
+        return Check(logits, options, experts, slots, load, format, Capacity.Route(logits, options));
+    }
+
+    /// <summary>Validates a candidate capacity routing, given the reference's routing of the same logits and options
+    /// (its C and its scores P; the check path computes them once, for the reference's outputs and for this).</summary>
+    /// <param name="logits">X [N, E], finite.</param>
+    /// <param name="options">The routing options the candidate claims to implement.</param>
+    /// <param name="experts">The candidate's experts [N, k], -1 where dropped.</param>
+    /// <param name="slots">The candidate's slots [N, k], or null when it has none.</param>
+    /// <param name="load">The candidate's load [E], or null when it has none.</param>
+    /// <param name="format">The candidate's precision, which sets the slack.</param>
+    /// <param name="reference"><see cref="Capacity.Route"/> of <paramref name="logits"/> and <paramref name="options"/>.</param>
+    /// <returns>The problems found and the weights the candidate's choice implies.</returns>
+    public static RoutingCheck Check(
+        double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, NumberFormat format, CapacityResult reference)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(experts);
+        ArgumentNullException.ThrowIfNull(reference);
+        int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
+        int c = reference.Capacity;
+        var problems = new List<string>();
+        void Fail(string message)
+        {
+            if (problems.Count < MaxProblems)
+            {
+                problems.Add(message);
+            }
+        }
+        var expected = new double[n, k];
+        if (experts.GetLength(0) != n || experts.GetLength(1) != k)
+        {
+            Fail($"experts has shape [{experts.GetLength(0)}, {experts.GetLength(1)}], not [N, k] = [{n}, {k}]");
+            return new RoutingCheck(problems, expected);
+        }
+        var ctx = new Context(logits, options, Precision.UnitRoundoff(format), Precision.SmallestNormal(format), c, reference.Scores);
+
+        // 1. Row structure: every entry in -1..E-1, kept experts distinct. The candidate's kept requests, per expert.
+        var rowOk = new bool[n];
+        var keptOf = new List<(int I, int J)>[e];
+        var droppedOf = new List<(int I, int J)>[e];
+        for (int x = 0; x < e; x++)
+        {
+            keptOf[x] = [];
+            droppedOf[x] = [];
+        }
+        for (int i = 0; i < n; i++)
+        {
+            rowOk[i] = true;
+            for (int j = 0; j < k; j++)
+            {
+                int x = experts[i, j];
+                if (x < -1 || x >= e)
+                {
+                    Fail($"experts[{i}, {j}] = {x} is outside -1..{e - 1}");
+                    rowOk[i] = false;
+                }
+                for (int jj = 0; jj < j && x >= 0; jj++)
+                {
+                    if (experts[i, jj] == x)
+                    {
+                        Fail($"experts[{i}, {j}] = {x} repeats experts[{i}, {jj}]");
+                        rowOk[i] = false;
+                    }
+                }
+            }
+            for (int j = 0; j < k && rowOk[i]; j++)
+            {
+                if (experts[i, j] >= 0)
+                {
+                    keptOf[experts[i, j]].Add((i, j));
+                }
+            }
+        }
+
+        // Capacity first, expert by expert: what a capacity bug breaks is an expert's load, so name it before any token.
+        for (int x = 0; x < e; x++)
+        {
+            if (keptOf[x].Count > c)
+            {
+                Fail($"expert {x} keeps {keptOf[x].Count} requests, more than its capacity C = {c}");
+            }
+        }
+
+        // 2. Complete every row to a selection S_i (dropped positions get a full expert) and check it is a top-k choice.
+        var sel = new int[n, k];
+        for (int i = 0; i < n; i++)
+        {
+            if (rowOk[i] && !ctx.Complete(i, experts, keptOf, sel))
+            {
+                // The expert the dropped choice most plausibly went to: the best one outside the row; it has room.
+                int wanted = Enumerable.Range(0, e).Where(x => Enumerable.Range(0, k).All(j => experts[i, j] != x))
+                    .OrderByDescending(x => ctx.Key[i, x]).ThenBy(x => x).First();
+                Fail($"token {i} had a choice dropped, but expert {wanted} (its best expert outside the row) keeps only "
+                     + $"{keptOf[wanted].Count} < C = {c} requests, and no expert outside the row is full");
+                rowOk[i] = false;
+            }
+            if (rowOk[i] && !ctx.IsValidTopK(i, sel))
+            {
+                Fail($"token {i}: the experts [{string.Join(", ", Enumerable.Range(0, k).Select(j => sel[i, j]))}] (dropped choices completed) "
+                     + "are not a top-k choice of P + b");
+                rowOk[i] = false;
+            }
+        }
+
+        // 3. Pre-drop weights w [N, k] and first-choice scores of the completed selection; the dropped requests per expert.
+        var w = new double[n, k];
+        var top1 = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            if (!rowOk[i])
+            {
+                continue;
+            }
+            for (int j = 0; j < k; j++)
+            {
+                w[i, j] = ctx.P[i, sel[i, j]];
+                if (experts[i, j] < 0)
+                {
+                    droppedOf[sel[i, j]].Add((i, j));
+                }
+            }
+            if (options.Normalize == Renormalization.Before)
+            {
+                var normalized = RouterScores.Normalized(Enumerable.Range(0, k).Select(j => logits[i, sel[i, j]]).ToArray(), options.Score);
+                for (int j = 0; j < k; j++)
+                {
+                    w[i, j] = normalized[j];
+                }
+            }
+            top1[i] = ctx.P[i, sel[i, 0]];
+        }
+
+        // 4. Capacity and priority, expert by expert (at most C kept was checked first): a drop only from a full expert; no dropped request
+        //    definitely before a kept one.
+        for (int x = 0; x < e; x++)
+        {
+            if (droppedOf[x].Count > 0 && keptOf[x].Count < c)
+            {
+                var d = droppedOf[x][0];
+                Fail($"request ({d.I}, {d.J}) to expert {x} was dropped while expert {x} keeps only {keptOf[x].Count} < C = {c}");
+            }
+            // A dropped d is definitely before some kept a when a's group is larger, or the groups are equal and d's value
+            // clears a's upper bound: so the largest kept group and, per group, the smallest kept upper bound suffice.
+            var kept = keptOf[x].Where(r => rowOk[r.I]).Select(r => ctx.PriorityOf(r.I, r.J, x, w[r.I, r.J], top1[r.I])).ToList();
+            if (kept.Count == 0)
+            {
+                continue;
+            }
+            long maxGroup = kept.Max(a => a.Group);
+            var minHigh = new Dictionary<long, double>();
+            foreach (var a in kept)
+            {
+                minHigh[a.Group] = Math.Min(a.High, minHigh.GetValueOrDefault(a.Group, double.PositiveInfinity));
+            }
+            foreach (var d in droppedOf[x])
+            {
+                var pd = ctx.PriorityOf(d.I, d.J, x, w[d.I, d.J], top1[d.I]);
+                if (pd.Group < maxGroup || pd.Low > minHigh.GetValueOrDefault(pd.Group, double.PositiveInfinity))
+                {
+                    var a = kept.First(pd.DefinitelyBefore);
+                    Fail($"expert {x} dropped request ({d.I}, {d.J}) but kept ({a.Token}, {a.Choice}), "
+                         + $"which the {options.Policy} policy ranks after it");
+                }
+            }
+        }
+
+        // 5. Slots: -1 where dropped; each expert's kept requests numbered 0..load-1 without repeats, in dispatch order.
+        if (slots is not null)
+        {
+            CheckSlots(ctx, slots, experts, keptOf, rowOk, top1, Fail);
+        }
+
+        // 6. Load.
+        if (load is not null)
+        {
+            if (load.Length != e)
+            {
+                Fail($"load has length {load.Length}, not E = {e}");
+            }
+            for (int x = 0; x < Math.Min(e, load.Length); x++)
+            {
+                if (load[x] != keptOf[x].Count)
+                {
+                    Fail($"load[{x}] = {load[x]} but expert {x} keeps {keptOf[x].Count} requests");
+                    break;
+                }
+            }
+        }
+
+        // 7. The weights the candidate's choice implies.
+        for (int i = 0; i < n; i++)
+        {
+            if (!rowOk[i])
+            {
+                continue;
+            }
+            for (int j = 0; j < k; j++)
+            {
+                expected[i, j] = experts[i, j] >= 0 ? w[i, j] : 0.0;
+            }
+            if (options.Normalize == Renormalization.After)
+            {
+                var keptLogits = Enumerable.Range(0, k).Where(j => experts[i, j] >= 0).Select(j => logits[i, experts[i, j]]).ToArray();
+                var normalized = RouterScores.Normalized(keptLogits, options.Score);
+                for (int j = 0, q = 0; j < k; j++)
+                {
+                    expected[i, j] = experts[i, j] >= 0 ? normalized[q++] : 0.0;
+                }
+            }
+        }
+        return new RoutingCheck(problems, expected);
+    }
+
+    /// <summary>A request's place in an order, with the candidate's rounding: a group (compared exactly, smaller first), then a
+    /// value known only within [Low, High] (larger first). Request a is definitely before b when its group is smaller, or the
+    /// groups are equal and a's value is above b's by more than both uncertainties.</summary>
+    private readonly record struct Priority(int Token, int Choice, long Group, double Low, double High)
+    {
+        public bool DefinitelyBefore(Priority other) => Group < other.Group || (Group == other.Group && Low > other.High);
+    }
+
+    /// <summary>What every check needs: scores, keys, slacks and C.</summary>
+    private sealed class Context
+    {
+        public Context(double[,] logits, CapacityOptions options, double u, double tiny, int capacity, double[,]? scores)
+        {
+            Logits = logits;
+            Options = options;
+            U = u;
+            Tiny = tiny;
+            C = capacity;
+            N = logits.GetLength(0);
+            E = logits.GetLength(1);
+            K = options.K;
+            P = scores ?? RouterScores.Compute(logits, options.Score);
+            Key = new double[N, E];
+            RowMax = new double[N];
+            MaxAbsLogit = new double[N];
+            KeySlack = new double[N];
+            TopKey = new int[N];
+            for (int i = 0; i < N; i++)
+            {
+                double maxAbs = 0;
+                for (int x = 0; x < E; x++)
+                {
+                    Key[i, x] = P[i, x] + (options.Bias?[x] ?? 0.0);
+                    // The magnitude of the terms, not of the key: P + b can cancel (proofs/topk.md, topk.kernel-equals-reference).
+                    maxAbs = Math.Max(maxAbs, Math.Abs(P[i, x]) + Math.Abs(options.Bias?[x] ?? 0.0));
+                    RowMax[i] = Math.Max(RowMax[i], P[i, x]);
+                    MaxAbsLogit[i] = Math.Max(MaxAbsLogit[i], Math.Abs(logits[i, x]));
+                }
+                KeySlack[i] = 2.0 * (E + 4) * u * maxAbs;
+                TopKey[i] = Ranking.Top(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray(), 1)[0];
+            }
+        }
+
+        public double[,] Logits { get; }
+        public CapacityOptions Options { get; }
+        public double U { get; }
+        public double Tiny { get; }
+        public int C { get; }
+        public int N { get; }
+        public int E { get; }
+        public int K { get; }
+        public double[,] P { get; }
+        public double[,] Key { get; }
+        public double[] RowMax { get; }
+        public double[] MaxAbsLogit { get; }
+        public double[] KeySlack { get; }
+        public int[] TopKey { get; }
+
+        /// <summary>Uncertainty of a weight w of token i at expert x, relative to w: (2|X_ix| + 2 max_e |X_ie| + E + 2k + 8)·u·w
+        /// plus the smallest normal number. The logit terms bound the error of an exponential whose argument is a difference
+        /// of logits (softmax, log-space renormalization) or a logit (sigmoid); the rest the sums and divisions.</summary>
+        private double ValueSlack(int i, int x, double w) => (2 * Math.Abs(Logits[i, x]) + 2 * MaxAbsLogit[i] + E + 2 * K + 8) * U * w + Tiny;
+
+        /// <summary>The priority of request (i, j) to expert x under the policy, given its pre-drop weight and its token's
+        /// first-choice score.</summary>
+        public Priority PriorityOf(int i, int j, int x, double weight, double top1)
+        {
+            switch (Options.Policy)
+            {
+                case DropPolicy.Position:
+                    return new Priority(i, j, (long)i * K + j, 0, 0);
+                case DropPolicy.ChoicePosition:
+                    return new Priority(i, j, (long)j * N + i, 0, 0);
+                case DropPolicy.Score:
+                    return new Priority(i, j, 0, weight - ValueSlack(i, x, weight), weight + ValueSlack(i, x, weight));
+                case DropPolicy.Logit:
+                    double lx = Logits[i, x], s = U * Math.Abs(lx);
+                    return new Priority(i, j, 0, lx - s, lx + s);
+                case DropPolicy.BatchPriority:
+                    return new Priority(i, j, j, top1 - ValueSlack(i, TopKey[i], top1), top1 + ValueSlack(i, TopKey[i], top1));
+                default:
+                    throw new ArgumentOutOfRangeException(nameof(Options), Options.Policy, "unknown drop policy");
+            }
+        }
+
+        /// <summary>The dispatch position of kept request (i, j): (i, j) for position, score and logit; (j, i) for
+        /// choice-position; (j, first-choice score) for batch-priority.</summary>
+        public Priority DispatchOf(int i, int j, double[] top1) => Options.Policy switch
+        {
+            DropPolicy.ChoicePosition => new Priority(i, j, (long)j * N + i, 0, 0),
+            DropPolicy.BatchPriority => new Priority(i, j, j, top1[i] - ValueSlack(i, TopKey[i], top1[i]), top1[i] + ValueSlack(i, TopKey[i], top1[i])),
+            _ => new Priority(i, j, (long)i * K + j, 0, 0),
+        };
+
+        /// <summary>Fills the dropped positions of row i of sel with the best-ranked full expert not yet in the row, preferring,
+        /// among those within the key slack of the best, one whose drop no kept request of that expert contradicts
+        /// (judged on raw scores). False when a dropped position has no full expert left.</summary>
+        public bool Complete(int i, int[,] experts, List<(int I, int J)>[] keptOf, int[,] sel)
+        {
+            var order = Ranking.Order(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray());
+            var used = new bool[E];
+            for (int j = 0; j < K; j++)
+            {
+                sel[i, j] = experts[i, j];
+                if (sel[i, j] >= 0)
+                {
+                    used[sel[i, j]] = true;
+                }
+            }
+            for (int j = 0; j < K; j++)
+            {
+                if (sel[i, j] >= 0)
+                {
+                    continue;
+                }
+                int pick = -1, best = -1;
+                foreach (int x in order)
+                {
+                    if (used[x] || keptOf[x].Count != C)
+                    {
+                        continue; // only an expert filled to C can have dropped a request
+                    }
+                    if (best < 0)
+                    {
+                        best = x;
+                    }
+                    else if (Key[i, x] < Key[i, best] - KeySlack[i])
+                    {
+                        break; // past the near-ties of the best candidate
+                    }
+                    if (!DropContradicted(i, j, x, experts, sel, keptOf[x]))
+                    {
+                        pick = x;
+                        break;
+                    }
+                }
+                pick = pick >= 0 ? pick : best;
+                if (pick < 0)
+                {
+                    return false;
+                }
+                sel[i, j] = pick;
+                used[pick] = true;
+            }
+            return true;
+        }
+
+        /// <summary>For the completion heuristic: would a drop of (i, j) at x contradict one of x's kept requests, judged with
+        /// raw scores as weights and the first choices the candidate kept?</summary>
+        private bool DropContradicted(int i, int j, int x, int[,] experts, int[,] sel, List<(int I, int J)> kept)
+        {
+            // First-choice scores: token i's own completed first choice; another token's kept first choice, or else its
+            // best-ranked expert (what its first choice is, up to near-ties).
+            double Top1(int t) => t == i ? P[i, j == 0 ? x : sel[i, 0]] : experts[t, 0] >= 0 ? P[t, experts[t, 0]] : P[t, TopKey[t]];
+            var pd = PriorityOf(i, j, x, P[i, x], Top1(i));
+            return kept.Any(a => pd.DefinitelyBefore(PriorityOf(a.I, a.J, x, P[a.I, x], Top1(a.I))));
+        }
+
+        /// <summary>True when row i of sel is a top-k choice of the keys within the slack: descending, and no unchosen expert
+        /// beats the weakest chosen one.</summary>
+        public bool IsValidTopK(int i, int[,] sel)
+        {
+            var chosen = new bool[E];
+            double weakest = double.PositiveInfinity;
+            for (int j = 0; j < K; j++)
+            {
+                chosen[sel[i, j]] = true;
+                weakest = Math.Min(weakest, Key[i, sel[i, j]]);
+                if (j + 1 < K && Key[i, sel[i, j]] < Key[i, sel[i, j + 1]] - KeySlack[i])
+                {
+                    return false;
+                }
+            }
+            for (int x = 0; x < E; x++)
+            {
+                if (!chosen[x] && Key[i, x] > weakest + KeySlack[i])
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+
+    /// <summary>Checks the slots: -1 exactly where dropped; per expert the kept slots are 0..load-1 without repeats, and no
+    /// request holds a later slot than one it definitely precedes in dispatch order.</summary>
+    private static void CheckSlots(
+        Context ctx, int[,] slots, int[,] experts, List<(int I, int J)>[] keptOf, bool[] rowOk, double[] top1, Action<string> fail)
+    {
+        int n = ctx.N, k = ctx.K;
+        if (slots.GetLength(0) != n || slots.GetLength(1) != k)
+        {
+            fail($"slots has shape [{slots.GetLength(0)}, {slots.GetLength(1)}], not [N, k] = [{n}, {k}]");
+            return;
+        }
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = 0; j < k; j++)
+            {
+                if (experts[i, j] == -1 && slots[i, j] != -1)
+                {
+                    fail($"slots[{i}, {j}] = {slots[i, j]} but the request was dropped (expected -1)");
+                }
+            }
+        }
+        for (int x = 0; x < ctx.E; x++)
+        {
+            var bySlot = keptOf[x].OrderBy(r => slots[r.I, r.J]).ToList();
+            for (int s = 0; s < bySlot.Count; s++)
+            {
+                var r = bySlot[s];
+                if (slots[r.I, r.J] != s)
+                {
+                    fail($"expert {x}'s slots are not 0..{bySlot.Count - 1} without repeats: slots[{r.I}, {r.J}] = {slots[r.I, r.J]}");
+                    break;
+                }
+                if (s > 0 && rowOk[r.I] && rowOk[bySlot[s - 1].I]
+                    && ctx.DispatchOf(r.I, r.J, top1).DefinitelyBefore(ctx.DispatchOf(bySlot[s - 1].I, bySlot[s - 1].J, top1)))
+                {
+                    var a = bySlot[s - 1];
+                    fail($"expert {x}: request ({r.I}, {r.J}) has slot {s}, after ({a.I}, {a.J}), although it comes first in dispatch order");
+                    break;
+                }
+            }
+        }
+    }
+}

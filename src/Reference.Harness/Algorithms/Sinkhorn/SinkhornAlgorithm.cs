@@ -1,0 +1,236 @@
+using System.Globalization;
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+using Reference.Transport;
+
+namespace Reference.Harness.Algorithms;
+
+/// <summary>The registry entry for <c>sinkhorn</c> (proofs/sinkhorn.md, Definition).</summary>
+public static class SinkhornAlgorithm
+{
+    /// <summary>The CLI names of the methods, in <see cref="SinkhornMethod"/> order.</summary>
+    public static IReadOnlyList<string> MethodNames { get; } = ["knopp", "log", "stabilized", "eps-scaling", "sbase", "ssr"];
+
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = new()
+    {
+        Name = "sinkhorn",
+        Summary = "entropic optimal transport: Sinkhorn (knopp, log, stabilized, eps-scaling), S-BASE and SSR routing",
+        Section = "proofs/sinkhorn.md, Definition",
+        Parameters =
+        [
+            new ParameterSpec("method", ParameterKind.Choice, "log",
+                "knopp, log, stabilized, eps-scaling (POT semantics), sbase (Megatron S-BASE), ssr (Selective Sinkhorn Routing)",
+                MethodNames),
+            new ParameterSpec("reg", ParameterKind.Double, null,
+                "entropic regularization > 0; required except for sbase, which rejects it (its implicit reg is 1)"),
+            new ParameterSpec("max_iter", ParameterKind.Int, null, "iteration cap >= 1; default 1000, 10000 for sbase (eps-scaling: outer steps, at least 35)"),
+            new ParameterSpec("tol", ParameterKind.Double, null, "stopping tolerance >= 0; default 1e-9, 1e-4 for sbase"),
+            new ParameterSpec("k", ParameterKind.Int, "1", "experts per token for sbase and ssr, 1..E"),
+        ],
+        Inputs =
+        [
+            new InputSpec("cost", "N,E", ArrayKind.Float, true, "cost M (give exactly one of cost and logits)"),
+            new InputSpec("logits", "N,E", ArrayKind.Float, true, "router logits X; the cost is -X"),
+            new InputSpec("a", "N", ArrayKind.Float, true, "row marginal, entries > 0; default 1/N"),
+            new InputSpec("b", "E", ArrayKind.Float, true, "column marginal, entries > 0; default 1/E"),
+        ],
+        Outputs =
+        [
+            new OutputSpec("plan", "N,E", ArrayKind.Float, OutputComparison.Validated, "the transport plan G"),
+            new OutputSpec("f", "N", ArrayKind.Float, OutputComparison.Validated, "row potential, f = reg log u"),
+            new OutputSpec("g", "E", ArrayKind.Float, OutputComparison.Validated, "column potential, g = reg log v"),
+            new OutputSpec("iterations", "", ArrayKind.Integer, OutputComparison.Validated, "completed iterations (outer steps for eps-scaling)"),
+            new OutputSpec("err", "", ArrayKind.Float, OutputComparison.Validated, "the stopping measure at the returned plan"),
+            new OutputSpec("converged", "", ArrayKind.Bool, OutputComparison.Validated, "the stopping rule fired"),
+            new OutputSpec("status", "", ArrayKind.Integer, OutputComparison.Validated, "0 converged, 1 max_iter, 2 numerical_error"),
+            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "sbase and ssr: top-k of each plan row"),
+            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "sbase: sigmoid (k = 1) or softmax of X; ssr: plan renormalized"),
+        ],
+        Reference = call => Outputs(Solve(call, Options(call))),
+        Paths =
+        [
+            new OptimizedPath("kernel", "float32 log-domain Sinkhorn, TensorPrimitives log-sum-exp, parallel over columns and rows", RunKernel)
+            {
+                Supports = call => call.Parameters.GetChoice("method") == "log",
+            },
+        ],
+        Validate = new SinkhornValidator(),
+        Generate = Generate,
+    };
+
+    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
+    public static SinkhornOptions Options(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("options", nameof(SinkhornAlgorithm)), () => ReadOptions(call));
+    }
+
+    private static SinkhornOptions ReadOptions(AlgorithmCall call)
+    {
+        var p = call.Parameters;
+        return new SinkhornOptions
+        {
+            Method = (SinkhornMethod)IndexOf(p.GetChoice("method")),
+            Regularization = p.TryGetDouble("reg"),
+            MaxIterations = p.TryGetInt("max_iter"),
+            Tolerance = p.TryGetDouble("tol"),
+            K = p.GetInt("k"),
+            RowMarginal = call.OptionalDoubles("a"),
+            ColumnMarginal = call.OptionalDoubles("b"),
+        };
+    }
+
+    /// <summary>Runs the reference on the call's cost (or negated logits) with the given options.</summary>
+    public static SinkhornResult Solve(AlgorithmCall call, SinkhornOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return CostName(call) == "cost" ? Sinkhorn.Solve(call.Matrix("cost"), options) : Sinkhorn.SolveLogits(call.Matrix("logits"), options);
+    }
+
+    /// <summary>The cost M [N, E] of the call: the cost input, or minus the logits.</summary>
+    public static double[,] Cost(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        if (CostName(call) == "cost")
+        {
+            return call.Matrix("cost");
+        }
+        var x = call.Matrix("logits");
+        var m = new double[x.GetLength(0), x.GetLength(1)];
+        for (int i = 0; i < x.GetLength(0); i++)
+        {
+            for (int j = 0; j < x.GetLength(1); j++)
+            {
+                m[i, j] = -x[i, j];
+            }
+        }
+        return m;
+    }
+
+    /// <summary>The outputs of a reference result: floats as f64, integers as i32, converged as bool.</summary>
+    public static Dictionary<string, NdArray> Outputs(SinkhornResult result)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        var outputs = new Dictionary<string, NdArray>
+        {
+            ["plan"] = NdArray.FromMatrix(result.Plan),
+            ["f"] = NdArray.FromVector(result.F),
+            ["g"] = NdArray.FromVector(result.G),
+            ["iterations"] = NdArray.Scalar(result.Iterations),
+            ["err"] = NdArray.Scalar(result.Error),
+            ["converged"] = NdArray.Scalar(result.Converged),
+            ["status"] = NdArray.Scalar((int)result.Status),
+        };
+        if (result.Experts is not null && result.Weights is not null)
+        {
+            outputs["experts"] = NdArray.FromMatrix(result.Experts);
+            outputs["weights"] = NdArray.FromMatrix(result.Weights);
+        }
+        return outputs;
+    }
+
+    /// <summary>"cost" or "logits", whichever the call holds; anything else is bad input.</summary>
+    private static string CostName(AlgorithmCall call) => (call.Has("cost"), call.Has("logits")) switch
+    {
+        (true, false) => "cost",
+        (false, true) => "logits",
+        (true, true) => throw new InputException($"{call.Source}: holds both 'cost' and 'logits'; give exactly one (the cost is -logits)"),
+        _ => throw new InputException($"{call.Source}: array 'cost' or 'logits' is missing (sinkhorn needs one of them, float [N,E])"),
+    };
+
+    private static int IndexOf(string method)
+    {
+        for (int i = 0; i < MethodNames.Count; i++)
+        {
+            if (MethodNames[i] == method)
+            {
+                return i;
+            }
+        }
+        throw new InputException($"parameter 'method' = '{method}' is not one of {string.Join(", ", MethodNames)}");
+    }
+
+    /// <summary>The float32 kernel (method log only): plan, f, g, err as f32; iterations, converged, status.</summary>
+    private static IReadOnlyDictionary<string, NdArray> RunKernel(AlgorithmCall call)
+    {
+        var options = Options(call);
+        string name = CostName(call);
+        var shape = call.Array(name).Shape;
+        int n = shape[0], e = shape[1];
+        var result = name == "cost"
+            ? Reference.Kernels.Transport.Sinkhorn.Solve(call.Floats("cost"), n, e, options)
+            : Reference.Kernels.Transport.Sinkhorn.SolveLogits(call.Floats("logits"), n, e, options);
+        return new Dictionary<string, NdArray>
+        {
+            ["plan"] = NdArray.Create(result.Plan, n, e),
+            ["f"] = NdArray.Create(result.F, n),
+            ["g"] = NdArray.Create(result.G, e),
+            ["iterations"] = NdArray.Scalar(result.Iterations),
+            ["err"] = NdArray.Scalar((float)result.Error),
+            ["converged"] = NdArray.Scalar(result.Converged),
+            ["status"] = NdArray.Scalar((int)result.Status),
+        };
+    }
+
+    /// <summary>A random case: awkward shapes, logits or cost (a quarter on a coarse grid, so plan rows tie), optional
+    /// marginals, every method (log in more than half, so that the kernel path gets most cases), small iteration caps,
+    /// tolerances a float32 kernel can reach.</summary>
+    private static GeneratedCase Generate(int seed)
+    {
+        var rng = new Random(seed);
+        int[] tokenChoices = [1, 2, 3, 5, 7, 16, 33];
+        int[] expertChoices = [1, 2, 3, 4, 8, 16];
+        int n = tokenChoices[rng.Next(tokenChoices.Length)];
+        int e = expertChoices[rng.Next(expertChoices.Length)];
+        string method = rng.Next(5) < 3 ? "log" : MethodNames[rng.Next(MethodNames.Count)];
+        double scale = new[] { 0.5, 1.0, 3.0 }[rng.Next(3)];
+        bool grid = rng.Next(4) == 0;
+        var values = new float[n * e];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = grid ? rng.Next(-3, 4) * 0.25f * (float)scale : (float)(scale * TopKAlgorithm.Gaussian(rng));
+        }
+        bool logits = rng.Next(2) == 0;
+        var inputs = new Dictionary<string, NdArray> { [logits ? "logits" : "cost"] = NdArray.Create(values, n, e) };
+        if (rng.Next(4) == 0)
+        {
+            inputs["a"] = NdArray.Create(RandomMarginal(rng, n), n);
+            inputs["b"] = NdArray.Create(RandomMarginal(rng, e), e);
+        }
+        var parameters = new Dictionary<string, string> { ["method"] = method };
+        string Text(double x) => x.ToString("R", CultureInfo.InvariantCulture);
+        if (method == "sbase")
+        {
+            parameters["k"] = (1 + rng.Next(e)).ToString(CultureInfo.InvariantCulture);
+        }
+        else
+        {
+            parameters["reg"] = Text(new[] { 0.05, 0.1, 0.3, 1.0, 3.0 }[rng.Next(5)]);
+            if (method == "ssr")
+            {
+                parameters["k"] = (1 + rng.Next(e)).ToString(CultureInfo.InvariantCulture);
+            }
+        }
+        int[] caps = method == "eps-scaling" ? [40, 60] : [1, 7, 30, 100, 300];
+        parameters["max_iter"] = caps[rng.Next(caps.Length)].ToString(CultureInfo.InvariantCulture);
+        if (rng.Next(2) == 0)
+        {
+            parameters["tol"] = Text(new[] { 1e-4, 1e-5 }[rng.Next(2)]);
+        }
+        string name = $"seed {seed}: N={n} E={e} {method} {string.Join(" ", parameters.Where(p => p.Key != "method").Select(p => $"{p.Key}={p.Value}"))}"
+            + $"{(grid ? " grid" : "")}{(logits ? " logits" : " cost")}{(inputs.ContainsKey("a") ? " marginals" : "")}";
+        return new GeneratedCase(name, inputs, parameters);
+    }
+
+    private static double[] RandomMarginal(Random rng, int count)
+    {
+        var w = new double[count];
+        for (int i = 0; i < count; i++)
+        {
+            w[i] = 0.5 + rng.NextDouble();
+        }
+        double sum = w.Sum();
+        return w.Select(x => x / sum).ToArray();
+    }
+}
