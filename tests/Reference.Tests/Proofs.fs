@@ -60,8 +60,13 @@ let metaOf (code: TestCode) =
     lock registry (fun () -> match registry.TryGetValue code with | true, m -> Some m | _ -> None)
 
 /// A test (unit -> unit) that checks the given theorems (often none).
+let private isolated (body: unit -> unit) () =
+    // A fresh NUnit context per test: a failed Assert.That reports its own failure, not those of earlier tests.
+    use _ = new NUnit.Framework.Internal.TestExecutionContext.IsolatedContext()
+    body ()
+
 let test (theorems: string list) (name: string) (body: unit -> unit) =
-    testCase name body |> register { Name = name; Theorems = theorems; IsProperty = false; Linkage = None }
+    testCase name (isolated body) |> register { Name = name; Theorems = theorems; IsProperty = false; Linkage = None }
 
 /// A property with the project's settings (200 cases, the replay seed) that checks the given theorems.
 let prop (theorems: string list) (name: string) (property: 'a) =
@@ -76,7 +81,7 @@ let propN (maxTest: int) (theorems: string list) (name: string) (property: 'a) =
 /// A parametrized test: one test per row, named "name(args)" as NUnit named its TestCase rows.
 let cases (theorems: string list) (name: string) (rows: (string * (unit -> unit)) list) =
     let meta = { Name = name; Theorems = theorems; IsProperty = false; Linkage = None }
-    TestList([ for args, body in rows -> testCase $"{name}({args})" body |> register meta ], FocusState.Normal)
+    TestList([ for args, body in rows -> testCase $"{name}({args})" (isolated body) |> register meta ], FocusState.Normal)
 
 let private show (x: obj) =
     match x with
@@ -106,12 +111,16 @@ let replayCommand (fullName: string) (message: string) =
 let private withReplayHint (fullName: string) (run: FsCheckConfig -> Async<unit>) =
     fun (cfg: FsCheckConfig) ->
         async {
+            // NUnit records every failed Assert.That of a context in its message: a fresh context per run keeps one
+            // property's failures out of another's (within a run, the message lists the failures met while shrinking).
+            use _ = new NUnit.Framework.Internal.TestExecutionContext.IsolatedContext()
+            let hint (message: string) =
+                replayCommand fullName message |> Option.map (fun c -> $"{message}\nReplay this failure with:\n  {c}")
             try
                 return! run cfg
-            with :? AssertException as e ->
-                match replayCommand fullName e.Message with
-                | Some command -> return raise (AssertException($"{e.Message}\nReplay this failure with:\n  {command}"))
-                | None -> return raise e
+            with
+            | :? FailedException as e when (hint e.Message).IsSome -> return raise (FailedException((hint e.Message).Value))
+            | :? AssertException as e when (hint e.Message).IsSome -> return raise (AssertException((hint e.Message).Value))
         }
 
 /// A family of tests mirroring src/ ("routing/topk"), holding one test module's tests: tests are named

@@ -121,6 +121,27 @@ let ``a failed property prints the command that replays it`` () =
     Assert.That(Proofs.parseReplay "(123,457,7)", Is.EqualTo((123UL, 457UL, Some 7)))
     Assert.That(Proofs.parseReplay "(20261122,1)", Is.EqualTo Proofs.ciSeed)
 
+/// Runs a property test value the way Expecto does and returns its failure message (None if it passed).
+let private runProperty (t: Test) (replay: (uint64 * uint64 * int option) option) =
+    match Test.toTestCodeList t |> List.ofSeq with
+    | [ { test = AsyncFsCheck(Some c, _, run) } ] ->
+        try
+            run { c with replay = replay } |> Async.RunSynchronously
+            None
+        with :? ExpectoException as e -> Some e.Message
+    | other -> failwithf "expected one property, got %d tests" other.Length
+
+let ``a failed property prints a command that replays the same counterexample`` () =
+    let failing = Proofs.family "demo" "Demo" [ Proofs.prop [] "every int is below 40" (fun (n: int) -> Assert.That(n, Is.LessThan 40)) ]
+    let message = runProperty failing None
+    Assert.That(message.IsSome, "the property must fail")
+    let m = Regex.Match(message.Value, "FSCHECK_REPLAY=\"(\\([^\"]+\\))\" dotnet run --project tests/Reference.Tests -c Release --no-build -- --filter \"demo.Demo.every int is below 40\"")
+    Assert.That(m.Success, $"no replay command in:\n{message.Value}")
+    let counterexample (msg: string) = Regex.Match(msg, @"But was:\s+(-?\d+)").Groups.[1].Value
+    let again = runProperty failing (Some(Proofs.parseReplay m.Groups.[1].Value))
+    Assert.That(again.IsSome, "the replay must fail too")
+    Assert.That(counterexample again.Value, Is.EqualTo(counterexample message.Value).And.Not.Empty)
+
 [<Tests>]
 let tests' =
     Proofs.family "proofs" "ProofsLinkage" [
@@ -132,4 +153,5 @@ let tests' =
         Proofs.test [] "every test that claims a theorem is listed under it" ``every test that claims a theorem is listed under it``
         Proofs.test [] "every property runs at least 200 cases" ``every property runs at least 200 cases``
         Proofs.test [] "a failed property prints the command that replays it" ``a failed property prints the command that replays it``
+        Proofs.test [] "a failed property prints a command that replays the same counterexample" ``a failed property prints a command that replays the same counterexample``
     ]

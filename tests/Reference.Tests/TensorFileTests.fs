@@ -1000,10 +1000,10 @@ let tests =
         Proofs.test [ "tensorio.messages" ] "npz writer rejects repeated names and bf16" ``npz writer rejects repeated names and bf16``
         Proofs.test [ "tensorio.messages" ] "safetensors with a bad header length or bad JSON is rejected" ``safetensors with a bad header length or bad JSON is rejected``
         Proofs.test [ "tensorio.messages" ] "safetensors entries with unknown dtypes or bad fields are rejected naming the array" ``safetensors entries with unknown dtypes or bad fields are rejected naming the array``
-        Proofs.sequenced (Proofs.test [ "tensorio.messages" ] "safetensors offsets out of range or disagreeing with the shape are rejected" ``safetensors offsets out of range or disagreeing with the shape are rejected``)
+        Proofs.test [ "tensorio.messages" ] "safetensors offsets out of range or disagreeing with the shape are rejected" ``safetensors offsets out of range or disagreeing with the shape are rejected``
         Proofs.test [ "tensorio.messages" ] "safetensors overlapping gapped or incomplete buffers are rejected" ``safetensors overlapping gapped or incomplete buffers are rejected``
         Proofs.test [ "tensorio.messages" ] "safetensors accepts metadata zero-size arrays and any header order" ``safetensors accepts metadata zero-size arrays and any header order``
-        Proofs.sequenced (Proofs.test [ "tensorio.bounded-allocation" ] "safetensors giant header length on a tiny file is rejected without allocating it" ``safetensors giant header length on a tiny file is rejected without allocating it``)
+        Proofs.test [ "tensorio.bounded-allocation" ] "safetensors giant header length on a tiny file is rejected without allocating it" ``safetensors giant header length on a tiny file is rejected without allocating it``
         Proofs.prop [ "tensorio.rejects-malformed" ] "every strict prefix of a valid file is rejected" ``every strict prefix of a valid file is rejected``
         Proofs.sequenced (Proofs.prop [ "tensorio.rejects-malformed" ] "bytes appended to an npy or safetensors file are rejected" ``bytes appended to an npy or safetensors file are rejected``)
         Proofs.prop [ "tensorio.rejects-malformed"; "tensorio.bounded-allocation" ] "damaged files are rejected with TensorFileException or read within bounded memory" ``damaged files are rejected with TensorFileException or read within bounded memory``
