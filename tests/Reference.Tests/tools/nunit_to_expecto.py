@@ -181,7 +181,8 @@ def top_level_blocks(lines):
     """(name, body text) of every top-level let."""
     blocks, cur_name, cur = [], None, []
     for line in lines:
-        if line and not line[0].isspace() and not line.startswith("//") and not line.startswith("(*"):
+        if line and not line[0].isspace():
+            # Any line at column 0 (a let, a type, an attribute, a comment) ends the previous definition.
             if cur_name:
                 blocks.append((cur_name, "\n".join(cur)))
             m = LET_RX.match(line)
