@@ -55,7 +55,6 @@ let private topIndices (values: float[]) (k: int) =
 // MoBA
 // ---------------------------------------------------------------------------------------------------------------
 
-[<Prop; Theorem "attention.moba-full-topk">]
 let ``moba with top_k at least the chunk count equals causal attention`` () =
     Prop.forAll mhaCases (fun c ->
         let q, k, v = selfInputs c
@@ -68,7 +67,6 @@ let ``moba with top_k at least the chunk count equals causal attention`` () =
         checkEqual "out" (flat4 causal.Out) (flat4 moba.Out)
         checkEqual "lse" (flat3 causal.Lse) (flat3 moba.Lse))
 
-[<Prop; Theorem "attention.moba-selection">]
 let ``moba attends the own chunk and the best complete chunks by mean key gate`` () =
     Prop.forAll mhaCases (fun c ->
         let q, k, v = selfInputs c
@@ -109,7 +107,6 @@ let private gatesOf (c: Case) (g: float * float * float) =
     let a, b, w = g
     Array4D.init c.B c.Hq c.T 3 (fun _ _ _ i -> match i with 0 -> a | 1 -> b | _ -> w)
 
-[<Prop; Theorem "attention.nsa-window-gates">]
 let ``nsa with gates 0 0 1 equals sliding window attention`` () =
     Prop.forAll gqaCases (fun c ->
         let q, k, v = selfInputs c
@@ -120,7 +117,6 @@ let ``nsa with gates 0 0 1 equals sliding window attention`` () =
         let swa = DenseAttention.Compute(q, k, v, AttentionOptions(Causal = true, WindowLeft = window - 1))
         checkEqual "out" (flat4 swa.Out) (flat4 nsa.Out))
 
-[<Prop; Theorem "attention.nsa-selection">]
 let ``nsa selects the own block and the earlier blocks with the largest summed compressed probability`` () =
     Prop.forAll gqaCases (fun c ->
         let q, k, v = selfInputs c
@@ -178,7 +174,6 @@ let private decodeInputs (c: Case) =
     let r = Random c.Seed
     tensor r c.Ties c.B c.Hq 1 c.D, tensor r c.Ties c.B c.Hkv c.Tk c.D, tensor r c.Ties c.B c.Hkv c.Tk c.Dv
 
-[<Prop; Theorem "attention.resa-dense">]
 let ``resa with sparsity 1 equals dense attention`` () =
     Prop.forAll gqaCases (fun c ->
         let q, k, v = decodeInputs c
@@ -190,7 +185,6 @@ let ``resa with sparsity 1 equals dense attention`` () =
         checkEqual "lse" (flat3 dense.Lse) (flat3 step.Lse)
         Assert.That(step.Selected |> Seq.cast<bool> |> Seq.forall id, "every block selected"))
 
-[<Prop; Theorem "attention.resa-selection">]
 let ``resa selects the local blocks and the best scored others and scores bound the block's logits`` () =
     Prop.forAll gqaCases (fun c ->
         let q, k, v = decodeInputs c
@@ -244,7 +238,6 @@ let private modelCases =
     }
     |> Arb.fromGen
 
-[<Prop; Theorem "attention.resa-rectification">]
 let ``resa keys and values right after a rectification equal dense prefill keys and values`` () =
     Prop.forAll modelCases (fun m ->
         let model = ResaModel.Create m.Config
@@ -269,7 +262,6 @@ let ``resa keys and values right after a rectification equal dense prefill keys 
         checkEqual "sparsity 1 outputs" (flat2 dense.Outputs) (flat2 all.Outputs)
         checkEqual "sparsity 1 keys" (flatCache dense.Keys) (flatCache all.Keys))
 
-[<Test>]
 let ``resa model decoding differs between sparse and dense but rectification pulls the cache back`` () =
     // A case where sparsity matters: a 40-token prompt, blocks of 2, one block attended besides the local one.
     let model = ResaModel.Create(ResaModelConfig(Layers = 2, ModelDim = 8, QueryHeads = 2, KvHeads = 1, HeadDim = 4, Seed = 3))
@@ -291,7 +283,6 @@ let private crossInputs (c: Case) =
     let r = Random c.Seed
     tensor r c.Ties c.B c.Hq c.T c.D, tensor r c.Ties c.B c.Hkv c.Tk c.D, tensor r c.Ties c.B c.Hkv c.Tk c.Dv
 
-[<Prop; Theorem "attention.leank-ones">]
 let ``leank with an all ones mask equals dense attention`` () =
     Prop.forAll gqaCases (fun c ->
         let q, k, v = crossInputs c
@@ -304,7 +295,6 @@ let ``leank with an all ones mask equals dense attention`` () =
         checkEqual "out" (flat4 dense.Out) (flat4 leank.Out)
         checkEqual "lse" (flat3 dense.Lse) (flat3 leank.Lse))
 
-[<Prop; Theorem "attention.leank-masked-scores">]
 let ``leank scores pruned keys on the kept channels and treats zero heads as chosen`` () =
     Prop.forAll gqaCases (fun c ->
         let q, k, v = crossInputs c
@@ -339,7 +329,6 @@ let ``leank scores pruned keys on the kept channels and treats zero heads as cho
                             if abs (o - result.Out.[b, h, i, e]) > 1e-12 * (1.0 + abs o) then
                                 Assert.Fail $"out[{b},{h},{i},{e}] = {result.Out.[b, h, i, e]}, expected {o}")
 
-[<Prop; Theorem "attention.leank-mask-binarization">]
 let ``leank mask keeps the aligned count of top channels per head`` () =
     let cases =
         gen {
@@ -395,7 +384,6 @@ let private linearCases =
 let private linearOptions (l: LinearCase) form =
     LinearAttentionOptions(FeatureMap = l.Map, Normalize = l.Normalize, Decay = l.Decay, Form = form, Chunk = l.Chunk)
 
-[<Prop; Theorem "attention.linear-forms">]
 let ``the parallel recurrent and chunked forms of linear attention agree`` () =
     Prop.forAll linearCases (fun l ->
         let q, k, v = selfInputs l.C
@@ -413,7 +401,6 @@ let ``the parallel recurrent and chunked forms of linear attention agree`` () =
                 if l.Normalize then num / List.sum [ for j in 0 .. t -> w j ] else num)
         checkClose "definition" (flat4 expected) (flat4 byParallel) tol)
 
-[<Prop; Theorem "attention.linear-kernel">]
 let ``chunked linear attention kernel equals the reference`` () =
     Prop.forAll linearCases (fun l ->
         let q, k, v = selfInputs l.C
@@ -432,7 +419,6 @@ let ``chunked linear attention kernel equals the reference`` () =
 
 let sparseAlgorithms () = [| "moba"; "nsa"; "resa"; "leank"; "leank-mask"; "linear" |]
 
-[<TestCaseSource(nameof sparseAlgorithms)>]
 let ``torch peer confirms the sparse attention golden cases`` (name: string) =
     Peers.requireModules [ "numpy"; "torch" ] "python3-numpy python3-torch"
     let dir = Repo.path [ "data"; "golden"; name ]
@@ -441,7 +427,6 @@ let ``torch peer confirms the sparse attention golden cases`` (name: string) =
     let out = Peers.runPeer "sparse_attention_peer.py" [ "verify"; name; dir ]
     Assert.That(out, Does.Contain $"{cases} of {cases} cases agree")
 
-[<TestCaseSource(nameof sparseAlgorithms)>]
 let ``torch peer agrees with the reference on generated cases`` (name: string) =
     Peers.requireModules [ "numpy"; "torch" ] "python3-numpy python3-torch"
     let algorithm = Reference.Harness.Registry.AlgorithmRegistry.Find name
@@ -471,3 +456,24 @@ let ``torch peer agrees with the reference on generated cases`` (name: string) =
     let out = Peers.runPeer "sparse_attention_peer.py" [ "verify"; name; d ]
     Assert.That(out, Does.Contain $"{count} of {count} cases agree", $"seed {seed}")
     IO.Directory.Delete(d, true)
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "attention/sparse" "AttentionSparseTests" [
+        Proofs.prop [ "attention.moba-full-topk" ] "moba with top_k at least the chunk count equals causal attention" ``moba with top_k at least the chunk count equals causal attention``
+        Proofs.prop [ "attention.moba-selection" ] "moba attends the own chunk and the best complete chunks by mean key gate" ``moba attends the own chunk and the best complete chunks by mean key gate``
+        Proofs.prop [ "attention.nsa-window-gates" ] "nsa with gates 0 0 1 equals sliding window attention" ``nsa with gates 0 0 1 equals sliding window attention``
+        Proofs.prop [ "attention.nsa-selection" ] "nsa selects the own block and the earlier blocks with the largest summed compressed probability" ``nsa selects the own block and the earlier blocks with the largest summed compressed probability``
+        Proofs.prop [ "attention.resa-dense" ] "resa with sparsity 1 equals dense attention" ``resa with sparsity 1 equals dense attention``
+        Proofs.prop [ "attention.resa-selection" ] "resa selects the local blocks and the best scored others and scores bound the block's logits" ``resa selects the local blocks and the best scored others and scores bound the block's logits``
+        Proofs.prop [ "attention.resa-rectification" ] "resa keys and values right after a rectification equal dense prefill keys and values" ``resa keys and values right after a rectification equal dense prefill keys and values``
+        Proofs.test [] "resa model decoding differs between sparse and dense but rectification pulls the cache back" ``resa model decoding differs between sparse and dense but rectification pulls the cache back``
+        Proofs.prop [ "attention.leank-ones" ] "leank with an all ones mask equals dense attention" ``leank with an all ones mask equals dense attention``
+        Proofs.prop [ "attention.leank-masked-scores" ] "leank scores pruned keys on the kept channels and treats zero heads as chosen" ``leank scores pruned keys on the kept channels and treats zero heads as chosen``
+        Proofs.prop [ "attention.leank-mask-binarization" ] "leank mask keeps the aligned count of top channels per head" ``leank mask keeps the aligned count of top channels per head``
+        Proofs.prop [ "attention.linear-forms" ] "the parallel recurrent and chunked forms of linear attention agree" ``the parallel recurrent and chunked forms of linear attention agree``
+        Proofs.prop [ "attention.linear-kernel" ] "chunked linear attention kernel equals the reference" ``chunked linear attention kernel equals the reference``
+        Proofs.sequenced (Proofs.caseSource [] "torch peer confirms the sparse attention golden cases" (sparseAlgorithms ()) ``torch peer confirms the sparse attention golden cases``)
+        Proofs.sequenced (Proofs.caseSource [] "torch peer agrees with the reference on generated cases" (sparseAlgorithms ()) ``torch peer agrees with the reference on generated cases``)
+    ]

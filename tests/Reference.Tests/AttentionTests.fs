@@ -348,7 +348,6 @@ let score (x: Inputs) (scale: float) (softcap: float) b h i j =
 // Dense reference: mask alignment, the lse identity, empty rows, GQA, metamorphic relations
 // ---------------------------------------------------------------------------------------------------------------
 
-[<Prop; Theorem "attention.mask-alignment">]
 let ``causal and window options equal their bottom-right aligned masks`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -367,7 +366,6 @@ let ``causal and window options equal their bottom-right aligned masks`` () =
         checkEqual "causal vs pattern out" (flat4 causal.Out) (flat4 pattern.Out)
         checkEqual "causal vs pattern lse" (flat3 causal.Lse) (flat3 pattern.Lse))
 
-[<Prop; Theorem "attention.lse-identity">]
 let ``out is the lse weighted sum of the values`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -398,7 +396,6 @@ let ``out is the lse weighted sum of the values`` () =
                                 Assert.Fail(sprintf "out[%d,%d,%d,%d] = %.17g but sum_j exp(s_ij - lse_i) v_j = %.17g (tolerance %.3g)"
                                                 b h i d result.Out.[b, h, i, d] expected tol))
 
-[<Prop; Theorem "attention.empty-rows">]
 let ``rows without an allowed key give zero and minus infinity`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -431,7 +428,6 @@ let private repeatHeads (hq: int) (t: float[,,,]) =
     let group = hq / Array4D.length2 t
     Array4D.init (Array4D.length1 t) hq (Array4D.length3 t) (Array4D.length4 t) (fun b h i d -> t.[b, h / group, i, d])
 
-[<Prop; Theorem "attention.gqa-repeat">]
 let ``grouped query attention equals multi head attention with repeated kv heads`` () =
     Prop.forAll gqaSpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -444,7 +440,6 @@ let ``grouped query attention equals multi head attention with repeated kv heads
         checkEqual "kernel out" (f64 ka.Out) (f64 kb.Out)
         checkEqual "kernel lse" (f64 ka.Lse) (f64 kb.Lse))
 
-[<Prop; Theorem "attention.key-permutation">]
 let ``permuting keys and values together changes nothing without a mask`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -462,7 +457,6 @@ let ``permuting keys and values together changes nothing without a mask`` () =
         checkClose "out" (flat4 a.Out) (flat4 b.Out) tol.Out
         checkClose "lse" (flat3 a.Lse) (flat3 b.Lse) tol.Lse)
 
-[<Prop; Theorem "attention.row-shift">]
 let ``adding a per row constant to the scores keeps out and shifts lse`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -482,7 +476,6 @@ let ``adding a per row constant to the scores keeps out and shifts lse`` () =
         let unshifted = Array3D.init s.B s.Hq s.Tq (fun b' h i -> b.Lse.[b', h, i] - c.[b', h, i])
         checkClose "lse - c" (flat3 a.Lse) (flat3 unshifted) (ta.Lse + tb.Lse + 4.0 * float64Precision.U * (s1' + log (float s.Tk) + 1.0)))
 
-[<Test>]
 let ``dense attention rejects bad input naming the array and index`` () =
     let s = { B = 1; Hq = 2; Hkv = 1; Tq = 3; Tk = 4; D = 5; Dv = 2; Values = Uniform; Seed = 7 }
     let x = inputsOf s
@@ -507,7 +500,6 @@ let ``dense attention rejects bad input naming the array and index`` () =
     throws (fun () -> DenseAttention.Compute(x.Q, x.K, x.V, AttentionOptions(WindowLeft = -2)) |> ignore) |> ignore
     throws (fun () -> DenseAttention.Compute(x.Q, x.K, x.V, AttentionOptions(Softcap = -1.0)) |> ignore) |> ignore
 
-[<Test>]
 let ``no keys at all gives zero and minus infinity everywhere`` () =
     let x = { Q = Array4D.create 1 2 3 4 1.0; K = Array4D.create 1 1 0 4 0.0; V = Array4D.create 1 1 0 2 0.0 }
     let a = dense x (AttentionOptions())
@@ -521,7 +513,6 @@ let ``no keys at all gives zero and minus infinity everywhere`` () =
 // Block masks and block-sparse attention
 // ---------------------------------------------------------------------------------------------------------------
 
-[<Prop; Theorem "attention.block-sparse-equivalence">]
 let ``block sparse equals dense attention under the expanded mask`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -534,7 +525,6 @@ let ``block sparse equals dense attention under the expanded mask`` () =
         checkEqual "out" (flat4 expanded.Out) (flat4 sparse.Out)
         checkEqual "lse" (flat3 expanded.Lse) (flat3 sparse.Lse))
 
-[<Prop; Theorem "attention.block-sparse-equivalence">]
 let ``block sparse of a dense mask equals dense attention under that mask`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -548,7 +538,6 @@ let ``block sparse of a dense mask equals dense attention under that mask`` () =
         checkEqual "out" (flat4 reference.Out) (flat4 sparse.Out)
         checkEqual "lse" (flat3 reference.Lse) (flat3 sparse.Lse))
 
-[<Prop; Theorem "attention.blockmask-roundtrip">]
 let ``FromDenseMask then ToDenseMask gives back the mask`` () =
     Prop.forAll anySpecs (fun s ->
         let r = Random(s.Seed + 2)
@@ -576,7 +565,6 @@ let ``FromDenseMask then ToDenseMask gives back the mask`` () =
                         for i, j in cells do
                             Assert.That(cover.[b, h, i, j], Is.EqualTo(expected <> TileKind.Absent)))
 
-[<Test>]
 let ``BlockMask rejects invalid lists naming the array and index`` () =
     let make counts (indices: int[,,,]) fullCounts fullIndices =
         BlockMask(counts, indices, fullCounts, fullIndices, 2, 2, 4, 6) |> ignore   // nq = 2, nk = 3
@@ -605,7 +593,6 @@ let ``BlockMask rejects invalid lists naming the array and index`` () =
     check (fun () -> make c (Array4D.create 1 1 2 2 0) null null) "kvIndices" "expected [1, 1, 2, 3]"
     check (fun () -> make c i (Array3D.create 1 1 2 0) null) "fullKvIndices" "together"
 
-[<Test>]
 let ``block sparse rejects a block mask for other sizes`` () =
     let s = { B = 1; Hq = 2; Hkv = 1; Tq = 4; Tk = 6; D = 3; Dv = 2; Values = Uniform; Seed = 3 }
     let x = inputsOf s
@@ -617,32 +604,24 @@ let ``block sparse rejects a block mask for other sizes`` () =
 // The float32 kernel against the reference
 // ---------------------------------------------------------------------------------------------------------------
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference without a mask`` () =
     kernelProperty mhaSpecs (fun _ _ _ -> unmasked)
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference with a causal mask`` () = kernelProperty anySpecs causalMasking
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference with a sliding window`` () = kernelProperty anySpecs windowMasking
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference with grouped kv heads`` () = kernelProperty gqaSpecs anyMasking
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference with an explicit mask`` () = kernelProperty anySpecs explicitMasking
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference with a block mask`` () = kernelProperty anySpecs blockMasking
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference when Tq differs from Tk`` () = kernelProperty crossSpecs anyMasking
 
 let private toHalf (v: float32) : Half = Half.op_Explicit v
 let private ofHalf (h: Half) : float32 = Half.op_Explicit h
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference on half and bfloat16 inputs`` () =
     Prop.forAll anySpecs (fun s ->
         let x0, k = inputsOf s, knobsOf s
@@ -671,7 +650,6 @@ let ``kernel equals reference on half and bfloat16 inputs`` () =
         checkClose "out" (flat4 expected.Out) (f64 out) tol.Out
         checkClose "lse" (flat3 expected.Lse) (f64 lse) tol.Lse)
 
-[<Prop; Theorem "attention.kernel-matches-reference">]
 let ``float32 baseline of the reference is within the same bound`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -683,12 +661,6 @@ let ``float32 baseline of the reference is within the same bound`` () =
         checkClose "out" (flat4 exact.Out) (flat4 baseline.Out) tol.Out
         checkClose "lse" (flat3 exact.Lse) (flat3 baseline.Lse) tol.Lse)
 
-[<TestCase(1, 2, 1, 97, 97, 16, 16, 32, 32, true, 0)>]
-[<TestCase(1, 4, 2, 257, 257, 8, 8, 64, 64, false, 0)>]
-[<TestCase(2, 2, 1, 1, 257, 32, 16, 1, 16, false, 1)>]
-[<TestCase(1, 3, 3, 97, 257, 7, 5, 16, 64, true, 2)>]
-[<TestCase(1, 2, 2, 257, 97, 4, 4, 64, 128, false, 3)>]
-[<Theorem "attention.kernel-matches-reference">]
 let ``kernel equals reference on long sequences`` (b, hq, hkv, tq, tk, d, dv, bq, bk, causal, kind) =
     let s = { B = b; Hq = hq; Hkv = hkv; Tq = tq; Tk = tk; D = d; Dv = dv; Values = Uniform; Seed = 97 * tq + tk }
     let x = inputsOf s
@@ -702,7 +674,6 @@ let ``kernel equals reference on long sequences`` (b, hq, hkv, tq, tk, d, dv, bq
         | _ -> unmasked
     kernelAgrees s x k { m with Causal = causal }
 
-[<Test>]
 let ``kernel is deterministic with and without threads`` () =
     let s = { B = 2; Hq = 4; Hkv = 2; Tq = 97; Tk = 257; D = 32; Dv = 32; Values = Uniform; Seed = 5 }
     let x = inputsOf s
@@ -718,7 +689,6 @@ let ``kernel is deterministic with and without threads`` () =
     let r2 = dense x (AttentionOptions(Causal = true))
     checkEqual "reference reruns" (flat4 r1.Out) (flat4 r2.Out)
 
-[<Test>]
 let ``kernel rejects bad input naming the array and index`` () =
     let s = { B = 1; Hq = 2; Hkv = 1; Tq = 3; Tk = 4; D = 5; Dv = 2; Values = Uniform; Seed = 7 }
     let x = inputsOf s
@@ -736,7 +706,6 @@ let ``kernel rejects bad input naming the array and index`` () =
 // Online softmax and split-KV
 // ---------------------------------------------------------------------------------------------------------------
 
-[<Prop; Theorem "attention.online-softmax-exact">]
 let ``online softmax over small tiles equals the single tile two pass softmax`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -750,7 +719,6 @@ let ``online softmax over small tiles equals the single tile two pass softmax`` 
         checkClose "out" (f64 b.Out) (f64 a.Out) tol.Out
         checkClose "lse" (f64 b.Lse) (f64 a.Lse) tol.Lse)
 
-[<Prop; Theorem "attention.split-kv-combine">]
 let ``split kv equals the unsplit kernel`` () =
     Prop.forAll anySpecs (fun s ->
         let x, k = inputsOf s, knobsOf s
@@ -770,10 +738,6 @@ let ``split kv equals the unsplit kernel`` () =
         checkClose "out" (f64 whole.Out) (f64 split.Out) tol.Out
         checkClose "lse" (f64 whole.Lse) (f64 split.Lse) tol.Lse)
 
-[<TestCase(1, 8, 2, 1, 257, 64, 16, 4)>]
-[<TestCase(2, 4, 4, 3, 97, 16, 8, 7)>]
-[<TestCase(1, 2, 1, 1, 1, 8, 64, 3)>]
-[<Theorem "attention.split-kv-combine">]
 let ``split kv decoding matches the reference`` (b, hq, hkv, tq, tk, d, bk, splits) =
     let s = { B = b; Hq = hq; Hkv = hkv; Tq = tq; Tk = tk; D = d; Dv = d; Values = Sharp; Seed = tk + splits }
     let x = inputsOf s
@@ -814,21 +778,18 @@ let private fromSets (tq: int) (tk: int) (keysOf: int -> int seq) =
             if j >= 0 && j < tk then m.[i, j] <- true
     m
 
-[<Prop; Theorem "attention.pattern-sliding-window">]
 let ``sliding window allows exactly the keys within the window`` () =
     Prop.forAll patternCases (fun c ->
         let left, right = c.A - 2, c.C - 1   // -1 (unbounded) included on both sides
         let expected = fromSets c.Tq c.Tk (fun p -> seq { (if left < 0 then 0 else p - left) .. (if right < 0 then c.Tk - 1 else p + right) })
         Assert.That(MaskPatterns.SlidingWindow(c.Tq, c.Tk, left, right), Is.EqualTo expected))
 
-[<Prop; Theorem "attention.pattern-strided">]
 let ``strided pattern is the local band plus every stride-th earlier key`` () =
     Prop.forAll patternCases (fun c ->
         let l = c.A
         let expected = fromSets c.Tq c.Tk (fun p -> seq { yield! [ p - l + 1 .. p ]; yield! [ p .. -l .. 0 ] })
         Assert.That(MaskPatterns.Strided(c.Tq, c.Tk, l), Is.EqualTo expected))
 
-[<Prop; Theorem "attention.pattern-fixed">]
 let ``fixed pattern is the own block plus the summary positions of earlier blocks`` () =
     Prop.forAll patternCases (fun c ->
         let l = c.A
@@ -844,7 +805,6 @@ let ``fixed pattern is the own block plus the summary positions of earlier block
                             yield! [ block * l + l - summary .. block * l + l - 1 ] })
         Assert.That(MaskPatterns.Fixed(c.Tq, c.Tk, l, summary), Is.EqualTo expected))
 
-[<Prop; Theorem "attention.pattern-longformer">]
 let ``longformer pattern is the window plus global rows and columns`` () =
     Prop.forAll patternCases (fun c ->
         let r = Random c.Seed
@@ -856,7 +816,6 @@ let ``longformer pattern is the window plus global rows and columns`` () =
                 else seq { yield! [ p - w .. p + w ]; yield! globals })
         Assert.That(MaskPatterns.Longformer(c.Tq, c.Tk, w, globals), Is.EqualTo expected))
 
-[<Prop; Theorem "attention.pattern-bigbird">]
 let ``bigbird pattern is global window and random blocks`` () =
     Prop.forAll patternCases (fun c ->
         let r = Random c.Seed
@@ -879,3 +838,52 @@ let ``bigbird pattern is global window and random blocks`` () =
         let block = MaskPatterns.BigBirdBlockMask(t, bs, window, globalBlocks, randoms)
         Assert.That(block.KvNumBlocks |> Seq.cast<int> |> Seq.forall ((=) 0), "no partial tiles")
         Assert.That(block.ToDenseMask(null), Is.EqualTo(MaskPatterns.Broadcast mask)))
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "attention/dense" "AttentionTests" [
+        Proofs.prop [ "attention.mask-alignment" ] "causal and window options equal their bottom-right aligned masks" ``causal and window options equal their bottom-right aligned masks``
+        Proofs.prop [ "attention.lse-identity" ] "out is the lse weighted sum of the values" ``out is the lse weighted sum of the values``
+        Proofs.prop [ "attention.empty-rows" ] "rows without an allowed key give zero and minus infinity" ``rows without an allowed key give zero and minus infinity``
+        Proofs.prop [ "attention.gqa-repeat" ] "grouped query attention equals multi head attention with repeated kv heads" ``grouped query attention equals multi head attention with repeated kv heads``
+        Proofs.prop [ "attention.key-permutation" ] "permuting keys and values together changes nothing without a mask" ``permuting keys and values together changes nothing without a mask``
+        Proofs.prop [ "attention.row-shift" ] "adding a per row constant to the scores keeps out and shifts lse" ``adding a per row constant to the scores keeps out and shifts lse``
+        Proofs.test [] "dense attention rejects bad input naming the array and index" ``dense attention rejects bad input naming the array and index``
+        Proofs.test [] "no keys at all gives zero and minus infinity everywhere" ``no keys at all gives zero and minus infinity everywhere``
+        Proofs.prop [ "attention.block-sparse-equivalence" ] "block sparse equals dense attention under the expanded mask" ``block sparse equals dense attention under the expanded mask``
+        Proofs.prop [ "attention.block-sparse-equivalence" ] "block sparse of a dense mask equals dense attention under that mask" ``block sparse of a dense mask equals dense attention under that mask``
+        Proofs.prop [ "attention.blockmask-roundtrip" ] "FromDenseMask then ToDenseMask gives back the mask" ``FromDenseMask then ToDenseMask gives back the mask``
+        Proofs.test [] "BlockMask rejects invalid lists naming the array and index" ``BlockMask rejects invalid lists naming the array and index``
+        Proofs.test [] "block sparse rejects a block mask for other sizes" ``block sparse rejects a block mask for other sizes``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "kernel equals reference without a mask" ``kernel equals reference without a mask``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "kernel equals reference with a causal mask" ``kernel equals reference with a causal mask``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "kernel equals reference with a sliding window" ``kernel equals reference with a sliding window``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "kernel equals reference with grouped kv heads" ``kernel equals reference with grouped kv heads``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "kernel equals reference with an explicit mask" ``kernel equals reference with an explicit mask``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "kernel equals reference with a block mask" ``kernel equals reference with a block mask``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "kernel equals reference when Tq differs from Tk" ``kernel equals reference when Tq differs from Tk``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "kernel equals reference on half and bfloat16 inputs" ``kernel equals reference on half and bfloat16 inputs``
+        Proofs.prop [ "attention.kernel-matches-reference" ] "float32 baseline of the reference is within the same bound" ``float32 baseline of the reference is within the same bound``
+        Proofs.cases [ "attention.kernel-matches-reference" ] "kernel equals reference on long sequences" [
+            "1, 2, 1, 97, 97, 16, 16, 32, 32, true, 0", (fun () -> ``kernel equals reference on long sequences`` (1, 2, 1, 97, 97, 16, 16, 32, 32, true, 0))
+            "1, 4, 2, 257, 257, 8, 8, 64, 64, false, 0", (fun () -> ``kernel equals reference on long sequences`` (1, 4, 2, 257, 257, 8, 8, 64, 64, false, 0))
+            "2, 2, 1, 1, 257, 32, 16, 1, 16, false, 1", (fun () -> ``kernel equals reference on long sequences`` (2, 2, 1, 1, 257, 32, 16, 1, 16, false, 1))
+            "1, 3, 3, 97, 257, 7, 5, 16, 64, true, 2", (fun () -> ``kernel equals reference on long sequences`` (1, 3, 3, 97, 257, 7, 5, 16, 64, true, 2))
+            "1, 2, 2, 257, 97, 4, 4, 64, 128, false, 3", (fun () -> ``kernel equals reference on long sequences`` (1, 2, 2, 257, 97, 4, 4, 64, 128, false, 3))
+        ]
+        Proofs.test [] "kernel is deterministic with and without threads" ``kernel is deterministic with and without threads``
+        Proofs.test [] "kernel rejects bad input naming the array and index" ``kernel rejects bad input naming the array and index``
+        Proofs.prop [ "attention.online-softmax-exact" ] "online softmax over small tiles equals the single tile two pass softmax" ``online softmax over small tiles equals the single tile two pass softmax``
+        Proofs.prop [ "attention.split-kv-combine" ] "split kv equals the unsplit kernel" ``split kv equals the unsplit kernel``
+        Proofs.cases [ "attention.split-kv-combine" ] "split kv decoding matches the reference" [
+            "1, 8, 2, 1, 257, 64, 16, 4", (fun () -> ``split kv decoding matches the reference`` (1, 8, 2, 1, 257, 64, 16, 4))
+            "2, 4, 4, 3, 97, 16, 8, 7", (fun () -> ``split kv decoding matches the reference`` (2, 4, 4, 3, 97, 16, 8, 7))
+            "1, 2, 1, 1, 1, 8, 64, 3", (fun () -> ``split kv decoding matches the reference`` (1, 2, 1, 1, 1, 8, 64, 3))
+        ]
+        Proofs.prop [ "attention.pattern-sliding-window" ] "sliding window allows exactly the keys within the window" ``sliding window allows exactly the keys within the window``
+        Proofs.prop [ "attention.pattern-strided" ] "strided pattern is the local band plus every stride-th earlier key" ``strided pattern is the local band plus every stride-th earlier key``
+        Proofs.prop [ "attention.pattern-fixed" ] "fixed pattern is the own block plus the summary positions of earlier blocks" ``fixed pattern is the own block plus the summary positions of earlier blocks``
+        Proofs.prop [ "attention.pattern-longformer" ] "longformer pattern is the window plus global rows and columns" ``longformer pattern is the window plus global rows and columns``
+        Proofs.prop [ "attention.pattern-bigbird" ] "bigbird pattern is global window and random blocks" ``bigbird pattern is global window and random blocks``
+    ]

@@ -37,7 +37,6 @@ let private noBoundaryTie (p: AuxProblem) =
         let sorted = Array.init e (fun x -> s.[i, x]) |> Array.sortDescending
         sorted.[counted - 1] <> sorted.[counted])
 
-[<Prop; Theorem "aux-loss.uniform-router-gives-one">]
 let ``a uniform router gives exactly 1 when E is a power of two`` () =
     let arb = gen { let! n = Gen.elements tokenCounts
                     let! e = Gen.elements expertCounts
@@ -54,7 +53,6 @@ let ``a uniform router gives exactly 1 when E is a power of two`` () =
         else
             Assert.That(abs (r.SwitchLoss - 1.0), Is.LessThanOrEqualTo(float (n + e + 4) * u64), $"E = {e}"))
 
-[<Prop; Theorem "aux-loss.expert-permutation">]
 let ``permuting experts leaves the Switch loss unchanged`` () =
     let arb = gen { let! p = problem.Generator
                     let! perm = permutation (Array2D.length2 p.Logits)
@@ -69,7 +67,6 @@ let ``permuting experts leaves the Switch loss unchanged`` () =
             let n, e = Array2D.length1 x, Array2D.length2 x
             Assert.That(abs (a.SwitchLoss - b.SwitchLoss), Is.LessThanOrEqualTo(2.0 * lossBound n e u64)))
 
-[<Prop; Theorem "aux-loss.z-loss-token-permutation">]
 let ``permuting tokens leaves the z-loss unchanged`` () =
     let arb = gen { let! p = problem.Generator
                     let! perm = permutation (Array2D.length1 p.Logits)
@@ -87,7 +84,6 @@ let ``permuting tokens leaves the z-loss unchanged`` () =
         // And the Switch loss is exactly token-symmetric up to the same kind of reordering.
         Assert.That(abs (a.SwitchLoss - b.SwitchLoss), Is.LessThanOrEqualTo(2.0 * lossBound n (Array2D.length2 x) u64)))
 
-[<Prop; Theorem "aux-loss.variants-agree">]
 let ``the DeepSpeed variants agree, and Megatron with k = 1 equals them`` () =
     Prop.forAll problem (fun p ->
         let n, e = Array2D.length1 p.Logits, Array2D.length2 p.Logits
@@ -96,7 +92,6 @@ let ``the DeepSpeed variants agree, and Megatron with k = 1 equals them`` () =
         Assert.That(abs (loss AuxLossVariant.DeepSpeedTop2 p.K - top1), Is.LessThanOrEqualTo(4.0 * u64 * top1))
         Assert.That(abs (loss AuxLossVariant.Megatron 1 - top1), Is.LessThanOrEqualTo(2.0 * lossBound n e u64)))
 
-[<Prop; Theorem "aux-loss.range">]
 let ``the Switch loss lies in (0, E] and the z-loss is non-negative`` () =
     Prop.forAll problem (fun p ->
         let n, e = Array2D.length1 p.Logits, Array2D.length2 p.Logits
@@ -112,7 +107,6 @@ let private kernel (p: AuxProblem) =
     let n, e = Array2D.length1 p.Logits, Array2D.length2 p.Logits
     Reference.Kernels.Routing.AuxLoss.Compute(flat32 p.Logits, n, e, options p)
 
-[<Prop; Theorem "aux-loss.kernel-equals-reference">]
 let ``kernel equals reference within the derived float32 bound`` () =
     Prop.forAll problem (fun p ->
         let x = p.Logits
@@ -135,7 +129,6 @@ let ``kernel equals reference within the derived float32 bound`` () =
             + float (n + 1) * u32 * r.ZLoss
         Assert.That(abs (float k.ZLoss - r.ZLoss), Is.LessThanOrEqualTo(zBound + 1e-30)))
 
-[<Prop; Theorem "aux-loss.derived-tolerance">]
 let ``the derived tolerance accepts the kernel on every input and adds nothing without near-ties`` () =
     Prop.forAll problem (fun p ->
         let x = p.Logits
@@ -158,7 +151,6 @@ let ``the derived tolerance accepts the kernel on every input and adds nothing w
         if clear && n > 0 then
             Assert.That(bounds.SwitchDetail, Does.Contain "near-ties 0 (0 tokens)"))
 
-[<Prop; Theorem "aux-loss.deterministic">]
 let ``reference and kernel are deterministic`` () =
     Prop.forAll problem (fun p ->
         let a, b = AuxLoss.Compute(p.Logits, options p), AuxLoss.Compute(p.Logits, options p)
@@ -168,7 +160,6 @@ let ``reference and kernel are deterministic`` () =
         Assert.That(k2.SwitchLoss, eq k1.SwitchLoss)
         Assert.That(k2.ZLoss, eq k1.ZLoss))
 
-[<Test; Theorem "aux-loss.range">]
 let ``a worked example: two tokens, two experts`` () =
     // X = [[ln 3, 0], [0, 0]]: P = [[3/4, 1/4], [1/2, 1/2]], Pbar = [5/8, 3/8]. Top-1 picks expert 0 for both tokens
     // (the second by the tie rule): f = [1, 0], so every variant gives L = 2 * 5/8 = 5/4.
@@ -182,7 +173,6 @@ let ``a worked example: two tokens, two experts`` () =
     let r = AuxLoss.Compute(x, AuxLossOptions(K = 2))
     Assert.That(abs (r.SwitchLoss - 1.0), Is.LessThanOrEqualTo(1e-15))
 
-[<Test>]
 let ``an empty batch has zero losses and bad input names the argument`` () =
     let r = AuxLoss.Compute(Array2D.zeroCreate 0 4, AuxLossOptions())
     Assert.That((r.SwitchLoss, r.ZLoss), eq (0.0, 0.0))
@@ -193,7 +183,6 @@ let ``an empty batch has zero losses and bad input names the argument`` () =
     let ex = throws<System.ArgumentException>(fun () -> AuxLoss.Compute(x, AuxLossOptions()) |> ignore)
     Assert.That(ex.Message, Does.Contain "logits[1, 1] is -Inf")
 
-[<Prop; Theorem "aux-loss.hf-is-k-megatron">]
 let ``the hf variant is k times Megatron's and equals HF's per-slot formula`` () =
     Prop.forAll problem (fun p ->
         let x = p.Logits
@@ -216,7 +205,6 @@ let ``the hf variant is k times Megatron's and equals HF's per-slot formula`` ()
             let direct = float e * Seq.sum (seq { for j in 0 .. k - 1 do for y in 0 .. e - 1 -> perSlot.[j, y] * pbar.[y] })
             Assert.That(abs (hf - direct), Is.LessThanOrEqualTo(2.0 * float k * lossBound n e u64)))
 
-[<Prop; Theorem "aux-loss.hf-is-k-megatron">]
 let ``the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness`` () =
     Prop.forAll problem (fun p ->
         let x = p.Logits
@@ -226,3 +214,21 @@ let ``the hf kernel is within k times Megatron's bound of the reference and is a
         let kr = Reference.Kernels.Routing.AuxLoss.Compute(flat32 x, n, e, o)
         let bounds = AuxLossValidator.Bounds(x, AuxLossOptions(K = p.K, Variant = AuxLossVariant.Megatron), NumberFormat.Float32)
         Assert.That(abs (float kr.SwitchLoss - r.SwitchLoss), Is.LessThanOrEqualTo(float p.K * bounds.SwitchLoss)))
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "routing/aux-loss" "AuxLossProperties" [
+        Proofs.prop [ "aux-loss.uniform-router-gives-one" ] "a uniform router gives exactly 1 when E is a power of two" ``a uniform router gives exactly 1 when E is a power of two``
+        Proofs.prop [ "aux-loss.expert-permutation" ] "permuting experts leaves the Switch loss unchanged" ``permuting experts leaves the Switch loss unchanged``
+        Proofs.prop [ "aux-loss.z-loss-token-permutation" ] "permuting tokens leaves the z-loss unchanged" ``permuting tokens leaves the z-loss unchanged``
+        Proofs.prop [ "aux-loss.variants-agree" ] "the DeepSpeed variants agree, and Megatron with k = 1 equals them" ``the DeepSpeed variants agree, and Megatron with k = 1 equals them``
+        Proofs.prop [ "aux-loss.range" ] "the Switch loss lies in (0, E] and the z-loss is non-negative" ``the Switch loss lies in (0, E] and the z-loss is non-negative``
+        Proofs.prop [ "aux-loss.kernel-equals-reference" ] "kernel equals reference within the derived float32 bound" ``kernel equals reference within the derived float32 bound``
+        Proofs.prop [ "aux-loss.derived-tolerance" ] "the derived tolerance accepts the kernel on every input and adds nothing without near-ties" ``the derived tolerance accepts the kernel on every input and adds nothing without near-ties``
+        Proofs.prop [ "aux-loss.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
+        Proofs.test [ "aux-loss.range" ] "a worked example: two tokens, two experts" ``a worked example: two tokens, two experts``
+        Proofs.test [] "an empty batch has zero losses and bad input names the argument" ``an empty batch has zero losses and bad input names the argument``
+        Proofs.prop [ "aux-loss.hf-is-k-megatron" ] "the hf variant is k times Megatron's and equals HF's per-slot formula" ``the hf variant is k times Megatron's and equals HF's per-slot formula``
+        Proofs.prop [ "aux-loss.hf-is-k-megatron" ] "the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness" ``the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness``
+    ]

@@ -52,7 +52,6 @@ let private requestsOf (sel: int[,]) e =
     |> Map.ofList
     |> fun m -> Array.init e (fun x -> defaultArg (m.TryFind x) [])
 
-[<Prop; Theorem "capacity.never-exceeds">]
 let ``no expert ever keeps more than C and load counts the kept requests`` () =
     Prop.forAll capacityProblem (fun pr ->
         let r = Capacity.Route(pr.Logits, pr.Options)
@@ -63,7 +62,6 @@ let ``no expert ever keeps more than C and load counts the kept requests`` () =
         for x in 0 .. e - 1 do
             Assert.That(r.Load.[x], Is.LessThanOrEqualTo r.Capacity, $"expert {x}"))
 
-[<Prop; Theorem "capacity.kept-are-policy-first-c">]
 let ``the kept requests of every expert are exactly the policy's first C`` () =
     Prop.forAll capacityProblem (fun pr ->
         let r = Capacity.Route(pr.Logits, pr.Options)
@@ -77,7 +75,6 @@ let ``the kept requests of every expert are exactly the policy's first C`` () =
                 let expected = if place < r.Capacity then x else -1
                 Assert.That(r.Experts.[i, j], eq expected, $"expert {x}: request ({i}, {j}) at priority place {place}, C = {r.Capacity}")))
 
-[<Prop; Theorem "capacity.slots-dispatch-order">]
 let ``slots number each expert's kept requests 0 to load-1 in dispatch order`` () =
     Prop.forAll capacityProblem (fun pr ->
         let r = Capacity.Route(pr.Logits, pr.Options)
@@ -96,7 +93,6 @@ let ``slots number each expert's kept requests 0 to load-1 in dispatch order`` (
                     Assert.That(r.Slots.[i, j], eq -1)
                     Assert.That(r.Weights.[i, j], eq 0.0))
 
-[<Prop; Theorem "capacity.no-drop-equals-topk">]
 let ``with C at least N times k nothing drops and the result is top-k`` () =
     let arb = gen { let! pr = capacityProblem.Generator
                     let! extra = Gen.choose (0, 3)
@@ -110,7 +106,6 @@ let ``with C at least N times k nothing drops and the result is top-k`` () =
         // Bit for bit: the same scores, summed and divided in the same order.
         Assert.That(r.Weights, eq t.Weights))
 
-[<Prop; Theorem "capacity.first-choice-priority">]
 let ``under choice-position a first choice is never dropped while a later choice of the same expert is kept`` () =
     Prop.forAll capacityProblem (fun pr ->
         let o = { pr with Policy = DropPolicy.ChoicePosition }.Options
@@ -121,7 +116,6 @@ let ``under choice-position a first choice is never dropped while a later choice
             let laterKept = [ for i in 0 .. n - 1 do for j in 1 .. o.K - 1 do if r.Experts.[i, j] = x then yield (i, j) ]
             Assert.That(firstDropped.IsEmpty || laterKept.IsEmpty, $"expert {x}: dropped first choices {firstDropped}, kept later {laterKept}"))
 
-[<Prop; Theorem "capacity.after-weights-sum-to-one">]
 let ``after-normalized weights sum to one for every token that keeps anything`` () =
     Prop.forAll capacityProblem (fun pr ->
         let o = { pr with Normalize = Renormalization.After }.Options
@@ -133,7 +127,6 @@ let ``after-normalized weights sum to one for every token that keeps anything`` 
             else
                 Assert.That(w |> Array.forall ((=) 0.0)))
 
-[<Prop; Theorem "capacity.capacity-rule">]
 let ``the capacity follows the rounding rule and the minimum`` () =
     let arb = gen { let! n = Gen.choose (0, 300)
                     let! e = Gen.choose (1, 70)
@@ -203,7 +196,6 @@ let private kernel (pr: CapacityProblem) =
     let k = pr.Options.K
     matrix n k r.Experts, matrix n k r.Slots, r.Load, matrix n k (Array.map float r.Weights), r.Capacity
 
-[<Prop; Theorem "capacity.kernel-equals-reference">]
 let ``kernel equals reference`` () =
     Prop.forAll capacityProblem (fun pr ->
         let reference = Capacity.Route(pr.Logits, pr.Options)
@@ -223,7 +215,6 @@ let ``kernel equals reference`` () =
             Assert.That(slots, eq reference.Slots, "slots")
             Assert.That(load, eq reference.Load, "load"))
 
-[<Test; Theorem "capacity.kernel-equals-reference">]
 let ``kernel equals reference exactly on separated grid inputs for every policy and normalization`` () =
     // Grid logits (RoutingGenerators.gridLogits) without bias and with softmax keep every row's keys separated, and a
     // first-choice/score comparison across rows either separated or bit-equal; the property above then compares exactly.
@@ -241,7 +232,6 @@ let ``kernel equals reference exactly on separated grid inputs for every policy 
     // Most grid instances are separated; the exact comparison must not be vacuous.
     Assert.That(exact, Is.GreaterThan 200)
 
-[<Prop; Theorem "capacity.validator-sound">]
 let ``the validator accepts the reference and rejects an over-full expert or swapped slots`` () =
     Prop.forAll capacityProblem (fun pr ->
         let r = Capacity.Route(pr.Logits, pr.Options)
@@ -270,7 +260,6 @@ let ``the validator accepts the reference and rejects an over-full expert or swa
             Assert.That((check r.Experts sl null).Valid, Is.False, $"swapped slots of ({i1}, {j1}) and ({i2}, {j2})")
         | _ -> ())
 
-[<Prop; Theorem "capacity.deterministic">]
 let ``reference and kernel are deterministic`` () =
     Prop.forAll capacityProblem (fun pr ->
         let a, b = Capacity.Route(pr.Logits, pr.Options), Capacity.Route(pr.Logits, pr.Options)
@@ -315,7 +304,6 @@ let private deepSpeedLogits2 =
 /// The published logits are torch float32 tensors; widen their float32 values exactly.
 let private asFloat32 (x: double[,]) (scale: float32) = x |> Array2D.map (fun v -> float (float32 v * scale))
 
-[<Test; Theorem "capacity.published-expectations">]
 let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2`` () =
     for scale in [ 1.0f; 2.0f ] do
         let x = asFloat32 deepSpeedLogits1 scale
@@ -327,7 +315,6 @@ let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2`` () =
         Assert.That(dispatchTriples position,
                     eq(triples [ [0; 1; 0]; [0; 3; 0]; [1; 0; 0]; [1; 1; 1]; [2; 2; 0]; [2; 3; 1]; [3; 2; 1] ]), $"position, scale {scale}")
 
-[<Test; Theorem "capacity.published-expectations">]
 let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3`` () =
     let publishedProbs =
         triples [ [0; 2; 0]; [0; 4; 0]; [1; 1; 0]; [1; 3; 0]; [1; 5; 0]; [2; 1; 1]; [2; 2; 1]; [2; 3; 1]; [3; 0; 0]; [3; 5; 1] ]
@@ -344,7 +331,6 @@ let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3`` () =
                     eq(triples [ [0; 2; 0]; [0; 4; 0]; [0; 5; 0]; [1; 1; 0]; [1; 3; 0]; [1; 5; 1]; [2; 1; 1]; [2; 2; 1]; [2; 3; 1]; [3; 0; 0] ]),
                     $"position, scale {scale}")
 
-[<Test; Theorem "capacity.published-expectations">]
 let ``DeepSpeed TestTopkGate: no dropping keeps token-order slots`` () =
     // Third block (s=4, e=4, topk=2, drop_tokens=False): DeepSpeed sizes the buffer to the largest load (4) and drops nothing;
     // here an explicit C = 4 = N is enough for every expert, with position slots.
@@ -352,7 +338,6 @@ let ``DeepSpeed TestTopkGate: no dropping keeps token-order slots`` () =
     let r = Capacity.Route(x, CapacityOptions(K = 2, Capacity = System.Nullable 4, Policy = DropPolicy.Position))
     Assert.That(dispatchTriples r, eq(triples [ [0; 0; 0]; [0; 2; 0]; [1; 0; 1]; [1; 2; 1]; [2; 0; 2]; [2; 1; 0]; [3; 0; 3]; [3; 1; 1] ]))
 
-[<Test; Theorem "capacity.published-expectations">]
 let ``Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all`` () =
     // Source: Megatron-LM tests/unit_tests/transformer/moe/test_routers.py, TestTop2Router.test_token_dropping
     // (32 tokens, 4 experts, top-2, capacity factor None / 1.0 / 2.0, drop policy probs / position, no padding).
@@ -369,7 +354,6 @@ let ``Megatron test_token_dropping: with a capacity factor at most N k cf reques
             let r = Capacity.Route(x, CapacityOptions(K = 2, Capacity = System.Nullable 64, Policy = policy))
             Assert.That(r.Experts |> Seq.cast<int> |> Seq.forall (fun v -> v >= 0))
 
-[<Test; Theorem "capacity.capacity-rule">]
 let ``capacity rounding rules on a worked example`` () =
     // N = 10, k = 2, E = 4, cf = 1.25: (N k / E) cf = 5 * 1.25 = 6.25; ceil 7, floor 6, round 6;
     // Tutel: k floor(cf ceil(N / E)) = 2 floor(1.25 * 3) = 2 * 3 = 6. With min_capacity 8 every rule gives 8.
@@ -380,7 +364,6 @@ let ``capacity rounding rules on a worked example`` () =
     Assert.That(ExpertCapacity.FromFactor(5, 2, 1, 1.0, CapacityRounding.Round, 0), eq 2)
     Assert.That(ExpertCapacity.FromFactor(7, 2, 1, 1.0, CapacityRounding.Round, 0), eq 4)
 
-[<Test; Theorem "capacity.ceil-f32-is-deepspeed">]
 let ``ceil-f32 differs from the exact ceil where DeepSpeed's float32 product crosses an integer`` () =
     // N = 30, E = 3, cf = 0.1, k = 1: the double 0.1 is slightly above 1/10, so cf N k / E is slightly above 1 and the
     // exact ceil is 2; in float32, fl32(10) * fl32(0.1) rounds to exactly 1, so DeepSpeed's _capacity is 1 (torch 1.13
@@ -392,7 +375,6 @@ let ``ceil-f32 differs from the exact ceil where DeepSpeed's float32 product cro
     // min_capacity applies after the rounding, as DeepSpeed's "if capacity < min_capacity".
     Assert.That(ExpertCapacity.FromFactor(30, 3, 1, 0.1, CapacityRounding.CeilF32, 4), eq 4)
 
-[<Test; Theorem "capacity.ceil-f32-is-deepspeed">]
 let ``ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch`` () =
     Peers.requireModules [ "torch" ] "python3-torch"
     let rng = System.Random 20260412
@@ -431,7 +413,6 @@ for line in open(sys.argv[1]):
     // The grid exercises the difference, not only cases where both rules agree.
     Assert.That(differ, Is.GreaterThan 20, "cases where float32 and exact rounding differ")
 
-[<Test>]
 let ``bad input names the argument`` () =
     let x = Array2D.create 3 4 0.0
     let ex = throws<System.ArgumentOutOfRangeException>(fun () -> Capacity.Route(x, CapacityOptions(Capacity = System.Nullable -1)) |> ignore)
@@ -446,3 +427,28 @@ let ``bad input names the argument`` () =
     let ex = throws<System.ArgumentException>(fun () ->
         Reference.Kernels.Routing.Capacity.Route(flat32 x, 3, 4, CapacityOptions()) |> ignore)
     Assert.That(ex.Message, Does.Contain "logits[1, 2] is NaN")
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "routing/capacity" "CapacityProperties" [
+        Proofs.prop [ "capacity.never-exceeds" ] "no expert ever keeps more than C and load counts the kept requests" ``no expert ever keeps more than C and load counts the kept requests``
+        Proofs.prop [ "capacity.kept-are-policy-first-c" ] "the kept requests of every expert are exactly the policy's first C" ``the kept requests of every expert are exactly the policy's first C``
+        Proofs.prop [ "capacity.slots-dispatch-order" ] "slots number each expert's kept requests 0 to load-1 in dispatch order" ``slots number each expert's kept requests 0 to load-1 in dispatch order``
+        Proofs.prop [ "capacity.no-drop-equals-topk" ] "with C at least N times k nothing drops and the result is top-k" ``with C at least N times k nothing drops and the result is top-k``
+        Proofs.prop [ "capacity.first-choice-priority" ] "under choice-position a first choice is never dropped while a later choice of the same expert is kept" ``under choice-position a first choice is never dropped while a later choice of the same expert is kept``
+        Proofs.prop [ "capacity.after-weights-sum-to-one" ] "after-normalized weights sum to one for every token that keeps anything" ``after-normalized weights sum to one for every token that keeps anything``
+        Proofs.prop [ "capacity.capacity-rule" ] "the capacity follows the rounding rule and the minimum" ``the capacity follows the rounding rule and the minimum``
+        Proofs.prop [ "capacity.kernel-equals-reference" ] "kernel equals reference" ``kernel equals reference``
+        Proofs.test [ "capacity.kernel-equals-reference" ] "kernel equals reference exactly on separated grid inputs for every policy and normalization" ``kernel equals reference exactly on separated grid inputs for every policy and normalization``
+        Proofs.prop [ "capacity.validator-sound" ] "the validator accepts the reference and rejects an over-full expert or swapped slots" ``the validator accepts the reference and rejects an over-full expert or swapped slots``
+        Proofs.prop [ "capacity.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
+        Proofs.test [ "capacity.published-expectations" ] "DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2" ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2``
+        Proofs.test [ "capacity.published-expectations" ] "DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3" ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3``
+        Proofs.test [ "capacity.published-expectations" ] "DeepSpeed TestTopkGate: no dropping keeps token-order slots" ``DeepSpeed TestTopkGate: no dropping keeps token-order slots``
+        Proofs.test [ "capacity.published-expectations" ] "Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all" ``Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all``
+        Proofs.test [ "capacity.capacity-rule" ] "capacity rounding rules on a worked example" ``capacity rounding rules on a worked example``
+        Proofs.test [ "capacity.ceil-f32-is-deepspeed" ] "ceil-f32 differs from the exact ceil where DeepSpeed's float32 product crosses an integer" ``ceil-f32 differs from the exact ceil where DeepSpeed's float32 product crosses an integer``
+        Proofs.sequenced (Proofs.test [ "capacity.ceil-f32-is-deepspeed" ] "ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch" ``ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch``)
+        Proofs.test [] "bad input names the argument" ``bad input names the argument``
+    ]

@@ -32,15 +32,11 @@ let private reportOf (reports: IReadOnlyList<Comparison.ComparisonReport>) name 
 
 let private peerModules () = Peers.requireModules [ "numpy"; "scipy"; "networkx" ] "python3-numpy python3-scipy python3-networkx"
 
-[<TestCase("maxscore")>]
-[<TestCase("base")>]
 let ``scipy and networkx peer confirms the golden cases`` (name: string) =
     peerModules ()
     let out = Peers.runPeer "maxscore_peer.py" [ "verify"; name; Path.Combine(golden.Root, name) ]
     Assert.That(out, Does.Contain "cases agree")
 
-[<TestCase("maxscore")>]
-[<TestCase("base")>]
 let ``scipy and networkx peer agrees with the reference on fresh cases`` (name: string) =
     peerModules ()
     let d = temp $"{name}-peer-"
@@ -64,7 +60,6 @@ let private ulp = Math.Pow(2.0, -52)
 /// indifferent, so several routings are optimal; sending token 0 to expert 1 (and one indifferent token to 0) loses one ulp.
 let private ulpScores = array2D [ [ 1.0 + ulp; 1.0 ]; [ 1.0; 1.0 ]; [ 1.0; 1.0 ] ]
 
-[<Test>]
 let ``validator accepts every optimal routing and rejects one an ulp worse`` () =
     let algorithm = find "maxscore"
     let call = bind "maxscore" ulpScores [ "k", "1"; "capacity", "2" ]
@@ -88,7 +83,6 @@ let ``validator accepts every optimal routing and rejects one an ulp worse`` () 
     Assert.That((reportOf over "experts").Passed, eq false)
     Assert.That((reportOf over "experts").Detail, Does.Contain "infeasible")
 
-[<Test>]
 let ``validator treats prices as a certificate, not as values to match`` () =
     let algorithm = find "maxscore"
     let scores = array2D [ [ 0.5; 0.25; 0.0 ]; [ 0.5; 0.5; 0.0 ]; [ 0.75; 0.25; 0.25 ]; [ 0.5; 0.0; 0.25 ] ]
@@ -107,7 +101,6 @@ let ``validator treats prices as a certificate, not as values to match`` () =
     Assert.That((reportOf reports "prices").Passed, eq false)
     Assert.That((reportOf reports "experts").Passed, (reportOf reports "experts").Detail)
 
-[<Test>]
 let ``validator accepts any maximum-weight stage-2 matching of two-stage`` () =
     // Every token ties between experts 1 and 2 in stage 2, so several matchings have the maximum weight.
     let algorithm = find "maxscore"
@@ -127,8 +120,6 @@ let ``validator accepts any maximum-weight stage-2 matching of two-stage`` () =
     moved.[0] <- (reference.[0] + 1) % 3
     Assert.That((reportOf (algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create(moved, 3, 2) ], "c")) "experts").Passed, eq false)
 
-[<TestCase("maxscore")>]
-[<TestCase("base")>]
 let ``fast path passes the validator on generated cases`` (name: string) =
     let algorithm = find name
     let path = algorithm.Paths |> Seq.find (fun p -> p.Name = "fast")
@@ -142,7 +133,6 @@ let ``fast path passes the validator on generated cases`` (name: string) =
                 Assert.That(r.Passed, $"{case.Name}: {r.Summary()} {r.Detail}")
     Assert.That(ran, Is.GreaterThan 10)
 
-[<Test>]
 let ``fast path claims every capacity regime but not two-stage`` () =
     let path = (find "maxscore").Paths |> Seq.head
     let s = Array2D.create 6 3 0.25
@@ -152,7 +142,6 @@ let ``fast path claims every capacity regime but not two-stage`` () =
 
 // ---- the CLI ---------------------------------------------------------------------------------------------------------
 
-[<Test>]
 let ``check maxscore passes the reference's output and fails a routing one ulp worse`` () =
     let d = temp "maxscore-cli-"
     let input, output, worse = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
@@ -177,7 +166,6 @@ let private largeScores () =
     Array2D.init n e (fun _ x -> exp (bias.[x] + 2.0 * rng.NextDouble()))
     |> fun raw -> Array2D.init n e (fun i x -> raw.[i, x] / Seq.sum (seq { for y in 0 .. e - 1 -> raw.[i, y] }))
 
-[<Test>]
 let ``large maxscore checks judge against the certified fast optimum, which is the reference's`` () =
     let s = largeScores ()
     let call = bind "maxscore" s [ "k", "1" ]
@@ -187,7 +175,6 @@ let ``large maxscore checks judge against the certified fast optimum, which is t
     // The oracle is the fast path's answer here, not the reference run again.
     Assert.That(oracle.["experts"].ToDoubles(), eq ((find "maxscore").Run(call, "fast").["experts"].ToDoubles()))
 
-[<Test>]
 let ``large base checks judge against the certified fast optimum, which is the reference's`` () =
     // 1024 tokens, 64 experts: beyond the readable reference's reach (N * N E = 2^26), yet small enough to run it here.
     let s = largeScores () |> fun m -> Array2D.init 1024 64 (fun i x -> m.[i, x])
@@ -202,7 +189,6 @@ let ``large base checks judge against the certified fast optimum, which is the r
     for x in experts do load.[x] <- load.[x] + 1
     Assert.That(load, Is.All.EqualTo 16)
 
-[<Test>]
 let ``check maxscore on a large instance passes the fast output and fails a worse routing`` () =
     let d = temp "maxscore-cli-"
     let input, output, worse = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
@@ -224,7 +210,6 @@ let ``check maxscore on a large instance passes the fast output and fails a wors
     Assert.That(out, Does.Contain "FAIL experts maxscore-certificate")
     Directory.Delete(d, true)
 
-[<Test>]
 let ``run maxscore without a path on a large instance writes the certified optimum`` () =
     // Beyond a work N k * N E of 2^25 the readable reference takes seconds to minutes; run then gives what check judges against.
     let d = temp "maxscore-cli-"
@@ -242,7 +227,6 @@ let ``run maxscore without a path on a large instance writes the certified optim
     Assert.That(got.["objective"].ToDoubles(), eq (fast.["objective"].ToDoubles()))
     Directory.Delete(d, true)
 
-[<Test>]
 let ``run maxscore rejects NaN scores with exit 2`` () =
     let d = temp "maxscore-cli-"
     let input = Path.Combine(d, "in.npz")
@@ -253,3 +237,31 @@ let ``run maxscore rejects NaN scores with exit 2`` () =
     Assert.That(code, eq 2, err)
     Assert.That(err, Does.Contain "scores[2, 1] is NaN")
     Directory.Delete(d, true)
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "routing/maxscore" "MaxScoreHarnessTests" [
+        Proofs.sequenced (Proofs.cases [] "scipy and networkx peer confirms the golden cases" [
+            "\"maxscore\"", (fun () -> ``scipy and networkx peer confirms the golden cases`` ("maxscore"))
+            "\"base\"", (fun () -> ``scipy and networkx peer confirms the golden cases`` ("base"))
+        ])
+        Proofs.sequenced (Proofs.cases [] "scipy and networkx peer agrees with the reference on fresh cases" [
+            "\"maxscore\"", (fun () -> ``scipy and networkx peer agrees with the reference on fresh cases`` ("maxscore"))
+            "\"base\"", (fun () -> ``scipy and networkx peer agrees with the reference on fresh cases`` ("base"))
+        ])
+        Proofs.test [] "validator accepts every optimal routing and rejects one an ulp worse" ``validator accepts every optimal routing and rejects one an ulp worse``
+        Proofs.test [] "validator treats prices as a certificate, not as values to match" ``validator treats prices as a certificate, not as values to match``
+        Proofs.test [] "validator accepts any maximum-weight stage-2 matching of two-stage" ``validator accepts any maximum-weight stage-2 matching of two-stage``
+        Proofs.cases [] "fast path passes the validator on generated cases" [
+            "\"maxscore\"", (fun () -> ``fast path passes the validator on generated cases`` ("maxscore"))
+            "\"base\"", (fun () -> ``fast path passes the validator on generated cases`` ("base"))
+        ]
+        Proofs.test [] "fast path claims every capacity regime but not two-stage" ``fast path claims every capacity regime but not two-stage``
+        Proofs.test [] "check maxscore passes the reference's output and fails a routing one ulp worse" ``check maxscore passes the reference's output and fails a routing one ulp worse``
+        Proofs.test [] "large maxscore checks judge against the certified fast optimum, which is the reference's" ``large maxscore checks judge against the certified fast optimum, which is the reference's``
+        Proofs.test [] "large base checks judge against the certified fast optimum, which is the reference's" ``large base checks judge against the certified fast optimum, which is the reference's``
+        Proofs.test [] "check maxscore on a large instance passes the fast output and fails a worse routing" ``check maxscore on a large instance passes the fast output and fails a worse routing``
+        Proofs.test [] "run maxscore without a path on a large instance writes the certified optimum" ``run maxscore without a path on a large instance writes the certified optimum``
+        Proofs.test [] "run maxscore rejects NaN scores with exit 2" ``run maxscore rejects NaN scores with exit 2``
+    ]

@@ -88,7 +88,6 @@ let private assertFeasible (p: Problem) (r: MaxScoreResult) =
 
 // ---- the reference ---------------------------------------------------------------------------------------------------
 
-[<Prop; Theorem "maxscore.reduction">]
 let ``reference reaches the brute-force optimum in every capacity regime`` () =
     Prop.forAll (problem 12) (fun p ->
         let r = MaxScore.Route(p.S, options p)
@@ -97,7 +96,6 @@ let ``reference reaches the brute-force optimum in every capacity regime`` () =
         let best = routings p |> Seq.filter (fun m -> flowOf m = f) |> Seq.map (scoreOf p) |> Seq.max
         Assert.That(r.Objective, Is.EqualTo(best).Within(1e-9)))
 
-[<Prop; Theorem "maxscore.reduction">]
 let ``maximum flow comes first even when scores are negative`` () =
     // With every score negative, routing fewer tokens would score more; the reference must still route the maximum flow.
     Prop.forAll (problem 12) (fun p ->
@@ -105,7 +103,6 @@ let ``maximum flow comes first even when scores are negative`` () =
         let r = MaxScore.Route(negative, options p)
         assertFeasible { p with S = negative } r)
 
-[<Test; Theorem "maxscore.reduction">]
 let ``maximum flow comes first even when a smaller flow scores more`` () =
     // Non-negative scores, k = 2, C*E = k*N: leaving token 0 with one expert would score 5, but the maximum flow scores 4.
     let p = { S = array2D [ [ 1.0; 0.0; 0.0 ]; [ 0.0; 1.0; 1.0 ]; [ 0.0; 1.0; 1.0 ] ]; K = 2; C = 2 }
@@ -117,7 +114,6 @@ let ``maximum flow comes first even when a smaller flow scores more`` () =
     assertFeasible p r
     Assert.That(r.Objective, eq bestMax)
 
-[<Prop; Theorem "maxscore.reference-equals-fast">]
 let ``reference objective equals the fast solver's`` () =
     let arb =
         gen {
@@ -135,7 +131,6 @@ let ``reference objective equals the fast solver's`` () =
         Assert.That(MaxScoreCertificate.Check(p.S, p.K, p.C, fastExperts).Optimal, "fast routing not certified")
         Assert.That(MaxScoreCertificate.Check(p.S, p.K, p.C, r.Experts).Optimal, "reference routing not certified"))
 
-[<Prop; Theorem "maxscore.price-certificate">]
 let ``reference prices certify its routing exactly on dyadic scores`` () =
     Prop.forAll (problemGen 30 (Some true) |> Arb.fromGen) (fun p ->
         let r = MaxScore.Route(p.S, options p)
@@ -145,7 +140,6 @@ let ``reference prices certify its routing exactly on dyadic scores`` () =
         Assert.That(check.GivenPrices.Exact, check.Describe())
         Assert.That(check.GivenPrices.Gap, eq 0.0))
 
-[<Prop; Theorem "maxscore.price-certificate">]
 let ``reference prices certify its routing up to rounding on any scores`` () =
     Prop.forAll (problem 30) (fun p ->
         let r = MaxScore.Route(p.S, options p)
@@ -159,7 +153,6 @@ let ``reference prices certify its routing up to rounding on any scores`` () =
 
 // ---- the certificate checker -----------------------------------------------------------------------------------------
 
-[<Prop; Theorem "maxscore.contracted-certificate">]
 let ``checker accepts exactly the optimal routings among all maximum flows`` () =
     // Tiny dyadic problems: enumerate every maximum-flow routing; the checker proves optimal exactly those of best score.
     Prop.forAll (problemGen 8 (Some true) |> Arb.fromGen) (fun p ->
@@ -195,7 +188,6 @@ let private wideRangeGen =
         return { S = Array2D.init n e (fun i x -> columns.[x].[i]); K = k; C = c }
     } |> Arb.fromGen
 
-[<Prop; Theorem "maxscore.contracted-certificate"; Theorem "maxscore.screened-checker">]
 let ``checker decides optimality exactly when score differences round in double`` () =
     // Every maximum-flow routing of a tiny wide-range problem, judged against its exact total: the checker (which screens
     // candidates in doubles) proves optimal exactly the routings of the largest exact total, and its certifying prices pass
@@ -217,7 +209,6 @@ let ``checker decides optimality exactly when score differences round in double`
                 let again = MaxScoreCertificate.Check(p.S, p.K, p.C, expertsOf p masks, check.Prices)
                 Assert.That(again.GivenPrices.Gap, Is.GreaterThanOrEqualTo 0.0, again.Describe()))
 
-[<Prop; Theorem "maxscore.contracted-certificate">]
 let ``checker rejects infeasible routings`` () =
     Prop.forAll (problem 30) (fun p ->
         let n, e = Array2D.length1 p.S, Array2D.length2 p.S
@@ -256,7 +247,6 @@ let private ulpProblem =
         return { S = a |> Array2D.map (fun v -> float v); K = k; C = c }, a, b
     } |> Arb.fromGen
 
-[<Prop; Theorem "maxscore.contracted-certificate">]
 let ``checker rejects a routing one ulp step suboptimal`` () =
     // Scores built around R: a chosen cell is 1 + (1 + b) u, an unchosen one 1 - a u, so R is the unique optimum (every
     // other maximum flow trades chosen cells for lower unchosen ones). Then one feasible move is made to lose exactly one
@@ -311,7 +301,6 @@ let ``checker rejects a routing one ulp step suboptimal`` () =
         // The objective tolerance alone could not tell: the loss is far below 1e-9 relative.
         Assert.That(abs (check.Objective - original.Objective), Is.LessThan(1e-9 * abs original.Objective)))
 
-[<Prop; Theorem "maxscore.price-certificate">]
 let ``wrong prices leave a positive gap or a sign violation`` () =
     Prop.forAll (problemGen 30 (Some true) |> Arb.fromGen) (fun p ->
         let e = Array2D.length2 p.S
@@ -356,7 +345,6 @@ let rec private permutations (items: int list) =
     | [] -> [ [] ]
     | _ -> [ for x in items do for rest in permutations (List.filter ((<>) x) items) -> x :: rest ]
 
-[<Prop; Theorem "maxscore.two-stage">]
 let ``two-stage follows its two stages, is feasible, and without repeats scores at most the exact optimum`` () =
     Prop.forAll twoStageProblem (fun p ->
         let n, e = Array2D.length1 p.S, Array2D.length2 p.S
@@ -390,7 +378,6 @@ let ``two-stage follows its two stages, is feasible, and without repeats scores 
             let exact = MaxScore.Route(p.S, options p)
             Assert.That(r.Objective, Is.LessThanOrEqualTo(exact.Objective + 1e-12)))
 
-[<Test; Theorem "maxscore.two-stage">]
 let ``with repeats two-stage can score above the exact optimum`` () =
     // The counterexample of proofs/maxscore.md: token 0 keeps expert 0 twice, tokens 1 and 2 take experts 1 and 2 twice
     // between them; the exact problem must give token 0 a second distinct expert.
@@ -406,7 +393,6 @@ let ``with repeats two-stage can score above the exact optimum`` () =
     let best = routings p |> Seq.filter (fun m -> flowOf m = maxFlow p) |> Seq.map (scoreOf p) |> Seq.max
     Assert.That(exact.Objective, eq best)
 
-[<Test>]
 let ``two-stage rejects k other than 2 and C*E other than 2N`` () =
     let s = Array2D.create 4 2 0.5
     throws<ArgumentOutOfRangeException> (fun () -> MaxScoreTwoStage.Route(s, MaxScoreOptions(K = 1, Capacity = Nullable 4)) |> ignore) |> ignore
@@ -414,7 +400,6 @@ let ``two-stage rejects k other than 2 and C*E other than 2N`` () =
 
 // ---- the Hungarian method --------------------------------------------------------------------------------------------
 
-[<Prop; Theorem "maxscore.linear-sum-assignment">]
 let ``linear sum assignment equals brute force on rectangular matrices`` () =
     let arb =
         gen {
@@ -444,7 +429,6 @@ let ``linear sum assignment equals brute force on rectangular matrices`` () =
 
 // ---- the gate schedule -----------------------------------------------------------------------------------------------
 
-[<Prop; Theorem "maxscore.gate-schedule">]
 let ``gate temperature falls linearly from 4 to 1 and stays there`` () =
     Prop.forAll (Gen.choose (0, 100_000) |> Gen.two |> Arb.fromGen) (fun (a, b) ->
         let lo, hi = float (min a b), float (max a b)
@@ -455,7 +439,6 @@ let ``gate temperature falls linearly from 4 to 1 and stays there`` () =
         else Assert.That(t, Is.EqualTo(4.0 - 3.0 * lo / 30000.0).Within(1e-15))
         Assert.That(MaxScoreGateSchedule.SecondExpertWeight(0.5, lo), eq (0.5 * t)))
 
-[<Test; Theorem "maxscore.gate-schedule">]
 let ``gate temperature at the released schedule's landmarks`` () =
     Assert.That(MaxScoreGateSchedule.Temperature 0.0, eq 4.0)
     Assert.That(MaxScoreGateSchedule.Temperature 15000.0, eq 2.5)
@@ -467,7 +450,6 @@ let ``gate temperature at the released schedule's landmarks`` () =
 
 // ---- bad input ---------------------------------------------------------------------------------------------------------
 
-[<Test>]
 let ``reference rejects non-finite scores, bad k and negative capacity`` () =
     let s = Array2D.create 3 2 0.5
     s.[1, 1] <- nan
@@ -477,13 +459,11 @@ let ``reference rejects non-finite scores, bad k and negative capacity`` () =
     throws<ArgumentOutOfRangeException> (fun () -> MaxScore.Route(ok, MaxScoreOptions(K = 3)) |> ignore) |> ignore
     throws<ArgumentOutOfRangeException> (fun () -> MaxScore.Route(ok, MaxScoreOptions(Capacity = Nullable -1)) |> ignore) |> ignore
 
-[<Test>]
 let ``capacity defaults to ceil(cf N k / E)`` () =
     Assert.That(MaxScore.CapacityFor(7, 3, MaxScoreOptions(K = 2)), eq 5)
     Assert.That(MaxScore.CapacityFor(7, 3, MaxScoreOptions(K = 2, CapacityFactor = 0.5)), eq 3)
     Assert.That(MaxScore.CapacityFor(7, 3, MaxScoreOptions(K = 2, Capacity = Nullable 1)), eq 1)
 
-[<Test; Theorem "maxscore.reduction">]
 let ``rounded costs are repaired exactly`` () =
     // Scores spanning 2^0 .. 2^-200 cannot be exact int64 costs; the exact finish must still find the optimum, which the
     // independent checker then proves.
@@ -510,7 +490,6 @@ let private anyDouble =
           Gen.choose (1, 1 <<< 20) |> Gen.map (fun m -> Math.ScaleB(float m, -1074))
           Gen.constant 0.0 ]
 
-[<Prop; Theorem "maxscore.dyadic">]
 let ``exact integers round back to the correctly rounded sum`` () =
     // IEEE addition is correctly rounded, so it is the oracle for rounding an exact integer sum back to double.
     Prop.forAll (Gen.two anyDouble |> Arb.fromGen) (fun (a, b) ->
@@ -521,3 +500,30 @@ let ``exact integers round back to the correctly rounded sum`` () =
         // The checker's own arithmetic: the objective of a one-token routing over both experts.
         let check = MaxScoreCertificate.Check(array2D [ [ a; b ] ], 2, 1, array2D [ [ 0; 1 ] ])
         Assert.That(check.Objective, eq (a + b)))
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "routing/maxscore" "MaxScoreProperties" [
+        Proofs.prop [ "maxscore.reduction" ] "reference reaches the brute-force optimum in every capacity regime" ``reference reaches the brute-force optimum in every capacity regime``
+        Proofs.prop [ "maxscore.reduction" ] "maximum flow comes first even when scores are negative" ``maximum flow comes first even when scores are negative``
+        Proofs.test [ "maxscore.reduction" ] "maximum flow comes first even when a smaller flow scores more" ``maximum flow comes first even when a smaller flow scores more``
+        Proofs.prop [ "maxscore.reference-equals-fast" ] "reference objective equals the fast solver's" ``reference objective equals the fast solver's``
+        Proofs.prop [ "maxscore.price-certificate" ] "reference prices certify its routing exactly on dyadic scores" ``reference prices certify its routing exactly on dyadic scores``
+        Proofs.prop [ "maxscore.price-certificate" ] "reference prices certify its routing up to rounding on any scores" ``reference prices certify its routing up to rounding on any scores``
+        Proofs.prop [ "maxscore.contracted-certificate" ] "checker accepts exactly the optimal routings among all maximum flows" ``checker accepts exactly the optimal routings among all maximum flows``
+        Proofs.prop [ "maxscore.contracted-certificate"; "maxscore.screened-checker" ] "checker decides optimality exactly when score differences round in double" ``checker decides optimality exactly when score differences round in double``
+        Proofs.prop [ "maxscore.contracted-certificate" ] "checker rejects infeasible routings" ``checker rejects infeasible routings``
+        Proofs.prop [ "maxscore.contracted-certificate" ] "checker rejects a routing one ulp step suboptimal" ``checker rejects a routing one ulp step suboptimal``
+        Proofs.prop [ "maxscore.price-certificate" ] "wrong prices leave a positive gap or a sign violation" ``wrong prices leave a positive gap or a sign violation``
+        Proofs.prop [ "maxscore.two-stage" ] "two-stage follows its two stages, is feasible, and without repeats scores at most the exact optimum" ``two-stage follows its two stages, is feasible, and without repeats scores at most the exact optimum``
+        Proofs.test [ "maxscore.two-stage" ] "with repeats two-stage can score above the exact optimum" ``with repeats two-stage can score above the exact optimum``
+        Proofs.test [] "two-stage rejects k other than 2 and C*E other than 2N" ``two-stage rejects k other than 2 and C*E other than 2N``
+        Proofs.prop [ "maxscore.linear-sum-assignment" ] "linear sum assignment equals brute force on rectangular matrices" ``linear sum assignment equals brute force on rectangular matrices``
+        Proofs.prop [ "maxscore.gate-schedule" ] "gate temperature falls linearly from 4 to 1 and stays there" ``gate temperature falls linearly from 4 to 1 and stays there``
+        Proofs.test [ "maxscore.gate-schedule" ] "gate temperature at the released schedule's landmarks" ``gate temperature at the released schedule's landmarks``
+        Proofs.test [] "reference rejects non-finite scores, bad k and negative capacity" ``reference rejects non-finite scores, bad k and negative capacity``
+        Proofs.test [] "capacity defaults to ceil(cf N k / E)" ``capacity defaults to ceil(cf N k / E)``
+        Proofs.test [ "maxscore.reduction" ] "rounded costs are repaired exactly" ``rounded costs are repaired exactly``
+        Proofs.prop [ "maxscore.dyadic" ] "exact integers round back to the correctly rounded sum" ``exact integers round back to the correctly rounded sum``
+    ]

@@ -53,7 +53,6 @@ let bruteForce (p: Problem) =
     go 0 0.0
     best
 
-[<Prop; Theorem "maxscore.fast-solver-optimal">]
 let ``fast solver reaches the brute-force optimum`` () =
     Prop.forAll (problem 5) (fun p ->
         for sweeps in [ 0; 4 ] do
@@ -68,7 +67,6 @@ let ``fast solver reaches the brute-force optimum`` () =
             Assert.That(load |> Array.forall (fun l -> l <= p.C))
             Assert.That(r.Objective, Is.EqualTo(bruteForce p).Within(1e-9), $"sweeps {sweeps}"))
 
-[<Prop; Theorem "maxscore.fast-solver-certificate">]
 let ``fast solver prices certify its routing`` () =
     Prop.forAll (problem 12) (fun p ->
         let r = MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C)
@@ -117,7 +115,6 @@ let private wide =
         return ({ N = n; E = e; K = k; C = minC + extra; S = s }, sweeps)
     } |> Arb.fromGen
 
-[<Prop; Theorem "maxscore.fast-solver-optimal">]
 let ``fast solver is certified optimal on wide problems`` () =
     Prop.forAll wide (fun (p, sweeps) ->
         assertCertified p (MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C, sweeps)))
@@ -143,7 +140,6 @@ let private short =
     |> Gen.filter (fun p -> int64 p.C * int64 p.E < int64 p.K * int64 p.N)
     |> Arb.fromGen
 
-[<Prop; Theorem "maxscore.fast-solver-short">]
 let ``fast solver short of capacity fills every expert and reaches the reference optimum`` () =
     Prop.forAll short (fun p ->
         let r = MaxScoreSolver.Solve(p.S, p.N, p.E, p.K, p.C)
@@ -175,7 +171,6 @@ let private rankRows =
         return row, price, m
     } |> Arb.fromGen
 
-[<Prop; Theorem "maxscore.fast-solver-ranking">]
 let ``row ranking by counting equals insertion and a stable sort`` () =
     Prop.forAll rankRows (fun (row, price, m) ->
         // The readable order: descending reduced score, ties to the lower index.
@@ -225,7 +220,6 @@ let private valueSets =
 
 let private bitLength (x: BigInteger) = int (BigInteger.Abs(x).GetBitLength())
 
-[<Prop; Theorem "maxscore.fast-solver-exact-arithmetic">]
 let ``exact scores agree with the dyadic scale in Int128 and BigInteger`` () =
     Prop.forAll valueSets (fun (values, picks, approximate) ->
         let exact = ExactScores(values)
@@ -274,7 +268,6 @@ let private graphs =
         return nodes, arcs, start, shift
     } |> Arb.fromGen
 
-[<Prop; Theorem "maxscore.fast-solver-exact-arithmetic">]
 let ``Bellman-Ford gives the same cycle or potentials in Int128 and BigInteger`` () =
     Prop.forAll graphs (fun (nodes, arcs, start, shift) ->
         let big (v: int) = BigInteger(v) <<< shift
@@ -335,7 +328,6 @@ let private agreesWithReference (p: Problem) =
     Assert.That(check.Optimal, check.Describe())
     r
 
-[<Prop; Theorem "maxscore.fast-solver-objective">]
 let ``fast solver reports the reference's objective bit for bit, widening to BigInteger for extreme scores`` () =
     // Also the exact check of the finish: on the ulp cells the phase-2 minimal tokens, chosen by rounded keys, are not
     // always the exact ones, and only the token-by-token check finds the better token.
@@ -347,7 +339,6 @@ let ``fast solver reports the reference's objective bit for bit, widening to Big
         if width <= 100 then Assert.That(r.WideFinish, Is.False, $"width {width}")
         if width > 124 then Assert.That(r.WideFinish, Is.True, $"width {width}"))
 
-[<Test; Theorem "maxscore.fast-solver-objective">]
 let ``scores 2^-1000 beside 1 force the BigInteger finish and stay exact`` () =
     // Four tokens, two experts, k = 1, C = 2. Tokens 0, 2 and 3 prefer expert 1, by 2^-52, 2^-999 and 2^-1000; only two
     // fit, so token 3 (the smallest loss) goes to expert 0, as token 1 does (it prefers 0 by 2^-1000). Deciding this
@@ -358,7 +349,6 @@ let ``scores 2^-1000 beside 1 force the BigInteger finish and stay exact`` () =
     Assert.That(r.WideFinish, Is.True)
     Assert.That(r.Experts, eq [| 1; 0; 1; 0 |])
 
-[<Test; Theorem "maxscore.fast-solver-optimal">]
 let ``the exact check moves the token whose move costs least by 2^-61`` () =
     // k = 1, E = 2, C = 2, three tokens all preferring expert 0: one must move to expert 1, and the cheapest move is the
     // token [1 + 2^-52, 2^-60] (it loses 1 + 2^-52 - 2^-60 exactly; the others lose 1 + 2^-52 and 1 + 2^-52 - 2^-61). All
@@ -385,7 +375,6 @@ let private certified (s: double[]) n e k c =
     assertCertified { N = n; E = e; K = k; C = c; S = s } r
     r
 
-[<Test>]
 let ``short of capacity with scores on a grid, ties do not leave most tokens to shortest paths`` () =
     // 4096/64/8, C = 0.6 of the fair share, skewed softmax scores rounded to 1/8 (most are 0: ties everywhere, between
     // real experts and the stand-ins for empty slots too). A tied token once preferred the stand-ins' large room and left
@@ -396,7 +385,6 @@ let ``short of capacity with scores on a grid, ties do not leave most tokens to 
     Assert.That(r.Load, eq (Array.create 64 308))
     Assert.That(r.Augmentations, Is.LessThanOrEqualTo 4096)
 
-[<Test>]
 let ``many tokens on few experts, phase 1 runs until shortest paths are cheap`` () =
     // 20000/8/2 at capacity factor 1: an augmentation may rescan an expert's 5000 holders, so phase 1 must not stop at the
     // excess that suits E = 64 (4 m / E = 10000 tokens once, about 2 s at 100000/8/2). Now about 130.
@@ -404,3 +392,21 @@ let ``many tokens on few experts, phase 1 runs until shortest paths are cheap`` 
     let s = Reference.Harness.Bench.MaxScoreBench.Instance(size, 1)
     let r = certified s 20000 8 2 size.Capacity
     Assert.That(r.Augmentations, Is.LessThanOrEqualTo 1000)
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "routing/maxscore" "MaxScoreSolverProperties" [
+        Proofs.prop [ "maxscore.fast-solver-optimal" ] "fast solver reaches the brute-force optimum" ``fast solver reaches the brute-force optimum``
+        Proofs.prop [ "maxscore.fast-solver-certificate" ] "fast solver prices certify its routing" ``fast solver prices certify its routing``
+        Proofs.prop [ "maxscore.fast-solver-optimal" ] "fast solver is certified optimal on wide problems" ``fast solver is certified optimal on wide problems``
+        Proofs.prop [ "maxscore.fast-solver-short" ] "fast solver short of capacity fills every expert and reaches the reference optimum" ``fast solver short of capacity fills every expert and reaches the reference optimum``
+        Proofs.prop [ "maxscore.fast-solver-ranking" ] "row ranking by counting equals insertion and a stable sort" ``row ranking by counting equals insertion and a stable sort``
+        Proofs.prop [ "maxscore.fast-solver-exact-arithmetic" ] "exact scores agree with the dyadic scale in Int128 and BigInteger" ``exact scores agree with the dyadic scale in Int128 and BigInteger``
+        Proofs.prop [ "maxscore.fast-solver-exact-arithmetic" ] "Bellman-Ford gives the same cycle or potentials in Int128 and BigInteger" ``Bellman-Ford gives the same cycle or potentials in Int128 and BigInteger``
+        Proofs.prop [ "maxscore.fast-solver-objective" ] "fast solver reports the reference's objective bit for bit, widening to BigInteger for extreme scores" ``fast solver reports the reference's objective bit for bit, widening to BigInteger for extreme scores``
+        Proofs.test [ "maxscore.fast-solver-objective" ] "scores 2^-1000 beside 1 force the BigInteger finish and stay exact" ``scores 2^-1000 beside 1 force the BigInteger finish and stay exact``
+        Proofs.test [ "maxscore.fast-solver-optimal" ] "the exact check moves the token whose move costs least by 2^-61" ``the exact check moves the token whose move costs least by 2^-61``
+        Proofs.test [] "short of capacity with scores on a grid, ties do not leave most tokens to shortest paths" ``short of capacity with scores on a grid, ties do not leave most tokens to shortest paths``
+        Proofs.test [] "many tokens on few experts, phase 1 runs until shortest paths are cheap" ``many tokens on few experts, phase 1 runs until shortest paths are cheap``
+    ]

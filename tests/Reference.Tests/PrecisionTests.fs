@@ -224,15 +224,11 @@ let private singleForBf16 =
     |> Gen.map BitConverter.UInt32BitsToSingle
     |> Gen.filter (fun f -> not (Single.IsNaN f))
 
-[<Prop>]
-[<Theorem "precision.bf16-from-single-rne">]
 let ``bf16 from float32 is the nearest bf16 with ties to even`` () =
     Prop.forAll (Arb.fromGen singleForBf16) (fun f ->
         let got = BFloat16.FromSingle(f).ToDouble()
         expectSame $"FromSingle({show (float f)})" got (nearest bf16Grid (float f)))
 
-[<Test>]
-[<Theorem "precision.bf16-nan-kept">]
 let ``bf16 from float32 keeps every NaN a NaN`` () =
     // Every float32 NaN: both signs, every non-zero significand (2 * (2^23 - 1) patterns).
     let mutable failures = 0
@@ -250,15 +246,11 @@ let ``bf16 from float32 keeps every NaN a NaN`` () =
 // ---------------------------------------------------------------------------------------------------------------
 // Precision.Round
 
-[<Prop>]
-[<Theorem "precision.round-idempotent">]
 let ``Round is idempotent`` () =
     Prop.forAll (Arb.fromGen (withFormat allFormats doubleFor)) (fun (fmt, x) ->
         let once = Precision.Round(x, fmt)
         expectSame $"{fmt} Round(Round({show x}))" (Precision.Round(once, fmt)) once)
 
-[<Prop>]
-[<Theorem "precision.round-monotone">]
 let ``Round is monotone`` () =
     let pairs fmt =
         gen {
@@ -276,8 +268,6 @@ let ``Round is monotone`` () =
         let rx, ry = Precision.Round(x, fmt), Precision.Round(y, fmt)
         expect $"{fmt}: {show x} <= {show y} but Round gives {show rx} > {show ry}" (x > y || rx <= ry))
 
-[<Prop>]
-[<Theorem "precision.round-error-bound">]
 let ``Round error is at most u times the magnitude in the normal range`` () =
     let normal fmt =
         let lo, top = Precision.SmallestNormal fmt, Precision.MaxFinite fmt
@@ -290,29 +280,21 @@ let ``Round error is at most u times the magnitude in the normal range`` () =
         expectSame "RepresentationError" (Precision.RepresentationError(x, fmt)) err
         expect $"{fmt}: |Round({show x}) - x| = {show err} > u|x|" (err <= Precision.UnitRoundoff fmt * abs x))
 
-[<Prop>]
-[<Theorem "precision.round-fixes-representable">]
 let ``Round leaves representable values unchanged`` () =
     Prop.forAll (Arb.fromGen (withFormat allFormats representable)) (fun (fmt, v) ->
         expectSame $"{fmt} Round({show v})" (Precision.Round(v, fmt)) v
         expectSame $"{fmt} RepresentationError({show v})" (Precision.RepresentationError(v, fmt)) 0.0)
 
-[<Prop>]
-[<Theorem "precision.bf16-round-agrees-with-single">]
 let ``bf16 Round from double agrees with FromSingle on float32 values`` () =
     let singles = Gen.oneof [ singleForBf16; bits32 |> Gen.map BitConverter.UInt32BitsToSingle ]
     Prop.forAll (Arb.fromGen singles) (fun f ->
         expectSame $"Round({show (float f)}, BFloat16)"
             (Precision.Round(float f, NumberFormat.BFloat16)) (BFloat16.FromSingle(f).ToDouble()))
 
-[<Prop>]
-[<Theorem "precision.bf16-round-nearest">]
 let ``bf16 Round from double is the nearest bf16 with ties to even`` () =
     Prop.forAll (Arb.fromGen (doubleFor NumberFormat.BFloat16)) (fun x ->
         expectSame $"Round({show x}, BFloat16)" (Precision.Round(x, NumberFormat.BFloat16)) (nearest bf16Grid x))
 
-[<Test>]
-[<Theorem "precision.bf16-round-nearest">]
 let ``bf16 Round from double avoids double rounding through float32`` () =
     // x lies just above the midpoint of the bf16 neighbours 1 and 1 + 2^-7, by less than half a float32 ulp:
     // float32 rounds it onto the midpoint, and the tie then goes to the even neighbour 1.
@@ -325,8 +307,6 @@ let ``bf16 Round from double avoids double rounding through float32`` () =
 // ---------------------------------------------------------------------------------------------------------------
 // Float16 through System.Half
 
-[<Test>]
-[<Theorem "precision.half-round-trip">]
 let ``Half round-trips exactly for all 65536 bit patterns`` () =
     let problems = ResizeArray()
     for b in 0 .. 0xFFFF do
@@ -341,8 +321,6 @@ let ``Half round-trips exactly for all 65536 bit patterns`` () =
             if not (same (Precision.Round(d, NumberFormat.Float16)) d) then problems.Add $"Round moves 0x{b:X4}"
     Assert.That(problems, Is.Empty)
 
-[<Prop>]
-[<Theorem "precision.f16-round-nearest">]
 let ``Round to Float16 is the nearest Half with ties to even`` () =
     Prop.forAll (Arb.fromGen (doubleFor NumberFormat.Float16)) (fun x ->
         expectSame $"Round({show x}, Float16)" (Precision.Round(x, NumberFormat.Float16)) (nearest f16Grid x))
@@ -350,8 +328,6 @@ let ``Round to Float16 is the nearest Half with ties to even`` () =
 // ---------------------------------------------------------------------------------------------------------------
 // Constants
 
-[<Test>]
-[<Theorem "precision.constants">]
 let ``format constants match the formats' values`` () =
     for fmt in allFormats do
         let u = Precision.UnitRoundoff fmt
@@ -391,8 +367,6 @@ let private twoSumError (a: float) (b: float) =
     let bb = s - a
     (a - (s - bb)) + (b - bb)
 
-[<Prop>]
-[<Theorem "precision.lowprecision-exact-ops">]
 let ``LowPrecision Add Sub Mul Max are Round of the exact result`` () =
     Prop.forAll (Arb.fromGen (withFormat lowFormats closePair)) (fun (fmt, (a, b)) ->
         let lp = LowPrecision.For fmt
@@ -423,8 +397,6 @@ let private checkNearest fmt what (q: float) (below: float -> bool) (above: floa
         expect $"{what} = {show q} but the exact value is above the upper midpoint"
             (below mHi && (even || not (above mHi)))
 
-[<Prop>]
-[<Theorem "precision.lowprecision-div-sqrt">]
 let ``LowPrecision Div and Sqrt are correctly rounded`` () =
     let positive fmt =
         Gen.two (finiteValue fmt |> Gen.map abs |> Gen.filter (fun v -> v > 0.0))
@@ -437,8 +409,6 @@ let ``LowPrecision Div and Sqrt are correctly rounded`` () =
         let r = lp.Sqrt a
         checkNearest fmt $"{fmt} Sqrt({show a})" r (fun m -> a <= m * m) (fun m -> a >= m * m))
 
-[<Prop>]
-[<Theorem "precision.lowprecision-float64">]
 let ``Float64 LowPrecision is plain double arithmetic`` () =
     let anyDouble = doubleFor NumberFormat.Float64
     let arb = Gen.zip3 anyDouble anyDouble (Gen.choose (0, 9) |> Gen.bind (fun n -> Gen.arrayOfLength (2 * n) anyDouble))
@@ -494,8 +464,6 @@ let private nativeDotAndSum fmt (x: float[]) (y: float[]) =
             sum <- nearest bf16Grid (sum + x.[i])
         dot, sum
 
-[<Prop>]
-[<Theorem "precision.lowprecision-dot-sum">]
 let ``LowPrecision Dot and Sum round after every operation`` () =
     let vectors fmt =
         let eb, _ = layout fmt
@@ -511,7 +479,6 @@ let ``LowPrecision Dot and Sum round after every operation`` () =
         expectSame $"{fmt} Dot (n = {x.Length})" (lp.Dot(ReadOnlySpan x, ReadOnlySpan y)) dot
         expectSame $"{fmt} Sum (n = {x.Length})" (lp.Sum(ReadOnlySpan x)) sum)
 
-[<Test>]
 let ``LowPrecision For returns one shared instance per format`` () =
     for fmt in allFormats do
         Assert.That(LowPrecision.For fmt, Is.SameAs(LowPrecision.For fmt))
@@ -520,3 +487,26 @@ let ``LowPrecision For returns one shared instance per format`` () =
     throws<ArgumentException>(fun () ->
         LowPrecision.For(NumberFormat.Float32).Dot(ReadOnlySpan [| 1.0 |], ReadOnlySpan [| 1.0; 2.0 |]) |> ignore)
     |> ignore
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "numerics/precision" "PrecisionTests" [
+        Proofs.prop [ "precision.bf16-from-single-rne" ] "bf16 from float32 is the nearest bf16 with ties to even" ``bf16 from float32 is the nearest bf16 with ties to even``
+        Proofs.test [ "precision.bf16-nan-kept" ] "bf16 from float32 keeps every NaN a NaN" ``bf16 from float32 keeps every NaN a NaN``
+        Proofs.prop [ "precision.round-idempotent" ] "Round is idempotent" ``Round is idempotent``
+        Proofs.prop [ "precision.round-monotone" ] "Round is monotone" ``Round is monotone``
+        Proofs.prop [ "precision.round-error-bound" ] "Round error is at most u times the magnitude in the normal range" ``Round error is at most u times the magnitude in the normal range``
+        Proofs.prop [ "precision.round-fixes-representable" ] "Round leaves representable values unchanged" ``Round leaves representable values unchanged``
+        Proofs.prop [ "precision.bf16-round-agrees-with-single" ] "bf16 Round from double agrees with FromSingle on float32 values" ``bf16 Round from double agrees with FromSingle on float32 values``
+        Proofs.prop [ "precision.bf16-round-nearest" ] "bf16 Round from double is the nearest bf16 with ties to even" ``bf16 Round from double is the nearest bf16 with ties to even``
+        Proofs.test [ "precision.bf16-round-nearest" ] "bf16 Round from double avoids double rounding through float32" ``bf16 Round from double avoids double rounding through float32``
+        Proofs.test [ "precision.half-round-trip" ] "Half round-trips exactly for all 65536 bit patterns" ``Half round-trips exactly for all 65536 bit patterns``
+        Proofs.prop [ "precision.f16-round-nearest" ] "Round to Float16 is the nearest Half with ties to even" ``Round to Float16 is the nearest Half with ties to even``
+        Proofs.test [ "precision.constants" ] "format constants match the formats' values" ``format constants match the formats' values``
+        Proofs.prop [ "precision.lowprecision-exact-ops" ] "LowPrecision Add Sub Mul Max are Round of the exact result" ``LowPrecision Add Sub Mul Max are Round of the exact result``
+        Proofs.prop [ "precision.lowprecision-div-sqrt" ] "LowPrecision Div and Sqrt are correctly rounded" ``LowPrecision Div and Sqrt are correctly rounded``
+        Proofs.prop [ "precision.lowprecision-float64" ] "Float64 LowPrecision is plain double arithmetic" ``Float64 LowPrecision is plain double arithmetic``
+        Proofs.prop [ "precision.lowprecision-dot-sum" ] "LowPrecision Dot and Sum round after every operation" ``LowPrecision Dot and Sum round after every operation``
+        Proofs.test [] "LowPrecision For returns one shared instance per format" ``LowPrecision For returns one shared instance per format``
+    ]

@@ -108,7 +108,6 @@ let marginalCase =
         return { Cost = m; A = a; B = b; Reg = reg; Method = meth }
     } |> Arb.fromGen
 
-[<Prop; Theorem "sinkhorn.marginals-at-convergence">]
 let ``converged plans meet the marginals and the reported error is honest`` () =
     Prop.forAll marginalCase (fun c ->
         let n, e = rows c.Cost, cols c.Cost
@@ -154,7 +153,6 @@ let moderateCase =
         return { Cost = m; Reg = reg; Iterations = t }
     } |> Arb.fromGen
 
-[<Prop; Theorem "sinkhorn.variants-agree">]
 let ``knopp log and stabilized agree at moderate regularization`` () =
     Prop.forAll moderateCase (fun c ->
         let n, e = rows c.Cost, cols c.Cost
@@ -200,7 +198,6 @@ let underflowCase =
         return { Cost = m; Reg = reg; Column = column; Overflow = overflow }
     } |> Arb.fromGen
 
-[<Prop; Theorem "sinkhorn.log-finite-where-knopp-fails">]
 let ``log stays finite where knopp underflows and knopp reports it`` () =
     Prop.forAll underflowCase (fun c ->
         let n, e = rows c.Cost, cols c.Cost
@@ -247,7 +244,6 @@ let shiftCase =
         return { Cost = m; RowShift = r; ColumnShift = s; Reg = reg; Method = meth; Iterations = t }
     } |> Arb.fromGen
 
-[<Prop; Theorem "sinkhorn.shift-invariance">]
 let ``adding constants to rows or columns of the cost leaves the plan unchanged`` () =
     Prop.forAll shiftCase (fun c ->
         let n, e = rows c.Cost, cols c.Cost
@@ -290,7 +286,6 @@ let squareCase =
         return { Cost = m }
     } |> Arb.fromGen
 
-[<Prop; Theorem "sinkhorn.approaches-exact-ot">]
 let ``as reg decreases the plan cost approaches the exact transport cost`` () =
     Prop.forAll squareCase (fun c ->
         let n = rows c.Cost
@@ -325,7 +320,6 @@ let oneStepCase =
         return { Cost = m; Reg = reg; Method = meth; K = k }
     } |> Arb.fromGen
 
-[<Prop; Theorem "sinkhorn.max-iter-one">]
 let ``max_iter = 1 reports non-convergence`` () =
     Prop.forAll oneStepCase (fun c ->
         let sbase = c.Method = SinkhornMethod.SBase
@@ -394,7 +388,6 @@ let sbaseCase =
         return { Logits = x; K = k; Tol = tol; MaxIter = cap }
     } |> Arb.fromGen
 
-[<Prop; Theorem "sinkhorn.sbase-megatron">]
 let ``sbase follows the Megatron update, stopping rule and routing`` () =
     Prop.forAll sbaseCase (fun c ->
         let n, e = rows c.Logits, cols c.Logits
@@ -437,7 +430,6 @@ let ssrCase =
         return { Logits = x; K = k; Reg = reg }
     } |> Arb.fromGen
 
-[<Prop; Theorem "sinkhorn.ssr-routing">]
 let ``ssr routes by the log plan`` () =
     Prop.forAll ssrCase (fun c ->
         let run meth = Sinkhorn.SolveLogits(c.Logits, options meth (Some c.Reg) None None None None c.K)
@@ -483,7 +475,6 @@ let kernelBound (m: float[,]) reg a b t =
     let delta = u32 * (6.0 * s + 2.0 * float (n + e) + 8.0)
     2.0 * float t * delta, 4.0 * float t * delta + u32 * (3.0 * s + 4.0)
 
-[<Prop; Theorem "sinkhorn.kernel-equals-reference">]
 let ``kernel equals the log reference within the derived float32 bound`` () =
     Prop.forAll kernelCase (fun c ->
         let n, e = rows c.Cost, cols c.Cost
@@ -508,7 +499,6 @@ let ``kernel equals the log reference within the derived float32 bound`` () =
 
 // ---- sinkhorn.deterministic ----------------------------------------------------------------------------------------
 
-[<Prop; Theorem "sinkhorn.deterministic">]
 let ``reruns are bit-identical`` () =
     Prop.forAll oneStepCase (fun c ->
         let reg = if c.Method = SinkhornMethod.SBase then None else Some c.Reg
@@ -519,7 +509,6 @@ let ``reruns are bit-identical`` () =
         Assert.That(r2.Experts, Is.EqualTo(box r1.Experts))
         Assert.That(r2.Weights, Is.EqualTo(box r1.Weights)))
 
-[<Test; Theorem "sinkhorn.deterministic">]
 let ``the parallel kernel is bit-identical across runs`` () =
     // 256 x 160 = 40960 entries: above the kernel's parallel threshold, so columns and rows are split over threads.
     let rng = Random 11
@@ -539,7 +528,6 @@ let private rejects (name: string) (fragment: string) (f: unit -> obj) =
     Assert.That(ex.ParamName, Is.EqualTo name)
     Assert.That(ex.Message, Does.Contain fragment)
 
-[<Test>]
 let ``bad inputs are rejected naming the argument and the first offending index`` () =
     let m = Array2D.init 3 2 (fun i j -> float (i + j))
     let log' = options SinkhornMethod.Log (Some 0.5) None None None None 1
@@ -560,7 +548,6 @@ let ``bad inputs are rejected naming the argument and the first offending index`
     rejects "options" "log only" (fun () ->
         box (Reference.Kernels.Transport.Sinkhorn.Solve(flatten32 m, 3, 2, options SinkhornMethod.Knopp (Some 0.5) None None None None 1)))
 
-[<Test>]
 let ``logits are the negated cost, bit for bit`` () =
     let x = Array2D.init 5 3 (fun i j -> float (float32 (sin (float (7 * i + j)))))
     for meth in [ SinkhornMethod.Knopp; SinkhornMethod.Log; SinkhornMethod.Stabilized; SinkhornMethod.EpsilonScaling
@@ -569,3 +556,22 @@ let ``logits are the negated cost, bit for bit`` () =
         let r1, r2 = Sinkhorn.SolveLogits(x, o), Sinkhorn.Solve(Array2D.map (fun v -> -v) x, o)
         Assert.That(r1.Plan, Is.EqualTo(box r2.Plan), $"{meth}")
         Assert.That(r1.F, Is.EqualTo(box r2.F), $"{meth}")
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "transport/sinkhorn" "SinkhornProperties" [
+        Proofs.prop [ "sinkhorn.marginals-at-convergence" ] "converged plans meet the marginals and the reported error is honest" ``converged plans meet the marginals and the reported error is honest``
+        Proofs.prop [ "sinkhorn.variants-agree" ] "knopp log and stabilized agree at moderate regularization" ``knopp log and stabilized agree at moderate regularization``
+        Proofs.prop [ "sinkhorn.log-finite-where-knopp-fails" ] "log stays finite where knopp underflows and knopp reports it" ``log stays finite where knopp underflows and knopp reports it``
+        Proofs.prop [ "sinkhorn.shift-invariance" ] "adding constants to rows or columns of the cost leaves the plan unchanged" ``adding constants to rows or columns of the cost leaves the plan unchanged``
+        Proofs.prop [ "sinkhorn.approaches-exact-ot" ] "as reg decreases the plan cost approaches the exact transport cost" ``as reg decreases the plan cost approaches the exact transport cost``
+        Proofs.prop [ "sinkhorn.max-iter-one" ] "max_iter = 1 reports non-convergence" ``max_iter = 1 reports non-convergence``
+        Proofs.prop [ "sinkhorn.sbase-megatron" ] "sbase follows the Megatron update, stopping rule and routing" ``sbase follows the Megatron update, stopping rule and routing``
+        Proofs.prop [ "sinkhorn.ssr-routing" ] "ssr routes by the log plan" ``ssr routes by the log plan``
+        Proofs.prop [ "sinkhorn.kernel-equals-reference" ] "kernel equals the log reference within the derived float32 bound" ``kernel equals the log reference within the derived float32 bound``
+        Proofs.prop [ "sinkhorn.deterministic" ] "reruns are bit-identical" ``reruns are bit-identical``
+        Proofs.test [ "sinkhorn.deterministic" ] "the parallel kernel is bit-identical across runs" ``the parallel kernel is bit-identical across runs``
+        Proofs.test [] "bad inputs are rejected naming the argument and the first offending index" ``bad inputs are rejected naming the argument and the first offending index``
+        Proofs.test [] "logits are the negated cost, bit for bit" ``logits are the negated cost, bit for bit``
+    ]

@@ -82,7 +82,6 @@ let private hardTopK (x: double[]) k =
     let order = Array.init x.Length id |> Array.sortBy (fun j -> -x.[j], j)
     Array.init x.Length (fun j -> if Array.IndexOf(order, j) < k then 1.0 else 0.0)
 
-[<Prop; Theorem "softtopk.range-and-sum">]
 let ``y lies in 0 1 and each row sums to k`` () =
     Prop.forAll problem (fun c ->
         let r = run c false
@@ -95,7 +94,6 @@ let ``y lies in 0 1 and each row sums to k`` () =
             Assert.That(abs (Array.sum y - float c.K), Is.LessThanOrEqualTo bound, $"row {i}")
             Assert.That(r.SumError.[i], Is.LessThanOrEqualTo bound, $"row {i}: reported sum error"))
 
-[<Prop; Theorem "softtopk.entropic-solver">]
 let ``the entropic solver converges within its cap`` () =
     let arb = caseOf [ SoftTopKMethod.Entropic ] |> Gen.map (fun c -> { c with Tau = c.Tau / 64.0 }) |> Arb.fromGen
     Prop.forAll arb (fun c ->
@@ -119,7 +117,6 @@ let private centralDifference (c: Case) (b: int) (h: float) =
 /// eta = h / (tau' R): the step relative to the operator's natural length scale.
 let private eta = Math.ScaleB(1.0, -13)
 
-[<Prop; Theorem "softtopk.threshold-jacobian">]
 let ``threshold Jacobian equals central differences`` () =
     let arb =
         gen {
@@ -141,7 +138,6 @@ let ``threshold Jacobian equals central differences`` () =
             for a in 0 .. cols c.X - 1 do
                 Assert.That(abs (fd.[a] - jac.[0, a, b]), Is.LessThanOrEqualTo tol, $"J[{a}, {b}] = {jac.[0, a, b]} but FD = {fd.[a]}"))
 
-[<Prop; Theorem "softtopk.entropic-jacobian">]
 let ``entropic Jacobian equals central differences`` () =
     let arb =
         gen {
@@ -168,7 +164,6 @@ let ``entropic Jacobian equals central differences`` () =
             for a in 0 .. x.Length - 1 do
                 Assert.That(abs (fd.[a] - jac.[0, a, b]), Is.LessThanOrEqualTo tol, $"J[{a}, {b}] = {jac.[0, a, b]} but FD = {fd.[a]}"))
 
-[<Prop; Theorem "softtopk.entropic-is-threshold">]
 let ``entropic equals threshold on normalized scores at half the temperature`` () =
     let arb = caseOf [ SoftTopKMethod.Entropic ] |> Arb.fromGen
     Prop.forAll arb (fun c ->
@@ -202,7 +197,6 @@ let ``entropic equals threshold on normalized scores at half the temperature`` (
                             (jt.[0, a, b] - (if b = argMin then towardMin else 0.0) - (if b = argMax then towardMax else 0.0)) / range
                         Assert.That(abs (r.Jacobian.[i, a, b] - expected), Is.LessThanOrEqualTo tol, $"row {i}, J[{a}, {b}]"))
 
-[<Prop; Theorem "softtopk.monotone">]
 let ``increasing one score does not decrease its own y`` () =
     let arb = gen { let! c = caseOf methods
                     let! a = Gen.choose (0, cols c.X - 1)
@@ -214,7 +208,6 @@ let ``increasing one score does not decrease its own y`` () =
         for i in 0 .. rows c.X - 1 do
             Assert.That(y2.[i, a], Is.GreaterThanOrEqualTo(y.[i, a] - eps c i - eps bumped i), $"row {i}"))
 
-[<Prop; Theorem "softtopk.monotone">]
 let ``increasing a score inside the range does not increase the other ys`` () =
     let arb = gen { let! c = caseOf methods
                     let! a = Gen.choose (0, cols c.X - 1)
@@ -233,7 +226,6 @@ let ``increasing a score inside the range does not increase the other ys`` () =
                     if b <> a then
                         Assert.That(y2.[i, b], Is.LessThanOrEqualTo(y.[i, b] + eps c i + eps bumped i), $"row {i}, y[{b}]"))
 
-[<Test; Theorem "softtopk.monotone">]
 let ``the entropic operator is not cross-monotone at the maximum`` () =
     // Theorem softtopk.monotone (c): x = (0, 0.1, 1), k = 2, tau = 0.1 is the threshold operator on xh = x at tau' = 0.05,
     // so y_0 ~ sigmoid(-1) = 0.269; raising the maximum to 2 gives xh = (0, 0.05, 1) and y_0 ~ sigmoid(-0.5) = 0.378.
@@ -247,7 +239,6 @@ let ``the entropic operator is not cross-monotone at the maximum`` () =
     let yt, yt2 = SoftTopK.Compute(array2D [ [ 0.0; 0.1; 1.0 ] ], t).Y, SoftTopK.Compute(array2D [ [ 0.0; 0.1; 2.0 ] ], t).Y
     Assert.That(yt2.[0, 0], Is.LessThanOrEqualTo(yt.[0, 0]))
 
-[<Prop; Theorem "softtopk.permutation-equivariant">]
 let ``permuting the entries permutes y and the Jacobian`` () =
     let arb = gen { let! c = caseOf methods
                     let! perm = permutation (cols c.X)
@@ -267,7 +258,6 @@ let ``permuting the entries permutes y and the Jacobian`` () =
                         Assert.That(abs (rp.Jacobian.[i, a, b] - r.Jacobian.[i, perm.[a], perm.[b]]),
                                     Is.LessThanOrEqualTo(2.0 * jacobianEps c i), $"row {i}, J[{a}, {b}]"))
 
-[<Prop; Theorem "softtopk.hard-limit">]
 let ``y approaches the hard top-k at rate exp of minus the scaled gap`` () =
     let arb =
         gen {
@@ -294,7 +284,6 @@ let ``y approaches the hard top-k at rate exp of minus the scaled gap`` () =
         if x.Length = 2 then
             Assert.That(err, Is.GreaterThanOrEqualTo(0.5 * Math.Exp(-sharpness) - eps c 0)))
 
-[<Prop; Theorem "softtopk.entropic-constant">]
 let ``entropic on a constant row gives k over E`` () =
     let arb = gen { let! e = Gen.elements expertChoices
                     let! k = Gen.choose (1, e - 1)
@@ -311,7 +300,6 @@ let ``entropic on a constant row gives k over E`` () =
                 for b in 0 .. e - 1 do
                     Assert.That(r.Jacobian.[i, a, b], eq 0.0))
 
-[<Prop; Theorem "softtopk.jacobian-structure">]
 let ``Jacobian rows and columns sum to zero and the entropic one annihilates x`` () =
     Prop.forAll problem (fun c ->
         let j = (run c true).Jacobian
@@ -336,7 +324,6 @@ let ``Jacobian rows and columns sum to zero and the entropic one annihilates x``
                     let euler = Seq.sum (seq { for b in 0 .. e - 1 -> j.[i, a, b] * x.[b] })
                     Assert.That(abs euler, Is.LessThanOrEqualTo(float e * bound * xMax + float e * u64 * rowAbs * xMax), $"row {i}: J x at {a}"))
 
-[<Prop; Theorem "softtopk.invariances">]
 let ``shifting x changes nothing and scaling x with tau changes nothing`` () =
     let arb = gen { let! c = caseOf methods
                     let! shift = Gen.choose (-64, 64)
@@ -363,7 +350,6 @@ let private kernel (c: Case) jacobian =
     let r = Reference.Kernels.Routing.SoftTopK.Compute(flatten c.X |> Array.map float32, n, e, options c jacobian)
     r.Y |> Array.map float, (if isNull r.Jacobian then null else r.Jacobian |> Array.map float)
 
-[<Prop; Theorem "softtopk.kernel-equals-reference">]
 let ``kernel equals reference within the derived bound`` () =
     Prop.forAll problem (fun c ->
         let r = run c true
@@ -374,7 +360,6 @@ let ``kernel equals reference within the derived bound`` () =
         for report in reports do
             Assert.That(report.Passed, report.Summary()))
 
-[<Prop; Theorem "softtopk.kernel-equals-reference">]
 let ``the validator rejects a perturbed y or Jacobian`` () =
     Prop.forAll problem (fun c ->
         let r = run c true
@@ -391,7 +376,6 @@ let ``the validator rejects a perturbed y or Jacobian`` () =
         j.[0] <- j.[0] + 0.2 / SoftTopKValidator.JacobianScale(row c.X 0, c.Tau, c.Method)
         Assert.That((validate null j |> Seq.head).Passed, Is.False))
 
-[<Prop; Theorem "softtopk.deterministic">]
 let ``reference and kernel are deterministic`` () =
     Prop.forAll problem (fun c ->
         let bits (m: double[,]) = flatten m |> Array.map BitConverter.DoubleToInt64Bits
@@ -402,7 +386,6 @@ let ``reference and kernel are deterministic`` () =
         Assert.That(y2, eq y1)
         Assert.That(j2, eq j1))
 
-[<Prop; Theorem "softtopk.entropic-sinkhorn-rate">]
 let ``plain Sinkhorn converges to the same plan at the predicted rate`` () =
     let arb = gen { let! c = caseOf [ SoftTopKMethod.Entropic ]
                     let! x = distinctRow (cols c.X)
@@ -446,7 +429,6 @@ let ``plain Sinkhorn converges to the same plan at the predicted rate`` () =
             let p, q = usable.[usable.Length - 1]
             Assert.That(abs (q / p - rho), Is.LessThanOrEqualTo(0.01), $"observed ratio {q / p}, predicted {rho}"))
 
-[<Test>]
 let ``bad input names the argument and the index`` () =
     let x = Array2D.create 3 4 0.0
     x.[2, 1] <- nan
@@ -474,7 +456,6 @@ let ``bad input names the argument and the index`` () =
         Reference.Kernels.Routing.SoftTopK.Compute(Array.zeroCreate 12, 3, 4, SoftTopKOptions(K = 2, Tau = 1e-40)) |> ignore)
     Assert.That(ex.ParamName, eq "tau")
 
-[<Test>]
 let ``extreme but finite scores give finite outputs`` () =
     for m in methods do
         let x = array2D [ [ -1.7e308; 1.7e308; 0.0; 1.0 ]; [ 1e300; 1e300; -1e300; 5e-324 ] ]
@@ -484,7 +465,6 @@ let ``extreme but finite scores give finite outputs`` () =
         for i in 0 .. 1 do
             Assert.That(abs (Array.sum (row r.Y i) - 2.0), Is.LessThanOrEqualTo 1e-12, $"{m}: row {i}")
 
-[<Test>]
 let ``the registry outputs the Jacobian only when asked`` () =
     let algorithm = AlgorithmRegistry.Find "softtopk"
     let x = NdArray.Create([| 0.5f; -1.0f; 2.0f; 0.0f; 1.0f; 1.0f |], 2, 3)
@@ -505,13 +485,11 @@ let ``the registry outputs the Jacobian only when asked`` () =
 
 let private golden = GoldenData(Repo.path [ "data" ])
 
-[<Test>]
 let ``numpy peer confirms the softtopk golden cases`` () =
     Peers.requireModules [ "numpy" ] "python3-numpy"
     let out = Peers.runPeer "softtopk_peer.py" [ "verify"; Path.Combine(golden.Root, "softtopk") ]
     Assert.That(out, Does.Contain "cases agree")
 
-[<Test>]
 let ``numpy peer agrees with the reference on fresh cases`` () =
     Peers.requireModules [ "numpy" ] "python3-numpy"
     let d = Path.Combine(Path.GetTempPath(), "softtopk-peer-" + Guid.NewGuid().ToString "N")
@@ -525,3 +503,31 @@ let ``numpy peer agrees with the reference on fresh cases`` () =
     let out = Peers.runPeer "softtopk_peer.py" [ "verify"; d ]
     Assert.That(out, Does.Contain "30 of 30 cases agree", $"seed {seed}")
     Directory.Delete(d, true)
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "routing/softtopk" "SoftTopKProperties" [
+        Proofs.prop [ "softtopk.range-and-sum" ] "y lies in 0 1 and each row sums to k" ``y lies in 0 1 and each row sums to k``
+        Proofs.prop [ "softtopk.entropic-solver" ] "the entropic solver converges within its cap" ``the entropic solver converges within its cap``
+        Proofs.prop [ "softtopk.threshold-jacobian" ] "threshold Jacobian equals central differences" ``threshold Jacobian equals central differences``
+        Proofs.prop [ "softtopk.entropic-jacobian" ] "entropic Jacobian equals central differences" ``entropic Jacobian equals central differences``
+        Proofs.prop [ "softtopk.entropic-is-threshold" ] "entropic equals threshold on normalized scores at half the temperature" ``entropic equals threshold on normalized scores at half the temperature``
+        Proofs.prop [ "softtopk.monotone" ] "increasing one score does not decrease its own y" ``increasing one score does not decrease its own y``
+        Proofs.prop [ "softtopk.monotone" ] "increasing a score inside the range does not increase the other ys" ``increasing a score inside the range does not increase the other ys``
+        Proofs.test [ "softtopk.monotone" ] "the entropic operator is not cross-monotone at the maximum" ``the entropic operator is not cross-monotone at the maximum``
+        Proofs.prop [ "softtopk.permutation-equivariant" ] "permuting the entries permutes y and the Jacobian" ``permuting the entries permutes y and the Jacobian``
+        Proofs.prop [ "softtopk.hard-limit" ] "y approaches the hard top-k at rate exp of minus the scaled gap" ``y approaches the hard top-k at rate exp of minus the scaled gap``
+        Proofs.prop [ "softtopk.entropic-constant" ] "entropic on a constant row gives k over E" ``entropic on a constant row gives k over E``
+        Proofs.prop [ "softtopk.jacobian-structure" ] "Jacobian rows and columns sum to zero and the entropic one annihilates x" ``Jacobian rows and columns sum to zero and the entropic one annihilates x``
+        Proofs.prop [ "softtopk.invariances" ] "shifting x changes nothing and scaling x with tau changes nothing" ``shifting x changes nothing and scaling x with tau changes nothing``
+        Proofs.prop [ "softtopk.kernel-equals-reference" ] "kernel equals reference within the derived bound" ``kernel equals reference within the derived bound``
+        Proofs.prop [ "softtopk.kernel-equals-reference" ] "the validator rejects a perturbed y or Jacobian" ``the validator rejects a perturbed y or Jacobian``
+        Proofs.prop [ "softtopk.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
+        Proofs.prop [ "softtopk.entropic-sinkhorn-rate" ] "plain Sinkhorn converges to the same plan at the predicted rate" ``plain Sinkhorn converges to the same plan at the predicted rate``
+        Proofs.test [] "bad input names the argument and the index" ``bad input names the argument and the index``
+        Proofs.test [] "extreme but finite scores give finite outputs" ``extreme but finite scores give finite outputs``
+        Proofs.test [] "the registry outputs the Jacobian only when asked" ``the registry outputs the Jacobian only when asked``
+        Proofs.sequenced (Proofs.test [] "numpy peer confirms the softtopk golden cases" ``numpy peer confirms the softtopk golden cases``)
+        Proofs.sequenced (Proofs.test [] "numpy peer agrees with the reference on fresh cases" ``numpy peer agrees with the reference on fresh cases``)
+    ]

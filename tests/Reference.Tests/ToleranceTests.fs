@@ -97,8 +97,6 @@ let private arrayAndIndexGen =
 // ---------------------------------------------------------------------------------------------------------------
 // Every policy: equal arrays, one perturbation, NaN and Inf
 
-[<Prop>]
-[<Theorem "tolerance.equal-arrays-pass">]
 let ``every policy passes equal arrays with no mismatches`` () =
     // Equal arrays, sometimes with NaN and infinities in the same places on both sides.
     let withSpecials =
@@ -115,8 +113,6 @@ let ``every policy passes equal arrays with no mismatches`` () =
         expectEqual "MaxAbsError" report.MaxAbsError 0.0
         expectEqual "PolicyName" report.PolicyName policy.Name)
 
-[<Prop>]
-[<Theorem "tolerance.one-mismatch-reported">]
 let ``one element beyond the bound fails with one mismatch at its index`` () =
     Prop.forAll (Arb.fromGen (Gen.zip policyGen arrayAndIndexGen)) (fun (policy, (shape, expected, index)) ->
         let flat = flatOf shape index
@@ -134,8 +130,6 @@ let ``one element beyond the bound fails with one mismatch at its index`` () =
             if m.Allowed.HasValue then
                 expect $"allowed {m.Allowed.Value} < |error| at {m.Index}" (m.Allowed.Value < abs (m.Got - m.Expected)))
 
-[<Prop>]
-[<Theorem "tolerance.nan-inf-counted-apart">]
 let ``NaN and Inf mismatches are counted apart and fail`` () =
     // Each element gets one of: unchanged; NaN in the candidate only; NaN in the reference only; NaN on both sides;
     // an infinity in the candidate only; the same infinity on both; opposite infinities.
@@ -170,8 +164,6 @@ let ``NaN and Inf mismatches are counted apart and fail`` () =
 // ---------------------------------------------------------------------------------------------------------------
 // allclose
 
-[<Prop>]
-[<Theorem "tolerance.allclose-boundary">]
 let ``allclose passes exactly at the bound and fails just beyond`` () =
     // atol = 2^-a, rtol = 2^-b, r = m 2^k: the bound, r +- bound and r +- (bound + 2^-30) are exact in double.
     let cases =
@@ -216,8 +208,6 @@ let private matVecGen =
         return fmt, rows, ref64, baseline
     }
 
-[<Prop>]
-[<Theorem "tolerance.baseline-accepts-base">]
 let ``baseline passes the baseline itself and the rounded reference`` () =
     let cases = Gen.zip matVecGen (Gen.elements [ 1.0; 1.5; 2.0; 4.0 ])
     Prop.forAll (Arb.fromGen cases) (fun ((fmt, rows, ref64, baseline), factor) ->
@@ -228,8 +218,6 @@ let ``baseline passes the baseline itself and the rounded reference`` () =
         let asRounded = policy.Compare("y", ReadOnlySpan rounded, ReadOnlySpan ref64, ReadOnlySpan baseline, [| rows |])
         expect $"the rounded reference must pass: {asRounded.Summary()} {asRounded.Detail}" asRounded.Passed)
 
-[<Prop>]
-[<Theorem "tolerance.baseline-monotone-in-factor">]
 let ``baseline bound is monotone in the factor`` () =
     let cases = Gen.zip3 matVecGen (Gen.choose (0, 40)) (Gen.choose (0, 40))
     Prop.forAll (Arb.fromGen cases) (fun ((fmt, rows, ref64, baseline), k1, k2) ->
@@ -244,8 +232,6 @@ let ``baseline bound is monotone in the factor`` () =
         let r2 = p2.Compare("y", ReadOnlySpan candidate, ReadOnlySpan ref64, ReadOnlySpan baseline, [| rows |])
         expect "accepted at the smaller factor, rejected at the larger" (not r1.Passed || r2.Passed))
 
-[<Prop>]
-[<Theorem "tolerance.baseline-floor">]
 let ``baseline floor is twice the representation error of the reference`` () =
     Prop.forAll (Arb.fromGen matVecGen) (fun (fmt, rows, ref64, baseline) ->
         let policy = BaselinePolicy(fmt)
@@ -267,8 +253,6 @@ let ``baseline floor is twice the representation error of the reference`` () =
 // ---------------------------------------------------------------------------------------------------------------
 // relative-rms
 
-[<Prop>]
-[<Theorem "tolerance.rms-scale-invariant">]
 let ``relative-rms verdict is invariant under scaling by a power of two`` () =
     let cases =
         gen {
@@ -292,8 +276,6 @@ let ``relative-rms verdict is invariant under scaling by a power of two`` () =
         let e2 = RelativeRmsPolicy.RelativeError(ReadOnlySpan(Array.map ((*) scale) c), ReadOnlySpan(Array.map ((*) scale) r))
         expect $"ratio {show e1} vs scaled {show e2}" (sameBits e1 e2))
 
-[<Prop>]
-[<Theorem "tolerance.rms-verdict">]
 let ``relative-rms verdict follows the norm ratio and a failure reports a mismatch`` () =
     let cases =
         gen {
@@ -316,8 +298,6 @@ let ``relative-rms verdict follows the norm ratio and a failure reports a mismat
 // ---------------------------------------------------------------------------------------------------------------
 // Reports
 
-[<Prop>]
-[<Theorem "tolerance.first-mismatches">]
 let ``FirstMismatches holds at most five in C order`` () =
     let cases =
         arrayGen |> Gen.bind (fun (shape, xs) ->
@@ -334,8 +314,6 @@ let ``FirstMismatches holds at most five in C order`` () =
             expectEqual "got" m.Got candidate.[i]
             expectEqual "expected" m.Expected expected.[i])
 
-[<Prop>]
-[<Theorem "tolerance.summary-full-precision">]
 let ``Summary prints the verdict and every number at full precision`` () =
     let cases =
         gen {
@@ -362,8 +340,6 @@ let ``Summary prints the verdict and every number at full precision`` () =
             let margin = report.Margin.Value
             expect $"margin {margin} agrees with the verdict: {line}" (if report.Passed then margin <= 1.0 else margin >= 1.0))
 
-[<Test>]
-[<Theorem "tolerance.summary-full-precision">]
 let ``Summary and names round-trip every power of two`` () =
     // .NET's "R" format misprints some powers of two (2^-25 prints as 2.980232238769531E-08, which parses to the
     // double below); the report must not inherit that.
@@ -378,7 +354,6 @@ let ``Summary and names round-trip every power of two`` () =
             problems.Add $"2^{k}: summary {report.Summary()}"
     Assert.That(problems, Is.Empty)
 
-[<Test>]
 let ``Summary of a passing exact comparison reads as documented`` () =
     let ids = Array.init 12 float
     let report = ExactPolicy().Compare("experts", ReadOnlySpan ids, ReadOnlySpan(Array.copy ids), [| 6; 2 |])
@@ -392,8 +367,6 @@ let ``Summary of a passing exact comparison reads as documented`` () =
 // ---------------------------------------------------------------------------------------------------------------
 // Names and parsing
 
-[<Prop>]
-[<Theorem "tolerance.names-parse-back">]
 let ``every policy name parses back to the same policy`` () =
     let anyPolicy =
         Gen.oneof
@@ -411,7 +384,6 @@ let ``every policy name parses back to the same policy`` () =
         | (:? BaselinePolicy as p), (:? BaselinePolicy as q) -> expect "format, factor" (p.Format = q.Format && sameBits p.Factor q.Factor)
         | _ -> ())
 
-[<Test>]
 let ``Parse reads the documented forms`` () =
     Assert.That(TolerancePolicy.Parse "exact", Is.InstanceOf<ExactPolicy>())
     let preset = TolerancePolicy.Parse "allclose" :?> AllClosePolicy
@@ -430,7 +402,6 @@ let ``Parse reads the documented forms`` () =
         let e = throws<ArgumentException>(fun () -> TolerancePolicy.Parse bad |> ignore)
         Assert.That(e.ParamName, Is.EqualTo "name", bad)
 
-[<Test>]
 let ``bad inputs are rejected with the array named`` () =
     let policy = AllClosePolicy.For NumberFormat.Float32
     let e = throws<ArgumentException>(fun () ->
@@ -449,3 +420,25 @@ let ``bad inputs are rejected with the array named`` () =
     throws<ArgumentOutOfRangeException>(fun () -> AllClosePolicy(-1.0, 0.0) |> ignore) |> ignore
     throws<ArgumentOutOfRangeException>(fun () -> RelativeRmsPolicy(nan) |> ignore) |> ignore
     throws<ArgumentOutOfRangeException>(fun () -> BaselinePolicy(NumberFormat.Float16, infinity) |> ignore) |> ignore
+
+// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+[<Expecto.Tests>]
+let tests =
+    Proofs.family "harness/tolerance" "ToleranceTests" [
+        Proofs.prop [ "tolerance.equal-arrays-pass" ] "every policy passes equal arrays with no mismatches" ``every policy passes equal arrays with no mismatches``
+        Proofs.prop [ "tolerance.one-mismatch-reported" ] "one element beyond the bound fails with one mismatch at its index" ``one element beyond the bound fails with one mismatch at its index``
+        Proofs.prop [ "tolerance.nan-inf-counted-apart" ] "NaN and Inf mismatches are counted apart and fail" ``NaN and Inf mismatches are counted apart and fail``
+        Proofs.prop [ "tolerance.allclose-boundary" ] "allclose passes exactly at the bound and fails just beyond" ``allclose passes exactly at the bound and fails just beyond``
+        Proofs.prop [ "tolerance.baseline-accepts-base" ] "baseline passes the baseline itself and the rounded reference" ``baseline passes the baseline itself and the rounded reference``
+        Proofs.prop [ "tolerance.baseline-monotone-in-factor" ] "baseline bound is monotone in the factor" ``baseline bound is monotone in the factor``
+        Proofs.prop [ "tolerance.baseline-floor" ] "baseline floor is twice the representation error of the reference" ``baseline floor is twice the representation error of the reference``
+        Proofs.prop [ "tolerance.rms-scale-invariant" ] "relative-rms verdict is invariant under scaling by a power of two" ``relative-rms verdict is invariant under scaling by a power of two``
+        Proofs.prop [ "tolerance.rms-verdict" ] "relative-rms verdict follows the norm ratio and a failure reports a mismatch" ``relative-rms verdict follows the norm ratio and a failure reports a mismatch``
+        Proofs.prop [ "tolerance.first-mismatches" ] "FirstMismatches holds at most five in C order" ``FirstMismatches holds at most five in C order``
+        Proofs.prop [ "tolerance.summary-full-precision" ] "Summary prints the verdict and every number at full precision" ``Summary prints the verdict and every number at full precision``
+        Proofs.test [ "tolerance.summary-full-precision" ] "Summary and names round-trip every power of two" ``Summary and names round-trip every power of two``
+        Proofs.test [] "Summary of a passing exact comparison reads as documented" ``Summary of a passing exact comparison reads as documented``
+        Proofs.prop [ "tolerance.names-parse-back" ] "every policy name parses back to the same policy" ``every policy name parses back to the same policy``
+        Proofs.test [] "Parse reads the documented forms" ``Parse reads the documented forms``
+        Proofs.test [] "bad inputs are rejected with the array named" ``bad inputs are rejected with the array named``
+    ]
