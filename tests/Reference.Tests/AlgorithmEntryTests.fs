@@ -20,18 +20,30 @@ let private entry (seedCount: int ref) (paths: (string * (AlgorithmCall -> ToyOp
         Name = "toy",
         Summary = "a toy",
         Section = "none",
-        Seed = Func<AlgorithmCall, ToyOptions>(fun _ -> seedCount.Value <- seedCount.Value + 1; { K = 0; Scale = None; Mode = "" }),
+        Seed =
+            Func<AlgorithmCall, ToyOptions>(fun _ ->
+                seedCount.Value <- seedCount.Value + 1
+                { K = 0; Scale = None; Mode = "" }),
         Parameters =
-            [| Param<ToyOptions>.Int("k", "2", "k", fun o v -> { o with K = v })
-               Param<ToyOptions>.OptionalDouble("scale", "scale", fun o v -> { o with Scale = Option.ofNullable v })
-               Param<ToyOptions>.Choice("mode", "a", "mode", [| struct ("a", "first"); struct ("b", "second") |], fun o v -> { o with Mode = v }) |],
+            [|
+                Param<ToyOptions>.Int("k", "2", "k", fun o v -> { o with K = v })
+                Param<ToyOptions>.OptionalDouble("scale", "scale", fun o v -> { o with Scale = Option.ofNullable v })
+                Param<ToyOptions>
+                    .Choice("mode", "a", "mode", [| struct ("a", "first"); struct ("b", "second") |], fun o v -> { o with Mode = v })
+            |],
         Inputs = [| InputSpec("x", "N,E", ArrayKind.Float, false, "x") |],
         Outputs =
-            [| OutputSpec<ToyOutput>.Of("y", "N,k", ArrayKind.Float, OutputComparison.Tolerance, "y", fun r -> r.Y)
-               OutputSpec<ToyOutput>.Of("index", "N", ArrayKind.Integer, OutputComparison.Exact, "index", fun r -> r.Index) |],
+            [|
+                OutputSpec<ToyOutput>.Of("y", "N,k", ArrayKind.Float, OutputComparison.Tolerance, "y", fun r -> r.Y)
+                OutputSpec<ToyOutput>.Of("index", "N", ArrayKind.Integer, OutputComparison.Exact, "index", fun r -> r.Index)
+            |],
         Reference = Func<AlgorithmCall, ToyOptions, ToyOutput>(fun call o -> (snd paths.Head) call o),
-        Paths = (paths.Tail |> List.map (fun (name, run) -> PathOf<ToyOptions, ToyOutput>(name, name, fun call o -> run call o)) |> Array.ofList),
-        Generate = Func<int, GeneratedCase>(fun _ -> raise (NotSupportedException())))
+        Paths =
+            (paths.Tail
+             |> List.map (fun (name, run) -> PathOf<ToyOptions, ToyOutput>(name, name, fun call o -> run call o))
+             |> Array.ofList),
+        Generate = Func<int, GeneratedCase>(fun _ -> raise (NotSupportedException()))
+    )
 
 let private bind (algorithm: Algorithm) (n: int) (parameters: (string * string) list) =
     let inputs = Dictionary<string, NdArray>()
@@ -46,7 +58,17 @@ let private good (call: AlgorithmCall) (o: ToyOptions) =
 let ``parameters are declared once: specs for list and CLI, values mapped onto the options`` () =
     let seeds = ref 0
     let mutable seen = None
-    let e = entry seeds [ "reference", (fun call o -> seen <- Some o; good call o) ]
+
+    let e =
+        entry
+            seeds
+            [
+                "reference",
+                (fun call o ->
+                    seen <- Some o
+                    good call o)
+            ]
+
     let algorithm = e.ToAlgorithm()
     Assert.That(algorithm.Parameters |> Seq.map (fun p -> p.Name) |> List.ofSeq, Is.EqualTo(box [ "k"; "scale"; "mode" ]))
     Assert.That(algorithm.Parameters[2].Choices |> List.ofSeq, Is.EqualTo(box [ "a"; "b" ]))
@@ -78,23 +100,45 @@ let ``a path whose output breaks the declared shape or kind is stopped`` () =
     let wrongShape (call: AlgorithmCall) (o: ToyOptions) =
         let n = call.Array("x").Shape[0]
         ToyOutput(NdArray.Create(Array.zeroCreate<float> (n * (o.K + 1)), n, o.K + 1), NdArray.Create(Array.zeroCreate<int> n, n))
+
     let wrongKind (call: AlgorithmCall) (o: ToyOptions) =
         let n = call.Array("x").Shape[0]
         ToyOutput(NdArray.Create(Array.zeroCreate<float> (n * o.K), n, o.K), NdArray.Create(Array.zeroCreate<float> n, n))
-    let algorithm = (entry (ref 0) [ "reference", good; "shape", wrongShape; "kind", wrongKind ]).ToAlgorithm()
+
+    let algorithm =
+        (entry (ref 0) [ "reference", good; "shape", wrongShape; "kind", wrongKind ]).ToAlgorithm()
+
     let call = bind algorithm 3 []
     Assert.That(algorithm.Run(call, "reference").Count, Is.EqualTo 2)
-    let shape = Assert.Throws<InvalidOperationException>(Action(fun () -> algorithm.Run(call, "shape") |> ignore))
+
+    let shape =
+        Assert.Throws<InvalidOperationException>(Action(fun () -> algorithm.Run(call, "shape") |> ignore))
+
     Assert.That(shape.Message, Does.Contain("output 'y' has shape (3, 3) but is declared [N,k] (N=3, k=2)"))
-    let kind = Assert.Throws<InvalidOperationException>(Action(fun () -> algorithm.Run(call, "kind") |> ignore))
+
+    let kind =
+        Assert.Throws<InvalidOperationException>(Action(fun () -> algorithm.Run(call, "kind") |> ignore))
+
     Assert.That(kind.Message, Does.Contain("output 'index' has dtype F64 but is declared integer"))
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "misc/algorithm-entry" "AlgorithmEntryTests" [
-        Proofs.test [] "parameters are declared once: specs for list and CLI, values mapped onto the options" ``parameters are declared once: specs for list and CLI, values mapped onto the options``
-        Proofs.test [] "options are built once per call, whatever reads them" ``options are built once per call, whatever reads them``
-        Proofs.test [] "a path's outputs come out in declaration order with their own dtypes" ``a path's outputs come out in declaration order with their own dtypes``
-        Proofs.test [] "a path whose output breaks the declared shape or kind is stopped" ``a path whose output breaks the declared shape or kind is stopped``
-    ]
+    Proofs.family
+        "harness/registry"
+        "AlgorithmEntryTests"
+        [
+            Proofs.test
+                []
+                "parameters are declared once: specs for list and CLI, values mapped onto the options"
+                ``parameters are declared once: specs for list and CLI, values mapped onto the options``
+            Proofs.test [] "options are built once per call, whatever reads them" ``options are built once per call, whatever reads them``
+            Proofs.test
+                []
+                "a path's outputs come out in declaration order with their own dtypes"
+                ``a path's outputs come out in declaration order with their own dtypes``
+            Proofs.test
+                []
+                "a path whose output breaks the declared shape or kind is stopped"
+                ``a path whose output breaks the declared shape or kind is stopped``
+        ]

@@ -18,16 +18,25 @@ open Reference.Tests.Assertions
 let private nsa = AlgorithmRegistry.Find "nsa"
 let private resa = AlgorithmRegistry.Find "resa"
 
-let private flat4 (x: 'T[,,,]) = [| for a in 0 .. Array4D.length1 x - 1 do
-                                      for b in 0 .. Array4D.length2 x - 1 do
-                                          for c in 0 .. Array4D.length3 x - 1 do
-                                              for d in 0 .. Array4D.length4 x - 1 -> x.[a, b, c, d] |]
+let private flat4 (x: 'T[,,,]) =
+    [|
+        for a in 0 .. Array4D.length1 x - 1 do
+            for b in 0 .. Array4D.length2 x - 1 do
+                for c in 0 .. Array4D.length3 x - 1 do
+                    for d in 0 .. Array4D.length4 x - 1 -> x.[a, b, c, d]
+    |]
+
 let private shape4 (x: 'T[,,,]) = [| Array4D.length1 x; Array4D.length2 x; Array4D.length3 x; Array4D.length4 x |]
 let private arr4 (x: float[,,,]) = NdArray.Create(flat4 x, shape4 x)
 let private bool4 (x: bool[,,,]) = NdArray.Create(flat4 x, shape4 x)
-let private flat3 (x: 'T[,,]) = [| for a in 0 .. Array3D.length1 x - 1 do
-                                     for b in 0 .. Array3D.length2 x - 1 do
-                                         for c in 0 .. Array3D.length3 x - 1 -> x.[a, b, c] |]
+
+let private flat3 (x: 'T[,,]) =
+    [|
+        for a in 0 .. Array3D.length1 x - 1 do
+            for b in 0 .. Array3D.length2 x - 1 do
+                for c in 0 .. Array3D.length3 x - 1 -> x.[a, b, c]
+    |]
+
 let private shape3 (x: 'T[,,]) = [| Array3D.length1 x; Array3D.length2 x; Array3D.length3 x |]
 
 let private bind (alg: Algorithm) (inputs: (string * NdArray) list) (parameters: (string * string) list) =
@@ -45,7 +54,12 @@ let private maxDiff (a: float[]) (b: float[]) = Array.fold2 (fun m x y -> max m 
 /// A registry case converted to float64 inputs (exact), so a bool-only candidate is judged in float64.
 let private registryCase (alg: Algorithm) seed =
     let case = alg.Generate.Invoke seed
-    let inputs = [ for kv in case.Inputs -> kv.Key, NdArray.Create(kv.Value.ToDoubles(), Array.ofSeq kv.Value.Shape) ]
+
+    let inputs =
+        [
+            for kv in case.Inputs -> kv.Key, NdArray.Create(kv.Value.ToDoubles(), Array.ofSeq kv.Value.Shape)
+        ]
+
     inputs, [ for kv in case.Parameters -> kv.Key, kv.Value ]
 
 let private seeds = Arb.fromGen (Gen.choose (0, 100000))
@@ -78,8 +92,7 @@ let private nsaInputs (t, hkv, hq, d, seed) (key: Random -> int -> int -> int ->
     q, k, v, gates
 
 let private nsaCall bs topN (q, k, v, gates) =
-    bind nsa [ "q", arr4 q; "k", arr4 k; "v", arr4 v; "gates", arr4 gates ]
-        [ "block_size", string bs; "top_n", string topN; "window", "2" ]
+    bind nsa [ "q", arr4 q; "k", arr4 k; "v", arr4 v; "gates", arr4 gates ] [ "block_size", string bs; "top_n", string topN; "window", "2" ]
 
 /// out of NSA under a selection, from the reference's branches with the selected branch recomputed as dense attention
 /// under the selection's mask (independent of Nsa.ComputeWithSelection).
@@ -89,8 +102,11 @@ let private nsaOutUnder (q: float[,,,], k, v, gates: float[,,,]) bs topN (sel: b
     let hq, t, hkv = Array4D.length2 q, Array4D.length3 q, Array4D.length2 k
     let mask = Array4D.init 1 hq t t (fun _ h i j -> j <= i && sel.[0, h / (hq / hkv), i, j / bs])
     let slc = DenseAttention.Compute(q, k, v, AttentionOptions(Mask = mask)).Out
+
     Array4D.init 1 hq t 3 (fun _ h i x ->
-        gates.[0, h, i, 0] * r.Compressed.[0, h, i, x] + gates.[0, h, i, 1] * slc.[0, h, i, x] + gates.[0, h, i, 2] * r.Window.[0, h, i, x])
+        gates.[0, h, i, 0] * r.Compressed.[0, h, i, x]
+        + gates.[0, h, i, 1] * slc.[0, h, i, x]
+        + gates.[0, h, i, 2] * r.Window.[0, h, i, x])
 
 let ``nsa validator accepts the reference's own selection and output`` () =
     Prop.forAll seeds (fun seed ->
@@ -98,7 +114,10 @@ let ``nsa validator accepts the reference's own selection and output`` () =
         let call = bind nsa inputs parameters
         let expected = nsa.RunReference call
         let ok64, r64 = passes nsa call [ "selected", expected.["selected"]; "out", expected.["out"] ]
-        let out32 = NdArray.Create(expected.["out"].ToDoubles() |> Array.map float32, Array.ofSeq expected.["out"].Shape)
+
+        let out32 =
+            NdArray.Create(expected.["out"].ToDoubles() |> Array.map float32, Array.ofSeq expected.["out"].Shape)
+
         let ok32, r32 = passes nsa call [ "selected", expected.["selected"]; "out", out32 ]
         Assert.That(ok64, report r64)
         Assert.That(ok32, report r32))
@@ -112,9 +131,12 @@ let ``nsa validator accepts another choice among exactly tied blocks and judges 
         let reference = Nsa.Compute(q, k, v, gates, NsaOptions(BlockSize = bs, TopN = topN, Window = 2))
         // The candidate keeps the own block and takes the highest-index earlier blocks instead of the lowest.
         let nb = Array4D.length4 reference.Selected
-        let cand = Array4D.init 1 hkv t nb (fun _ _ i c ->
-            let own = i / bs
-            c = own || (c < own && c >= own - (topN - 1)))
+
+        let cand =
+            Array4D.init 1 hkv t nb (fun _ _ i c ->
+                let own = i / bs
+                c = own || (c < own && c >= own - (topN - 1)))
+
         let changed = flat4 cand <> flat4 reference.Selected
         let out = nsaOutUnder x bs topN cand
         let call = nsaCall bs topN x
@@ -164,20 +186,35 @@ let ``nsa validator rejects a swap of clearly different blocks a wrong count and
         // The last row of group 0 has own = nb - 1 > top_n - 1 candidate slots.
         let i = t - 1
         let own = i / bs
+
         let edit f =
             let s = reference.Selected.Clone() :?> bool[,,,]
             f s
             s
         // Swap the weakest selected earlier block (scores increase with c) for the best unselected one.
-        let weakestSelected = [ 0 .. own - 1 ] |> List.filter (fun c -> reference.Selected.[0, 0, i, c]) |> List.min
-        let bestUnselected = [ 0 .. own - 1 ] |> List.filter (fun c -> not reference.Selected.[0, 0, i, c]) |> List.max
-        let swapped = edit (fun s -> s.[0, 0, i, weakestSelected] <- false; s.[0, 0, i, bestUnselected] <- true)
+        let weakestSelected =
+            [ 0 .. own - 1 ] |> List.filter (fun c -> reference.Selected.[0, 0, i, c]) |> List.min
+
+        let bestUnselected =
+            [ 0 .. own - 1 ] |> List.filter (fun c -> not reference.Selected.[0, 0, i, c]) |> List.max
+
+        let swapped =
+            edit (fun s ->
+                s.[0, 0, i, weakestSelected] <- false
+                s.[0, 0, i, bestUnselected] <- true)
+
         let extra = edit (fun s -> s.[0, 0, i, bestUnselected] <- true)
         let missing = edit (fun s -> s.[0, 0, i, own] <- false)
-        let noOwn = edit (fun s -> s.[0, 0, i, own] <- false; s.[0, 0, i, bestUnselected] <- true)
+
+        let noOwn =
+            edit (fun s ->
+                s.[0, 0, i, own] <- false
+                s.[0, 0, i, bestUnselected] <- true)
+
         for bad in [ swapped; extra; missing; noOwn ] do
             let ok, reports = passes nsa call [ "selected", bool4 bad ]
             Assert.That(ok, Is.False, report reports)
+
         let ok, reports = passes nsa call [ "selected", bool4 reference.Selected ]
         Assert.That(ok, report reports)
         Assert.That(nb, Is.GreaterThan own))
@@ -200,10 +237,14 @@ let private resaCase =
 
 /// n_min = n_local + slots (sparsity small) selects exactly that many blocks.
 let private resaParams bs nLocal slots =
-    [ "block_size", string bs; "sparsity", "0.01"; "n_local", string nLocal; "n_min", string (nLocal + slots) ]
+    [
+        "block_size", string bs
+        "sparsity", "0.01"
+        "n_local", string nLocal
+        "n_min", string (nLocal + slots)
+    ]
 
-let private resaOptions bs nLocal slots =
-    ResaOptions(BlockSize = bs, Sparsity = 0.01, NLocal = nLocal, NMin = nLocal + slots)
+let private resaOptions bs nLocal slots = ResaOptions(BlockSize = bs, Sparsity = 0.01, NLocal = nLocal, NMin = nLocal + slots)
 
 let private resaCall bs nLocal slots (q: float[,,,], k, v) =
     bind resa [ "q", arr4 q; "k", arr4 k; "v", arr4 v ] (resaParams bs nLocal slots)
@@ -215,7 +256,10 @@ let ``resa validator accepts the reference's own selection and output`` () =
         let e = resa.RunReference call
         let ok, reports = passes resa call [ "selected", e.["selected"]; "out", e.["out"]; "lse", e.["lse"] ]
         let to32 (a: NdArray) = NdArray.Create(a.ToDoubles() |> Array.map float32, Array.ofSeq a.Shape)
-        let ok32, r32 = passes resa call [ "selected", e.["selected"]; "out", to32 e.["out"]; "lse", to32 e.["lse"] ]
+
+        let ok32, r32 =
+            passes resa call [ "selected", e.["selected"]; "out", to32 e.["out"]; "lse", to32 e.["lse"] ]
+
         Assert.That(ok, report reports)
         Assert.That(ok32, report r32))
 
@@ -234,14 +278,23 @@ let ``resa validator accepts another choice among exactly tied blocks and judges
         let mask = Array4D.init 1 hq 1 l (fun _ h _ j -> cand.[0, h / (hq / hkv), j / bs])
         let dense = DenseAttention.Compute(q, k, v, AttentionOptions(Mask = mask))
         let call = resaCall bs nLocal slots (q, k, v)
+
         let candidate =
-            [ "selected", NdArray.Create(flat3 cand, shape3 cand); "out", arr4 dense.Out
-              "lse", NdArray.Create(flat3 dense.Lse, shape3 dense.Lse) ]
+            [
+                "selected", NdArray.Create(flat3 cand, shape3 cand)
+                "out", arr4 dense.Out
+                "lse", NdArray.Create(flat3 dense.Lse, shape3 dense.Lse)
+            ]
+
         let ok, reports = passes resa call candidate
         Assert.That(ok, report reports)
+
         if maxDiff (flat4 dense.Out) (flat4 reference.Out) > 1e-6 then
-            let okRef, _ = passes resa call [ "selected", NdArray.Create(flat3 cand, shape3 cand); "out", arr4 reference.Out ]
+            let okRef, _ =
+                passes resa call [ "selected", NdArray.Create(flat3 cand, shape3 cand); "out", arr4 reference.Out ]
+
             Assert.That(okRef, Is.False, "out is judged by the candidate's selection")
+
         Assert.That(flat3 cand <> flat3 reference.Selected, "the tied alternative differs from the reference's choice"))
 
 let ``resa validator rejects a swap of clearly different blocks a wrong count and a missing local block`` () =
@@ -258,21 +311,42 @@ let ``resa validator rejects a swap of clearly different blocks a wrong count an
         let reference = Resa.DecodeStep(q, k, v, resaOptions bs nLocal slots)
         let call = resaCall bs nLocal slots (q, k, v)
         let others = nb - nLocal
+
         let edit f =
             let s = reference.Selected.Clone() :?> bool[,,]
             f s
             NdArray.Create(flat3 s, shape3 s)
-        let weakestSelected = [ 0 .. others - 1 ] |> List.filter (fun c -> reference.Selected.[0, 0, c]) |> List.min
-        let bestUnselected = [ 0 .. others - 1 ] |> List.filter (fun c -> not reference.Selected.[0, 0, c]) |> List.max
+
+        let weakestSelected =
+            [ 0 .. others - 1 ] |> List.filter (fun c -> reference.Selected.[0, 0, c]) |> List.min
+
+        let bestUnselected =
+            [ 0 .. others - 1 ] |> List.filter (fun c -> not reference.Selected.[0, 0, c]) |> List.max
+
         let bad =
-            [ edit (fun s -> s.[0, 0, weakestSelected] <- false; s.[0, 0, bestUnselected] <- true)
-              edit (fun s -> s.[0, 0, bestUnselected] <- true)
-              edit (fun s -> s.[0, 0, weakestSelected] <- false) ]
-            @ (if nLocal > 0 then [ edit (fun s -> s.[0, 0, nb - 1] <- false; s.[0, 0, bestUnselected] <- true) ] else [])
+            [
+                edit (fun s ->
+                    s.[0, 0, weakestSelected] <- false
+                    s.[0, 0, bestUnselected] <- true)
+                edit (fun s -> s.[0, 0, bestUnselected] <- true)
+                edit (fun s -> s.[0, 0, weakestSelected] <- false)
+            ]
+            @ (if nLocal > 0 then
+                   [
+                       edit (fun s ->
+                           s.[0, 0, nb - 1] <- false
+                           s.[0, 0, bestUnselected] <- true)
+                   ]
+               else
+                   [])
+
         for b in bad do
             let ok, reports = passes resa call [ "selected", b ]
             Assert.That(ok, Is.False, report reports)
-        let ok, reports = passes resa call [ "selected", NdArray.Create(flat3 reference.Selected, shape3 reference.Selected) ]
+
+        let ok, reports =
+            passes resa call [ "selected", NdArray.Create(flat3 reference.Selected, shape3 reference.Selected) ]
+
         Assert.That(ok, report reports))
 
 // ---------------------------------------------------------------- CLI
@@ -288,7 +362,22 @@ let ``check nsa exits 0 for a tied alternative selection and 1 for a swap of cle
     Directory.CreateDirectory dir |> ignore
     let input, cand = Path.Combine(dir, "in.npz"), Path.Combine(dir, "cand.npz")
     let write path (arrays: (string * NdArray) list) = TensorFile.Write(path, arrays |> List.map KeyValuePair)
-    let args = [ "check"; "nsa"; "--input"; input; "--candidate"; cand; "--param"; "block_size=2"; "--param"; "top_n=2"; "--param"; "window=2" ]
+
+    let args =
+        [
+            "check"
+            "nsa"
+            "--input"
+            input
+            "--candidate"
+            cand
+            "--param"
+            "block_size=2"
+            "--param"
+            "top_n=2"
+            "--param"
+            "window=2"
+        ]
     // Tied: every block holds the same keys; the candidate picks the block before the own one, the reference block 0.
     let r0 = Random 5
     let pattern = Array2D.init 2 4 (fun _ _ -> r0.NextDouble() * 2.0 - 1.0)
@@ -311,15 +400,39 @@ let ``check nsa exits 0 for a tied alternative selection and 1 for a swap of cle
     Assert.That(code, eq 1, out + err)
     Assert.That(out, Does.Contain "selected")
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "attention/validators" "AttentionValidatorTests" [
-        Proofs.prop [ "attention.nsa-validator" ] "nsa validator accepts the reference's own selection and output" ``nsa validator accepts the reference's own selection and output``
-        Proofs.prop [ "attention.nsa-validator" ] "nsa validator accepts another choice among exactly tied blocks and judges out by it" ``nsa validator accepts another choice among exactly tied blocks and judges out by it``
-        Proofs.prop [ "attention.nsa-validator" ] "nsa validator rejects a swap of clearly different blocks a wrong count and a missing own block" ``nsa validator rejects a swap of clearly different blocks a wrong count and a missing own block``
-        Proofs.prop [ "attention.resa-validator" ] "resa validator accepts the reference's own selection and output" ``resa validator accepts the reference's own selection and output``
-        Proofs.prop [ "attention.resa-validator" ] "resa validator accepts another choice among exactly tied blocks and judges out and lse by it" ``resa validator accepts another choice among exactly tied blocks and judges out and lse by it``
-        Proofs.prop [ "attention.resa-validator" ] "resa validator rejects a swap of clearly different blocks a wrong count and a missing local block" ``resa validator rejects a swap of clearly different blocks a wrong count and a missing local block``
-        Proofs.test [ "attention.nsa-validator" ] "check nsa exits 0 for a tied alternative selection and 1 for a swap of clearly different blocks" ``check nsa exits 0 for a tied alternative selection and 1 for a swap of clearly different blocks``
-    ]
+    Proofs.family
+        "attention/validators"
+        "AttentionValidatorTests"
+        [
+            Proofs.prop
+                [ "attention.nsa-validator" ]
+                "nsa validator accepts the reference's own selection and output"
+                ``nsa validator accepts the reference's own selection and output``
+            Proofs.prop
+                [ "attention.nsa-validator" ]
+                "nsa validator accepts another choice among exactly tied blocks and judges out by it"
+                ``nsa validator accepts another choice among exactly tied blocks and judges out by it``
+            Proofs.prop
+                [ "attention.nsa-validator" ]
+                "nsa validator rejects a swap of clearly different blocks a wrong count and a missing own block"
+                ``nsa validator rejects a swap of clearly different blocks a wrong count and a missing own block``
+            Proofs.prop
+                [ "attention.resa-validator" ]
+                "resa validator accepts the reference's own selection and output"
+                ``resa validator accepts the reference's own selection and output``
+            Proofs.prop
+                [ "attention.resa-validator" ]
+                "resa validator accepts another choice among exactly tied blocks and judges out and lse by it"
+                ``resa validator accepts another choice among exactly tied blocks and judges out and lse by it``
+            Proofs.prop
+                [ "attention.resa-validator" ]
+                "resa validator rejects a swap of clearly different blocks a wrong count and a missing local block"
+                ``resa validator rejects a swap of clearly different blocks a wrong count and a missing local block``
+            Proofs.test
+                [ "attention.nsa-validator" ]
+                "check nsa exits 0 for a tied alternative selection and 1 for a swap of clearly different blocks"
+                ``check nsa exits 0 for a tied alternative selection and 1 for a swap of clearly different blocks``
+        ]

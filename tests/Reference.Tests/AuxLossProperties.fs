@@ -20,7 +20,8 @@ let private problem =
         let! c = routingCase
         let! v = Gen.elements variants
         return { Logits = c.Logits; K = c.K; Variant = v }
-    } |> Arb.fromGen
+    }
+    |> Arb.fromGen
 
 let private options (p: AuxProblem) = AuxLossOptions(K = p.K, Variant = p.Variant)
 
@@ -33,30 +34,44 @@ let private noBoundaryTie (p: AuxProblem) =
     let counted = if p.Variant = AuxLossVariant.Megatron then p.K else 1
     let s = RouterScores.Compute(p.Logits, ScoreFunction.Softmax)
     let e = Array2D.length2 p.Logits
-    counted = e || [ 0 .. Array2D.length1 p.Logits - 1 ] |> List.forall (fun i ->
-        let sorted = Array.init e (fun x -> s.[i, x]) |> Array.sortDescending
-        sorted.[counted - 1] <> sorted.[counted])
+
+    counted = e
+    || [ 0 .. Array2D.length1 p.Logits - 1 ]
+       |> List.forall (fun i ->
+           let sorted = Array.init e (fun x -> s.[i, x]) |> Array.sortDescending
+           sorted.[counted - 1] <> sorted.[counted])
 
 let ``a uniform router gives exactly 1 when E is a power of two`` () =
-    let arb = gen { let! n = Gen.elements tokenCounts
-                    let! e = Gen.elements expertCounts
-                    let! k = Gen.choose (1, e)
-                    let! shifts = Gen.arrayOfLength n (Gen.choose (-1000, 1000))
-                    let! v = Gen.elements variants
-                    return n, e, k, shifts, v } |> Arb.fromGen
+    let arb =
+        gen {
+            let! n = Gen.elements tokenCounts
+            let! e = Gen.elements expertCounts
+            let! k = Gen.choose (1, e)
+            let! shifts = Gen.arrayOfLength n (Gen.choose (-1000, 1000))
+            let! v = Gen.elements variants
+            return n, e, k, shifts, v
+        }
+        |> Arb.fromGen
+
     Prop.forAll arb (fun (n, e, k, shifts, v) ->
         // Every row constant (a different constant per row): P_ie = 1/E.
         let x = Array2D.init n e (fun i _ -> float shifts.[i] / 8.0)
         let r = AuxLoss.Compute(x, AuxLossOptions(K = k, Variant = v))
+
         if System.Numerics.BitOperations.IsPow2 e then
             Assert.That(r.SwitchLoss, eq 1.0, $"E = {e}")
         else
             Assert.That(abs (r.SwitchLoss - 1.0), Is.LessThanOrEqualTo(float (n + e + 4) * u64), $"E = {e}"))
 
 let ``permuting experts leaves the Switch loss unchanged`` () =
-    let arb = gen { let! p = problem.Generator
-                    let! perm = permutation (Array2D.length2 p.Logits)
-                    return p, perm } |> Arb.fromGen
+    let arb =
+        gen {
+            let! p = problem.Generator
+            let! perm = permutation (Array2D.length2 p.Logits)
+            return p, perm
+        }
+        |> Arb.fromGen
+
     Prop.forAll arb (fun (p, perm) ->
         let x = p.Logits
         let permuted = Array2D.init (Array2D.length1 x) (Array2D.length2 x) (fun i j -> x.[i, perm.[j]])
@@ -68,9 +83,14 @@ let ``permuting experts leaves the Switch loss unchanged`` () =
             Assert.That(abs (a.SwitchLoss - b.SwitchLoss), Is.LessThanOrEqualTo(2.0 * lossBound n e u64)))
 
 let ``permuting tokens leaves the z-loss unchanged`` () =
-    let arb = gen { let! p = problem.Generator
-                    let! perm = permutation (Array2D.length1 p.Logits)
-                    return p, perm } |> Arb.fromGen
+    let arb =
+        gen {
+            let! p = problem.Generator
+            let! perm = permutation (Array2D.length1 p.Logits)
+            return p, perm
+        }
+        |> Arb.fromGen
+
     Prop.forAll arb (fun (p, perm) ->
         let x = p.Logits
         let n = Array2D.length1 x
@@ -116,17 +136,25 @@ let ``kernel equals reference within the derived float32 bound`` () =
         // The counted experts agree when every row's keys are separated at float32 precision (RoutingGenerators).
         let s = RouterScores.Compute(x, ScoreFunction.Softmax)
         let s32 = scores32 x ScoreFunction.Softmax
+
         let separatedRows =
-            [ 0 .. n - 1 ] |> List.forall (fun i ->
-                allSeparated [ for y in 0 .. e - 1 -> s.[i, y], s32.[i, y], 2.0 * float (e + 4) * u32 ])
+            [ 0 .. n - 1 ]
+            |> List.forall (fun i -> allSeparated [ for y in 0 .. e - 1 -> s.[i, y], s32.[i, y], 2.0 * float (e + 4) * u32 ])
+
         if separatedRows then
             Assert.That(abs (float k.SwitchLoss - r.SwitchLoss), Is.LessThanOrEqualTo(lossBound n e u32))
         // z: each lse_i within (|lse_i| + E + 4) u of the exact one, so lse_i^2 within 2 |lse_i| (|lse_i| + E + 4) u, and the
         // mean adds (N + 1) u relative.
         let lse = [ for i in 0 .. n - 1 -> AuxLoss.LogSumExp(x, i) ]
+
         let zBound =
-            (if n = 0 then 0.0 else (lse |> List.sumBy (fun l -> 2.0 * abs l * (abs l + float e + 4.0))) / float n) * u32
+            (if n = 0 then
+                 0.0
+             else
+                 (lse |> List.sumBy (fun l -> 2.0 * abs l * (abs l + float e + 4.0))) / float n)
+            * u32
             + float (n + 1) * u32 * r.ZLoss
+
         Assert.That(abs (float k.ZLoss - r.ZLoss), Is.LessThanOrEqualTo(zBound + 1e-30)))
 
 let ``the derived tolerance accepts the kernel on every input and adds nothing without near-ties`` () =
@@ -141,13 +169,17 @@ let ``the derived tolerance accepts the kernel on every input and adds nothing w
         // Without a near-tie at any counted boundary the Switch bound is the rounding term alone.
         let s = RouterScores.Compute(x, ScoreFunction.Softmax)
         let counted = if p.Variant = AuxLossVariant.Megatron then p.K else 1
+
         let clear =
-            counted = e || [ 0 .. n - 1 ] |> List.forall (fun i ->
-                let sorted = Array.init e (fun y -> s.[i, y]) |> Array.sortDescending
-                // The validator widens each score by its slack 2 (E + 4) u max P (plus the smallest normal) on either
-                // side and rounds the ends to float32, so a boundary is clear when the gap exceeds twice that slack
-                // plus the two roundings.
-                sorted.[counted - 1] - sorted.[counted] > (4.0 * float (e + 4) + 2.0) * u32 * sorted.[0] + 3e-38)
+            counted = e
+            || [ 0 .. n - 1 ]
+               |> List.forall (fun i ->
+                   let sorted = Array.init e (fun y -> s.[i, y]) |> Array.sortDescending
+                   // The validator widens each score by its slack 2 (E + 4) u max P (plus the smallest normal) on either
+                   // side and rounds the ends to float32, so a boundary is clear when the gap exceeds twice that slack
+                   // plus the two roundings.
+                   sorted.[counted - 1] - sorted.[counted] > (4.0 * float (e + 4) + 2.0) * u32 * sorted.[0] + 3e-38)
+
         if clear && n > 0 then
             Assert.That(bounds.SwitchDetail, Does.Contain "near-ties 0 (0 tokens)"))
 
@@ -165,6 +197,7 @@ let ``a worked example: two tokens, two experts`` () =
     // (the second by the tie rule): f = [1, 0], so every variant gives L = 2 * 5/8 = 5/4.
     // z = ((ln 4)^2 + (ln 2)^2) / 2 = (4 + 1) (ln 2)^2 / 2.
     let x = array2D [ [ log 3.0; 0.0 ]; [ 0.0; 0.0 ] ]
+
     for v in variants do
         let r = AuxLoss.Compute(x, AuxLossOptions(K = 1, Variant = v))
         Assert.That(abs (r.SwitchLoss - 1.25), Is.LessThanOrEqualTo(1e-15), $"{v}")
@@ -177,10 +210,13 @@ let ``an empty batch has zero losses and bad input names the argument`` () =
     let r = AuxLoss.Compute(Array2D.zeroCreate 0 4, AuxLossOptions())
     Assert.That((r.SwitchLoss, r.ZLoss), eq (0.0, 0.0))
     let x = Array2D.create 2 3 0.0
-    let ex = throws<System.ArgumentOutOfRangeException>(fun () -> AuxLoss.Compute(x, AuxLossOptions(K = 4)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentOutOfRangeException> (fun () -> AuxLoss.Compute(x, AuxLossOptions(K = 4)) |> ignore)
+
     Assert.That(ex.ParamName, eq "k")
     x.[1, 1] <- -infinity
-    let ex = throws<System.ArgumentException>(fun () -> AuxLoss.Compute(x, AuxLossOptions()) |> ignore)
+    let ex = throws<System.ArgumentException> (fun () -> AuxLoss.Compute(x, AuxLossOptions()) |> ignore)
     Assert.That(ex.Message, Does.Contain "logits[1, 1] is -Inf")
 
 let ``the hf variant is k times Megatron's and equals HF's per-slot formula`` () =
@@ -199,10 +235,24 @@ let ``the hf variant is k times Megatron's and equals HF's per-slot formula`` ()
         // router_prob_per_expert = mean_i P_ie, loss = E sum_{j,e} tokens_per_expert[j, e] router_prob_per_expert[e].
         if n > 0 then
             let pr = RouterScores.Compute(x, ScoreFunction.Softmax)
-            let selected = (TopK.Route(x, TopKOptions(K = k, Score = ScoreFunction.Softmax, Normalize = false))).Experts
+
+            let selected =
+                (TopK.Route(x, TopKOptions(K = k, Score = ScoreFunction.Softmax, Normalize = false))).Experts
+
             let pbar = Array.init e (fun y -> (Seq.sum (seq { for i in 0 .. n - 1 -> pr.[i, y] })) / float n)
-            let perSlot = Array2D.init k e (fun j y -> float (Seq.length (Seq.filter (fun i -> selected.[i, j] = y) (seq { 0 .. n - 1 }))) / float n)
-            let direct = float e * Seq.sum (seq { for j in 0 .. k - 1 do for y in 0 .. e - 1 -> perSlot.[j, y] * pbar.[y] })
+
+            let perSlot =
+                Array2D.init k e (fun j y -> float (Seq.length (Seq.filter (fun i -> selected.[i, j] = y) (seq { 0 .. n - 1 }))) / float n)
+
+            let direct =
+                float e
+                * Seq.sum (
+                    seq {
+                        for j in 0 .. k - 1 do
+                            for y in 0 .. e - 1 -> perSlot.[j, y] * pbar.[y]
+                    }
+                )
+
             Assert.That(abs (hf - direct), Is.LessThanOrEqualTo(2.0 * float k * lossBound n e u64)))
 
 let ``the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness`` () =
@@ -212,23 +262,59 @@ let ``the hf kernel is within k times Megatron's bound of the reference and is a
         let o = AuxLossOptions(K = p.K, Variant = AuxLossVariant.Hf)
         let r = AuxLoss.Compute(x, o)
         let kr = Reference.Kernels.Routing.AuxLoss.Compute(flat32 x, n, e, o)
-        let bounds = AuxLossValidator.Bounds(x, AuxLossOptions(K = p.K, Variant = AuxLossVariant.Megatron), NumberFormat.Float32)
+
+        let bounds =
+            AuxLossValidator.Bounds(x, AuxLossOptions(K = p.K, Variant = AuxLossVariant.Megatron), NumberFormat.Float32)
+
         Assert.That(abs (float kr.SwitchLoss - r.SwitchLoss), Is.LessThanOrEqualTo(float p.K * bounds.SwitchLoss)))
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "routing/aux-loss" "AuxLossProperties" [
-        Proofs.prop [ "aux-loss.uniform-router-gives-one" ] "a uniform router gives exactly 1 when E is a power of two" ``a uniform router gives exactly 1 when E is a power of two``
-        Proofs.prop [ "aux-loss.expert-permutation" ] "permuting experts leaves the Switch loss unchanged" ``permuting experts leaves the Switch loss unchanged``
-        Proofs.prop [ "aux-loss.z-loss-token-permutation" ] "permuting tokens leaves the z-loss unchanged" ``permuting tokens leaves the z-loss unchanged``
-        Proofs.prop [ "aux-loss.variants-agree" ] "the DeepSpeed variants agree, and Megatron with k = 1 equals them" ``the DeepSpeed variants agree, and Megatron with k = 1 equals them``
-        Proofs.prop [ "aux-loss.range" ] "the Switch loss lies in (0, E] and the z-loss is non-negative" ``the Switch loss lies in (0, E] and the z-loss is non-negative``
-        Proofs.prop [ "aux-loss.kernel-equals-reference" ] "kernel equals reference within the derived float32 bound" ``kernel equals reference within the derived float32 bound``
-        Proofs.prop [ "aux-loss.derived-tolerance" ] "the derived tolerance accepts the kernel on every input and adds nothing without near-ties" ``the derived tolerance accepts the kernel on every input and adds nothing without near-ties``
-        Proofs.prop [ "aux-loss.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
-        Proofs.test [ "aux-loss.range" ] "a worked example: two tokens, two experts" ``a worked example: two tokens, two experts``
-        Proofs.test [] "an empty batch has zero losses and bad input names the argument" ``an empty batch has zero losses and bad input names the argument``
-        Proofs.prop [ "aux-loss.hf-is-k-megatron" ] "the hf variant is k times Megatron's and equals HF's per-slot formula" ``the hf variant is k times Megatron's and equals HF's per-slot formula``
-        Proofs.prop [ "aux-loss.hf-is-k-megatron" ] "the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness" ``the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness``
-    ]
+    Proofs.family
+        "routing/aux-loss"
+        "AuxLossProperties"
+        [
+            Proofs.prop
+                [ "aux-loss.uniform-router-gives-one" ]
+                "a uniform router gives exactly 1 when E is a power of two"
+                ``a uniform router gives exactly 1 when E is a power of two``
+            Proofs.prop
+                [ "aux-loss.expert-permutation" ]
+                "permuting experts leaves the Switch loss unchanged"
+                ``permuting experts leaves the Switch loss unchanged``
+            Proofs.prop
+                [ "aux-loss.z-loss-token-permutation" ]
+                "permuting tokens leaves the z-loss unchanged"
+                ``permuting tokens leaves the z-loss unchanged``
+            Proofs.prop
+                [ "aux-loss.variants-agree" ]
+                "the DeepSpeed variants agree, and Megatron with k = 1 equals them"
+                ``the DeepSpeed variants agree, and Megatron with k = 1 equals them``
+            Proofs.prop
+                [ "aux-loss.range" ]
+                "the Switch loss lies in (0, E] and the z-loss is non-negative"
+                ``the Switch loss lies in (0, E] and the z-loss is non-negative``
+            Proofs.prop
+                [ "aux-loss.kernel-equals-reference" ]
+                "kernel equals reference within the derived float32 bound"
+                ``kernel equals reference within the derived float32 bound``
+            Proofs.prop
+                [ "aux-loss.derived-tolerance" ]
+                "the derived tolerance accepts the kernel on every input and adds nothing without near-ties"
+                ``the derived tolerance accepts the kernel on every input and adds nothing without near-ties``
+            Proofs.prop [ "aux-loss.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
+            Proofs.test [ "aux-loss.range" ] "a worked example: two tokens, two experts" ``a worked example: two tokens, two experts``
+            Proofs.test
+                []
+                "an empty batch has zero losses and bad input names the argument"
+                ``an empty batch has zero losses and bad input names the argument``
+            Proofs.prop
+                [ "aux-loss.hf-is-k-megatron" ]
+                "the hf variant is k times Megatron's and equals HF's per-slot formula"
+                ``the hf variant is k times Megatron's and equals HF's per-slot formula``
+            Proofs.prop
+                [ "aux-loss.hf-is-k-megatron" ]
+                "the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness"
+                ``the hf kernel is within k times Megatron's bound of the reference and is accepted by the harness``
+        ]

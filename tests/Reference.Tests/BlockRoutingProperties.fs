@@ -13,7 +13,13 @@ open Reference.Tests.RoutingGenerators
 
 /// A block-routing problem: logits, k, B and kb.
 type BlockProblem =
-    { Logits: double[,]; K: int; BlockSize: int; BlockK: int }
+    {
+        Logits: double[,]
+        K: int
+        BlockSize: int
+        BlockK: int
+    }
+
     member p.Options = BlockRoutingOptions(K = p.K, BlockSize = p.BlockSize, BlockK = System.Nullable p.BlockK)
 
 let private problemWith logitGen =
@@ -35,9 +41,12 @@ let private blocks (p: BlockProblem) =
 let ``a token's experts always lie within its block's set`` () =
     Prop.forAll problem (fun p ->
         let r = BlockRouting.Route(p.Logits, p.Options)
-        blocks p |> List.iteri (fun b tokens ->
+
+        blocks p
+        |> List.iteri (fun b tokens ->
             let set = row r.BlockExperts b
             Assert.That(set |> Array.distinct |> Array.length, eq p.BlockK, $"block {b} set {set}")
+
             for i in tokens do
                 let got = row r.Experts i
                 Assert.That(got |> Array.distinct |> Array.length, eq p.K, $"token {i}")
@@ -59,15 +68,19 @@ let ``block sets, token choices and both counts follow the definition`` () =
         let s = RouterScores.Compute(p.Logits, ScoreFunction.Softmax)
         let e = Array2D.length2 p.Logits
         let plain = TopK.Route(p.Logits, TopKOptions(K = p.K, Normalize = true))
-        blocks p |> List.iteri (fun b tokens ->
+
+        blocks p
+        |> List.iteri (fun b tokens ->
             // The block score is the mean of its tokens' scores; the set its top kb (stable sort: ties to the lower expert).
             let q = Array.init e (fun x -> (tokens |> List.sumBy (fun i -> s.[i, x])) / float tokens.Length)
             let set = Array.init e id |> Array.sortBy (fun x -> -q.[x], x) |> Array.take p.BlockK
             Assert.That(row r.BlockExperts b, eq set, $"block {b}")
+
             for i in tokens do
                 let expected = set |> Array.sortBy (fun x -> -s.[i, x], x) |> Array.take p.K
                 Assert.That(row r.Experts i, eq expected, $"token {i}")
                 Assert.That(abs (Array.sum (row r.Weights i) - 1.0), Is.LessThanOrEqualTo(2.0 * float p.K * u64))
+
             let used = tokens |> List.collect (fun i -> row r.Experts i |> List.ofArray) |> List.distinct
             Assert.That(r.UniquePerBlock.[b], eq used.Length)
             Assert.That(r.UniquePerBlock.[b], Is.LessThanOrEqualTo p.BlockK)
@@ -78,7 +91,12 @@ let private kernel (p: BlockProblem) =
     let n, e = Array2D.length1 p.Logits, Array2D.length2 p.Logits
     let r = Reference.Kernels.Routing.BlockRouting.Route(flat32 p.Logits, n, e, p.Options)
     let nb = r.UniquePerBlock.Length
-    matrix n p.K r.Experts, matrix n p.K (Array.map float r.Weights), matrix nb p.BlockK r.BlockExperts, r.UniquePerBlock, r.TokenLevelUnique
+
+    matrix n p.K r.Experts,
+    matrix n p.K (Array.map float r.Weights),
+    matrix nb p.BlockK r.BlockExperts,
+    r.UniquePerBlock,
+    r.TokenLevelUnique
 
 /// True when every token score and every block score of the instance is separated at float32 precision.
 let private separated (p: BlockProblem) =
@@ -86,13 +104,18 @@ let private separated (p: BlockProblem) =
     let n, e = Array2D.length1 x, Array2D.length2 x
     let s = RouterScores.Compute(x, ScoreFunction.Softmax)
     let s32 = scores32 x ScoreFunction.Softmax
+
     let rowsOk =
-        [ 0 .. n - 1 ] |> List.forall (fun i -> allSeparated [ for y in 0 .. e - 1 -> s.[i, y], s32.[i, y], float (e + 4) * u32 ])
+        [ 0 .. n - 1 ]
+        |> List.forall (fun i -> allSeparated [ for y in 0 .. e - 1 -> s.[i, y], s32.[i, y], float (e + 4) * u32 ])
+
     let blocksOk =
-        blocks p |> List.forall (fun tokens ->
+        blocks p
+        |> List.forall (fun tokens ->
             let mean y = (tokens |> List.sumBy (fun i -> s.[i, y])) / float tokens.Length
             let mean32 y = float ((tokens |> List.fold (fun acc i -> acc + float32 s32.[i, y]) 0.0f) / float32 tokens.Length)
             allSeparated [ for y in 0 .. e - 1 -> mean y, mean32 y, float (e + p.BlockSize + 6) * u32 ])
+
     rowsOk && blocksOk
 
 let ``kernel equals reference`` () =
@@ -101,9 +124,13 @@ let ``kernel equals reference`` () =
         let reference = BlockRouting.Route(x, p.Options)
         let experts, weights, sets, unique, tokenLevel = kernel p
         // (b) Always valid, with the weights its choice implies (log-space renormalization: (k + 4) u per weight).
-        let check = BlockRoutingValidator.Check(x, p.Options, experts, sets, unique, tokenLevel, NumberFormat.Float32)
+        let check =
+            BlockRoutingValidator.Check(x, p.Options, experts, sets, unique, tokenLevel, NumberFormat.Float32)
+
         Assert.That(check.Valid, String.concat "\n" check.Problems)
-        weights |> Array2D.iteri (fun i j w ->
+
+        weights
+        |> Array2D.iteri (fun i j w ->
             Assert.That(abs (w - check.ExpectedWeights.[i, j]), Is.LessThanOrEqualTo(2.0 * float (p.K + 4) * u32), $"weights[{i}, {j}]"))
         // (a) Where every block score and every token score is separated at float32 precision, identical indices.
         if separated p then
@@ -116,22 +143,32 @@ let ``kernel equals reference exactly on most grid instances`` () =
     // Grid logits: the exact branch of the property above must not be vacuous.
     let mutable exact = 0
     let cases = Gen.sample 300 (problemWith gridLogits)
+
     for p in cases do
         if separated p then
             exact <- exact + 1
             let reference = BlockRouting.Route(p.Logits, p.Options)
             let experts, _, sets, unique, tokenLevel = kernel p
-            Assert.That((experts, sets, unique, tokenLevel), eq (reference.Experts, reference.BlockExperts, reference.UniquePerBlock, reference.TokenLevelUnique))
+
+            Assert.That(
+                (experts, sets, unique, tokenLevel),
+                eq (reference.Experts, reference.BlockExperts, reference.UniquePerBlock, reference.TokenLevelUnique)
+            )
+
     Assert.That(exact, Is.GreaterThan 100, $"{exact} of {Seq.length cases} instances compared exactly")
 
 let ``the validator accepts the reference and rejects an expert outside the block's set`` () =
     Prop.forAll problem (fun p ->
         let r = BlockRouting.Route(p.Logits, p.Options)
         let e = Array2D.length2 p.Logits
-        let check ex sets = BlockRoutingValidator.Check(p.Logits, p.Options, ex, sets, r.UniquePerBlock, r.TokenLevelUnique, NumberFormat.Float64)
+
+        let check ex sets =
+            BlockRoutingValidator.Check(p.Logits, p.Options, ex, sets, r.UniquePerBlock, r.TokenLevelUnique, NumberFormat.Float64)
+
         let ok = check r.Experts r.BlockExperts
         Assert.That(ok.Valid, String.concat "\n" ok.Problems)
         Assert.That(ok.ExpectedWeights, eq r.Weights)
+
         if p.BlockK < e && Array2D.length1 p.Logits > 0 then
             let set = row r.BlockExperts 0
             let outside = [ 0 .. e - 1 ] |> List.find (fun x -> not (Array.contains x set))
@@ -150,7 +187,9 @@ let ``reference and kernel are deterministic`` () =
 let ``a block shares its experts where token-level routing would spread them`` () =
     // Four tokens, four experts, k = 1, one block of 4 with kb = 2. Each token prefers a different expert, but experts 0
     // and 1 carry the most mass overall, so the block keeps {0, 1}: two experts active instead of four.
-    let x = array2D [ [ 2.0; 1.5; 0.0; 0.0 ]; [ 1.5; 2.0; 0.0; 0.0 ]; [ 1.0; 1.0; 1.2; 0.0 ]; [ 1.0; 1.0; 0.0; 1.2 ] ]
+    let x =
+        array2D [ [ 2.0; 1.5; 0.0; 0.0 ]; [ 1.5; 2.0; 0.0; 0.0 ]; [ 1.0; 1.0; 1.2; 0.0 ]; [ 1.0; 1.0; 0.0; 1.2 ] ]
+
     let r = BlockRouting.Route(x, BlockRoutingOptions(K = 1, BlockSize = 4, BlockK = System.Nullable 2))
     Assert.That(row r.BlockExperts 0 |> Array.sort, eq [| 0; 1 |])
     Assert.That(r.UniquePerBlock, eq [| 2 |])
@@ -159,25 +198,60 @@ let ``a block shares its experts where token-level routing would spread them`` (
 
 let ``bad input names the argument`` () =
     let x = Array2D.create 4 3 0.0
-    let ex = throws<System.ArgumentOutOfRangeException>(fun () -> BlockRouting.Route(x, BlockRoutingOptions(BlockSize = 0)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentOutOfRangeException> (fun () -> BlockRouting.Route(x, BlockRoutingOptions(BlockSize = 0)) |> ignore)
+
     Assert.That(ex.ParamName, eq "block_size")
-    let ex = throws<System.ArgumentOutOfRangeException>(fun () -> BlockRouting.Route(x, BlockRoutingOptions(K = 2, BlockSize = 2, BlockK = System.Nullable 1)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentOutOfRangeException> (fun () ->
+            BlockRouting.Route(x, BlockRoutingOptions(K = 2, BlockSize = 2, BlockK = System.Nullable 1))
+            |> ignore)
+
     Assert.That(ex.ParamName, eq "block_k")
     x.[2, 2] <- nan
-    let ex = throws<System.ArgumentException>(fun () -> BlockRouting.Route(x, BlockRoutingOptions(BlockSize = 2)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentException> (fun () -> BlockRouting.Route(x, BlockRoutingOptions(BlockSize = 2)) |> ignore)
+
     Assert.That(ex.Message, Does.Contain "logits[2, 2] is NaN")
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "routing/block-routing" "BlockRoutingProperties" [
-        Proofs.prop [ "block-routing.within-block-set" ] "a token's experts always lie within its block's set" ``a token's experts always lie within its block's set``
-        Proofs.prop [ "block-routing.block-size-one-is-topk" ] "with block size 1 the result equals top-k" ``with block size 1 the result equals top-k``
-        Proofs.prop [ "block-routing.definition" ] "block sets, token choices and both counts follow the definition" ``block sets, token choices and both counts follow the definition``
-        Proofs.prop [ "block-routing.kernel-equals-reference" ] "kernel equals reference" ``kernel equals reference``
-        Proofs.test [ "block-routing.kernel-equals-reference" ] "kernel equals reference exactly on most grid instances" ``kernel equals reference exactly on most grid instances``
-        Proofs.prop [ "block-routing.validator-sound" ] "the validator accepts the reference and rejects an expert outside the block's set" ``the validator accepts the reference and rejects an expert outside the block's set``
-        Proofs.prop [ "block-routing.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
-        Proofs.test [ "block-routing.definition" ] "a block shares its experts where token-level routing would spread them" ``a block shares its experts where token-level routing would spread them``
-        Proofs.test [] "bad input names the argument" ``bad input names the argument``
-    ]
+    Proofs.family
+        "routing/block-routing"
+        "BlockRoutingProperties"
+        [
+            Proofs.prop
+                [ "block-routing.within-block-set" ]
+                "a token's experts always lie within its block's set"
+                ``a token's experts always lie within its block's set``
+            Proofs.prop
+                [ "block-routing.block-size-one-is-topk" ]
+                "with block size 1 the result equals top-k"
+                ``with block size 1 the result equals top-k``
+            Proofs.prop
+                [ "block-routing.definition" ]
+                "block sets, token choices and both counts follow the definition"
+                ``block sets, token choices and both counts follow the definition``
+            Proofs.prop [ "block-routing.kernel-equals-reference" ] "kernel equals reference" ``kernel equals reference``
+            Proofs.test
+                [ "block-routing.kernel-equals-reference" ]
+                "kernel equals reference exactly on most grid instances"
+                ``kernel equals reference exactly on most grid instances``
+            Proofs.prop
+                [ "block-routing.validator-sound" ]
+                "the validator accepts the reference and rejects an expert outside the block's set"
+                ``the validator accepts the reference and rejects an expert outside the block's set``
+            Proofs.prop
+                [ "block-routing.deterministic" ]
+                "reference and kernel are deterministic"
+                ``reference and kernel are deterministic``
+            Proofs.test
+                [ "block-routing.definition" ]
+                "a block shares its experts where token-level routing would spread them"
+                ``a block shares its experts where token-level routing would spread them``
+            Proofs.test [] "bad input names the argument" ``bad input names the argument``
+        ]

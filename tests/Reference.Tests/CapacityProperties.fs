@@ -23,11 +23,18 @@ let private model (x: double[,]) (o: CapacityOptions) =
     let raw i j = p.[i, sel.[i, j]]
     // "before": the selection's scores renormalized over the k; top-k with normalize = true computes exactly that value
     // (in log space), so exact ties between requests are the same ties the reference sees.
-    let normalized = TopK.Route(x, TopKOptions(K = k, Score = o.Score, Normalize = true, Bias = o.Bias)).Weights
-    let w i j = if o.Normalize = Renormalization.Before then normalized.[i, j] else raw i j
+    let normalized =
+        TopK.Route(x, TopKOptions(K = k, Score = o.Score, Normalize = true, Bias = o.Bias)).Weights
+
+    let w i j =
+        if o.Normalize = Renormalization.Before then
+            normalized.[i, j]
+        else
+            raw i j
     // Batch priority: tokens by first-choice score, larger first, ties to the lower token.
     let rank = Array.zeroCreate n
     Array.init n id |> Array.sortBy (fun i -> -(raw i 0), i) |> Array.iteri (fun r i -> rank.[i] <- r)
+
     let priority (i, j) =
         match o.Policy with
         | DropPolicy.Position -> (0, 0.0, i, j)
@@ -35,18 +42,22 @@ let private model (x: double[,]) (o: CapacityOptions) =
         | DropPolicy.Score -> (0, -(w i j), i, j)
         | DropPolicy.Logit -> (0, -x.[i, sel.[i, j]], i, j)
         | _ -> (j, float rank.[i], i, 0)
+
     let dispatch (i, j) =
         match o.Policy with
         | DropPolicy.ChoicePosition -> (j, i)
         | DropPolicy.BatchPriority -> (j, rank.[i])
         | _ -> (i, j)
+
     sel, priority, dispatch
 
 /// The requests of each expert: (token, choice) pairs of the pre-drop selection.
 let private requestsOf (sel: int[,]) e =
-    [ for i in 0 .. Array2D.length1 sel - 1 do
-        for j in 0 .. Array2D.length2 sel - 1 do
-            yield sel.[i, j], (i, j) ]
+    [
+        for i in 0 .. Array2D.length1 sel - 1 do
+            for j in 0 .. Array2D.length2 sel - 1 do
+                yield sel.[i, j], (i, j)
+    ]
     |> List.groupBy fst
     |> List.map (fun (x, rs) -> x, List.map snd rs)
     |> Map.ofList
@@ -57,8 +68,14 @@ let ``no expert ever keeps more than C and load counts the kept requests`` () =
         let r = Capacity.Route(pr.Logits, pr.Options)
         let _, e = dims pr.Logits
         let counts = Array.zeroCreate e
-        r.Experts |> Array2D.iter (fun x -> if x >= 0 then counts.[x] <- counts.[x] + 1)
+
+        r.Experts
+        |> Array2D.iter (fun x ->
+            if x >= 0 then
+                counts.[x] <- counts.[x] + 1)
+
         Assert.That(r.Load, eq counts)
+
         for x in 0 .. e - 1 do
             Assert.That(r.Load.[x], Is.LessThanOrEqualTo r.Capacity, $"expert {x}"))
 
@@ -69,9 +86,12 @@ let ``the kept requests of every expert are exactly the policy's first C`` () =
         let sel, priority, _ = model pr.Logits pr.Options
         Assert.That(r.Selected, eq sel)
         let reqs = requestsOf sel e
+
         for x in 0 .. e - 1 do
             let ordered = reqs.[x] |> List.sortBy priority
-            ordered |> List.iteri (fun place (i, j) ->
+
+            ordered
+            |> List.iteri (fun place (i, j) ->
                 let expected = if place < r.Capacity then x else -1
                 Assert.That(r.Experts.[i, j], eq expected, $"expert {x}: request ({i}, {j}) at priority place {place}, C = {r.Capacity}")))
 
@@ -80,13 +100,19 @@ let ``slots number each expert's kept requests 0 to load-1 in dispatch order`` (
         let r = Capacity.Route(pr.Logits, pr.Options)
         let n, e = dims pr.Logits
         let _, _, dispatch = model pr.Logits pr.Options
+
         for x in 0 .. e - 1 do
             let kept =
-                [ for i in 0 .. n - 1 do
-                    for j in 0 .. pr.Options.K - 1 do
-                        if r.Experts.[i, j] = x then yield (i, j) ]
+                [
+                    for i in 0 .. n - 1 do
+                        for j in 0 .. pr.Options.K - 1 do
+                            if r.Experts.[i, j] = x then
+                                yield (i, j)
+                ]
                 |> List.sortBy dispatch
+
             Assert.That(kept |> List.map (fun (i, j) -> r.Slots.[i, j]), eq [ 0 .. kept.Length - 1 ], $"expert {x}")
+
         for i in 0 .. n - 1 do
             for j in 0 .. pr.Options.K - 1 do
                 if r.Experts.[i, j] < 0 then
@@ -94,14 +120,22 @@ let ``slots number each expert's kept requests 0 to load-1 in dispatch order`` (
                     Assert.That(r.Weights.[i, j], eq 0.0))
 
 let ``with C at least N times k nothing drops and the result is top-k`` () =
-    let arb = gen { let! pr = capacityProblem.Generator
-                    let! extra = Gen.choose (0, 3)
-                    return pr, extra } |> Arb.fromGen
+    let arb =
+        gen {
+            let! pr = capacityProblem.Generator
+            let! extra = Gen.choose (0, 3)
+            return pr, extra
+        }
+        |> Arb.fromGen
+
     Prop.forAll arb (fun (pr, extra) ->
         let n, _ = dims pr.Logits
         let o = { pr with Rule = { pr.Rule with Capacity = Some(n * pr.K + extra) } }.Options
         let r = Capacity.Route(pr.Logits, o)
-        let t = TopK.Route(pr.Logits, TopKOptions(K = o.K, Score = o.Score, Bias = o.Bias, Normalize = (o.Normalize <> Renormalization.None)))
+
+        let t =
+            TopK.Route(pr.Logits, TopKOptions(K = o.K, Score = o.Score, Bias = o.Bias, Normalize = (o.Normalize <> Renormalization.None)))
+
         Assert.That(r.Experts, eq t.Experts)
         // Bit for bit: the same scores, summed and divided in the same order.
         Assert.That(r.Weights, eq t.Weights))
@@ -111,40 +145,69 @@ let ``under choice-position a first choice is never dropped while a later choice
         let o = { pr with Policy = DropPolicy.ChoicePosition }.Options
         let r = Capacity.Route(pr.Logits, o)
         let n, e = dims pr.Logits
+
         for x in 0 .. e - 1 do
-            let firstDropped = [ for i in 0 .. n - 1 do if r.Selected.[i, 0] = x && r.Experts.[i, 0] = -1 then yield i ]
-            let laterKept = [ for i in 0 .. n - 1 do for j in 1 .. o.K - 1 do if r.Experts.[i, j] = x then yield (i, j) ]
-            Assert.That(firstDropped.IsEmpty || laterKept.IsEmpty, $"expert {x}: dropped first choices {firstDropped}, kept later {laterKept}"))
+            let firstDropped =
+                [
+                    for i in 0 .. n - 1 do
+                        if r.Selected.[i, 0] = x && r.Experts.[i, 0] = -1 then
+                            yield i
+                ]
+
+            let laterKept =
+                [
+                    for i in 0 .. n - 1 do
+                        for j in 1 .. o.K - 1 do
+                            if r.Experts.[i, j] = x then
+                                yield (i, j)
+                ]
+
+            Assert.That(
+                firstDropped.IsEmpty || laterKept.IsEmpty,
+                $"expert {x}: dropped first choices {firstDropped}, kept later {laterKept}"
+            ))
 
 let ``after-normalized weights sum to one for every token that keeps anything`` () =
     Prop.forAll capacityProblem (fun pr ->
         let o = { pr with Normalize = Renormalization.After }.Options
         let r = Capacity.Route(pr.Logits, o)
+
         for i in 0 .. Array2D.length1 pr.Logits - 1 do
             let w = row r.Weights i
+
             if Array.sum w > 0.0 then
                 Assert.That(abs (Array.sum w - 1.0), Is.LessThanOrEqualTo(2.0 * float o.K * u64), $"token {i}")
             else
                 Assert.That(w |> Array.forall ((=) 0.0)))
 
 let ``the capacity follows the rounding rule and the minimum`` () =
-    let arb = gen { let! n = Gen.choose (0, 300)
-                    let! e = Gen.choose (1, 70)
-                    let! k = Gen.choose (1, 8)
-                    let! f = Gen.choose (0, 64) |> Gen.map (fun v -> float v / 16.0)
-                    let! m = Gen.choose (0, 5)
-                    return n, e, k, f, m } |> Arb.fromGen
+    let arb =
+        gen {
+            let! n = Gen.choose (0, 300)
+            let! e = Gen.choose (1, 70)
+            let! k = Gen.choose (1, 8)
+            let! f = Gen.choose (0, 64) |> Gen.map (fun v -> float v / 16.0)
+            let! m = Gen.choose (0, 5)
+            return n, e, k, f, m
+        }
+        |> Arb.fromGen
+
     Prop.forAll arb (fun (n, e, k, f, m) ->
         let c r = ExpertCapacity.FromFactor(n, e, k, f, r, m)
         // Independently, in integers: f is a multiple of 1/16, so f N k / E = (16 f N k) / (16 E) exactly.
         let num, den = int64 n * int64 k * int64 (f * 16.0), int64 e * 16L
         let fl, ce = num / den, (num + den - 1L) / den
-        Assert.That(c CapacityRounding.Floor, eq(max (int fl) m))
-        Assert.That(c CapacityRounding.Ceil, eq(max (int ce) m))
-        let rounded = if 2L * (num - fl * den) < den then fl elif 2L * (num - fl * den) > den then ce else (if fl % 2L = 0L then fl else ce)
-        Assert.That(c CapacityRounding.Round, eq(max (int rounded) m))
+        Assert.That(c CapacityRounding.Floor, eq (max (int fl) m))
+        Assert.That(c CapacityRounding.Ceil, eq (max (int ce) m))
+
+        let rounded =
+            if 2L * (num - fl * den) < den then fl
+            elif 2L * (num - fl * den) > den then ce
+            else (if fl % 2L = 0L then fl else ce)
+
+        Assert.That(c CapacityRounding.Round, eq (max (int rounded) m))
         let perChoice = (int64 n + int64 e - 1L) / int64 e
-        Assert.That(c CapacityRounding.Tutel, eq(max (k * int ((perChoice * int64 (f * 16.0)) / 16L)) m))
+        Assert.That(c CapacityRounding.Tutel, eq (max (k * int ((perChoice * int64 (f * 16.0)) / 16L)) m))
         // An explicit capacity is used as given, whatever the minimum.
         Assert.That(ExpertCapacity.Resolve(n, e, k, System.Nullable 0, f, CapacityRounding.Ceil, m), eq 0))
 
@@ -152,11 +215,16 @@ let ``the capacity follows the rounding rule and the minimum`` () =
 /// renormalization (read back from the top-k kernel with normalize = true, which computes exactly that).
 let private weights32 (x: double[,]) (p32: float[,]) (sel: int[,]) (o: CapacityOptions) =
     let n, k = Array2D.length1 sel, Array2D.length2 sel
+
     if o.Normalize = Renormalization.Before then
         let e = Array2D.length2 x
-        let t = Reference.Kernels.Routing.TopK.Route(flat32 x, n, e, TopKOptions(K = k, Score = o.Score, Normalize = true, Bias = o.Bias))
+
+        let t =
+            Reference.Kernels.Routing.TopK.Route(flat32 x, n, e, TopKOptions(K = k, Score = o.Score, Normalize = true, Bias = o.Bias))
+
         Array2D.init n k (fun i j -> float t.Weights.[i * k + j])
-    else Array2D.init n k (fun i j -> p32.[i, sel.[i, j]])
+    else
+        Array2D.init n k (fun i j -> p32.[i, sel.[i, j]])
 
 /// True when no decision of the instance sits on a float32 near-tie: every row's selection keys, and the values the policy
 /// compares (weights per expert for score, first-choice scores for batch-priority), are separated (RoutingGenerators).
@@ -166,26 +234,44 @@ let private decisionsSeparated (pr: CapacityProblem) =
     let k = o.K
     let p = RouterScores.Compute(x, o.Score)
     let p32 = scores32 x o.Score
-    let b j = match o.Bias with null -> 0.0 | bs -> bs.[j]
+
+    let b j =
+        match o.Bias with
+        | null -> 0.0
+        | bs -> bs.[j]
+
     let rowMax i = Seq.max [ for j in 0 .. e - 1 -> p.[i, j] ]
+
     let rowsOk =
-        [ 0 .. n - 1 ] |> List.forall (fun i ->
+        [ 0 .. n - 1 ]
+        |> List.forall (fun i ->
             let maxAbs = Seq.max [ for j in 0 .. e - 1 -> abs (p.[i, j] + b j) ]
             let slack = 2.0 * float (e + 4) * u32 * maxAbs
             allSeparated [ for j in 0 .. e - 1 -> p.[i, j] + b j, float (float32 p32.[i, j] + float32 (b j)), slack ])
-    if not rowsOk then false
+
+    if not rowsOk then
+        false
     else
         let sel = TopK.Route(x, TopKOptions(K = k, Score = o.Score, Normalize = false, Bias = o.Bias)).Experts
+
         let w64 =
             if o.Normalize = Renormalization.Before then
                 TopK.Route(x, TopKOptions(K = k, Score = o.Score, Normalize = true, Bias = o.Bias)).Weights
-            else Array2D.init n k (fun i j -> p.[i, sel.[i, j]])
+            else
+                Array2D.init n k (fun i j -> p.[i, sel.[i, j]])
+
         let w32 = weights32 x p32 sel o
+
         match o.Policy with
         | DropPolicy.Score ->
-            let scale i = if o.Normalize = Renormalization.Before then 1.0 else rowMax i
-            requestsOf sel e |> Array.forall (fun rs ->
-                allSeparated [ for (i, j) in rs -> w64.[i, j], w32.[i, j], float (e + 2 * k + 8) * u32 * scale i ])
+            let scale i =
+                if o.Normalize = Renormalization.Before then
+                    1.0
+                else
+                    rowMax i
+
+            requestsOf sel e
+            |> Array.forall (fun rs -> allSeparated [ for (i, j) in rs -> w64.[i, j], w32.[i, j], float (e + 2 * k + 8) * u32 * scale i ])
         | DropPolicy.BatchPriority ->
             allSeparated [ for i in 0 .. n - 1 -> p.[i, sel.[i, 0]], p32.[i, sel.[i, 0]], float (e + 4) * u32 * rowMax i ]
         | _ -> true // position orders are exact; logits are float32 values compared exactly in both
@@ -207,8 +293,9 @@ let ``kernel equals reference`` () =
         let _, e = dims pr.Logits
         let k = pr.K
         let tol = 2.0 * float (e + 2 * k + 8) * u32
-        weights |> Array2D.iteri (fun i j w ->
-            Assert.That(abs (w - check.ExpectedWeights.[i, j]), Is.LessThanOrEqualTo tol, $"weights[{i}, {j}]"))
+
+        weights
+        |> Array2D.iteri (fun i j w -> Assert.That(abs (w - check.ExpectedWeights.[i, j]), Is.LessThanOrEqualTo tol, $"weights[{i}, {j}]"))
         // (a) Away from float32 near-ties: identical indices.
         if decisionsSeparated pr then
             Assert.That(experts, eq reference.Experts, "experts")
@@ -220,8 +307,10 @@ let ``kernel equals reference exactly on separated grid inputs for every policy 
     // first-choice/score comparison across rows either separated or bit-equal; the property above then compares exactly.
     let mutable exact = 0
     let cases = Gen.sample 400 (capacityProblemWith gridLogits) |> Seq.truncate 400
+
     for pr in cases do
         let pr = { pr with Bias = None }
+
         if decisionsSeparated pr then
             exact <- exact + 1
             let reference = Capacity.Route(pr.Logits, pr.Options)
@@ -242,7 +331,14 @@ let ``the validator accepts the reference and rejects an over-full expert or swa
         Assert.That(ok.Valid, String.concat "\n" ok.Problems)
         Assert.That(ok.ExpectedWeights, eq r.Weights)
         // Re-admitting a dropped request overfills its (full) expert: always invalid.
-        let dropped = [ for i in 0 .. n - 1 do for j in 0 .. k - 1 do if r.Experts.[i, j] < 0 then yield i, j ]
+        let dropped =
+            [
+                for i in 0 .. n - 1 do
+                    for j in 0 .. k - 1 do
+                        if r.Experts.[i, j] < 0 then
+                            yield i, j
+            ]
+
         match dropped with
         | (i, j) :: _ ->
             let ex = Array2D.copy r.Experts
@@ -251,9 +347,16 @@ let ``the validator accepts the reference and rejects an over-full expert or swa
         | [] -> ()
         // Swapping the slots of two kept requests of one expert breaks the dispatch order, except for batch-priority
         // between two first-choice scores that are within the slack.
-        let kept = [ for i in 0 .. n - 1 do for j in 0 .. k - 1 do if r.Experts.[i, j] >= 0 then yield r.Experts.[i, j], (i, j) ]
+        let kept =
+            [
+                for i in 0 .. n - 1 do
+                    for j in 0 .. k - 1 do
+                        if r.Experts.[i, j] >= 0 then
+                            yield r.Experts.[i, j], (i, j)
+            ]
+
         match kept |> List.groupBy fst |> List.tryFind (fun (_, rs) -> rs.Length >= 2) with
-        | Some (_, (_, (i1, j1)) :: (_, (i2, j2)) :: _) when pr.Options.Policy <> DropPolicy.BatchPriority || j1 <> j2 ->
+        | Some(_, (_, (i1, j1)) :: (_, (i2, j2)) :: _) when pr.Options.Policy <> DropPolicy.BatchPriority || j1 <> j2 ->
             let sl = Array2D.copy r.Slots
             sl.[i1, j1] <- r.Slots.[i2, j2]
             sl.[i2, j2] <- r.Slots.[i1, j1]
@@ -265,8 +368,12 @@ let ``reference and kernel are deterministic`` () =
         let a, b = Capacity.Route(pr.Logits, pr.Options), Capacity.Route(pr.Logits, pr.Options)
         Assert.That(b.Experts, eq a.Experts)
         Assert.That(b.Slots, eq a.Slots)
-        Assert.That(b.Weights |> flatten |> Array.map System.BitConverter.DoubleToInt64Bits,
-                    eq(a.Weights |> flatten |> Array.map System.BitConverter.DoubleToInt64Bits))
+
+        Assert.That(
+            b.Weights |> flatten |> Array.map System.BitConverter.DoubleToInt64Bits,
+            eq (a.Weights |> flatten |> Array.map System.BitConverter.DoubleToInt64Bits)
+        )
+
         let (e1, s1, l1, w1, _), (e2, s2, l2, w2, _) = kernel pr, kernel pr
         Assert.That(e2, eq e1)
         Assert.That(s2, eq s1)
@@ -278,9 +385,12 @@ let ``reference and kernel are deterministic`` () =
 
 /// (token, expert, slot) triples of the kept requests, sorted.
 let private dispatchTriples (r: CapacityResult) =
-    [ for i in 0 .. Array2D.length1 r.Experts - 1 do
-        for j in 0 .. Array2D.length2 r.Experts - 1 do
-            if r.Experts.[i, j] >= 0 then yield i, r.Experts.[i, j], r.Slots.[i, j] ]
+    [
+        for i in 0 .. Array2D.length1 r.Experts - 1 do
+            for j in 0 .. Array2D.length2 r.Experts - 1 do
+                if r.Experts.[i, j] >= 0 then
+                    yield i, r.Experts.[i, j], r.Slots.[i, j]
+    ]
     |> List.sort
 
 let private triples (xs: int list list) = xs |> List.map (fun t -> t.[0], t.[1], t.[2]) |> List.sort
@@ -292,14 +402,23 @@ let private deepSpeedOptions k policy =
 /// Source: DeepSpeed tests/unit/moe/test_moe.py, TestTopkGate.test, first block (s=4, e=4, topk=2, cap=2).
 /// The test runs on two ranks with the logits scaled by rank + 1, so both scalings must give the same masks.
 let private deepSpeedLogits1 =
-    array2D [ [ 0.11; 0.2; 0.1; 0.3 ]; [ 0.3; 0.4; 0.11; 0.1 ]; [ 0.11; 0.1; 0.6; 0.5 ]; [ 0.1; 0.11; 0.7; 0.8 ] ]
+    array2D
+        [
+            [ 0.11; 0.2; 0.1; 0.3 ]
+            [ 0.3; 0.4; 0.11; 0.1 ]
+            [ 0.11; 0.1; 0.6; 0.5 ]
+            [ 0.1; 0.11; 0.7; 0.8 ]
+        ]
 
 /// Source: DeepSpeed tests/unit/moe/test_moe.py, TestTopkGate.test, second block (s=4, e=6, topk=3, cap=2).
 let private deepSpeedLogits2 =
-    array2D [ [ 0.5858; 0.4801; 0.6269; 0.5397; 0.9722; 0.7034 ]
-              [ 0.5445; 0.6332; 0.4519; 0.6308; 0.0519; 0.6450 ]
-              [ 0.4874; 0.8110; 0.7467; 0.8474; 0.0277; 0.3068 ]
-              [ 0.8570; 0.6714; 0.5310; 0.3274; 0.4836; 0.9892 ] ]
+    array2D
+        [
+            [ 0.5858; 0.4801; 0.6269; 0.5397; 0.9722; 0.7034 ]
+            [ 0.5445; 0.6332; 0.4519; 0.6308; 0.0519; 0.6450 ]
+            [ 0.4874; 0.8110; 0.7467; 0.8474; 0.0277; 0.3068 ]
+            [ 0.8570; 0.6714; 0.5310; 0.3274; 0.4836; 0.9892 ]
+        ]
 
 /// The published logits are torch float32 tensors; widen their float32 values exactly.
 let private asFloat32 (x: double[,]) (scale: float32) = x |> Array2D.map (fun v -> float (float32 v * scale))
@@ -309,15 +428,37 @@ let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2`` () =
         let x = asFloat32 deepSpeedLogits1 scale
         let probs = Capacity.Route(x, deepSpeedOptions 2 DropPolicy.Score)
         Assert.That(probs.Capacity, eq 2)
-        Assert.That(dispatchTriples probs,
-                    eq(triples [ [0; 1; 0]; [1; 0; 0]; [1; 1; 1]; [2; 2; 0]; [2; 3; 0]; [3; 2; 1]; [3; 3; 1] ]), $"probs, scale {scale}")
+
+        Assert.That(
+            dispatchTriples probs,
+            eq (triples [ [ 0; 1; 0 ]; [ 1; 0; 0 ]; [ 1; 1; 1 ]; [ 2; 2; 0 ]; [ 2; 3; 0 ]; [ 3; 2; 1 ]; [ 3; 3; 1 ] ]),
+            $"probs, scale {scale}"
+        )
+
         let position = Capacity.Route(x, deepSpeedOptions 2 DropPolicy.Position)
-        Assert.That(dispatchTriples position,
-                    eq(triples [ [0; 1; 0]; [0; 3; 0]; [1; 0; 0]; [1; 1; 1]; [2; 2; 0]; [2; 3; 1]; [3; 2; 1] ]), $"position, scale {scale}")
+
+        Assert.That(
+            dispatchTriples position,
+            eq (triples [ [ 0; 1; 0 ]; [ 0; 3; 0 ]; [ 1; 0; 0 ]; [ 1; 1; 1 ]; [ 2; 2; 0 ]; [ 2; 3; 1 ]; [ 3; 2; 1 ] ]),
+            $"position, scale {scale}"
+        )
 
 let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3`` () =
     let publishedProbs =
-        triples [ [0; 2; 0]; [0; 4; 0]; [1; 1; 0]; [1; 3; 0]; [1; 5; 0]; [2; 1; 1]; [2; 2; 1]; [2; 3; 1]; [3; 0; 0]; [3; 5; 1] ]
+        triples
+            [
+                [ 0; 2; 0 ]
+                [ 0; 4; 0 ]
+                [ 1; 1; 0 ]
+                [ 1; 3; 0 ]
+                [ 1; 5; 0 ]
+                [ 2; 1; 1 ]
+                [ 2; 2; 1 ]
+                [ 2; 3; 1 ]
+                [ 3; 0; 0 ]
+                [ 3; 5; 1 ]
+            ]
+
     for scale in [ 1.0f; 2.0f ] do
         let x = asFloat32 deepSpeedLogits2 scale
         let probs = Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Score)
@@ -327,27 +468,75 @@ let ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3`` () =
         // keeps token 0 instead of token 1 at expert 5, so it does not reproduce this mask.
         Assert.That(dispatchTriples (Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Logit)), Is.Not.EqualTo(box publishedProbs))
         let position = Capacity.Route(x, deepSpeedOptions 3 DropPolicy.Position)
-        Assert.That(dispatchTriples position,
-                    eq(triples [ [0; 2; 0]; [0; 4; 0]; [0; 5; 0]; [1; 1; 0]; [1; 3; 0]; [1; 5; 1]; [2; 1; 1]; [2; 2; 1]; [2; 3; 1]; [3; 0; 0] ]),
-                    $"position, scale {scale}")
+
+        Assert.That(
+            dispatchTriples position,
+            eq (
+                triples
+                    [
+                        [ 0; 2; 0 ]
+                        [ 0; 4; 0 ]
+                        [ 0; 5; 0 ]
+                        [ 1; 1; 0 ]
+                        [ 1; 3; 0 ]
+                        [ 1; 5; 1 ]
+                        [ 2; 1; 1 ]
+                        [ 2; 2; 1 ]
+                        [ 2; 3; 1 ]
+                        [ 3; 0; 0 ]
+                    ]
+            ),
+            $"position, scale {scale}"
+        )
 
 let ``DeepSpeed TestTopkGate: no dropping keeps token-order slots`` () =
     // Third block (s=4, e=4, topk=2, drop_tokens=False): DeepSpeed sizes the buffer to the largest load (4) and drops nothing;
     // here an explicit C = 4 = N is enough for every expert, with position slots.
-    let x = asFloat32 (array2D [ [ 0.95; 0.85; 0.90; 0.80 ]; [ 0.70; 0.65; 0.75; 0.60 ]; [ 0.50; 0.55; 0.45; 0.40 ]; [ 0.35; 0.30; 0.25; 0.20 ] ]) 1.0f
-    let r = Capacity.Route(x, CapacityOptions(K = 2, Capacity = System.Nullable 4, Policy = DropPolicy.Position))
-    Assert.That(dispatchTriples r, eq(triples [ [0; 0; 0]; [0; 2; 0]; [1; 0; 1]; [1; 2; 1]; [2; 0; 2]; [2; 1; 0]; [3; 0; 3]; [3; 1; 1] ]))
+    let x =
+        asFloat32
+            (array2D
+                [
+                    [ 0.95; 0.85; 0.90; 0.80 ]
+                    [ 0.70; 0.65; 0.75; 0.60 ]
+                    [ 0.50; 0.55; 0.45; 0.40 ]
+                    [ 0.35; 0.30; 0.25; 0.20 ]
+                ])
+            1.0f
+
+    let r =
+        Capacity.Route(x, CapacityOptions(K = 2, Capacity = System.Nullable 4, Policy = DropPolicy.Position))
+
+    Assert.That(
+        dispatchTriples r,
+        eq (
+            triples
+                [
+                    [ 0; 0; 0 ]
+                    [ 0; 2; 0 ]
+                    [ 1; 0; 1 ]
+                    [ 1; 2; 1 ]
+                    [ 2; 0; 2 ]
+                    [ 2; 1; 0 ]
+                    [ 3; 0; 3 ]
+                    [ 3; 1; 1 ]
+                ]
+        )
+    )
 
 let ``Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all`` () =
     // Source: Megatron-LM tests/unit_tests/transformer/moe/test_routers.py, TestTop2Router.test_token_dropping
     // (32 tokens, 4 experts, top-2, capacity factor None / 1.0 / 2.0, drop policy probs / position, no padding).
     // Megatron's "probs" with pre_softmax = False ranks the renormalized top-k probabilities: score with "before".
     let rng = System.Random 20240501
-    for trial in 1 .. 20 do
+
+    for trial in 1..20 do
         let x = Array2D.init 32 4 (fun _ _ -> float (float32 (rng.NextDouble() * 4.0 - 2.0)))
+
         for policy in [ DropPolicy.Score; DropPolicy.Position ] do
             for cf in [ 1.0; 2.0 ] do
-                let r = Capacity.Route(x, CapacityOptions(K = 2, CapacityFactor = cf, Policy = policy, Normalize = Renormalization.Before))
+                let r =
+                    Capacity.Route(x, CapacityOptions(K = 2, CapacityFactor = cf, Policy = policy, Normalize = Renormalization.Before))
+
                 let kept = r.Experts |> Seq.cast<int> |> Seq.filter (fun v -> v >= 0) |> Seq.length
                 Assert.That(float kept, Is.LessThanOrEqualTo(32.0 * 2.0 * cf), $"trial {trial}, {policy}, cf {cf}")
             // capacity_factor None: no dropping (an explicit C = N k here).
@@ -358,8 +547,26 @@ let ``capacity rounding rules on a worked example`` () =
     // N = 10, k = 2, E = 4, cf = 1.25: (N k / E) cf = 5 * 1.25 = 6.25; ceil 7, floor 6, round 6;
     // Tutel: k floor(cf ceil(N / E)) = 2 floor(1.25 * 3) = 2 * 3 = 6. With min_capacity 8 every rule gives 8.
     let c r m = ExpertCapacity.FromFactor(10, 4, 2, 1.25, r, m)
-    Assert.That([ c CapacityRounding.Ceil 0; c CapacityRounding.Floor 0; c CapacityRounding.Round 0; c CapacityRounding.Tutel 0 ], eq [ 7; 6; 6; 6 ])
-    Assert.That([ c CapacityRounding.Ceil 8; c CapacityRounding.Floor 8; c CapacityRounding.Round 8; c CapacityRounding.Tutel 8 ], eq [ 8; 8; 8; 8 ])
+
+    Assert.That(
+        [
+            c CapacityRounding.Ceil 0
+            c CapacityRounding.Floor 0
+            c CapacityRounding.Round 0
+            c CapacityRounding.Tutel 0
+        ],
+        eq [ 7; 6; 6; 6 ]
+    )
+
+    Assert.That(
+        [
+            c CapacityRounding.Ceil 8
+            c CapacityRounding.Floor 8
+            c CapacityRounding.Round 8
+            c CapacityRounding.Tutel 8
+        ],
+        eq [ 8; 8; 8; 8 ]
+    )
     // Round half to even: N = 5, k = 1, E = 2, cf = 1 gives 2.5, which rounds to 2; N = 7 gives 3.5, which rounds to 4.
     Assert.That(ExpertCapacity.FromFactor(5, 2, 1, 1.0, CapacityRounding.Round, 0), eq 2)
     Assert.That(ExpertCapacity.FromFactor(7, 2, 1, 1.0, CapacityRounding.Round, 0), eq 4)
@@ -379,19 +586,33 @@ let ``ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch`` () =
     Peers.requireModules [ "torch" ] "python3-torch"
     let rng = System.Random 20260412
     let factors = [| 0.1; 0.2; 0.3; 0.7; 1.0; 1.1; 1.2; 1.25; 1.3; 1.5; 2.0; 0.05; 3.3 |]
+
     let cases =
-        [ yield 30, 3, 1, 0.1, 0
-          yield 10, 1, 1, 1.1, 0
-          // A family where the two rules tend to differ (N k / E cf lands on an integer with a non-dyadic cf).
-          for j in 1 .. 30 do yield 30 * j, 3, 1, 0.1, 0
-          for _ in 1 .. 3000 ->
-              rng.Next 5000, 1 + rng.Next 200, 1 + rng.Next 4, factors.[rng.Next factors.Length], (if rng.Next 4 = 0 then rng.Next 6 else 0) ]
+        [
+            yield 30, 3, 1, 0.1, 0
+            yield 10, 1, 1, 1.1, 0
+            // A family where the two rules tend to differ (N k / E cf lands on an integer with a non-dyadic cf).
+            for j in 1..30 do
+                yield 30 * j, 3, 1, 0.1, 0
+            for _ in 1..3000 ->
+                rng.Next 5000,
+                1 + rng.Next 200,
+                1 + rng.Next 4,
+                factors.[rng.Next factors.Length],
+                (if rng.Next 4 = 0 then rng.Next 6 else 0)
+        ]
+
     let inv = System.Globalization.CultureInfo.InvariantCulture
-    let text = cases |> List.map (fun (n, e, k, cf, m) -> System.String.Format(inv, "{0} {1} {2} {3:R} {4}", n, e, k, cf, m))
+
+    let text =
+        cases
+        |> List.map (fun (n, e, k, cf, m) -> System.String.Format(inv, "{0} {1} {2} {3:R} {4}", n, e, k, cf, m))
+
     let file = System.IO.Path.GetTempFileName()
     System.IO.File.WriteAllLines(file, text)
     // DeepSpeed's sharded_moe._capacity with capacity_factor = torch.tensor(cf * k) and min_capacity = m.
-    let script = """
+    let script =
+        """
 import sys, torch
 for line in open(sys.argv[1]):
     n, e, k, cf, m = line.split()
@@ -401,54 +622,122 @@ for line in open(sys.argv[1]):
         capacity = torch.tensor(m).to(torch.int64)
     print(int(capacity))
 """
+
     let code, out, err = Peers.runProcess Peers.python [ "-c"; script; file ]
     System.IO.File.Delete file
     Assert.That(code, eq 0, err)
     let torchValues = out.Split('\n', System.StringSplitOptions.RemoveEmptyEntries) |> Array.map int
     Assert.That(torchValues.Length, eq cases.Length)
     let mutable differ = 0
+
     for (n, e, k, cf, m), expected in List.zip cases (List.ofArray torchValues) do
         Assert.That(ExpertCapacity.FromFactor(n, e, k, cf, CapacityRounding.CeilF32, m), eq expected, $"N={n} E={e} k={k} cf={cf} m={m}")
-        if ExpertCapacity.FromFactor(n, e, k, cf, CapacityRounding.Ceil, m) <> expected then differ <- differ + 1
+
+        if ExpertCapacity.FromFactor(n, e, k, cf, CapacityRounding.Ceil, m) <> expected then
+            differ <- differ + 1
     // The grid exercises the difference, not only cases where both rules agree.
     Assert.That(differ, Is.GreaterThan 20, "cases where float32 and exact rounding differ")
 
 let ``bad input names the argument`` () =
     let x = Array2D.create 3 4 0.0
-    let ex = throws<System.ArgumentOutOfRangeException>(fun () -> Capacity.Route(x, CapacityOptions(Capacity = System.Nullable -1)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentOutOfRangeException> (fun () -> Capacity.Route(x, CapacityOptions(Capacity = System.Nullable -1)) |> ignore)
+
     Assert.That(ex.ParamName, eq "capacity")
-    let ex = throws<System.ArgumentException>(fun () -> Capacity.Route(x, CapacityOptions(CapacityFactor = -0.5)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentException> (fun () -> Capacity.Route(x, CapacityOptions(CapacityFactor = -0.5)) |> ignore)
+
     Assert.That(ex.ParamName, eq "capacity_factor")
-    let ex = throws<System.ArgumentOutOfRangeException>(fun () -> Capacity.Route(x, CapacityOptions(MinCapacity = -1)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentOutOfRangeException> (fun () -> Capacity.Route(x, CapacityOptions(MinCapacity = -1)) |> ignore)
+
     Assert.That(ex.ParamName, eq "min_capacity")
     x.[1, 2] <- nan
-    let ex = throws<System.ArgumentException>(fun () -> Capacity.Route(x, CapacityOptions()) |> ignore)
-    Assert.That(ex.Message, Does.Contain "logits[1, 2] is NaN")
-    let ex = throws<System.ArgumentException>(fun () ->
-        Reference.Kernels.Routing.Capacity.Route(flat32 x, 3, 4, CapacityOptions()) |> ignore)
+    let ex = throws<System.ArgumentException> (fun () -> Capacity.Route(x, CapacityOptions()) |> ignore)
     Assert.That(ex.Message, Does.Contain "logits[1, 2] is NaN")
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+    let ex =
+        throws<System.ArgumentException> (fun () -> Reference.Kernels.Routing.Capacity.Route(flat32 x, 3, 4, CapacityOptions()) |> ignore)
+
+    Assert.That(ex.Message, Does.Contain "logits[1, 2] is NaN")
+
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "routing/capacity" "CapacityProperties" [
-        Proofs.prop [ "capacity.never-exceeds" ] "no expert ever keeps more than C and load counts the kept requests" ``no expert ever keeps more than C and load counts the kept requests``
-        Proofs.prop [ "capacity.kept-are-policy-first-c" ] "the kept requests of every expert are exactly the policy's first C" ``the kept requests of every expert are exactly the policy's first C``
-        Proofs.prop [ "capacity.slots-dispatch-order" ] "slots number each expert's kept requests 0 to load-1 in dispatch order" ``slots number each expert's kept requests 0 to load-1 in dispatch order``
-        Proofs.prop [ "capacity.no-drop-equals-topk" ] "with C at least N times k nothing drops and the result is top-k" ``with C at least N times k nothing drops and the result is top-k``
-        Proofs.prop [ "capacity.first-choice-priority" ] "under choice-position a first choice is never dropped while a later choice of the same expert is kept" ``under choice-position a first choice is never dropped while a later choice of the same expert is kept``
-        Proofs.prop [ "capacity.after-weights-sum-to-one" ] "after-normalized weights sum to one for every token that keeps anything" ``after-normalized weights sum to one for every token that keeps anything``
-        Proofs.prop [ "capacity.capacity-rule" ] "the capacity follows the rounding rule and the minimum" ``the capacity follows the rounding rule and the minimum``
-        Proofs.prop [ "capacity.kernel-equals-reference" ] "kernel equals reference" ``kernel equals reference``
-        Proofs.test [ "capacity.kernel-equals-reference" ] "kernel equals reference exactly on separated grid inputs for every policy and normalization" ``kernel equals reference exactly on separated grid inputs for every policy and normalization``
-        Proofs.prop [ "capacity.validator-sound" ] "the validator accepts the reference and rejects an over-full expert or swapped slots" ``the validator accepts the reference and rejects an over-full expert or swapped slots``
-        Proofs.prop [ "capacity.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
-        Proofs.test [ "capacity.published-expectations" ] "DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2" ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2``
-        Proofs.test [ "capacity.published-expectations" ] "DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3" ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3``
-        Proofs.test [ "capacity.published-expectations" ] "DeepSpeed TestTopkGate: no dropping keeps token-order slots" ``DeepSpeed TestTopkGate: no dropping keeps token-order slots``
-        Proofs.test [ "capacity.published-expectations" ] "Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all" ``Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all``
-        Proofs.test [ "capacity.capacity-rule" ] "capacity rounding rules on a worked example" ``capacity rounding rules on a worked example``
-        Proofs.test [ "capacity.ceil-f32-is-deepspeed" ] "ceil-f32 differs from the exact ceil where DeepSpeed's float32 product crosses an integer" ``ceil-f32 differs from the exact ceil where DeepSpeed's float32 product crosses an integer``
-        Proofs.sequenced (Proofs.test [ "capacity.ceil-f32-is-deepspeed" ] "ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch" ``ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch``)
-        Proofs.test [] "bad input names the argument" ``bad input names the argument``
-    ]
+    Proofs.family
+        "routing/capacity"
+        "CapacityProperties"
+        [
+            Proofs.prop
+                [ "capacity.never-exceeds" ]
+                "no expert ever keeps more than C and load counts the kept requests"
+                ``no expert ever keeps more than C and load counts the kept requests``
+            Proofs.prop
+                [ "capacity.kept-are-policy-first-c" ]
+                "the kept requests of every expert are exactly the policy's first C"
+                ``the kept requests of every expert are exactly the policy's first C``
+            Proofs.prop
+                [ "capacity.slots-dispatch-order" ]
+                "slots number each expert's kept requests 0 to load-1 in dispatch order"
+                ``slots number each expert's kept requests 0 to load-1 in dispatch order``
+            Proofs.prop
+                [ "capacity.no-drop-equals-topk" ]
+                "with C at least N times k nothing drops and the result is top-k"
+                ``with C at least N times k nothing drops and the result is top-k``
+            Proofs.prop
+                [ "capacity.first-choice-priority" ]
+                "under choice-position a first choice is never dropped while a later choice of the same expert is kept"
+                ``under choice-position a first choice is never dropped while a later choice of the same expert is kept``
+            Proofs.prop
+                [ "capacity.after-weights-sum-to-one" ]
+                "after-normalized weights sum to one for every token that keeps anything"
+                ``after-normalized weights sum to one for every token that keeps anything``
+            Proofs.prop
+                [ "capacity.capacity-rule" ]
+                "the capacity follows the rounding rule and the minimum"
+                ``the capacity follows the rounding rule and the minimum``
+            Proofs.prop [ "capacity.kernel-equals-reference" ] "kernel equals reference" ``kernel equals reference``
+            Proofs.test
+                [ "capacity.kernel-equals-reference" ]
+                "kernel equals reference exactly on separated grid inputs for every policy and normalization"
+                ``kernel equals reference exactly on separated grid inputs for every policy and normalization``
+            Proofs.prop
+                [ "capacity.validator-sound" ]
+                "the validator accepts the reference and rejects an over-full expert or swapped slots"
+                ``the validator accepts the reference and rejects an over-full expert or swapped slots``
+            Proofs.prop [ "capacity.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
+            Proofs.test
+                [ "capacity.published-expectations" ]
+                "DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2"
+                ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=4 top2``
+            Proofs.test
+                [ "capacity.published-expectations" ]
+                "DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3"
+                ``DeepSpeed TestTopkGate: probs and position masks for s=4 e=6 top3``
+            Proofs.test
+                [ "capacity.published-expectations" ]
+                "DeepSpeed TestTopkGate: no dropping keeps token-order slots"
+                ``DeepSpeed TestTopkGate: no dropping keeps token-order slots``
+            Proofs.test
+                [ "capacity.published-expectations" ]
+                "Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all"
+                ``Megatron test_token_dropping: with a capacity factor at most N k cf requests are kept, without one all``
+            Proofs.test
+                [ "capacity.capacity-rule" ]
+                "capacity rounding rules on a worked example"
+                ``capacity rounding rules on a worked example``
+            Proofs.test
+                [ "capacity.ceil-f32-is-deepspeed" ]
+                "ceil-f32 differs from the exact ceil where DeepSpeed's float32 product crosses an integer"
+                ``ceil-f32 differs from the exact ceil where DeepSpeed's float32 product crosses an integer``
+            Proofs.sequenced (
+                Proofs.test
+                    [ "capacity.ceil-f32-is-deepspeed" ]
+                    "ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch"
+                    ``ceil-f32 equals DeepSpeed's _capacity formula evaluated by torch``
+            )
+            Proofs.test [] "bad input names the argument" ``bad input names the argument``
+        ]

@@ -25,7 +25,8 @@ let private cases =
         let! values = Gen.elements [ Uniform; Ties; Sharp ]
         let! seed = Gen.choose (0, 1_000_000_000)
         return { B = b; Hq = hkv * g; Hkv = hkv; Tq = tq; Tk = tk; D = d; Dv = dv; Values = values; Seed = seed }
-    } |> Arb.fromGen
+    }
+    |> Arb.fromGen
 
 /// Causal with probability 2/3, and a random window (each side -1 or 0..max(Tq, Tk)) half of the time.
 let private rules (s: Spec) =
@@ -50,7 +51,10 @@ let ``top-left and bottom-right are identical when Tq = Tk`` () =
         let x = inputsOf s
         sameResult "reference" (dense x (options s CausalAlignment.TopLeft null)) (dense x (options s CausalAlignment.BottomRight null))
         let causal, left, right = rules s
-        let ko align = FlashAttentionOptions(Causal = causal, WindowLeft = left, WindowRight = right, CausalAlign = align, BlockQ = 3, BlockK = 2)
+
+        let ko align =
+            FlashAttentionOptions(Causal = causal, WindowLeft = left, WindowRight = right, CausalAlign = align, BlockQ = 3, BlockK = 2)
+
         let a, b = kernel x (ko CausalAlignment.TopLeft), kernel x (ko CausalAlignment.BottomRight)
         checkEqual "kernel out" (f64 b.Out) (f64 a.Out)
         checkEqual "kernel lse" (f64 b.Lse) (f64 a.Lse))
@@ -59,10 +63,14 @@ let ``top-left equals bottom-right with the key offset shifted by padding to equ
     Prop.forAll cases (fun s ->
         let x = inputsOf s
         let topLeft = dense x (options s CausalAlignment.TopLeft null)
+
         if s.Tq >= s.Tk then
             // Append Tq - Tk keys (masked out): Tk' = Tq, so bottom-right puts row i at i, as top-left does.
             let pad = s.Tq - s.Tk
-            let widen (a: float[,,,]) = Array4D.init s.B s.Hkv s.Tq (Array4D.length4 a) (fun b h j c -> if j < s.Tk then a.[b, h, j, c] else 0.0)
+
+            let widen (a: float[,,,]) =
+                Array4D.init s.B s.Hkv s.Tq (Array4D.length4 a) (fun b h j c -> if j < s.Tk then a.[b, h, j, c] else 0.0)
+
             let padded = { x with K = widen x.K; V = widen x.V }
             let realKeys = Array4D.init 1 1 1 s.Tq (fun _ _ _ j -> j < s.Tk)
             let bottomRight = dense padded (options s CausalAlignment.BottomRight realKeys)
@@ -82,14 +90,41 @@ let ``top-left causal is torch.tril and the kernel follows the reference under i
         let x = inputsOf s
         // PyTorch's is_causal mask: torch.ones(Tq, Tk).tril(), i.e. key j allowed iff j <= i, whatever Tq and Tk.
         let tril = Array4D.init 1 1 s.Tq s.Tk (fun _ _ i j -> j <= i)
-        sameResult "tril" (dense x (AttentionOptions(Mask = tril))) (dense x (AttentionOptions(Causal = true, CausalAlign = CausalAlignment.TopLeft)))
+
+        sameResult
+            "tril"
+            (dense x (AttentionOptions(Mask = tril)))
+            (dense x (AttentionOptions(Causal = true, CausalAlign = CausalAlignment.TopLeft)))
         // The float32 kernel under top-left rules, within the derived bound of the reference.
         let causal, left, right = rules s
         let k = knobsOf s
-        let expected = dense x (AttentionOptions(Causal = causal, WindowLeft = left, WindowRight = right, CausalAlign = CausalAlignment.TopLeft,
-                                                 Scale = (k.Scale |> Option.map float |> Option.toNullable), Softcap = float k.Softcap))
-        let actual = kernel x (FlashAttentionOptions(Causal = causal, WindowLeft = left, WindowRight = right, CausalAlign = CausalAlignment.TopLeft,
-                                                     Scale = Option.toNullable k.Scale, Softcap = k.Softcap, BlockQ = k.BlockQ, BlockK = k.BlockK))
+
+        let expected =
+            dense
+                x
+                (AttentionOptions(
+                    Causal = causal,
+                    WindowLeft = left,
+                    WindowRight = right,
+                    CausalAlign = CausalAlignment.TopLeft,
+                    Scale = (k.Scale |> Option.map float |> Option.toNullable),
+                    Softcap = float k.Softcap
+                ))
+
+        let actual =
+            kernel
+                x
+                (FlashAttentionOptions(
+                    Causal = causal,
+                    WindowLeft = left,
+                    WindowRight = right,
+                    CausalAlign = CausalAlignment.TopLeft,
+                    Scale = Option.toNullable k.Scale,
+                    Softcap = k.Softcap,
+                    BlockQ = k.BlockQ,
+                    BlockK = k.BlockK
+                ))
+
         let tol = kernelTolerance x s k k.BlockK
         checkClose "kernel out" (flat4 expected.Out) (f64 actual.Out) tol.Out
         checkClose "kernel lse" (flat3 expected.Lse) (f64 actual.Lse) tol.Lse)
@@ -106,12 +141,27 @@ let ``LeanK and the CLI parameter follow causal_align`` () =
     let ex = throws (fun () -> CausalAlignments.Parse "top_left" |> ignore)
     Assert.That(ex.Message, Does.Contain "bottom-right or top-left")
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "attention/masks" "CausalAlignTests" [
-        Proofs.prop [ "attention.causal-align" ] "top-left and bottom-right are identical when Tq = Tk" ``top-left and bottom-right are identical when Tq = Tk``
-        Proofs.prop [ "attention.causal-align" ] "top-left equals bottom-right with the key offset shifted by padding to equal lengths" ``top-left equals bottom-right with the key offset shifted by padding to equal lengths``
-        Proofs.prop [ "attention.causal-align" ] "top-left causal is torch.tril and the kernel follows the reference under it" ``top-left causal is torch.tril and the kernel follows the reference under it``
-        Proofs.test [ "attention.causal-align" ] "LeanK and the CLI parameter follow causal_align" ``LeanK and the CLI parameter follow causal_align``
-    ]
+    Proofs.family
+        "attention/masks"
+        "CausalAlignTests"
+        [
+            Proofs.prop
+                [ "attention.causal-align" ]
+                "top-left and bottom-right are identical when Tq = Tk"
+                ``top-left and bottom-right are identical when Tq = Tk``
+            Proofs.prop
+                [ "attention.causal-align" ]
+                "top-left equals bottom-right with the key offset shifted by padding to equal lengths"
+                ``top-left equals bottom-right with the key offset shifted by padding to equal lengths``
+            Proofs.prop
+                [ "attention.causal-align" ]
+                "top-left causal is torch.tril and the kernel follows the reference under it"
+                ``top-left causal is torch.tril and the kernel follows the reference under it``
+            Proofs.test
+                [ "attention.causal-align" ]
+                "LeanK and the CLI parameter follow causal_align"
+                ``LeanK and the CLI parameter follow causal_align``
+        ]

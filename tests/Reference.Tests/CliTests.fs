@@ -32,6 +32,7 @@ let private expectBadInput (code: int, _: string, err: string) (fragments: strin
     Assert.That(code, eq 2, err)
     let lines = err.Trim().Split('\n')
     Assert.That(lines.Length, eq 1, $"one line expected, got: {err}")
+
     for f in fragments do
         Assert.That(err, Does.Contain f)
 
@@ -43,20 +44,41 @@ let ``list names topk and its arrays`` () =
     let code, out, _ = cli [ "list"; "--json" ]
     Assert.That(code, eq 0)
     use doc = JsonDocument.Parse out
-    let topk = doc.RootElement.EnumerateArray() |> Seq.find (fun a -> a.GetProperty("name").GetString() = "topk")
+
+    let topk =
+        doc.RootElement.EnumerateArray() |> Seq.find (fun a -> a.GetProperty("name").GetString() = "topk")
+
     Assert.That(topk.GetProperty("paths").EnumerateArray() |> Seq.map _.GetString() |> List.ofSeq, eq [ "reference"; "kernel" ])
 
 let ``run writes the reference outputs`` () =
     let d = temp ()
     let input, output = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz")
     write input [ "logits", NdArray.FromMatrix logits ]
-    let code, _, err = cli [ "run"; "topk"; "--input"; input; "--output"; output; "--param"; "k=3"; "--param"; "normalize=false" ]
+
+    let code, _, err =
+        cli
+            [
+                "run"
+                "topk"
+                "--input"
+                input
+                "--output"
+                output
+                "--param"
+                "k=3"
+                "--param"
+                "normalize=false"
+            ]
+
     Assert.That(code, eq 0, err)
     let result = TensorFile.Read output
-    let expected = Reference.Routing.TopK.Route(Array2D.map float logits, Reference.Routing.TopKOptions(K = 3, Normalize = false))
-    Assert.That(result.["experts"].Values<int>(), eq(flatten expected.Experts))
+
+    let expected =
+        Reference.Routing.TopK.Route(Array2D.map float logits, Reference.Routing.TopKOptions(K = 3, Normalize = false))
+
+    Assert.That(result.["experts"].Values<int>(), eq (flatten expected.Experts))
     Assert.That(result.["experts"].Shape, eq [| 6; 3 |])
-    Assert.That(result.["weights"].Values<float>(), eq(flatten expected.Weights))
+    Assert.That(result.["weights"].Values<float>(), eq (flatten expected.Weights))
 
 let ``check passes a float32 kernel candidate and fails swapped experts or a perturbed weight`` () =
     let d = temp ()
@@ -77,7 +99,11 @@ let ``check passes a float32 kernel candidate and fails swapped experts or a per
     let code, out, _ = cli [ "check"; "topk"; "--input"; input; "--candidate"; cand; "--json"; report ]
     Assert.That(code, eq 1, out)
     use doc = JsonDocument.Parse(File.ReadAllText report)
-    let experts = doc.RootElement.GetProperty("outputs").EnumerateArray() |> Seq.find (fun o -> o.GetProperty("array").GetString() = "experts")
+
+    let experts =
+        doc.RootElement.GetProperty("outputs").EnumerateArray()
+        |> Seq.find (fun o -> o.GetProperty("array").GetString() = "experts")
+
     Assert.That(experts.GetProperty("mismatches").GetInt64(), eq 2L)
     Assert.That(experts.GetProperty("first_mismatches").[0].GetProperty("index").GetString(), eq "(3, 0)")
     Assert.That(doc.RootElement.GetProperty("passed").GetBoolean(), Is.False)
@@ -119,12 +145,40 @@ let ``check exits 2 with one line naming the file and the array`` () =
     // k out of range, an unknown parameter, a bad boolean, a wrong-shaped candidate.
     expectBadInput (cli [ "check"; "topk"; "--input"; input; "--candidate"; cand; "--param"; "k=9" ]) [ "k = 9"; "1..5" ]
     expectBadInput (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--param"; "kk=1" ]) [ "'kk'" ]
-    expectBadInput (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--param"; "normalize=yes" ]) [ "'normalize'" ]
+
+    expectBadInput
+        (cli
+            [
+                "run"
+                "topk"
+                "--input"
+                input
+                "--output"
+                Path.Combine(d, "o.npz")
+                "--param"
+                "normalize=yes"
+            ])
+        [ "'normalize'" ]
     // An empty problem (zero tokens) and a repeated --param are bad input too.
     let empty = Path.Combine(d, "empty.npz")
     write empty [ "logits", NdArray.Create(Array.zeroCreate<float32> 0, 0, 5) ]
     expectBadInput (cli [ "check"; "topk"; "--input"; empty; "--candidate"; cand ]) [ empty; "'logits'"; "N = 0"; "empty problem" ]
-    expectBadInput (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--param"; "k=1"; "--param"; "k=2" ]) [ "'k'"; "twice" ]
+
+    expectBadInput
+        (cli
+            [
+                "run"
+                "topk"
+                "--input"
+                input
+                "--output"
+                Path.Combine(d, "o.npz")
+                "--param"
+                "k=1"
+                "--param"
+                "k=2"
+            ])
+        [ "'k'"; "twice" ]
     // Missing files and unknown algorithms.
     expectBadInput (cli [ "check"; "topk"; "--input"; Path.Combine(d, "nope.npz"); "--candidate"; cand ]) [ "nope.npz" ]
     expectBadInput (cli [ "check"; "nosuch"; "--input"; input; "--candidate"; cand ]) [ "nosuch" ]
@@ -141,11 +195,14 @@ let ``selfcheck prints the table and passes`` () =
 
 let ``flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1`` () =
     let d = temp ()
+
     let write name (text: string) =
         let p = Path.Combine(d, name)
         File.WriteAllText(p, text)
         p
-    let problem supply = $"c tiny\np min 4 5\nn 1 {supply}\nn 4 -4\na 1 2 0 4 2\na 1 3 0 2 2\na 2 3 0 2 1\na 2 4 0 3 3\na 3 4 0 5 1\n"
+
+    let problem supply =
+        $"c tiny\np min 4 5\nn 1 {supply}\nn 4 -4\na 1 2 0 4 2\na 1 3 0 2 2\na 2 3 0 2 1\na 2 4 0 3 3\na 3 4 0 5 1\n"
     // Optimal: the cost is checked by hand: 2 units 1->2->3->4 (cost 4 each) and 2 units 1->3->4 (cost 3 each) = 14.
     let code, out, err = cli [ "flow"; "--dimacs"; write "ok.min" (problem 4) ]
     Assert.That(code, eq 0, err)
@@ -174,7 +231,10 @@ let ``bench --json writes a record that bench table reads`` () =
     let d = Path.Combine(Path.GetTempPath(), $"bench-{Guid.NewGuid():N}")
     Directory.CreateDirectory d |> ignore
     let record = Path.Combine(d, "maxscore.json")
-    let code, out, err = cli [ "bench"; "maxscore"; "--size"; "64/4/2,96/8/2"; "--repeats"; "1"; "--json"; record ]
+
+    let code, out, err =
+        cli [ "bench"; "maxscore"; "--size"; "64/4/2,96/8/2"; "--repeats"; "1"; "--json"; record ]
+
     Assert.That(code, eq 0, out + err)
     use doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText record)
     let root = doc.RootElement
@@ -183,31 +243,51 @@ let ``bench --json writes a record that bench table reads`` () =
     let cases = [ for c in root.GetProperty("cases").EnumerateArray() -> c ]
     let sizes = cases |> List.map (fun c -> c.GetProperty("size").GetString()) |> List.distinct
     Assert.That(sizes, eq [ "64/4/2"; "96/8/2" ])
+
     for c in cases do
         // A solver that ran has a positive median over its runs; one that did not says why.
         match c.TryGetProperty "median_ms" with
         | true, ms -> Assert.That((ms.GetDouble() > 0.0 && c.GetProperty("runs").GetInt32() >= 1), c.ToString())
         | _ -> Assert.That(c.GetProperty("note").GetString(), Is.Not.Empty)
+
     let tcode, table, terr = cli [ "bench"; "table"; record ]
     Assert.That(tcode, eq 0, terr)
     let rows = table.Split('\n', StringSplitOptions.RemoveEmptyEntries)
     Assert.That(rows.Length, eq (2 + cases.Length), table)
-    Assert.That(rows[2], Does.StartWith "| maxscore |" |> fun c -> c.And.Contains "| 64/4/2 | fast (exact) |" |> fun c -> c.And.EndsWith "| 1.0x |")
+
+    Assert.That(
+        rows[2],
+        Does.StartWith "| maxscore |"
+        |> fun c -> c.And.Contains "| 64/4/2 | fast (exact) |" |> fun c -> c.And.EndsWith "| 1.0x |"
+    )
+
     File.WriteAllText(Path.Combine(d, "bad.json"), "{\"cases\": 3}")
     expectBadInput (cli [ "bench"; "table"; Path.Combine(d, "bad.json") ]) [ "bad.json"; "benchmark record" ]
     expectBadInput (cli [ "bench"; "table" ]) [ "benchmark record" ]
     Directory.Delete(d, true)
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "cli" "CliTests" [
-        Proofs.test [] "list names topk and its arrays" ``list names topk and its arrays``
-        Proofs.test [] "run writes the reference outputs" ``run writes the reference outputs``
-        Proofs.test [] "check passes a float32 kernel candidate and fails swapped experts or a perturbed weight" ``check passes a float32 kernel candidate and fails swapped experts or a perturbed weight``
-        Proofs.test [] "check exits 2 with one line naming the file and the array" ``check exits 2 with one line naming the file and the array``
-        Proofs.test [] "selfcheck prints the table and passes" ``selfcheck prints the table and passes``
-        Proofs.test [] "flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1" ``flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1``
-        Proofs.test [] "bench maxscore prints times and objectives that agree" ``bench maxscore prints times and objectives that agree``
-        Proofs.test [] "bench --json writes a record that bench table reads" ``bench --json writes a record that bench table reads``
-    ]
+    Proofs.family
+        "cli"
+        "CliTests"
+        [
+            Proofs.test [] "list names topk and its arrays" ``list names topk and its arrays``
+            Proofs.test [] "run writes the reference outputs" ``run writes the reference outputs``
+            Proofs.test
+                []
+                "check passes a float32 kernel candidate and fails swapped experts or a perturbed weight"
+                ``check passes a float32 kernel candidate and fails swapped experts or a perturbed weight``
+            Proofs.test
+                []
+                "check exits 2 with one line naming the file and the array"
+                ``check exits 2 with one line naming the file and the array``
+            Proofs.test [] "selfcheck prints the table and passes" ``selfcheck prints the table and passes``
+            Proofs.test
+                []
+                "flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1"
+                ``flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1``
+            Proofs.test [] "bench maxscore prints times and objectives that agree" ``bench maxscore prints times and objectives that agree``
+            Proofs.test [] "bench --json writes a record that bench table reads" ``bench --json writes a record that bench table reads``
+        ]

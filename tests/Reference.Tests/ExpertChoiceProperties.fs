@@ -13,10 +13,22 @@ open Reference.Tests.RoutingGenerators
 
 /// An expert-choice problem: logits and either an explicit C in 0..N or a factor (a multiple of 1/4) with k.
 type ExpertChoiceProblem =
-    { Logits: double[,]; Capacity: int option; Factor: float; K: int }
+    {
+        Logits: double[,]
+        Capacity: int option
+        Factor: float
+        K: int
+    }
+
     member p.Options =
-        ExpertChoiceOptions(Capacity = (match p.Capacity with Some c -> System.Nullable c | None -> System.Nullable()),
-                            CapacityFactor = p.Factor, K = p.K)
+        ExpertChoiceOptions(
+            Capacity =
+                (match p.Capacity with
+                 | Some c -> System.Nullable c
+                 | None -> System.Nullable()),
+            CapacityFactor = p.Factor,
+            K = p.K
+        )
 
 let private problemWith logitGen =
     gen {
@@ -37,7 +49,12 @@ let ``C is the explicit value or min(N, ceil(cf N k / E))`` () =
         let r = ExpertChoice.Route(pr.Logits, pr.Options)
         // Independently, in integers: cf = v / 4, so cf N k / E = (v N k) / (4 E).
         let num, den = int64 (pr.Factor * 4.0) * int64 n * int64 pr.K, 4L * int64 e
-        let expected = match pr.Capacity with Some c -> c | None -> min n (int ((num + den - 1L) / den))
+
+        let expected =
+            match pr.Capacity with
+            | Some c -> c
+            | None -> min n (int ((num + den - 1L) / den))
+
         Assert.That(r.Capacity, eq expected)
         Assert.That(r.Tokens.GetLength 0, eq e)
         Assert.That(r.Tokens.GetLength 1, eq expected))
@@ -46,10 +63,12 @@ let ``every expert takes exactly C distinct tokens and count tallies them`` () =
     Prop.forAll problem (fun pr ->
         let n, e = Array2D.length1 pr.Logits, Array2D.length2 pr.Logits
         let r = ExpertChoice.Route(pr.Logits, pr.Options)
+
         for x in 0 .. e - 1 do
             let ts = row r.Tokens x
             Assert.That(ts |> Array.distinct |> Array.length, eq r.Capacity, $"expert {x}")
             Assert.That(ts |> Array.forall (fun t -> t >= 0 && t < n))
+
         let tally = Array.zeroCreate n
         r.Tokens |> Array2D.iter (fun t -> tally.[t] <- tally.[t] + 1)
         Assert.That(r.Count, eq tally)
@@ -60,6 +79,7 @@ let ``each expert's tokens are the top C of its column, in order, with gates P``
         let n, e = Array2D.length1 pr.Logits, Array2D.length2 pr.Logits
         let r = ExpertChoice.Route(pr.Logits, pr.Options)
         let p = RouterScores.Compute(pr.Logits, ScoreFunction.Softmax)
+
         for x in 0 .. e - 1 do
             // An independent stable sort: larger score first, ties to the lower token.
             let expected = Array.init n id |> Array.sortBy (fun i -> -p.[i, x], i) |> Array.take r.Capacity
@@ -81,31 +101,38 @@ let ``kernel equals reference`` () =
         let check = ExpertChoiceValidator.Check(pr.Logits, pr.Options, tokens, count, NumberFormat.Float32)
         Assert.That(check.Valid, String.concat "\n" check.Problems)
         let tol = float (e + 4) * u32
-        gates |> Array2D.iteri (fun x s g ->
-            Assert.That(abs (g - check.ExpectedWeights.[x, s]), Is.LessThanOrEqualTo tol, $"gates[{x}, {s}]"))
+
+        gates
+        |> Array2D.iteri (fun x s g -> Assert.That(abs (g - check.ExpectedWeights.[x, s]), Is.LessThanOrEqualTo tol, $"gates[{x}, {s}]"))
         // (a) Columns whose scores are separated (or bit-equal in both precisions) give identical tokens.
         let p = RouterScores.Compute(pr.Logits, ScoreFunction.Softmax)
         let p32 = scores32 pr.Logits ScoreFunction.Softmax
+
         for x in 0 .. e - 1 do
             let rowMax i = Seq.max [ for y in 0 .. e - 1 -> p.[i, y] ]
+
             if allSeparated [ for i in 0 .. n - 1 -> p.[i, x], p32.[i, x], float (e + 4) * u32 * rowMax i ] then
                 Assert.That(row tokens x, eq (row reference.Tokens x), $"expert {x}"))
 
 let ``kernel equals reference exactly on most grid columns`` () =
     // Grid logits: the exact branch of the property above must not be vacuous.
     let mutable columns, exact = 0, 0
+
     for pr in Gen.sample 300 (problemWith gridLogits) do
         let n, e = Array2D.length1 pr.Logits, Array2D.length2 pr.Logits
         let reference = ExpertChoice.Route(pr.Logits, pr.Options)
         let tokens, _, _, _ = kernel pr
         let p = RouterScores.Compute(pr.Logits, ScoreFunction.Softmax)
         let p32 = scores32 pr.Logits ScoreFunction.Softmax
+
         for x in 0 .. e - 1 do
             columns <- columns + 1
             let rowMax i = Seq.max [ for y in 0 .. e - 1 -> p.[i, y] ]
+
             if allSeparated [ for i in 0 .. n - 1 -> p.[i, x], p32.[i, x], float (e + 4) * u32 * rowMax i ] then
                 exact <- exact + 1
                 Assert.That(row tokens x, eq (row reference.Tokens x))
+
     Assert.That(float exact, Is.GreaterThan(0.5 * float columns), $"{exact} of {columns} columns compared exactly")
 
 let ``the validator accepts the reference and rejects a clearly worse token`` () =
@@ -117,12 +144,16 @@ let ``the validator accepts the reference and rejects a clearly worse token`` ()
         Assert.That(ok.Valid, String.concat "\n" ok.Problems)
         Assert.That(ok.ExpectedWeights, eq r.Gates)
         let p = RouterScores.Compute(pr.Logits, ScoreFunction.Softmax)
+
         if r.Capacity > 0 && r.Capacity < n then
             for x in 0 .. e - 1 do
                 let last = r.Tokens.[x, r.Capacity - 1]
                 let chosen = row r.Tokens x
                 // An unchosen token whose score is below the weakest chosen one by far more than float64 rounding.
-                match [ 0 .. n - 1 ] |> List.tryFind (fun t -> not (Array.contains t chosen) && p.[t, x] < p.[last, x] * (1.0 - 1e-9)) with
+                match
+                    [ 0 .. n - 1 ]
+                    |> List.tryFind (fun t -> not (Array.contains t chosen) && p.[t, x] < p.[last, x] * (1.0 - 1e-9))
+                with
                 | Some t ->
                     let swapped = Array2D.copy r.Tokens
                     swapped.[x, r.Capacity - 1] <- t
@@ -149,25 +180,56 @@ let ``a token may be taken by no expert or by all of them`` () =
 
 let ``bad input names the argument`` () =
     let x = Array2D.create 4 3 0.0
-    let ex = throws<System.ArgumentOutOfRangeException>(fun () -> ExpertChoice.Route(x, ExpertChoiceOptions(Capacity = System.Nullable 5)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentOutOfRangeException> (fun () ->
+            ExpertChoice.Route(x, ExpertChoiceOptions(Capacity = System.Nullable 5)) |> ignore)
+
     Assert.That(ex.ParamName, eq "capacity")
-    let ex = throws<System.ArgumentException>(fun () -> ExpertChoice.Route(x, ExpertChoiceOptions(CapacityFactor = nan)) |> ignore)
+
+    let ex =
+        throws<System.ArgumentException> (fun () -> ExpertChoice.Route(x, ExpertChoiceOptions(CapacityFactor = nan)) |> ignore)
+
     Assert.That(ex.ParamName, eq "capacity_factor")
     x.[3, 0] <- nan
-    let ex = throws<System.ArgumentException>(fun () -> ExpertChoice.Route(x, ExpertChoiceOptions()) |> ignore)
+
+    let ex =
+        throws<System.ArgumentException> (fun () -> ExpertChoice.Route(x, ExpertChoiceOptions()) |> ignore)
+
     Assert.That(ex.Message, Does.Contain "logits[3, 0] is NaN")
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "routing/expert-choice" "ExpertChoiceProperties" [
-        Proofs.prop [ "expert-choice.capacity-rule" ] "C is the explicit value or min(N, ceil(cf N k / E))" ``C is the explicit value or min(N, ceil(cf N k / E))``
-        Proofs.prop [ "expert-choice.exactly-c" ] "every expert takes exactly C distinct tokens and count tallies them" ``every expert takes exactly C distinct tokens and count tallies them``
-        Proofs.prop [ "expert-choice.top-c-of-column" ] "each expert's tokens are the top C of its column, in order, with gates P" ``each expert's tokens are the top C of its column, in order, with gates P``
-        Proofs.prop [ "expert-choice.kernel-equals-reference" ] "kernel equals reference" ``kernel equals reference``
-        Proofs.test [ "expert-choice.kernel-equals-reference" ] "kernel equals reference exactly on most grid columns" ``kernel equals reference exactly on most grid columns``
-        Proofs.prop [ "expert-choice.validator-sound" ] "the validator accepts the reference and rejects a clearly worse token" ``the validator accepts the reference and rejects a clearly worse token``
-        Proofs.prop [ "expert-choice.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
-        Proofs.test [] "a token may be taken by no expert or by all of them" ``a token may be taken by no expert or by all of them``
-        Proofs.test [] "bad input names the argument" ``bad input names the argument``
-    ]
+    Proofs.family
+        "routing/expert-choice"
+        "ExpertChoiceProperties"
+        [
+            Proofs.prop
+                [ "expert-choice.capacity-rule" ]
+                "C is the explicit value or min(N, ceil(cf N k / E))"
+                ``C is the explicit value or min(N, ceil(cf N k / E))``
+            Proofs.prop
+                [ "expert-choice.exactly-c" ]
+                "every expert takes exactly C distinct tokens and count tallies them"
+                ``every expert takes exactly C distinct tokens and count tallies them``
+            Proofs.prop
+                [ "expert-choice.top-c-of-column" ]
+                "each expert's tokens are the top C of its column, in order, with gates P"
+                ``each expert's tokens are the top C of its column, in order, with gates P``
+            Proofs.prop [ "expert-choice.kernel-equals-reference" ] "kernel equals reference" ``kernel equals reference``
+            Proofs.test
+                [ "expert-choice.kernel-equals-reference" ]
+                "kernel equals reference exactly on most grid columns"
+                ``kernel equals reference exactly on most grid columns``
+            Proofs.prop
+                [ "expert-choice.validator-sound" ]
+                "the validator accepts the reference and rejects a clearly worse token"
+                ``the validator accepts the reference and rejects a clearly worse token``
+            Proofs.prop
+                [ "expert-choice.deterministic" ]
+                "reference and kernel are deterministic"
+                ``reference and kernel are deterministic``
+            Proofs.test [] "a token may be taken by no expert or by all of them" ``a token may be taken by no expert or by all of them``
+            Proofs.test [] "bad input names the argument" ``bad input names the argument``
+        ]

@@ -16,11 +16,13 @@ let expertCounts = [ 1; 2; 3; 4; 5; 7; 8; 16; 64 ]
 let logits (n: int) (e: int) : Gen<double[,]> =
     gen {
         let! style = Gen.choose (0, 2)
+
         let cell =
             match style with
             | 0 -> Gen.choose (-4, 4) |> Gen.map (fun v -> float v * 0.5)
             | 1 -> Gen.choose (-400000, 400000) |> Gen.map (fun v -> float (float32 (float v * 1e-5)))
             | _ -> Gen.choose (-60000, 60000) |> Gen.map (fun v -> float (float32 (float v * 1e-3)))
+
         let! cells = Gen.arrayOfLength (n * e) cell
         return Array2D.init n e (fun i j -> cells.[i * e + j])
     }
@@ -28,7 +30,7 @@ let logits (n: int) (e: int) : Gen<double[,]> =
 /// A routing problem: logits [N, E] and a valid k.
 type RoutingCase = { Logits: double[,]; K: int }
 
-let routingCase : Gen<RoutingCase> =
+let routingCase: Gen<RoutingCase> =
     gen {
         let! n = Gen.elements tokenCounts
         let! e = Gen.elements expertCounts
@@ -39,8 +41,11 @@ let routingCase : Gen<RoutingCase> =
 
 /// A bias vector [E] on a grid of 1/8 (float32-exact), sometimes absent.
 let bias (e: int) : Gen<double[] option> =
-    Gen.oneof [ Gen.constant None
-                Gen.arrayOfLength e (Gen.choose (-8, 8) |> Gen.map (fun v -> float v / 8.0)) |> Gen.map Some ]
+    Gen.oneof
+        [
+            Gen.constant None
+            Gen.arrayOfLength e (Gen.choose (-8, 8) |> Gen.map (fun v -> float v / 8.0)) |> Gen.map Some
+        ]
 
 /// Row i of a matrix.
 let row (m: 'T[,]) i = Array.init (Array2D.length2 m) (fun j -> m.[i, j])

@@ -5,5 +5,4 @@ module Reference.Tests.Main
 open Expecto
 
 [<EntryPoint>]
-let main argv =
-    Tests.runTestsInAssemblyWithCLIArgs [] argv
+let main argv = Tests.runTestsInAssemblyWithCLIArgs [] argv

@@ -25,12 +25,12 @@ let private parameters (pairs: (string * string) list) = pairs |> List.map (fun 
 let private bind (name: string) (scores: double[,]) pairs =
     (find name).Bind(readOnlyDict [ "scores", NdArray.FromMatrix scores ], parameters pairs, "test")
 
-let private reportOf (reports: IReadOnlyList<Comparison.ComparisonReport>) name =
-    reports |> Seq.find (fun r -> r.ArrayName = name)
+let private reportOf (reports: IReadOnlyList<Comparison.ComparisonReport>) name = reports |> Seq.find (fun r -> r.ArrayName = name)
 
 // ---- the peer --------------------------------------------------------------------------------------------------------
 
-let private peerModules () = Peers.requireModules [ "numpy"; "scipy"; "networkx" ] "python3-numpy python3-scipy python3-networkx"
+let private peerModules () =
+    Peers.requireModules [ "numpy"; "scipy"; "networkx" ] "python3-numpy python3-scipy python3-networkx"
 
 let ``scipy and networkx peer confirms the golden cases`` (name: string) =
     peerModules ()
@@ -43,10 +43,15 @@ let ``scipy and networkx peer agrees with the reference on fresh cases`` (name: 
     let seed = if inCi () then 11 else Random.Shared.Next()
     Peers.runPeer "maxscore_peer.py" [ "generate"; name; d; string seed; "30" ] |> ignore
     let algorithm = find name
+
     for case in Directory.GetDirectories d do
         let inputPath = Path.Combine(case, "input.npz")
-        let call = algorithm.Bind(TensorFile.Read inputPath, GoldenData.ReadParameters(Path.Combine(case, "params.json")), inputPath)
+
+        let call =
+            algorithm.Bind(TensorFile.Read inputPath, GoldenData.ReadParameters(Path.Combine(case, "params.json")), inputPath)
+
         TensorFile.Write(Path.Combine(case, "expected.npz"), algorithm.RunReference call)
+
     let out = Peers.runPeer "maxscore_peer.py" [ "verify"; name; d ]
     Assert.That(out, Does.Contain "30 of 30 cases agree", $"seed {seed}")
     Directory.Delete(d, true)
@@ -64,10 +69,22 @@ let ``validator accepts every optimal routing and rejects one an ulp worse`` () 
     let algorithm = find "maxscore"
     let call = bind "maxscore" ulpScores [ "k", "1"; "capacity", "2" ]
     let expected = algorithm.RunReference call
+
     let candidate (experts: int[]) =
         let objective = experts |> Array.mapi (fun i x -> ulpScores.[i, x]) |> Array.sum
-        let load = [| experts |> Array.filter ((=) 0) |> Array.length; experts |> Array.filter ((=) 1) |> Array.length |]
-        readOnlyDict [ "experts", NdArray.Create(experts, 3, 1); "load", NdArray.Create(load, 2); "objective", NdArray.Scalar objective ]
+
+        let load =
+            [|
+                experts |> Array.filter ((=) 0) |> Array.length
+                experts |> Array.filter ((=) 1) |> Array.length
+            |]
+
+        readOnlyDict
+            [
+                "experts", NdArray.Create(experts, 3, 1)
+                "load", NdArray.Create(load, 2)
+                "objective", NdArray.Scalar objective
+            ]
     // Both optimal routings pass: token 0 on expert 0 and either indifferent token on expert 1.
     for good in [ [| 0; 0; 1 |]; [| 0; 1; 0 |] ] do
         for r in algorithm.Check(call, expected, candidate good, "candidate") do
@@ -79,7 +96,9 @@ let ``validator accepts every optimal routing and rejects one an ulp worse`` () 
     Assert.That(experts.MaxAbsError, eq ulp)
     Assert.That((reportOf reports "objective").Passed, experts.Detail)
     // Infeasible: expert 0 three times.
-    let over = algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create([| 0; 0; 0 |], 3, 1) ], "candidate")
+    let over =
+        algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create([| 0; 0; 0 |], 3, 1) ], "candidate")
+
     Assert.That((reportOf over "experts").Passed, eq false)
     Assert.That((reportOf over "experts").Detail, Does.Contain "infeasible")
 
@@ -113,24 +132,35 @@ let ``validator accepts any maximum-weight stage-2 matching of two-stage`` () =
     let swapped = Array.copy reference
     swapped.[1] <- reference.[3]
     swapped.[3] <- reference.[1]
-    let reports = algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create(swapped, 3, 2) ], "c")
+
+    let reports =
+        algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create(swapped, 3, 2) ], "c")
+
     Assert.That((reportOf reports "experts").Passed, (reportOf reports "experts").Detail)
     // A stage-1 change fails.
     let moved = Array.copy reference
     moved.[0] <- (reference.[0] + 1) % 3
-    Assert.That((reportOf (algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create(moved, 3, 2) ], "c")) "experts").Passed, eq false)
+
+    Assert.That(
+        (reportOf (algorithm.Check(call, expected, readOnlyDict [ "experts", NdArray.Create(moved, 3, 2) ], "c")) "experts").Passed,
+        eq false
+    )
 
 let ``fast path passes the validator on generated cases`` (name: string) =
     let algorithm = find name
     let path = algorithm.Paths |> Seq.find (fun p -> p.Name = "fast")
     let mutable ran = 0
-    for seed in 1 .. 40 do
+
+    for seed in 1..40 do
         let case = algorithm.Generate.Invoke seed
         let call = algorithm.Bind(case.Inputs, case.Parameters, case.Name)
+
         if path.Supports.Invoke call then
             ran <- ran + 1
+
             for r in SelfCheck.CheckPath(algorithm, path, call) do
                 Assert.That(r.Passed, $"{case.Name}: {r.Summary()} {r.Detail}")
+
     Assert.That(ran, Is.GreaterThan 10)
 
 let ``fast path claims every capacity regime but not two-stage`` () =
@@ -144,16 +174,64 @@ let ``fast path claims every capacity regime but not two-stage`` () =
 
 let ``check maxscore passes the reference's output and fails a routing one ulp worse`` () =
     let d = temp "maxscore-cli-"
-    let input, output, worse = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
+
+    let input, output, worse =
+        Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
+
     TensorFile.Write(input, [ KeyValuePair("scores", NdArray.FromMatrix ulpScores) ])
-    let code, _, err = CliTests.cli [ "run"; "maxscore"; "--input"; input; "--output"; output; "--param"; "k=1"; "--param"; "capacity=2" ]
+
+    let code, _, err =
+        CliTests.cli
+            [
+                "run"
+                "maxscore"
+                "--input"
+                input
+                "--output"
+                output
+                "--param"
+                "k=1"
+                "--param"
+                "capacity=2"
+            ]
+
     Assert.That(code, eq 0, err)
-    let code, out, err = CliTests.cli [ "check"; "maxscore"; "--input"; input; "--candidate"; output; "--param"; "k=1"; "--param"; "capacity=2" ]
+
+    let code, out, err =
+        CliTests.cli
+            [
+                "check"
+                "maxscore"
+                "--input"
+                input
+                "--candidate"
+                output
+                "--param"
+                "k=1"
+                "--param"
+                "capacity=2"
+            ]
+
     Assert.That(code, eq 0, out + err)
     Assert.That(out, Does.Contain "PASS experts maxscore-certificate")
     Assert.That(out, Does.Contain "PASS prices")
     TensorFile.Write(worse, [ KeyValuePair("experts", NdArray.Create([| 1; 0; 0 |], 3, 1)) ])
-    let code, out, _ = CliTests.cli [ "check"; "maxscore"; "--input"; input; "--candidate"; worse; "--param"; "k=1"; "--param"; "capacity=2" ]
+
+    let code, out, _ =
+        CliTests.cli
+            [
+                "check"
+                "maxscore"
+                "--input"
+                input
+                "--candidate"
+                worse
+                "--param"
+                "k=1"
+                "--param"
+                "capacity=2"
+            ]
+
     Assert.That(code, eq 1, out)
     Assert.That(out, Does.Contain "FAIL experts maxscore-certificate")
     Directory.Delete(d, true)
@@ -163,6 +241,7 @@ let private largeScores () =
     let rng = Random 11
     let n, e = 1025, 64
     let bias = Array.init e (fun _ -> 2.0 * rng.NextDouble())
+
     Array2D.init n e (fun _ x -> exp (bias.[x] + 2.0 * rng.NextDouble()))
     |> fun raw -> Array2D.init n e (fun i x -> raw.[i, x] / Seq.sum (seq { for y in 0 .. e - 1 -> raw.[i, y] }))
 
@@ -186,12 +265,18 @@ let ``large base checks judge against the certified fast optimum, which is the r
     Assert.That(oracle.["experts"].ToDoubles(), eq ((find "base").Run(call, "fast").["experts"].ToDoubles()))
     let experts = oracle.["experts"].ToDoubles() |> Array.map int
     let load = Array.zeroCreate 64
-    for x in experts do load.[x] <- load.[x] + 1
+
+    for x in experts do
+        load.[x] <- load.[x] + 1
+
     Assert.That(load, Is.All.EqualTo 16)
 
 let ``check maxscore on a large instance passes the fast output and fails a worse routing`` () =
     let d = temp "maxscore-cli-"
-    let input, output, worse = Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
+
+    let input, output, worse =
+        Path.Combine(d, "in.npz"), Path.Combine(d, "out.npz"), Path.Combine(d, "worse.npz")
+
     let s = largeScores ()
     TensorFile.Write(input, [ KeyValuePair("scores", NdArray.FromMatrix s) ])
     let args = [ "--input"; input; "--param"; "k=2"; "--param"; "capacity_factor=1.25" ]
@@ -202,7 +287,7 @@ let ``check maxscore on a large instance passes the fast output and fails a wors
     Assert.That(out, Does.Contain "PASS experts maxscore-certificate")
     // Token 0 trades its second expert for its worst one (loads stay within C = 41 for E = 64, N = 1025): feasible, worse.
     let experts = (TensorFile.Read output).["experts"].ToDoubles() |> Array.map int
-    let worst = [ 0 .. 63 ] |> List.minBy (fun x -> s.[0, x])
+    let worst = [ 0..63 ] |> List.minBy (fun x -> s.[0, x])
     experts.[1] <- worst
     TensorFile.Write(worse, [ KeyValuePair("experts", NdArray.Create(experts, 1025, 2)) ])
     let code, out, _ = CliTests.cli ([ "check"; "maxscore"; "--candidate"; worse ] @ args)
@@ -221,7 +306,10 @@ let ``run maxscore without a path on a large instance writes the certified optim
     Assert.That(code, eq 0, err)
     let got = TensorFile.Read output
     let experts = got.["experts"].ToDoubles() |> Array.map int
-    let check = Algorithms.MaxScoreCertificate.Check(s, 2, 41, Array2D.init 1025 2 (fun i j -> experts.[i * 2 + j]))
+
+    let check =
+        Algorithms.MaxScoreCertificate.Check(s, 2, 41, Array2D.init 1025 2 (fun i j -> experts.[i * 2 + j]))
+
     Assert.That(check.Optimal, check.Describe())
     let fast = (find "maxscore").Run(bind "maxscore" s [ "k", "2"; "capacity_factor", "1.25" ], "fast")
     Assert.That(got.["objective"].ToDoubles(), eq (fast.["objective"].ToDoubles()))
@@ -233,35 +321,81 @@ let ``run maxscore rejects NaN scores with exit 2`` () =
     let s = Array2D.create 3 2 0.5
     s.[2, 1] <- nan
     TensorFile.Write(input, [ KeyValuePair("scores", NdArray.FromMatrix s) ])
-    let code, _, err = CliTests.cli [ "run"; "maxscore"; "--input"; input; "--output"; Path.Combine(d, "o.npz") ]
+
+    let code, _, err =
+        CliTests.cli [ "run"; "maxscore"; "--input"; input; "--output"; Path.Combine(d, "o.npz") ]
+
     Assert.That(code, eq 2, err)
     Assert.That(err, Does.Contain "scores[2, 1] is NaN")
     Directory.Delete(d, true)
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "routing/maxscore" "MaxScoreHarnessTests" [
-        Proofs.sequenced (Proofs.cases [] "scipy and networkx peer confirms the golden cases" [
-            "\"maxscore\"", (fun () -> ``scipy and networkx peer confirms the golden cases`` ("maxscore"))
-            "\"base\"", (fun () -> ``scipy and networkx peer confirms the golden cases`` ("base"))
-        ])
-        Proofs.sequenced (Proofs.cases [] "scipy and networkx peer agrees with the reference on fresh cases" [
-            "\"maxscore\"", (fun () -> ``scipy and networkx peer agrees with the reference on fresh cases`` ("maxscore"))
-            "\"base\"", (fun () -> ``scipy and networkx peer agrees with the reference on fresh cases`` ("base"))
-        ])
-        Proofs.test [] "validator accepts every optimal routing and rejects one an ulp worse" ``validator accepts every optimal routing and rejects one an ulp worse``
-        Proofs.test [] "validator treats prices as a certificate, not as values to match" ``validator treats prices as a certificate, not as values to match``
-        Proofs.test [] "validator accepts any maximum-weight stage-2 matching of two-stage" ``validator accepts any maximum-weight stage-2 matching of two-stage``
-        Proofs.cases [] "fast path passes the validator on generated cases" [
-            "\"maxscore\"", (fun () -> ``fast path passes the validator on generated cases`` ("maxscore"))
-            "\"base\"", (fun () -> ``fast path passes the validator on generated cases`` ("base"))
+    Proofs.family
+        "routing/maxscore"
+        "MaxScoreHarnessTests"
+        [
+            Proofs.sequenced (
+                Proofs.cases
+                    []
+                    "scipy and networkx peer confirms the golden cases"
+                    [
+                        "\"maxscore\"", (fun () -> ``scipy and networkx peer confirms the golden cases`` ("maxscore"))
+                        "\"base\"", (fun () -> ``scipy and networkx peer confirms the golden cases`` ("base"))
+                    ]
+            )
+            Proofs.sequenced (
+                Proofs.cases
+                    []
+                    "scipy and networkx peer agrees with the reference on fresh cases"
+                    [
+                        "\"maxscore\"", (fun () -> ``scipy and networkx peer agrees with the reference on fresh cases`` ("maxscore"))
+                        "\"base\"", (fun () -> ``scipy and networkx peer agrees with the reference on fresh cases`` ("base"))
+                    ]
+            )
+            Proofs.test
+                []
+                "validator accepts every optimal routing and rejects one an ulp worse"
+                ``validator accepts every optimal routing and rejects one an ulp worse``
+            Proofs.test
+                []
+                "validator treats prices as a certificate, not as values to match"
+                ``validator treats prices as a certificate, not as values to match``
+            Proofs.test
+                []
+                "validator accepts any maximum-weight stage-2 matching of two-stage"
+                ``validator accepts any maximum-weight stage-2 matching of two-stage``
+            Proofs.cases
+                []
+                "fast path passes the validator on generated cases"
+                [
+                    "\"maxscore\"", (fun () -> ``fast path passes the validator on generated cases`` ("maxscore"))
+                    "\"base\"", (fun () -> ``fast path passes the validator on generated cases`` ("base"))
+                ]
+            Proofs.test
+                []
+                "fast path claims every capacity regime but not two-stage"
+                ``fast path claims every capacity regime but not two-stage``
+            Proofs.test
+                []
+                "check maxscore passes the reference's output and fails a routing one ulp worse"
+                ``check maxscore passes the reference's output and fails a routing one ulp worse``
+            Proofs.test
+                []
+                "large maxscore checks judge against the certified fast optimum, which is the reference's"
+                ``large maxscore checks judge against the certified fast optimum, which is the reference's``
+            Proofs.test
+                []
+                "large base checks judge against the certified fast optimum, which is the reference's"
+                ``large base checks judge against the certified fast optimum, which is the reference's``
+            Proofs.test
+                []
+                "check maxscore on a large instance passes the fast output and fails a worse routing"
+                ``check maxscore on a large instance passes the fast output and fails a worse routing``
+            Proofs.test
+                []
+                "run maxscore without a path on a large instance writes the certified optimum"
+                ``run maxscore without a path on a large instance writes the certified optimum``
+            Proofs.test [] "run maxscore rejects NaN scores with exit 2" ``run maxscore rejects NaN scores with exit 2``
         ]
-        Proofs.test [] "fast path claims every capacity regime but not two-stage" ``fast path claims every capacity regime but not two-stage``
-        Proofs.test [] "check maxscore passes the reference's output and fails a routing one ulp worse" ``check maxscore passes the reference's output and fails a routing one ulp worse``
-        Proofs.test [] "large maxscore checks judge against the certified fast optimum, which is the reference's" ``large maxscore checks judge against the certified fast optimum, which is the reference's``
-        Proofs.test [] "large base checks judge against the certified fast optimum, which is the reference's" ``large base checks judge against the certified fast optimum, which is the reference's``
-        Proofs.test [] "check maxscore on a large instance passes the fast output and fails a worse routing" ``check maxscore on a large instance passes the fast output and fails a worse routing``
-        Proofs.test [] "run maxscore without a path on a large instance writes the certified optimum" ``run maxscore without a path on a large instance writes the certified optimum``
-        Proofs.test [] "run maxscore rejects NaN scores with exit 2" ``run maxscore rejects NaN scores with exit 2``
-    ]

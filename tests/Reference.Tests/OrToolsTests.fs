@@ -18,7 +18,9 @@ open Reference.Kernels.Routing
 open Reference.Tests.Proofs
 open Reference.Tests.FlowTests
 
-let private expect condition (message: string) = if not condition then raise (Exception message)
+let private expect condition (message: string) =
+    if not condition then
+        raise (Exception message)
 
 /// 2^62 and 2^63 - 1: a cost in this range times (n + 1) >= 2 overflows int64, for every solver's range rule.
 let private hugeCost = Gen.choose64 (1L <<< 62, Int64.MaxValue)
@@ -32,6 +34,7 @@ let private peerNets =
         let! net = genNet 12 28 9 20
         let! outOfRange = Gen.frequency [ 5, Gen.constant false; 1, Gen.constant true ]
         let _, status = solve net
+
         if outOfRange && net.M > 0 && status = MinCostFlowStatus.Optimal then
             let! arc = Gen.choose (0, net.M - 1)
             let! cost = hugeCost
@@ -46,17 +49,29 @@ let private peerNets =
 
 let ``reference, OR-Tools and LEMON agree on status and cost, and each optimum is certified`` () =
     requireLemon ()
+
     Prop.forAll peerNets (fun net ->
-        let answers = [ for s in [ FlowSolver.Reference; FlowSolver.OrTools; FlowSolver.Lemon ] -> s, FlowSolvers.Solve(s, net.Problem) ]
+        let answers =
+            [
+                for s in [ FlowSolver.Reference; FlowSolver.OrTools; FlowSolver.Lemon ] -> s, FlowSolvers.Solve(s, net.Problem)
+            ]
+
         let _, reference = answers.Head
-        let maxAbs = if net.M = 0 then BigInteger.Zero else net.Costs |> Array.map (fun c -> BigInteger.Abs(BigInteger c)) |> Array.max
+
+        let maxAbs =
+            if net.M = 0 then
+                BigInteger.Zero
+            else
+                net.Costs |> Array.map (fun c -> BigInteger.Abs(BigInteger c)) |> Array.max
         // The expected status, from the data alone: the cost rule, then balance.
         if maxAbs * BigInteger(net.N + 1) > BigInteger Int64.MaxValue then
             expect (reference.Status = MinCostFlowStatus.BadCostRange) $"costs out of range, reference {reference.Status}"
         elif Array.sum net.Supplies <> 0L then
             expect (reference.Status = MinCostFlowStatus.Unbalanced) $"unbalanced, reference {reference.Status}"
+
         for solver, answer in answers do
             expect (answer.Status = reference.Status) $"{solver}: {answer.Status}, reference {reference.Status}"
+
             if answer.Status = MinCostFlowStatus.Optimal then
                 expect (answer.Cost = reference.Cost) $"{solver}: cost {answer.Cost}, reference {reference.Cost}"
                 let report = FlowCertificate.Check(net.Problem, answer.Flows, answer.Potentials)
@@ -68,13 +83,21 @@ let ``OR-Tools statuses map onto the project's, and the ones it has no counterpa
     Assert.That(OrToolsMinCostFlow.MapStatus MinCostFlowBase.Status.INFEASIBLE, Is.EqualTo MinCostFlowStatus.Infeasible)
     Assert.That(OrToolsMinCostFlow.MapStatus MinCostFlowBase.Status.UNBALANCED, Is.EqualTo MinCostFlowStatus.Unbalanced)
     Assert.That(OrToolsMinCostFlow.MapStatus MinCostFlowBase.Status.BAD_COST_RANGE, Is.EqualTo MinCostFlowStatus.BadCostRange)
-    for status in [ MinCostFlowBase.Status.NOT_SOLVED; MinCostFlowBase.Status.FEASIBLE; MinCostFlowBase.Status.BAD_RESULT ] do
+
+    for status in
+        [
+            MinCostFlowBase.Status.NOT_SOLVED
+            MinCostFlowBase.Status.FEASIBLE
+            MinCostFlowBase.Status.BAD_RESULT
+        ] do
         let e = throws<OrToolsRefusedException> (fun () -> OrToolsMinCostFlow.MapStatus status |> ignore)
         Assert.That(e.OrToolsStatus, Is.EqualTo(string status))
         Assert.That(e.Message, Does.Contain(string status))
 
 let ``OR-Tools: capacities beyond int64 give BadCapacityRange before OR-Tools runs`` () =
-    let problem = FlowProblem(2, [| 0; 0 |], [| 1; 1 |], [| Int64.MaxValue; 1L |], [| 1L; 2L |], [| 1L; -1L |])
+    let problem =
+        FlowProblem(2, [| 0; 0 |], [| 1; 1 |], [| Int64.MaxValue; 1L |], [| 1L; 2L |], [| 1L; -1L |])
+
     Assert.That(OrToolsMinCostFlow.Solve(problem).Status, Is.EqualTo MinCostFlowStatus.BadCapacityRange)
     Assert.That(FlowSolvers.Solve(FlowSolver.Reference, problem).Status, Is.EqualTo MinCostFlowStatus.BadCapacityRange)
 
@@ -88,6 +111,7 @@ let ``potentials from a flow exist exactly for optimal flows`` () =
                 for x in allVectors (Array.zeroCreate net.M) net.Caps do
                     if netOutflow net.N net.Tails net.Heads x = net.Supplies then
                         let optimal = costOf net.Costs x = best
+
                         match FlowPotentials.FromFlow(net.Problem, x) with
                         | null -> expect (not optimal) $"no potentials for an optimal flow {x}"
                         | p ->
@@ -110,9 +134,11 @@ let private certifiedLikeReference name k capacity seed =
     let case = algorithm.Generate.Invoke seed
     let call = algorithm.Bind(case.Inputs, case.Parameters, case.Name)
     let path = ortoolsPath algorithm
+
     if path.Supports.Invoke call then
         for r in SelfCheck.CheckPath(algorithm, path, call) do
             expect r.Passed $"{case.Name}: {r.Summary()} {r.Detail}"
+
         let got = path.Run.Invoke call
         let expected = algorithm.RunReference call
         let objective = got.["objective"].ToDoubles().[0]
@@ -128,15 +154,18 @@ let private certifiedLikeReference name k capacity seed =
 
 let ``maxscore through OR-Tools is certified optimal with the reference's objective`` () =
     let k (call: AlgorithmCall) = MaxScoreAlgorithm.Options(call).K
+
     let capacity (call: AlgorithmCall) =
         let shape = call.Array("scores").Shape
         Reference.Routing.MaxScore.CapacityFor(shape.[0], shape.[1], MaxScoreAlgorithm.Options call)
+
     Prop.forAll seeds (certifiedLikeReference "maxscore" k capacity)
 
 let ``base through OR-Tools is certified optimal with the reference's objective`` () =
     let capacity (call: AlgorithmCall) =
         let shape = call.Array("scores").Shape
         shape.[0] / shape.[1]
+
     Prop.forAll seeds (certifiedLikeReference "base" (fun _ -> 1) capacity)
 
 let ``at the default 2^40 cost scale OR-Tools' routing of softmax scores is already certified optimal`` () =
@@ -151,26 +180,55 @@ let ``at the default 2^40 cost scale OR-Tools' routing of softmax scores is alre
             return n, e, k, max 0 ((n * k + e - 1) / e + slack), seed
         }
         |> Arb.fromGen
+
     Prop.forAll cases (fun (n, e, k, c, seed) ->
         let s = Reference.Harness.Bench.MaxScoreBench.Instance(Reference.Harness.Bench.BenchSize(n, e, k), seed)
         let result = OrToolsMaxScore.Solve(s, n, e, k, c)
         let maxAbs = s |> Array.map abs |> Array.max
-        expect (Math.ScaleB(maxAbs, result.ScaleExponent) < Math.Pow(2.0, 40.0)) $"max|S| 2^q = {Math.ScaleB(maxAbs, result.ScaleExponent)}"
+
+        expect
+            (Math.ScaleB(maxAbs, result.ScaleExponent) < Math.Pow(2.0, 40.0))
+            $"max|S| 2^q = {Math.ScaleB(maxAbs, result.ScaleExponent)}"
+
         expect (Math.ScaleB(maxAbs, result.ScaleExponent) >= Math.Pow(2.0, 39.0)) $"scale 2^{result.ScaleExponent} below target"
         let scores = Array2D.init n e (fun i x -> s.[i * e + x])
         let experts = Array2D.init n k (fun i j -> result.Experts.[i * k + j])
         let check = MaxScoreCertificate.Check(scores, k, c, experts)
         expect check.Optimal (check.Describe()))
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "flow/ortools" "OrToolsTests" [
-        Proofs.prop [ "flow.peers-agree" ] "reference, OR-Tools and LEMON agree on status and cost, and each optimum is certified" ``reference, OR-Tools and LEMON agree on status and cost, and each optimum is certified``
-        Proofs.test [ "flow.peers-agree" ] "OR-Tools statuses map onto the project's, and the ones it has no counterpart for throw" ``OR-Tools statuses map onto the project's, and the ones it has no counterpart for throw``
-        Proofs.test [ "flow.peers-agree" ] "OR-Tools: capacities beyond int64 give BadCapacityRange before OR-Tools runs" ``OR-Tools: capacities beyond int64 give BadCapacityRange before OR-Tools runs``
-        Proofs.prop [ "flow.residual-potentials" ] "potentials from a flow exist exactly for optimal flows" ``potentials from a flow exist exactly for optimal flows``
-        Proofs.prop [ "maxscore.ortools" ] "maxscore through OR-Tools is certified optimal with the reference's objective" ``maxscore through OR-Tools is certified optimal with the reference's objective``
-        Proofs.prop [ "maxscore.ortools" ] "base through OR-Tools is certified optimal with the reference's objective" ``base through OR-Tools is certified optimal with the reference's objective``
-        Proofs.prop [ "maxscore.ortools" ] "at the default 2^40 cost scale OR-Tools' routing of softmax scores is already certified optimal" ``at the default 2^40 cost scale OR-Tools' routing of softmax scores is already certified optimal``
-    ]
+    Proofs.family
+        "flow/ortools"
+        "OrToolsTests"
+        [
+            Proofs.prop
+                [ "flow.peers-agree" ]
+                "reference, OR-Tools and LEMON agree on status and cost, and each optimum is certified"
+                ``reference, OR-Tools and LEMON agree on status and cost, and each optimum is certified``
+            Proofs.test
+                [ "flow.peers-agree" ]
+                "OR-Tools statuses map onto the project's, and the ones it has no counterpart for throw"
+                ``OR-Tools statuses map onto the project's, and the ones it has no counterpart for throw``
+            Proofs.test
+                [ "flow.peers-agree" ]
+                "OR-Tools: capacities beyond int64 give BadCapacityRange before OR-Tools runs"
+                ``OR-Tools: capacities beyond int64 give BadCapacityRange before OR-Tools runs``
+            Proofs.prop
+                [ "flow.residual-potentials" ]
+                "potentials from a flow exist exactly for optimal flows"
+                ``potentials from a flow exist exactly for optimal flows``
+            Proofs.prop
+                [ "maxscore.ortools" ]
+                "maxscore through OR-Tools is certified optimal with the reference's objective"
+                ``maxscore through OR-Tools is certified optimal with the reference's objective``
+            Proofs.prop
+                [ "maxscore.ortools" ]
+                "base through OR-Tools is certified optimal with the reference's objective"
+                ``base through OR-Tools is certified optimal with the reference's objective``
+            Proofs.prop
+                [ "maxscore.ortools" ]
+                "at the default 2^40 cost scale OR-Tools' routing of softmax scores is already certified optimal"
+                ``at the default 2^40 cost scale OR-Tools' routing of softmax scores is already certified optimal``
+        ]

@@ -9,13 +9,16 @@ open NUnit.Framework
 
 let python = "/usr/bin/python3"
 
-let private inCi () =
-    String.Equals(Environment.GetEnvironmentVariable "CI", "true", StringComparison.OrdinalIgnoreCase)
+let private inCi () = String.Equals(Environment.GetEnvironmentVariable "CI", "true", StringComparison.OrdinalIgnoreCase)
 
 /// Runs a process and returns its exit code, stdout and stderr.
 let runProcess (file: string) (args: string list) =
-    let psi = ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-    for a in args do psi.ArgumentList.Add a
+    let psi =
+        ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+
+    for a in args do
+        psi.ArgumentList.Add a
+
     use p = Process.Start psi
     let out = p.StandardOutput.ReadToEndAsync()
     let err = p.StandardError.ReadToEndAsync()
@@ -25,13 +28,19 @@ let runProcess (file: string) (args: string list) =
 /// Skips (locally) or fails (in CI) unless the Debian Python has the given modules.
 let requireModules (modules: string list) (debianPackages: string) =
     let missing () =
-        if not (File.Exists python) then true
+        if not (File.Exists python) then
+            true
         else
             let code, _, _ = runProcess python [ "-c"; "import " + String.Join(", ", modules) ]
             code <> 0
+
     if missing () then
         let why = $"{python} lacks {modules}; install with: apt-get install -y {debianPackages}"
-        if inCi () then Assert.Fail why else Expecto.Tests.skiptest why
+
+        if inCi () then
+            Assert.Fail why
+        else
+            Expecto.Tests.skiptest why
 
 /// Runs a peer script from tests/peers and asserts it exits 0, showing its output on failure.
 let runPeer (script: string) (args: string list) =

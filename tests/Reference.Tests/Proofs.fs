@@ -1,6 +1,6 @@
 /// The suite's Expecto conventions, and the link from property tests to the theorems in proofs/ that they check.
-/// Tests are values: every file ends with `let tests = Proofs.family "routing/topk" "TopKProperties" [ ... ]`
-/// (written by tools/nunit_to_expecto.py for the files that were NUnit). A test names the theorems it checks
+/// Tests are values: every file ends with `let tests = Proofs.family "routing/topk" "TopKProperties" [ ... ]`.
+/// A test names the theorems it checks
 /// (`Proofs.prop [ "topk.ties" ] "name" fn`); every theorem in proofs/*.md lists its tests, as "Module.test name",
 /// in a line that starts with "**Tests:**". ProofsLinkage.fs enumerates the test tree and checks both directions.
 module Reference.Tests.Proofs
@@ -11,37 +11,49 @@ open System.Globalization
 open System.Text.RegularExpressions
 open Expecto
 
-let private inCi () =
-    String.Equals(Environment.GetEnvironmentVariable "CI", "true", StringComparison.OrdinalIgnoreCase)
+let private inCi () = String.Equals(Environment.GetEnvironmentVariable "CI", "true", StringComparison.OrdinalIgnoreCase)
 
 /// The fixed seed under CI=true: the same start as the NUnit suite's Replay "(20261122,1)" (seed, gamma), no size.
 let ciSeed = (20261122UL, 1UL, None)
 
 /// Parses "(seed,gamma)" or "(seed,gamma,size)", as printed in the replay hint (a "UL" suffix is allowed).
 let parseReplay (text: string) =
-    let m = Regex.Match(text.Trim(), @"^\(?\s*(\d+)(?:UL)?\s*,\s*(\d+)(?:UL)?\s*(?:,\s*(?:Some\s*)?(\d+)\s*)?\)?$")
+    let m =
+        Regex.Match(text.Trim(), @"^\(?\s*(\d+)(?:UL)?\s*,\s*(\d+)(?:UL)?\s*(?:,\s*(?:Some\s*)?(\d+)\s*)?\)?$")
+
     if not m.Success then
         failwithf "FSCHECK_REPLAY=%s: expected \"(seed,gamma)\" or \"(seed,gamma,size)\"" text
+
     let u (g: Group) = UInt64.Parse(g.Value, CultureInfo.InvariantCulture)
-    let size = if m.Groups.[3].Success then Some(Int32.Parse(m.Groups.[3].Value, CultureInfo.InvariantCulture)) else None
+
+    let size =
+        if m.Groups.[3].Success then
+            Some(Int32.Parse(m.Groups.[3].Value, CultureInfo.InvariantCulture))
+        else
+            None
+
     (u m.Groups.[1], u m.Groups.[2], size)
 
 /// The seed a property run uses: FSCHECK_REPLAY if set, the fixed one in CI, a fresh one otherwise.
 let replay =
     match Environment.GetEnvironmentVariable "FSCHECK_REPLAY" with
-    | null | "" -> if inCi () then Some ciSeed else None
+    | null
+    | "" -> if inCi () then Some ciSeed else None
     | s -> Some(parseReplay s)
 
 /// The project's property settings: 200 cases, sizes 1..100 (FsCheck's defaults), the replay seed above.
-let config = { FsCheckConfig.defaultConfig with maxTest = 200; startSize = 1; endSize = 100; replay = replay }
+let config =
+    { FsCheckConfig.defaultConfig with maxTest = 200; startSize = 1; endSize = 100; replay = replay }
 
 /// What the linkage check needs to know about a test made by the helpers below.
 type Meta =
-    { Name: string
-      Theorems: string list
-      IsProperty: bool
-      /// "Module.test name", the form proofs/*.md uses; set by `family`.
-      mutable Linkage: string option }
+    {
+        Name: string
+        Theorems: string list
+        IsProperty: bool
+        /// "Module.test name", the form proofs/*.md uses; set by `family`.
+        mutable Linkage: string option
+    }
 
 let private registry = Dictionary<TestCode, Meta>(HashIdentity.Reference)
 
@@ -52,12 +64,19 @@ let private register (meta: Meta) (test: Test) =
         | TestCase(code, _) -> [ code ]
         | TestList(ts, _) -> List.collect codes ts
         | Test.Sequenced(_, inner) -> codes inner
-    lock registry (fun () -> for c in codes test do registry.[c] <- meta)
+
+    lock registry (fun () ->
+        for c in codes test do
+            registry.[c] <- meta)
+
     test
 
 /// The metadata of a test made by the helpers below, if it was.
 let metaOf (code: TestCode) =
-    lock registry (fun () -> match registry.TryGetValue code with | true, m -> Some m | _ -> None)
+    lock registry (fun () ->
+        match registry.TryGetValue code with
+        | true, m -> Some m
+        | _ -> None)
 
 /// A test (unit -> unit) that checks the given theorems (often none).
 let private isolated (body: unit -> unit) () =
@@ -66,7 +85,8 @@ let private isolated (body: unit -> unit) () =
     body ()
 
 let test (theorems: string list) (name: string) (body: unit -> unit) =
-    testCase name (isolated body) |> register { Name = name; Theorems = theorems; IsProperty = false; Linkage = None }
+    testCase name (isolated body)
+    |> register { Name = name; Theorems = theorems; IsProperty = false; Linkage = None }
 
 /// A property with the project's settings (200 cases, the replay seed) that checks the given theorems.
 let prop (theorems: string list) (name: string) (property: 'a) =
@@ -102,11 +122,20 @@ let private focusRx =
 /// The command that replays a failed property, from the "Focus on error" line of Expecto.FsCheck's message.
 let replayCommand (fullName: string) (message: string) =
     let m = focusRx.Match message
-    if not m.Success then None
+
+    if not m.Success then
+        None
     else
-        let size = if m.Groups.[3].Success then "," + m.Groups.[3].Value else ""
+        let size =
+            if m.Groups.[3].Success then
+                "," + m.Groups.[3].Value
+            else
+                ""
+
         let escaped = fullName.Replace("\\", "\\\\").Replace("\"", "\\\"")
-        Some $"FSCHECK_REPLAY=\"({m.Groups.[1].Value},{m.Groups.[2].Value}{size})\" dotnet run --project tests/Reference.Tests -c Release --no-build -- --filter \"{escaped}\""
+
+        Some
+            $"FSCHECK_REPLAY=\"({m.Groups.[1].Value},{m.Groups.[2].Value}{size})\" dotnet run --project tests/Reference.Tests -c Release --no-build -- --filter \"{escaped}\""
 
 let private withReplayHint (fullName: string) (run: FsCheckConfig -> Async<unit>) =
     fun (cfg: FsCheckConfig) ->
@@ -114,8 +143,11 @@ let private withReplayHint (fullName: string) (run: FsCheckConfig -> Async<unit>
             // NUnit records every failed Assert.That of a context in its message: a fresh context per run keeps one
             // property's failures out of another's (within a run, the message lists the failures met while shrinking).
             use _ = new NUnit.Framework.Internal.TestExecutionContext.IsolatedContext()
+
             let hint (message: string) =
-                replayCommand fullName message |> Option.map (fun c -> $"{message}\nReplay this failure with:\n  {c}")
+                replayCommand fullName message
+                |> Option.map (fun c -> $"{message}\nReplay this failure with:\n  {c}")
+
             try
                 return! run cfg
             with
@@ -136,6 +168,7 @@ let family (name: string) (moduleName: string) (tests: Test list) =
                 match code with
                 | AsyncFsCheck(c1, c2, run) -> AsyncFsCheck(c1, c2, withReplayHint (String.Join(".", path)) run)
                 | other -> other
+
             lock registry (fun () ->
                 match registry.TryGetValue code with
                 | true, meta ->
@@ -143,5 +176,7 @@ let family (name: string) (moduleName: string) (tests: Test list) =
                     registry.Remove code |> ignore
                     registry.[wrapped] <- meta
                 | _ -> ())
+
             TestCase(wrapped, state)
+
     testList name [ testList moduleName tests ] |> walk []

@@ -6,9 +6,13 @@ open System.IO
 /// The repository root: the nearest ancestor of the test binaries that holds Reference.sln.
 let root =
     let rec up (dir: DirectoryInfo) =
-        if isNull dir then failwith "Reference.sln not found above the test assembly"
-        elif File.Exists(Path.Combine(dir.FullName, "Reference.sln")) then dir.FullName
-        else up dir.Parent
+        if isNull dir then
+            failwith "Reference.sln not found above the test assembly"
+        elif File.Exists(Path.Combine(dir.FullName, "Reference.sln")) then
+            dir.FullName
+        else
+            up dir.Parent
+
     up (DirectoryInfo System.AppContext.BaseDirectory)
 
 /// A path relative to the repository root.

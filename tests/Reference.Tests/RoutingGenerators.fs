@@ -35,40 +35,73 @@ let gridLogits (n: int) (e: int) : Gen<double[,]> =
 /// Grid logits for a score function: with sigmoid no row shift (a shift would push scores into float32's saturation near 1,
 /// where distinct logits give equal float32 scores), so multiples of 1/2 in [-4, 4] only.
 let gridLogitsFor (score: ScoreFunction) (n: int) (e: int) : Gen<double[,]> =
-    if score = ScoreFunction.Softmax then gridLogits n e
-    else Gen.arrayOfLength (n * e) (Gen.choose (-8, 8)) |> Gen.map (fun cells -> Array2D.init n e (fun i j -> float cells.[i * e + j] * 0.5))
+    if score = ScoreFunction.Softmax then
+        gridLogits n e
+    else
+        Gen.arrayOfLength (n * e) (Gen.choose (-8, 8))
+        |> Gen.map (fun cells -> Array2D.init n e (fun i j -> float cells.[i * e + j] * 0.5))
 
 /// A capacity rule: an explicit C, or a factor with a rounding rule and a minimum.
-type CapacityRule =
-    { Capacity: int option; Factor: float; Rounding: CapacityRounding; MinCapacity: int }
+type CapacityRule = { Capacity: int option; Factor: float; Rounding: CapacityRounding; MinCapacity: int }
 
 /// A capacity rule for N tokens and k choices: explicit C in 0..N·k+1 a third of the time, otherwise a factor from
 /// {0, 0.5, 0.75, 1, 1.25, 2} with any rounding and a minimum in {0, 1, 3}.
 let capacityRule (n: int) (k: int) : Gen<CapacityRule> =
     Gen.oneof
-        [ Gen.choose (0, n * k + 1) |> Gen.map (fun c -> { Capacity = Some c; Factor = 1.0; Rounding = CapacityRounding.Ceil; MinCapacity = 0 })
-          gen {
-              let! f = Gen.elements [ 0.0; 0.5; 0.75; 1.0; 1.25; 2.0 ]
-              let! r = Gen.elements [ CapacityRounding.Ceil; CapacityRounding.Floor; CapacityRounding.Round; CapacityRounding.Tutel ]
-              let! m = Gen.elements [ 0; 0; 1; 3 ]
-              return { Capacity = None; Factor = f; Rounding = r; MinCapacity = m }
-          } ]
+        [
+            Gen.choose (0, n * k + 1)
+            |> Gen.map (fun c -> { Capacity = Some c; Factor = 1.0; Rounding = CapacityRounding.Ceil; MinCapacity = 0 })
+            gen {
+                let! f = Gen.elements [ 0.0; 0.5; 0.75; 1.0; 1.25; 2.0 ]
+                let! r = Gen.elements [ CapacityRounding.Ceil; CapacityRounding.Floor; CapacityRounding.Round; CapacityRounding.Tutel ]
+                let! m = Gen.elements [ 0; 0; 1; 3 ]
+                return { Capacity = None; Factor = f; Rounding = r; MinCapacity = m }
+            }
+        ]
 
-let policies = [ DropPolicy.Position; DropPolicy.ChoicePosition; DropPolicy.Score; DropPolicy.Logit; DropPolicy.BatchPriority ]
+let policies =
+    [
+        DropPolicy.Position
+        DropPolicy.ChoicePosition
+        DropPolicy.Score
+        DropPolicy.Logit
+        DropPolicy.BatchPriority
+    ]
+
 let normalizations = [ Renormalization.None; Renormalization.Before; Renormalization.After ]
 
 /// Options for capacity from a rule.
 let capacityOptions k score normalize policy (rule: CapacityRule) (b: double[] option) =
     CapacityOptions(
-        K = k, Score = score, Normalize = normalize, Policy = policy,
-        Capacity = (match rule.Capacity with Some c -> System.Nullable c | None -> System.Nullable()),
-        CapacityFactor = rule.Factor, Rounding = rule.Rounding, MinCapacity = rule.MinCapacity,
-        Bias = (match b with Some v -> (v :> Collections.Generic.IReadOnlyList<float>) | None -> null))
+        K = k,
+        Score = score,
+        Normalize = normalize,
+        Policy = policy,
+        Capacity =
+            (match rule.Capacity with
+             | Some c -> System.Nullable c
+             | None -> System.Nullable()),
+        CapacityFactor = rule.Factor,
+        Rounding = rule.Rounding,
+        MinCapacity = rule.MinCapacity,
+        Bias =
+            (match b with
+             | Some v -> (v :> Collections.Generic.IReadOnlyList<float>)
+             | None -> null)
+    )
 
 /// A capacity problem: logits and the components of the options (an F# record, so a test can vary one with `with`).
 type CapacityProblem =
-    { Logits: double[,]; K: int; Score: ScoreFunction; Normalize: Renormalization; Policy: DropPolicy
-      Rule: CapacityRule; Bias: double[] option }
+    {
+        Logits: double[,]
+        K: int
+        Score: ScoreFunction
+        Normalize: Renormalization
+        Policy: DropPolicy
+        Rule: CapacityRule
+        Bias: double[] option
+    }
+
     member p.Options = capacityOptions p.K p.Score p.Normalize p.Policy p.Rule p.Bias
 
 /// Capacity problems over the shared shapes, with the given logit generator, every policy, normalization and rule.
@@ -93,17 +126,21 @@ let capacityProblem = capacityProblemWith logits |> Arb.fromGen
 /// unnormalized float32 scores of each row, in ranked order).
 let scores32 (x: double[,]) (score: ScoreFunction) =
     let n, e = Array2D.length1 x, Array2D.length2 x
-    let r = Reference.Kernels.Routing.TopK.Route(flat32 x, n, e, TopKOptions(K = e, Score = score, Normalize = false))
+
+    let r =
+        Reference.Kernels.Routing.TopK.Route(flat32 x, n, e, TopKOptions(K = e, Score = score, Normalize = false))
+
     let p = Array2D.zeroCreate n e
+
     for i in 0 .. n - 1 do
         for r' in 0 .. e - 1 do
             p.[i, r.Experts.[i * e + r']] <- float r.Weights.[i * e + r']
+
     p
 
 /// True when two computed values cannot be ordered differently by a float32 candidate: their double values differ by more
 /// than twice the slack, or they are equal in double and in float32 alike.
-let separated (a: float) (b: float) (slack: float) (a32: float) (b32: float) =
-    abs (a - b) > 2.0 * slack || (a = b && a32 = b32)
+let separated (a: float) (b: float) (slack: float) (a32: float) (b32: float) = abs (a - b) > 2.0 * slack || (a = b && a32 = b32)
 
 /// True when, in the sorted order of the double values, every adjacent pair is separated.
 let allSeparated (values: (float * float * float) list) =

@@ -48,13 +48,22 @@ let routerCase =
 let private showCase (c: RouterCase) =
     sprintf "N=%d E=%d k=%d %A seed=%d" (Array2D.length1 c.Logits) (Array2D.length2 c.Logits) c.K c.Variant c.Seed
 
-let private arbCase = Arb.fromGenShrink (routerCase, fun _ -> Seq.empty) |> Arb.toGen |> fun g -> Arb.fromGen g
+let private arbCase =
+    Arb.fromGenShrink (routerCase, fun _ -> Seq.empty) |> Arb.toGen |> (fun g -> Arb.fromGen g)
 
 // ---------------------------------------------------------------------------------------------------------------
 // float32 candidates: three softmax formulas and four reduction orders over tokens.
 
-type SoftmaxForm = MaxShift | Naive | ViaLogSoftmax
-type Reduction = Sequential | Pairwise | Reversed | Blocked of int
+type SoftmaxForm =
+    | MaxShift
+    | Naive
+    | ViaLogSoftmax
+
+type Reduction =
+    | Sequential
+    | Pairwise
+    | Reversed
+    | Blocked of int
 
 /// One row's softmax in float32.
 let softmax32 form (row: float32[]) =
@@ -79,16 +88,20 @@ let rec reduce32 order (v: float32[]) : float32 =
     | Sequential -> Array.fold (+) 0.0f v
     | Reversed -> Array.foldBack (fun x s -> s + x) v 0.0f
     | Pairwise ->
-        if v.Length <= 8 then Array.fold (+) 0.0f v
+        if v.Length <= 8 then
+            Array.fold (+) 0.0f v
         else
             let h = v.Length / 2
-            reduce32 Pairwise v.[.. h - 1] + reduce32 Pairwise v.[h ..]
+            reduce32 Pairwise v.[.. h - 1] + reduce32 Pairwise v.[h..]
     | Blocked b -> v |> Array.chunkBySize b |> Array.map (reduce32 Sequential) |> reduce32 Sequential
 
 /// The top-k experts of a float32 score row: descending, ties to the lower index.
 let topk32 k (p: float32[]) =
-    p |> Array.mapi (fun i v -> i, v) |> Array.sortWith (fun (i, a) (j, b) -> if a <> b then compare b a else compare i j)
-    |> Array.take k |> Array.map fst
+    p
+    |> Array.mapi (fun i v -> i, v)
+    |> Array.sortWith (fun (i, a) (j, b) -> if a <> b then compare b a else compare i j)
+    |> Array.take k
+    |> Array.map fst
 
 /// The losses as a float32 candidate computes them: softmax in float32 (form), its own top-k on its scores, column
 /// sums over tokens in the given order, the dot product and scalings in float32; z from float32 lse_i.
@@ -99,16 +112,22 @@ let auxCandidate form order (c: RouterCase) =
     let p = rows |> Array.map (softmax32 form)
     let counted = if c.Variant = AuxLossVariant.Megatron then c.K else 1
     let counts = Array.zeroCreate<int> e
+
     for i in 0 .. n - 1 do
-        for x in (topk32 c.K p.[i]).[.. counted - 1] do counts.[x] <- counts.[x] + 1
+        for x in (topk32 c.K p.[i]).[.. counted - 1] do
+            counts.[x] <- counts.[x] + 1
+
     let mean = Array.init e (fun y -> reduce32 order (Array.init n (fun i -> p.[i].[y])) / float32 n)
     let f = counts |> Array.map (fun ce -> float32 ce / float32 (n * counted))
     let loss = float32 e * (Array.map2 (*) f mean |> Array.fold (+) 0.0f)
+
     let lse =
-        rows |> Array.map (fun r ->
+        rows
+        |> Array.map (fun r ->
             let m = Array.max r
             let l = m + MathF.Log(r |> Array.fold (fun s v -> s + MathF.Exp(v - m)) 0.0f)
             l * l)
+
     let z = reduce32 order lse / float32 n
     float loss, float z
 
@@ -117,15 +136,20 @@ let auxKernel (c: RouterCase) =
     let x = c.Logits
     let n, e = Array2D.length1 x, Array2D.length2 x
     let flat = Array.init (n * e) (fun f -> float32 x.[f / e, f % e])
-    let r = Reference.Kernels.Routing.AuxLoss.Compute(flat, n, e, AuxLossOptions(K = c.K, Variant = c.Variant))
+
+    let r =
+        Reference.Kernels.Routing.AuxLoss.Compute(flat, n, e, AuxLossOptions(K = c.K, Variant = c.Variant))
+
     float r.SwitchLoss, float r.ZLoss
 
 /// Four independent float32 orders (name, switch loss, z-loss).
 let auxCandidates (c: RouterCase) =
-    [ "max-shift softmax, sequential", auxCandidate MaxShift Sequential c
-      "naive softmax, pairwise", auxCandidate Naive Pairwise c
-      "log-softmax, reversed sequential", auxCandidate ViaLogSoftmax Reversed c
-      "kernel, blocks of 64", auxKernel c ]
+    [
+        "max-shift softmax, sequential", auxCandidate MaxShift Sequential c
+        "naive softmax, pairwise", auxCandidate Naive Pairwise c
+        "log-softmax, reversed sequential", auxCandidate ViaLogSoftmax Reversed c
+        "kernel, blocks of 64", auxKernel c
+    ]
 
 let auxOptions (c: RouterCase) = AuxLossOptions(K = c.K, Variant = c.Variant)
 
@@ -133,27 +157,42 @@ let ``aux-loss: correct candidates in four orders and three precisions pass`` ()
     Prop.forAll arbCase (fun c ->
         let r = AuxLoss.Compute(c.Logits, auxOptions c)
         let candidates = auxCandidates c
+
         for fmt, _ in formats do
             let b = AuxLossValidator.Bounds(c.Logits, auxOptions c, fmt, fmt)
+
             for name, (l, z) in candidates do
                 // float32 accumulation, the result rounded to its format (torch's .to(bf16)).
                 let l, z = Precision.Round(l, fmt), Precision.Round(z, fmt)
-                Assert.That(abs (l - r.SwitchLoss), Is.LessThanOrEqualTo b.SwitchLoss, $"{showCase c} {fmt} {name} switch {b.SwitchDetail}")
+
+                Assert.That(
+                    abs (l - r.SwitchLoss),
+                    Is.LessThanOrEqualTo b.SwitchLoss,
+                    $"{showCase c} {fmt} {name} switch {b.SwitchDetail}"
+                )
+
                 Assert.That(abs (z - r.ZLoss), Is.LessThanOrEqualTo b.ZLoss, $"{showCase c} {fmt} {name} z {b.ZDetail}"))
 
 let ``aux-loss: a loss off by d (1e-3 in float32, 1e-2 in float16 and bfloat16) fails`` () =
     Prop.forAll arbCase (fun c ->
         let r = AuxLoss.Compute(c.Logits, auxOptions c)
         let l32, z32 = auxCandidate MaxShift Sequential c
+
         for fmt, d in formats do
             let b = AuxLossValidator.Bounds(c.Logits, auxOptions c, fmt, fmt)
+
             for sign in [ 1.0; -1.0 ] do
                 let l = Precision.Round(l32 * (1.0 + sign * d), fmt)
                 let z = Precision.Round(z32 * (1.0 + sign * d), fmt)
                 // Near-ties at the counted boundary make the loss ambiguous by the allowance they add (proofs/aux-loss.md):
                 // there the perturbation is undetectable in principle.
                 if b.SwitchNearTies = 0.0 then
-                    Assert.That(abs (l - r.SwitchLoss), Is.GreaterThan b.SwitchLoss, $"{showCase c} {fmt} switch x(1 + {sign * d}) {b.SwitchDetail}")
+                    Assert.That(
+                        abs (l - r.SwitchLoss),
+                        Is.GreaterThan b.SwitchLoss,
+                        $"{showCase c} {fmt} switch x(1 + {sign * d}) {b.SwitchDetail}"
+                    )
+
                 Assert.That(abs (z - r.ZLoss), Is.GreaterThan b.ZLoss, $"{showCase c} {fmt} z x(1 + {sign * d}) {b.ZDetail}"))
 
 let ``aux-loss: the CLI's bound rejects a float16 loss of 0 and a float32 loss off by 1%`` () =
@@ -162,16 +201,23 @@ let ``aux-loss: the CLI's bound rejects a float16 loss of 0 and a float32 loss o
     let c = { Logits = routerLogits 7 4096 8 1.0; K = 2; Variant = AuxLossVariant.Megatron; Seed = 7 }
     let n, e = 4096, 8
     let flat = Array.init (n * e) (fun f -> float32 c.Logits.[f / e, f % e])
-    let call = algorithm.Bind(readOnlyDict [ "logits", NdArray.Create(flat, n, e) ], [ KeyValuePair("k", "2") ], "test")
+
+    let call =
+        algorithm.Bind(readOnlyDict [ "logits", NdArray.Create(flat, n, e) ], [ KeyValuePair("k", "2") ], "test")
+
     let expected = algorithm.RunReference call
     let l32, z32 = auxCandidate MaxShift Sequential c
     let check (l: NdArray) (z: NdArray) = algorithm.Check(call, expected, readOnlyDict [ "switch_loss", l; "z_loss", z ], "c")
+
     for r in check (NdArray.Scalar(float32 l32)) (NdArray.Scalar(float32 z32)) do
         Assert.That(r.Passed, r.Summary() + " " + r.Detail)
+
     for r in check (NdArray.Scalar(Half.op_Explicit (float32 l32))) (NdArray.Scalar(Half.op_Explicit (float32 z32))) do
         Assert.That(r.Passed, r.Summary() + " " + r.Detail)
+
     for r in check (NdArray.Scalar(Half.Zero)) (NdArray.Scalar(Half.Zero)) do
         Assert.That(r.Passed, eq false, r.Summary())
+
     for r in check (NdArray.Scalar(float32 (l32 * 1.01))) (NdArray.Scalar(float32 (z32 * 1.01))) do
         Assert.That(r.Passed, eq false, r.Summary())
         Assert.That(r.Margin, Is.Not.Null)
@@ -198,7 +244,8 @@ let weightsCase =
         let! score = Gen.elements [ ScoreFunction.Softmax; ScoreFunction.Sigmoid ]
         let! normalize = Gen.elements [ true; false ]
         return { Router = r; Score = score; Normalize = normalize }
-    } |> Arb.fromGen
+    }
+    |> Arb.fromGen
 
 /// Candidate weights [N * k] and experts: scores in float32 (form, or sigmoid), its own top-k, renormalized in float32
 /// when asked, rounded to fmt once; with twice = true the scores are first stored in fmt and renormalized from those
@@ -207,17 +254,36 @@ let weightsCandidate form twice fmt (logits: double[,]) (options: TopKOptions) =
     let n, e, k = Array2D.length1 logits, Array2D.length2 logits, options.K
     let experts = Array.zeroCreate<double> (n * k)
     let weights = Array.zeroCreate<double> (n * k)
+
     for i in 0 .. n - 1 do
         let row = Array.init e (fun y -> float32 logits.[i, y])
+
         let p =
-            if options.Score = ScoreFunction.Sigmoid then row |> Array.map (fun x -> 1.0f / (1.0f + MathF.Exp(-x)))
-            else softmax32 form row
+            if options.Score = ScoreFunction.Sigmoid then
+                row |> Array.map (fun x -> 1.0f / (1.0f + MathF.Exp(-x)))
+            else
+                softmax32 form row
+
         let top = topk32 k p
-        let stored = top |> Array.map (fun x -> if twice then float32 (Precision.Round(float p.[x], fmt)) else p.[x])
-        let w = if options.Normalize then (let s = Array.fold (+) 0.0f stored in stored |> Array.map (fun v -> v / s)) else stored
+
+        let stored =
+            top
+            |> Array.map (fun x ->
+                if twice then
+                    float32 (Precision.Round(float p.[x], fmt))
+                else
+                    p.[x])
+
+        let w =
+            if options.Normalize then
+                (let s = Array.fold (+) 0.0f stored in stored |> Array.map (fun v -> v / s))
+            else
+                stored
+
         for j in 0 .. k - 1 do
             experts.[i * k + j] <- float top.[j]
             weights.[i * k + j] <- Precision.Round(float w.[j], fmt)
+
     experts, weights
 
 let private inFormat fmt (x: double[,]) = x |> Array2D.map (fun v -> Precision.Round(v, fmt))
@@ -230,9 +296,16 @@ let ``weights: correct candidates in four orders and three precisions pass`` () 
             let logits = inFormat fmt c.Router.Logits // the router's logits in the candidate's precision
             let options = topkOptions c
             let reference = TopK.Route(logits, options).Experts |> Seq.cast<int> |> Seq.map float |> Array.ofSeq
-            for name, form, twice in [ "max-shift", MaxShift, false; "naive", Naive, false; "log-softmax", ViaLogSoftmax, false
-                                       "max-shift, stored then renormalized", MaxShift, true ] do
+
+            for name, form, twice in
+                [
+                    "max-shift", MaxShift, false
+                    "naive", Naive, false
+                    "log-softmax", ViaLogSoftmax, false
+                    "max-shift, stored then renormalized", MaxShift, true
+                ] do
                 let experts, weights = weightsCandidate form twice fmt logits options
+
                 for r in Reference.Harness.Algorithms.TopKValidator.Validate(logits, options, reference, experts, weights, fmt, fmt) do
                     Assert.That(r.Passed, $"{showCase c.Router} {c.Score} normalize={c.Normalize} {fmt} {name}: {r.Summary()} {r.Detail}"))
 
@@ -240,10 +313,13 @@ let ``weights: correct candidates in four orders and three precisions pass`` () 
 /// allowed error (below it a swap is within what a correct candidate may be off by; proofs/topk.md).
 let swappableRow (values: double[]) cols atol rtol =
     let rows = if cols < 2 then 0 else values.Length / cols
+
     let gapOver i =
         let a, b = values.[i * cols], values.[i * cols + 1]
         abs (a - b) / (2.0 * (atol + rtol * max (abs a) (abs b)))
-    if rows = 0 || cols < 2 then None
+
+    if rows = 0 || cols < 2 then
+        None
     else
         let best = [ 0 .. rows - 1 ] |> List.maxBy gapOver
         if gapOver best > 1.0 then Some best else None
@@ -263,9 +339,20 @@ let ``weights: one token's weights swapped fails (topk)`` () =
             let reference = TopK.Route(logits, options).Experts |> Seq.cast<int> |> Seq.map float |> Array.ofSeq
             let experts, weights = weightsCandidate MaxShift false fmt logits options
             let atol, rtol = weightsTolerance fmt (e + k)
+
             match swappableRow weights k atol rtol with
             | Some row ->
-                let reports = Reference.Harness.Algorithms.TopKValidator.Validate(logits, options, reference, experts, swapped weights k row, fmt, fmt)
+                let reports =
+                    Reference.Harness.Algorithms.TopKValidator.Validate(
+                        logits,
+                        options,
+                        reference,
+                        experts,
+                        swapped weights k row,
+                        fmt,
+                        fmt
+                    )
+
                 let w = reports |> Seq.find (fun r -> r.ArrayName = "weights")
                 Assert.That(w.Passed, eq false, $"{showCase c.Router} {fmt} row {row}: {w.Summary()}")
             | None -> ())
@@ -279,18 +366,28 @@ let private registrySwap algorithmName output seed =
     let w = expected.[output]
     let cols = w.Shape.[w.Shape.Count - 1]
     let e = (case.Inputs.Values |> Seq.head).Shape.[1] // logits or scores [N, E]
+
     for fmt, _ in formats do
         let rounded = w.ToDoubles() |> Array.map (fun v -> Precision.Round(v, fmt))
         let asArray (v: double[]) = NdArray.Create(v |> Array.map float32, Seq.toArray w.Shape)
+
         let candidate (v: double[]) =
             let d = Dictionary<string, NdArray>(expected)
             d.[output] <- asArray v
             d :> IReadOnlyDictionary<_, _>
+
         let report (v: double[]) = algorithm.Check(call, expected, candidate v, "c") |> Seq.find (fun r -> r.ArrayName = output)
         let good = report rounded
         Assert.That(good.Passed, $"{case.Name} {fmt}: {good.Summary()} {good.Detail}")
         // The loosest format the rounded values may be judged in (values that fit bfloat16 are judged as bfloat16).
-        let atol, rtol = weightsTolerance (if fmt = NumberFormat.Float32 then fmt else NumberFormat.BFloat16) (e + cols)
+        let atol, rtol =
+            weightsTolerance
+                (if fmt = NumberFormat.Float32 then
+                     fmt
+                 else
+                     NumberFormat.BFloat16)
+                (e + cols)
+
         match swappableRow rounded cols atol rtol with
         | Some row ->
             let bad = report (swapped rounded cols row)
@@ -298,17 +395,44 @@ let private registrySwap algorithmName output seed =
         | None -> ()
 
 let ``weights: one row's weights swapped fails (capacity, expert-choice, maxscore, block-routing)`` (seed: PositiveInt) =
-    for name, output in [ "capacity", "weights"; "expert-choice", "gates"; "maxscore", "weights"; "block-routing", "weights" ] do
+    for name, output in
+        [
+            "capacity", "weights"
+            "expert-choice", "gates"
+            "maxscore", "weights"
+            "block-routing", "weights"
+        ] do
         registrySwap name output seed.Get
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "harness/tolerance/routing" "RoutingToleranceProperties" [
-        Proofs.prop [ "aux-loss.running-bound-fair" ] "aux-loss: correct candidates in four orders and three precisions pass" ``aux-loss: correct candidates in four orders and three precisions pass``
-        Proofs.prop [ "aux-loss.running-bound-tight" ] "aux-loss: a loss off by d (1e-3 in float32, 1e-2 in float16 and bfloat16) fails" ``aux-loss: a loss off by d (1e-3 in float32, 1e-2 in float16 and bfloat16) fails``
-        Proofs.test [ "aux-loss.running-bound-tight" ] "aux-loss: the CLI's bound rejects a float16 loss of 0 and a float32 loss off by 1%" ``aux-loss: the CLI's bound rejects a float16 loss of 0 and a float32 loss off by 1%``
-        Proofs.prop [ "topk.weights-tolerance" ] "weights: correct candidates in four orders and three precisions pass" ``weights: correct candidates in four orders and three precisions pass``
-        Proofs.prop [ "topk.weights-tolerance" ] "weights: one token's weights swapped fails (topk)" ``weights: one token's weights swapped fails (topk)``
-        Proofs.prop [ "topk.weights-tolerance" ] "weights: one row's weights swapped fails (capacity, expert-choice, maxscore, block-routing)" ``weights: one row's weights swapped fails (capacity, expert-choice, maxscore, block-routing)``
-    ]
+    Proofs.family
+        "harness/tolerance/routing"
+        "RoutingToleranceProperties"
+        [
+            Proofs.prop
+                [ "aux-loss.running-bound-fair" ]
+                "aux-loss: correct candidates in four orders and three precisions pass"
+                ``aux-loss: correct candidates in four orders and three precisions pass``
+            Proofs.prop
+                [ "aux-loss.running-bound-tight" ]
+                "aux-loss: a loss off by d (1e-3 in float32, 1e-2 in float16 and bfloat16) fails"
+                ``aux-loss: a loss off by d (1e-3 in float32, 1e-2 in float16 and bfloat16) fails``
+            Proofs.test
+                [ "aux-loss.running-bound-tight" ]
+                "aux-loss: the CLI's bound rejects a float16 loss of 0 and a float32 loss off by 1%"
+                ``aux-loss: the CLI's bound rejects a float16 loss of 0 and a float32 loss off by 1%``
+            Proofs.prop
+                [ "topk.weights-tolerance" ]
+                "weights: correct candidates in four orders and three precisions pass"
+                ``weights: correct candidates in four orders and three precisions pass``
+            Proofs.prop
+                [ "topk.weights-tolerance" ]
+                "weights: one token's weights swapped fails (topk)"
+                ``weights: one token's weights swapped fails (topk)``
+            Proofs.prop
+                [ "topk.weights-tolerance" ]
+                "weights: one row's weights swapped fails (capacity, expert-choice, maxscore, block-routing)"
+                ``weights: one row's weights swapped fails (capacity, expert-choice, maxscore, block-routing)``
+        ]

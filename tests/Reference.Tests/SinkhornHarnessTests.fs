@@ -20,8 +20,7 @@ let private temp prefix =
     Directory.CreateDirectory d |> ignore
     d
 
-let private parameters (pairs: (string * string) list) =
-    pairs |> List.map (fun (k, v) -> KeyValuePair(k, v))
+let private parameters (pairs: (string * string) list) = pairs |> List.map (fun (k, v) -> KeyValuePair(k, v))
 
 // ---- the peer ------------------------------------------------------------------------------------------------------
 
@@ -36,10 +35,15 @@ let ``POT peer agrees with the reference on fresh cases of every method`` () =
     let seed = if inCi () then 11 else Random.Shared.Next()
     Peers.runPeer "sinkhorn_peer.py" [ "generate"; d; string seed; "60" ] |> ignore
     let algorithm = sinkhorn ()
+
     for case in Directory.GetDirectories d do
         let inputPath = Path.Combine(case, "input.npz")
-        let call = algorithm.Bind(TensorFile.Read inputPath, GoldenData.ReadParameters(Path.Combine(case, "params.json")), inputPath)
+
+        let call =
+            algorithm.Bind(TensorFile.Read inputPath, GoldenData.ReadParameters(Path.Combine(case, "params.json")), inputPath)
+
         TensorFile.Write(Path.Combine(case, "expected.npz"), algorithm.RunReference call)
+
     let out = Peers.runPeer "sinkhorn_peer.py" [ "verify"; d ]
     Assert.That(out, Does.Contain "60 of 60 cases agree", $"seed {seed}")
     Directory.Delete(d, true)
@@ -59,15 +63,19 @@ let ``the CLI reports non-convergence and numerical failure on stderr and in sta
     // (Not additive in i and j: an additive cost is solved by the first iteration, theorem sinkhorn.shift-invariance.)
     let cost = Array2D.init 4 3 (fun i j -> float ((i * j + i) % 3) * 0.375 + (if j = 1 then 8.0 else 0.0))
     TensorFile.Write(input, [ KeyValuePair("cost", NdArray.FromMatrix cost) ])
+
     let run extra =
         let code, out, err = cli ([ "run"; "sinkhorn"; "--input"; input; "--output"; output ] @ extra)
         Assert.That(code, Is.EqualTo 0, err + out)
         let result = TensorFile.Read output
+
         for name in [ "iterations"; "err"; "converged"; "status" ] do
             Assert.That(result.[name].Rank, Is.EqualTo 0, $"{name} is 0-d")
+
         Assert.That(result.["status"].DType, Is.EqualTo DType.I32)
         Assert.That(result.["converged"].DType, Is.EqualTo DType.Bool)
         err, result
+
     let err, result = run [ "--param"; "reg=0.5"; "--param"; "max_iter=1" ]
     Assert.That(err, Does.Contain "sinkhorn not converged (iterations=1")
     Assert.That(result.["status"].GetDouble 0, Is.EqualTo 1.0)
@@ -87,13 +95,32 @@ let ``the CLI rejects a case with both cost and logits or neither`` () =
     let both, neither = Path.Combine(d, "both.npz"), Path.Combine(d, "neither.npz")
     TensorFile.Write(both, [ KeyValuePair("cost", m); KeyValuePair("logits", m) ])
     TensorFile.Write(neither, [ KeyValuePair("a", NdArray.Create([| 0.5; 0.5 |], 2)) ])
-    let code, _, err = cli [ "run"; "sinkhorn"; "--input"; both; "--output"; Path.Combine(d, "o.npz"); "--param"; "reg=1" ]
+
+    let code, _, err =
+        cli [ "run"; "sinkhorn"; "--input"; both; "--output"; Path.Combine(d, "o.npz"); "--param"; "reg=1" ]
+
     Assert.That(code, Is.EqualTo 2)
     Assert.That(err, Does.Contain "both 'cost' and 'logits'")
-    let code, _, err = cli [ "run"; "sinkhorn"; "--input"; neither; "--output"; Path.Combine(d, "o.npz"); "--param"; "reg=1" ]
+
+    let code, _, err =
+        cli [ "run"; "sinkhorn"; "--input"; neither; "--output"; Path.Combine(d, "o.npz"); "--param"; "reg=1" ]
+
     Assert.That(code, Is.EqualTo 2)
     Assert.That(err, Does.Contain "'cost' or 'logits' is missing")
-    let code, _, err = cli [ "run"; "sinkhorn"; "--input"; both; "--output"; Path.Combine(d, "o.npz"); "--param"; "method=knopp" ]
+
+    let code, _, err =
+        cli
+            [
+                "run"
+                "sinkhorn"
+                "--input"
+                both
+                "--output"
+                Path.Combine(d, "o.npz")
+                "--param"
+                "method=knopp"
+            ]
+
     Assert.That(code, Is.EqualTo 2)
     Directory.Delete(d, true)
 
@@ -126,14 +153,21 @@ let ``the validator accepts the kernel and rejects wrong candidates`` () =
     let bad = withArray kernel "plan" (NdArray.Create(plan, 7, 4))
     Assert.That(failed (algorithm.Check(call, expected, bad, "bad plan")), Does.Contain "plan")
     // A run that reached its cap (tol = 0) and claims convergence fails on status and converged.
-    let capped = algorithm.Bind(call.Inputs, parameters [ "reg", "0.2"; "tol", "0"; "max_iter", "45" ], "test")
+    let capped =
+        algorithm.Bind(call.Inputs, parameters [ "reg", "0.2"; "tol", "0"; "max_iter", "45" ], "test")
+
     let cappedKernel = algorithm.Run(capped, "kernel")
     let cappedExpected = algorithm.RunReference capped
     Assert.That(failed (algorithm.Check(capped, cappedExpected, cappedKernel, "capped")), Is.Empty, "the capped kernel passes")
-    let claim = withArray (withArray cappedKernel "status" (NdArray.Scalar 0)) "converged" (NdArray.Scalar true)
+
+    let claim =
+        withArray (withArray cappedKernel "status" (NdArray.Scalar 0)) "converged" (NdArray.Scalar true)
+
     Assert.That(failed (algorithm.Check(capped, cappedExpected, claim, "false claim")), Is.EquivalentTo [ "status"; "converged" ])
     // A double-precision candidate must match the reference's iteration count exactly.
-    let offByOne = withArray expected "iterations" (NdArray.Scalar((expected.["iterations"].GetDouble 0 |> int) + 1))
+    let offByOne =
+        withArray expected "iterations" (NdArray.Scalar((expected.["iterations"].GetDouble 0 |> int) + 1))
+
     Assert.That(failed (algorithm.Check(call, expected, offByOne, "off by one")), Does.Contain "iterations")
     // An err that is not the measure of the candidate's own plan fails.
     let lie = withArray kernel "err" (NdArray.Scalar 1e-12f)
@@ -141,7 +175,10 @@ let ``the validator accepts the kernel and rejects wrong candidates`` () =
 
 /// The details of the failing reports, joined.
 let private failureDetails (reports: seq<Comparison.ComparisonReport>) =
-    reports |> Seq.filter (fun r -> not r.Passed) |> Seq.choose (fun r -> Option.ofObj r.Detail) |> String.concat " | "
+    reports
+    |> Seq.filter (fun r -> not r.Passed)
+    |> Seq.choose (fun r -> Option.ofObj r.Detail)
+    |> String.concat " | "
 
 let ``a failing candidate that matches a nearby run is told which`` () =
     let algorithm = sinkhorn ()
@@ -150,9 +187,12 @@ let ``a failing candidate that matches a nearby run is told which`` () =
     let r = expected.["iterations"].GetDouble 0 |> int
     // A run of exactly t iterations (tol = 0), dressed as a converged candidate.
     let runOf t =
-        let c = algorithm.Bind(call.Inputs, parameters [ "reg", "0.2"; "tol", "0"; "max_iter", string t ], "test")
+        let c =
+            algorithm.Bind(call.Inputs, parameters [ "reg", "0.2"; "tol", "0"; "max_iter", string t ], "test")
+
         let outputs = algorithm.RunReference c
         withArray (withArray outputs "status" (NdArray.Scalar 0)) "converged" (NdArray.Scalar true)
+
     let fewer = algorithm.Check(call, expected, runOf (r - 1), "fewer")
     Assert.That(failed fewer, Does.Contain "iterations")
     Assert.That(failureDetails fewer, Does.Contain "1 iteration fewer than the reference")
@@ -168,25 +208,52 @@ let ``a failing candidate that matches a nearby run is told which`` () =
     // A candidate that is simply wrong gets no hint.
     let plan = expected.["plan"].Values<float>() |> Array.copy
     plan.[3] <- plan.[3] * 1.5
-    let wrong = algorithm.Check(call, expected, withArray expected "plan" (NdArray.Create(plan, 7, 4)), "wrong plan")
+
+    let wrong =
+        algorithm.Check(call, expected, withArray expected "plan" (NdArray.Create(plan, 7, 4)), "wrong plan")
+
     Assert.That(failed wrong, Does.Contain "plan")
     Assert.That(failureDetails wrong, Does.Not.Contain "hint")
 
 let ``selfcheck passes for sinkhorn on golden and generated cases`` () =
     let rows = SelfCheck.Run([ sinkhorn () ], golden, 1, 30)
+
     for r in rows do
         Assert.That(r.Verdict, Is.EqualTo "PASS", $"{r.Path}: {r.FirstFailure}")
         Assert.That(r.Cases, Is.GreaterThan 0)
 
-// Tests of this module: generated by tests/Reference.Tests/tools/nunit_to_expecto.py (see Proofs.fs).
+// The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
-    Proofs.family "transport/sinkhorn" "SinkhornHarnessTests" [
-        Proofs.sequenced (Proofs.test [] "POT peer confirms the sinkhorn golden cases" ``POT peer confirms the sinkhorn golden cases``)
-        Proofs.sequenced (Proofs.test [] "POT peer agrees with the reference on fresh cases of every method" ``POT peer agrees with the reference on fresh cases of every method``)
-        Proofs.test [] "the CLI reports non-convergence and numerical failure on stderr and in status" ``the CLI reports non-convergence and numerical failure on stderr and in status``
-        Proofs.test [] "the CLI rejects a case with both cost and logits or neither" ``the CLI rejects a case with both cost and logits or neither``
-        Proofs.test [] "the validator accepts the kernel and rejects wrong candidates" ``the validator accepts the kernel and rejects wrong candidates``
-        Proofs.test [ "sinkhorn.diagnose-nearby-runs" ] "a failing candidate that matches a nearby run is told which" ``a failing candidate that matches a nearby run is told which``
-        Proofs.test [] "selfcheck passes for sinkhorn on golden and generated cases" ``selfcheck passes for sinkhorn on golden and generated cases``
-    ]
+    Proofs.family
+        "transport/sinkhorn"
+        "SinkhornHarnessTests"
+        [
+            Proofs.sequenced (Proofs.test [] "POT peer confirms the sinkhorn golden cases" ``POT peer confirms the sinkhorn golden cases``)
+            Proofs.sequenced (
+                Proofs.test
+                    []
+                    "POT peer agrees with the reference on fresh cases of every method"
+                    ``POT peer agrees with the reference on fresh cases of every method``
+            )
+            Proofs.test
+                []
+                "the CLI reports non-convergence and numerical failure on stderr and in status"
+                ``the CLI reports non-convergence and numerical failure on stderr and in status``
+            Proofs.test
+                []
+                "the CLI rejects a case with both cost and logits or neither"
+                ``the CLI rejects a case with both cost and logits or neither``
+            Proofs.test
+                []
+                "the validator accepts the kernel and rejects wrong candidates"
+                ``the validator accepts the kernel and rejects wrong candidates``
+            Proofs.test
+                [ "sinkhorn.diagnose-nearby-runs" ]
+                "a failing candidate that matches a nearby run is told which"
+                ``a failing candidate that matches a nearby run is told which``
+            Proofs.test
+                []
+                "selfcheck passes for sinkhorn on golden and generated cases"
+                ``selfcheck passes for sinkhorn on golden and generated cases``
+        ]

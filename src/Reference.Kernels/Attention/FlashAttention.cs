@@ -318,8 +318,10 @@ public static unsafe class FlashAttention
                     TensorPrimitives.Multiply(live, plan.Softcap, live);
                 }
                 if (consultMask)
+                {
                     for (int n = 0; n < count; n++)
                         if (!plan.Mask![b, h, i, (int)lo + n]) live[n] = float.NegativeInfinity;
+                }
 
                 // 5. Online softmax update: m' = max(m, max s), alpha = exp(m - m'), p = exp(s - m').
                 float tileMax = TensorPrimitives.Max(live);
@@ -334,8 +336,11 @@ public static unsafe class FlashAttention
                 Span<float> accRow = acc.Slice(row * dv, dv);
                 if (alpha != 1f) TensorPrimitives.Multiply(accRow, alpha, accRow);
                 for (int n = 0; n < count; n++)
+                {
                     if (live[n] != 0f)
                         TensorPrimitives.MultiplyAdd(v.Slice((int)((kvBase + lo + n) * dv), dv), live[n], accRow, accRow);
+                }
+
                 m[row] = mNew;
             }
         }
@@ -413,8 +418,11 @@ public static unsafe class FlashAttention
                 total += weights[sp];
             }
             for (int sp = 0; sp < splits; sp++)
+            {
                 if (weights[sp] != 0f)
                     TensorPrimitives.MultiplyAdd(partialOut.AsSpan((int)(((long)sp * rows + row) * dv), dv), weights[sp] / total, outRow, outRow);
+            }
+
             lse[row] = max + MathF.Log(total);
         }
     }
@@ -451,9 +459,13 @@ public static unsafe class FlashAttention
             int[] have = [mask.Batch, mask.Heads, mask.Queries, mask.Keys];
             int[] want = [s.Batch, s.QueryHeads, s.QueryLength, s.KeyLength];
             for (int dim = 0; dim < 4; dim++)
+            {
                 if (have[dim] != 1 && have[dim] != want[dim])
+                {
                     throw new ArgumentException(
                         $"mask shape [{string.Join(", ", have)}] does not broadcast to [{string.Join(", ", want)}] (dimension {dim})", nameof(options));
+                }
+            }
         }
 
         int blockQ = options.BlockQ, blockK = options.BlockK;
@@ -472,10 +484,21 @@ public static unsafe class FlashAttention
         int actualSplits = Math.Max(1, (keyTiles + tilesPerSplit - 1) / tilesPerSplit);
         return new Plan
         {
-            Shape = s, BlockQ = blockQ, BlockK = blockK, QueryTiles = queryTiles, KeyTiles = keyTiles,
-            Splits = actualSplits, TilesPerSplit = tilesPerSplit, Scale = scale, Softcap = options.Softcap,
-            Causal = options.Causal, CausalAlign = options.CausalAlign, WindowLeft = options.WindowLeft, WindowRight = options.WindowRight,
-            Mask = options.Mask, BlockMask = options.BlockMask,
+            Shape = s,
+            BlockQ = blockQ,
+            BlockK = blockK,
+            QueryTiles = queryTiles,
+            KeyTiles = keyTiles,
+            Splits = actualSplits,
+            TilesPerSplit = tilesPerSplit,
+            Scale = scale,
+            Softcap = options.Softcap,
+            Causal = options.Causal,
+            CausalAlign = options.CausalAlign,
+            WindowLeft = options.WindowLeft,
+            WindowRight = options.WindowRight,
+            Mask = options.Mask,
+            BlockMask = options.BlockMask,
         };
     }
 

@@ -152,7 +152,9 @@ public static class LinearAttention
         if (x.LongLength != length)
             throw new ArgumentException($"{name} has {x.LongLength} elements but the shape needs {length}", name);
         for (long i = 0; i < x.LongLength; i++)
+        {
             if (!float.IsFinite(x[i]))
                 throw new ArgumentException($"{name}[{i}] is {(float.IsNaN(x[i]) ? "NaN" : x[i] > 0 ? "+Infinity" : "-Infinity")}", name);
+        }
     }
 }

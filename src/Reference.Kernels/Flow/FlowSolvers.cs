@@ -52,19 +52,19 @@ public static class FlowSolvers
         switch (solver)
         {
             case FlowSolver.Reference:
-            {
-                var network = MinCostFlow.FromProblem(problem);
-                var status = network.Solve();
-                return new DimacsSolution(status, network.OptimalCost(), network.Flows(), network.Potentials());
-            }
+                {
+                    var network = MinCostFlow.FromProblem(problem);
+                    var status = network.Solve();
+                    return new DimacsSolution(status, network.OptimalCost(), network.Flows(), network.Potentials());
+                }
             case FlowSolver.OrTools:
-            {
-                var answer = OrToolsMinCostFlow.Solve(problem);
-                if (answer.Status != MinCostFlowStatus.Optimal) return Failed(answer.Status, problem);
-                var potentials = FlowPotentials.FromFlow(problem, answer.Flows)
-                    ?? throw new InvalidOperationException("OR-Tools answered OPTIMAL, but its flow leaves a negative residual cycle (not optimal)");
-                return new DimacsSolution(MinCostFlowStatus.Optimal, answer.Cost, answer.Flows, potentials);
-            }
+                {
+                    var answer = OrToolsMinCostFlow.Solve(problem);
+                    if (answer.Status != MinCostFlowStatus.Optimal) return Failed(answer.Status, problem);
+                    var potentials = FlowPotentials.FromFlow(problem, answer.Flows)
+                        ?? throw new InvalidOperationException("OR-Tools answered OPTIMAL, but its flow leaves a negative residual cycle (not optimal)");
+                    return new DimacsSolution(MinCostFlowStatus.Optimal, answer.Cost, answer.Flows, potentials);
+                }
             case FlowSolver.Lemon:
                 return SolveWithLemon(problem);
             default:

@@ -1,6 +1,6 @@
 using System.Numerics;
-using MinCostFlowBase = Google.OrTools.Graph.MinCostFlowBase;
 using Reference.Flow;
+using MinCostFlowBase = Google.OrTools.Graph.MinCostFlowBase;
 
 namespace Reference.Kernels.Flow;
 

@@ -189,8 +189,11 @@ public static partial class Lemon
         {
             NativeLibraries.EnsureRegistered();
             if (!NativeLibraries.TryLoad(LibraryName, out _))
+            {
                 return $"{NativeLibraries.FileName(LibraryName)} not found in: {string.Join(", ", NativeLibraries.SearchDirectories())}. " +
                        $"Build it with {BuildCommand}, or set {NativeLibraries.DirectoryVariable}.";
+            }
+
             int version = rl_shim_version();
             return version == ExpectedShimVersion
                 ? null

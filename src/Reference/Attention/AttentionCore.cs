@@ -33,8 +33,11 @@ internal static class AttentionCore
         if (d.Hkv < 1 || d.Hq % d.Hkv != 0)
             throw new ArgumentException($"k has {d.Hkv} heads, which does not divide the {d.Hq} query heads of q", nameof(k));
         if (v.GetLength(0) != d.B || v.GetLength(1) != d.Hkv || v.GetLength(2) != d.Tk)
+        {
             throw new ArgumentException(
                 $"v has shape [{v.GetLength(0)}, {v.GetLength(1)}, {v.GetLength(2)}, {d.Dv}] but k implies [{d.B}, {d.Hkv}, {d.Tk}, Dv]", nameof(v));
+        }
+
         RequireFinite(q, nameof(q));
         RequireFinite(k, nameof(k));
         RequireFinite(v, nameof(v));
@@ -45,14 +48,20 @@ internal static class AttentionCore
     internal static void RequireFinite(double[,,,] x, string name)
     {
         for (int a = 0; a < x.GetLength(0); a++)
+        {
             for (int b = 0; b < x.GetLength(1); b++)
+            {
                 for (int c = 0; c < x.GetLength(2); c++)
+                {
                     for (int d = 0; d < x.GetLength(3); d++)
                     {
                         double value = x[a, b, c, d];
                         if (!double.IsFinite(value))
                             throw new ArgumentException($"{name}[{a}, {b}, {c}, {d}] is {Describe(value)}", name);
                     }
+                }
+            }
+        }
     }
 
     /// <summary>"NaN", "+Infinity" or "-Infinity".</summary>
@@ -79,9 +88,11 @@ internal static class AttentionCore
         {
             int n = mask.GetLength(dim);
             if (n != 1 && n != full[dim])
+            {
                 throw new ArgumentException(
                     $"{name} has shape [{mask.GetLength(0)}, {mask.GetLength(1)}, {mask.GetLength(2)}, {mask.GetLength(3)}], " +
                     $"which does not broadcast to [{b}, {h}, {tq}, {tk}]: dimension {dim} is {n}, expected 1 or {full[dim]}", name);
+            }
         }
     }
 

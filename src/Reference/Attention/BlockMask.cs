@@ -55,8 +55,10 @@ public sealed class BlockMask
         if (tq < 0) throw new ArgumentException($"tq must be >= 0, got {tq}", nameof(tq));
         if (tk < 0) throw new ArgumentException($"tk must be >= 0, got {tk}", nameof(tk));
         if ((fullKvNumBlocks is null) != (fullKvIndices is null))
+        {
             throw new ArgumentException("fullKvNumBlocks and fullKvIndices must be given together",
                 fullKvNumBlocks is null ? nameof(fullKvNumBlocks) : nameof(fullKvIndices));
+        }
 
         BlockQ = blockQ;
         BlockK = blockK;
@@ -126,8 +128,11 @@ public sealed class BlockMask
     {
         int bb = Batch == 1 ? 0 : b, hh = Heads == 1 ? 0 : h;
         if (FullKvNumBlocks is not null && FullKvIndices is not null)
+        {
             for (int n = 0; n < FullKvNumBlocks[bb, hh, queryBlock]; n++)
                 if (FullKvIndices[bb, hh, queryBlock, n] == keyBlock) return TileKind.Full;
+        }
+
         for (int n = 0; n < KvNumBlocks[bb, hh, queryBlock]; n++)
             if (KvIndices[bb, hh, queryBlock, n] == keyBlock) return TileKind.Partial;
         return TileKind.Absent;
@@ -156,16 +161,21 @@ public sealed class BlockMask
         var fullCount = new int[batch, heads, nq];
         var fullIndex = new int[batch, heads, nq, nk];
         for (int b = 0; b < batch; b++)
+        {
             for (int h = 0; h < heads; h++)
+            {
                 for (int r = 0; r < nq; r++)
+                {
                     for (int c = 0; c < nk; c++)   // ascending c keeps both lists ascending
                     {
                         // 1. Count the true entries of tile (r, c), clipped to the array.
                         int rows = Math.Min(blockQ, tq - r * blockQ), cols = Math.Min(blockK, tk - c * blockK);
                         int trues = 0;
                         for (int i = r * blockQ; i < r * blockQ + rows; i++)
+                        {
                             for (int j = c * blockK; j < c * blockK + cols; j++)
                                 if (mask[b, h, i, j]) trues++;
+                        }
 
                         // 2. All true: full; some true: partial; none: absent.
                         if (trues == rows * cols)
@@ -173,6 +183,9 @@ public sealed class BlockMask
                         else if (trues > 0)
                             partialIndex[b, h, r, partialCount[b, h, r]++] = c;
                     }
+                }
+            }
+        }
 
         return new BlockMask(partialCount, partialIndex, fullCount, fullIndex, blockQ, blockK, tq, tk);
     }
@@ -199,18 +212,29 @@ public sealed class BlockMask
         // 2. Fill each listed tile; keys and queries past the end are clipped away.
         var dense = new bool[batch, heads, Tq, Tk];
         for (int b = 0; b < batch; b++)
+        {
             for (int h = 0; h < heads; h++)
+            {
                 for (int r = 0; r < QueryBlocks; r++)
+                {
                     for (int c = 0; c < KeyBlocks; c++)
                     {
                         TileKind kind = Kind(b, h, r, c);
                         if (kind == TileKind.Absent) continue;
                         for (int i = r * BlockQ; i < Math.Min(Tq, (r + 1) * BlockQ); i++)
+                        {
                             for (int j = c * BlockK; j < Math.Min(Tk, (c + 1) * BlockK); j++)
+                            {
                                 dense[b, h, i, j] = kind == TileKind.Full
                                     || elementMask is null
                                     || AttentionCore.MaskAt(elementMask, b, h, i, j);
+                            }
+                        }
                     }
+                }
+            }
+        }
+
         return dense;
     }
 
@@ -245,15 +269,23 @@ public sealed class BlockMask
     {
         int nq = QueryBlocks, nk = KeyBlocks;
         if (counts.GetLength(0) != batch || counts.GetLength(1) != heads || counts.GetLength(2) != nq)
+        {
             throw new ArgumentException(
                 $"{countsName} has shape [{counts.GetLength(0)}, {counts.GetLength(1)}, {counts.GetLength(2)}], expected [{batch}, {heads}, {nq}]",
                 countsName);
+        }
+
         if (indices.GetLength(0) != batch || indices.GetLength(1) != heads || indices.GetLength(2) != nq || indices.GetLength(3) != nk)
+        {
             throw new ArgumentException(
                 $"{indicesName} has shape [{indices.GetLength(0)}, {indices.GetLength(1)}, {indices.GetLength(2)}, {indices.GetLength(3)}], " +
                 $"expected [{batch}, {heads}, {nq}, {nk}]", indicesName);
+        }
+
         for (int b = 0; b < batch; b++)
+        {
             for (int h = 0; h < heads; h++)
+            {
                 for (int r = 0; r < nq; r++)
                 {
                     int count = counts[b, h, r];
@@ -265,23 +297,39 @@ public sealed class BlockMask
                         if (index < 0 || index >= nk)
                             throw new ArgumentException($"{indicesName}[{b}, {h}, {r}, {n}] = {index} is outside 0..{nk - 1}", indicesName);
                         if (n > 0 && index <= indices[b, h, r, n - 1])
+                        {
                             throw new ArgumentException(
                                 $"{indicesName}[{b}, {h}, {r}, {n}] = {index} does not exceed the previous entry {indices[b, h, r, n - 1]}; the listed tiles must be strictly ascending",
                                 indicesName);
+                        }
                     }
                 }
+            }
+        }
     }
 
     private static void RequireDisjoint(int[,,] counts, int[,,,] indices, int[,,] fullCounts, int[,,,] fullIndices)
     {
         for (int b = 0; b < counts.GetLength(0); b++)
+        {
             for (int h = 0; h < counts.GetLength(1); h++)
+            {
                 for (int r = 0; r < counts.GetLength(2); r++)
+                {
                     for (int n = 0; n < fullCounts[b, h, r]; n++)
+                    {
                         for (int m = 0; m < counts[b, h, r]; m++)
+                        {
                             if (fullIndices[b, h, r, n] == indices[b, h, r, m])
+                            {
                                 throw new ArgumentException(
                                     $"fullKvIndices[{b}, {h}, {r}, {n}] = {fullIndices[b, h, r, n]} is also listed in kvIndices[{b}, {h}, {r}, {m}]; a tile is either partial or full",
                                     "fullKvIndices");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -47,6 +47,7 @@ public static class BlockSparseAttention
         var tiles = new List<(int Index, TileKind Kind)>(blockMask.KeyBlocks);
 
         for (int b = 0; b < dims.B; b++)
+        {
             for (int h = 0; h < dims.Hq; h++)
             {
                 int kvh = h / dims.Group;
@@ -61,6 +62,7 @@ public static class BlockSparseAttention
                         keys.Clear();
                         scores.Clear();
                         foreach (var (c, kind) in tiles)
+                        {
                             for (int j = c * blockMask.BlockK; j < Math.Min(dims.Tk, (c + 1) * blockMask.BlockK); j++)
                             {
                                 bool allowed = kind == TileKind.Full
@@ -70,12 +72,14 @@ public static class BlockSparseAttention
                                 keys.Add(j);
                                 scores.Add(AttentionCore.Score(q, k, b, h, i, kvh, j, s, softcap, AttentionCore.Exact));
                             }
+                        }
 
                         // 4. Softmax over the allowed keys (0 and -Inf when there are none).
                         AttentionCore.SoftmaxRow(keys, scores, v, b, kvh, output, lse, h, i, AttentionCore.Exact);
                     }
                 }
             }
+        }
 
         return new AttentionResult(output, lse);
     }

@@ -70,6 +70,7 @@ public static class DenseAttention
         var scores = new List<double>(dims.Tk);
 
         for (int b = 0; b < dims.B; b++)
+        {
             for (int h = 0; h < dims.Hq; h++)
             {
                 int kvh = h / dims.Group;                              // the kv head this query head reads
@@ -91,6 +92,7 @@ public static class DenseAttention
                     AttentionCore.SoftmaxRow(keys, scores, v, b, kvh, output, lse, h, i, round);
                 }
             }
+        }
 
         return new AttentionResult(output, lse);
     }

@@ -69,8 +69,11 @@ public static class LeanK
         ArgumentNullException.ThrowIfNull(channelMask);
         var dims = AttentionCore.ValidateInputs(q, k, v);
         if (channelMask.GetLength(0) != dims.Hkv || channelMask.GetLength(1) != dims.D)
+        {
             throw new ArgumentException(
                 $"channelMask has shape [{channelMask.GetLength(0)}, {channelMask.GetLength(1)}], expected [{dims.Hkv}, {dims.D}]", nameof(channelMask));
+        }
+
         if (options.Sink < 0) throw new ArgumentException($"sink must be >= 0, got {options.Sink}", nameof(options));
         if (options.Recent < 0) throw new ArgumentException($"recent must be >= 0, got {options.Recent}", nameof(options));
         double scale = AttentionCore.ResolveScale(options.Scale, 0.0, dims.D, nameof(options), nameof(options));
@@ -88,6 +91,7 @@ public static class LeanK
         var keys = new List<int>(dims.Tk);
         var scores = new List<double>(dims.Tk);
         for (int b = 0; b < dims.B; b++)
+        {
             for (int h = 0; h < dims.Hq; h++)
             {
                 int g = h / dims.Group;
@@ -115,6 +119,8 @@ public static class LeanK
                     AttentionCore.SoftmaxRow(keys, scores, v, b, g, output, lse, h, i, AttentionCore.Exact);
                 }
             }
+        }
+
         return new AttentionResult(output, lse);
     }
 }

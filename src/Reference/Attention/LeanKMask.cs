@@ -33,10 +33,17 @@ public static class LeanKMask
         int layers = alpha.GetLength(0), heads = alpha.GetLength(1), d = alpha.GetLength(2);
         if (alpha.Length == 0) throw new ArgumentException("alpha has no entries", nameof(alpha));
         for (int l = 0; l < layers; l++)
+        {
             for (int h = 0; h < heads; h++)
+            {
                 for (int c = 0; c < d; c++)
+                {
                     if (!double.IsFinite(alpha[l, h, c]))
                         throw new ArgumentException($"alpha[{l}, {h}, {c}] is {AttentionCore.Describe(alpha[l, h, c])}", nameof(alpha));
+                }
+            }
+        }
+
         if (!(ratio >= 0.0 && ratio <= 1.0)) throw new ArgumentException($"ratio must be in [0, 1], got {ratio}", nameof(ratio));
         if (align < 1) throw new ArgumentException($"align must be >= 1, got {align}", nameof(align));
 
@@ -45,6 +52,7 @@ public static class LeanKMask
 
         var mask = new bool[layers, heads, d];
         for (int l = 0; l < layers; l++)
+        {
             for (int h = 0; h < heads; h++)
             {
                 // 3. The aligned count of channels at or above tau.
@@ -60,6 +68,8 @@ public static class LeanKMask
                 // 4. The top channels by alpha.
                 foreach (int c in Routing.Ranking.Top(row, keep)) mask[l, h, c] = true;
             }
+        }
+
         return mask;
     }
 

@@ -87,6 +87,7 @@ public static class LinearAttention
         var fk = Features(k, options.FeatureMap);
         var output = new double[dims.B, dims.Hq, dims.Tq, dims.Dv];
         for (int b = 0; b < dims.B; b++)
+        {
             for (int h = 0; h < dims.Hq; h++)
             {
                 // 3. Numerator [T, Dv] and denominator [T] in the chosen form.
@@ -98,9 +99,13 @@ public static class LinearAttention
                 };
                 // 4. Normalize (a zero denominator gives 0).
                 for (int t = 0; t < dims.Tq; t++)
+                {
                     for (int e = 0; e < dims.Dv; e++)
                         output[b, h, t, e] = !options.Normalize ? num[t, e] : den[t] == 0.0 ? 0.0 : num[t, e] / den[t];
+                }
             }
+        }
+
         return output;
     }
 
@@ -113,13 +118,20 @@ public static class LinearAttention
         ArgumentNullException.ThrowIfNull(x);
         var y = new double[x.GetLength(0), x.GetLength(1), x.GetLength(2), x.GetLength(3)];
         for (int a = 0; a < x.GetLength(0); a++)
+        {
             for (int b = 0; b < x.GetLength(1); b++)
+            {
                 for (int c = 0; c < x.GetLength(2); c++)
+                {
                     for (int d = 0; d < x.GetLength(3); d++)
                     {
                         double value = x[a, b, c, d];
                         y[a, b, c, d] = map == FeatureMap.Identity ? value : value > 0 ? value + 1.0 : Math.Exp(value);
                     }
+                }
+            }
+        }
+
         return y;
     }
 
@@ -137,12 +149,15 @@ public static class LinearAttention
         var num = new double[t, dv];
         var den = new double[t];
         for (int i = 0; i < t; i++)
+        {
             for (int j = 0; j <= i; j++)
             {
                 double a = Math.Pow(gamma, i - j) * Dot(fq, fk, b, h, i, j);   // A_ij = gamma^(i-j) phi(q_i).phi(k_j)
                 den[i] += a;
                 for (int e = 0; e < dv; e++) num[i, e] += a * v[b, h, j, e];
             }
+        }
+
         return (num, den);
     }
 

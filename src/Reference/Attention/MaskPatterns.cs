@@ -146,8 +146,11 @@ public static class MaskPatterns
         ArgumentNullException.ThrowIfNull(mask);
         var result = new bool[1, 1, mask.GetLength(0), mask.GetLength(1)];
         for (int i = 0; i < mask.GetLength(0); i++)
+        {
             for (int j = 0; j < mask.GetLength(1); j++)
                 result[0, 0, i, j] = mask[i, j];
+        }
+
         return result;
     }
 
@@ -193,8 +196,11 @@ public static class MaskPatterns
     {
         var mask = new bool[tq, tk];
         for (int i = 0; i < tq; i++)
+        {
             for (int j = 0; j < tk; j++)
                 mask[i, j] = allowed(i + tk - tq, j);
+        }
+
         return mask;
     }
 }

@@ -78,6 +78,7 @@ public static class Moba
         var selected = new bool[dims.B, dims.Hq, t, chunks];
         var gate = new double[chunks];
         for (int b = 0; b < dims.B; b++)
+        {
             for (int h = 0; h < dims.Hq; h++)
             {
                 // 1. Chunk representatives: the mean of each chunk's actual keys [nc, D].
@@ -107,6 +108,8 @@ public static class Moba
                     foreach (int c in Ranking.Top(gate, keep)) selected[b, h, i, c] = true;
                 }
             }
+        }
+
         return selected;
     }
 
@@ -123,10 +126,17 @@ public static class Moba
         int bs = selected.GetLength(0), hs = selected.GetLength(1), t = selected.GetLength(2), bc = options.ChunkSize;
         var mask = new bool[bs, hs, t, t];
         for (int b = 0; b < bs; b++)
+        {
             for (int h = 0; h < hs; h++)
+            {
                 for (int i = 0; i < t; i++)
+                {
                     for (int j = 0; j <= i; j++)
                         mask[b, h, i, j] = selected[b, h, i, j / bc];
+                }
+            }
+        }
+
         return mask;
     }
 }

@@ -117,9 +117,12 @@ public static class Nsa
         ArgumentNullException.ThrowIfNull(selected);
         int nb = (dims.Tq + options.BlockSize - 1) / options.BlockSize;
         if (selected.GetLength(0) != dims.B || selected.GetLength(1) != dims.Hkv || selected.GetLength(2) != dims.Tq || selected.GetLength(3) != nb)
+        {
             throw new ArgumentException(
                 $"selected has shape [{selected.GetLength(0)}, {selected.GetLength(1)}, {selected.GetLength(2)}, {selected.GetLength(3)}], expected [{dims.B}, {dims.Hkv}, {dims.Tq}, {nb}]",
                 nameof(selected));
+        }
+
         return Branches(q, k, v, gates, dims, scale, options, selected);
     }
 
@@ -150,9 +153,12 @@ public static class Nsa
         if (dims.Tk != dims.Tq)
             throw new ArgumentException($"k has {dims.Tk} positions but q has {dims.Tq}; NSA is self-attention", nameof(k));
         if (gates.GetLength(0) != dims.B || gates.GetLength(1) != dims.Hq || gates.GetLength(2) != dims.Tq || gates.GetLength(3) != 3)
+        {
             throw new ArgumentException(
                 $"gates has shape [{gates.GetLength(0)}, {gates.GetLength(1)}, {gates.GetLength(2)}, {gates.GetLength(3)}], expected [{dims.B}, {dims.Hq}, {dims.Tq}, 3]",
                 nameof(gates));
+        }
+
         AttentionCore.RequireFinite(gates, nameof(gates));
         if (options.BlockSize < 1) throw new ArgumentException($"block size must be >= 1, got {options.BlockSize}", nameof(options));
         if (options.TopN < 1) throw new ArgumentException($"top_n must be >= 1, got {options.TopN}", nameof(options));
@@ -174,17 +180,27 @@ public static class Nsa
         // 2. Compressed branch: dense attention over the visible compressed blocks.
         var visible = new bool[1, 1, t, nb];
         for (int i = 0; i < t; i++)
+        {
             for (int c = 0; c < nb; c++)
                 visible[0, 0, i, c] = (c + 1) * bs <= i + 1;
+        }
+
         var compressed = DenseAttention.Compute(q, kCmp, vCmp, new AttentionOptions { Scale = scale, Mask = visible }).Out;
 
         // 3. Selected branch: keys j <= t of the selected blocks.
         var selectedMask = new bool[dims.B, dims.Hq, t, t];
         for (int b = 0; b < dims.B; b++)
+        {
             for (int h = 0; h < dims.Hq; h++)
+            {
                 for (int i = 0; i < t; i++)
+                {
                     for (int j = 0; j <= i; j++)
                         selectedMask[b, h, i, j] = selected[b, h / dims.Group, i, j / bs];
+                }
+            }
+        }
+
         var selectedOut = DenseAttention.Compute(q, k, v, new AttentionOptions { Scale = scale, Mask = selectedMask }).Out;
 
         // 4. Sliding-window branch: causal with W - 1 keys to the left (off when W = 0).
@@ -195,11 +211,20 @@ public static class Nsa
         // 5. The gated sum, in the order (g_cmp o_cmp + g_slc o_slc) + g_win o_win.
         var output = new double[dims.B, dims.Hq, t, dims.Dv];
         for (int b = 0; b < dims.B; b++)
+        {
             for (int h = 0; h < dims.Hq; h++)
+            {
                 for (int i = 0; i < t; i++)
+                {
                     for (int d = 0; d < dims.Dv; d++)
+                    {
                         output[b, h, i, d] = gates[b, h, i, 0] * compressed[b, h, i, d] + gates[b, h, i, 1] * selectedOut[b, h, i, d]
                                              + gates[b, h, i, 2] * window[b, h, i, d];
+                    }
+                }
+            }
+        }
+
         return new NsaResult(output, (bool[,,,])selected.Clone(), compressed, selectedOut, window);
     }
 
@@ -214,7 +239,9 @@ public static class Nsa
         int bsz = x.GetLength(0), heads = x.GetLength(1), t = x.GetLength(2), e = x.GetLength(3);
         var pooled = new double[bsz, heads, nb, e];
         for (int b = 0; b < bsz; b++)
+        {
             for (int h = 0; h < heads; h++)
+            {
                 for (int c = 0; c < nb; c++)
                 {
                     int start = c * bs, end = Math.Min(t, start + bs);
@@ -225,6 +252,9 @@ public static class Nsa
                         pooled[b, h, c, d] = sum / (end - start);
                     }
                 }
+            }
+        }
+
         return pooled;
     }
 
@@ -235,13 +265,20 @@ public static class Nsa
         var kCmp = Pool(k, bs, nb);
         var score = new double[dims.B, dims.Hkv, dims.Tq, nb];
         for (int b = 0; b < dims.B; b++)
+        {
             for (int g = 0; g < dims.Hkv; g++)
+            {
                 for (int i = 0; i < dims.Tq; i++)
+                {
                     for (int h = g * dims.Group; h < (g + 1) * dims.Group; h++)
                     {
                         var p = CompressedProbabilities(q, kCmp, b, h, g, i, scale, bs, nb);
                         for (int c = 0; c < i / bs; c++) score[b, g, i, c] += p[c];
                     }
+                }
+            }
+        }
+
         return score;
     }
 
@@ -251,7 +288,9 @@ public static class Nsa
         int nb = score.GetLength(3);
         var selected = new bool[dims.B, dims.Hkv, dims.Tq, nb];
         for (int b = 0; b < dims.B; b++)
+        {
             for (int g = 0; g < dims.Hkv; g++)
+            {
                 for (int i = 0; i < dims.Tq; i++)
                 {
                     int own = i / bs;
@@ -260,6 +299,9 @@ public static class Nsa
                     selected[b, g, i, own] = true;
                     foreach (int c in Ranking.Top(row, Math.Min(topN - 1, own))) selected[b, g, i, c] = true;
                 }
+            }
+        }
+
         return selected;
     }
 

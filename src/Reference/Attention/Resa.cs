@@ -103,16 +103,22 @@ public static class Resa
         int bsz = q.GetLength(0), hq = q.GetLength(1), hkv = k.GetLength(1), l = k.GetLength(2), group = hq / hkv;
         int nb = (l + options.BlockSize - 1) / options.BlockSize;
         if (selected.GetLength(0) != bsz || selected.GetLength(1) != hkv || selected.GetLength(2) != nb)
+        {
             throw new ArgumentException(
                 $"selected has shape [{selected.GetLength(0)}, {selected.GetLength(1)}, {selected.GetLength(2)}], expected [{bsz}, {hkv}, {nb}]",
                 nameof(selected));
+        }
 
         // 2. The positions of the selected blocks, for each query head of the group [B, Hq, 1, L].
         var mask = new bool[bsz, hq, 1, l];
         for (int b = 0; b < bsz; b++)
+        {
             for (int h = 0; h < hq; h++)
+            {
                 for (int j = 0; j < l; j++)
                     mask[b, h, 0, j] = selected[b, h / group, j / options.BlockSize];
+            }
+        }
 
         // 3. Attention under that mask.
         var result = DenseAttention.Compute(q, k, v, new AttentionOptions { Scale = options.Scale, Mask = mask });
@@ -145,6 +151,7 @@ public static class Resa
         int total = SelectedCount(nb, options), local = Math.Min(options.NLocal, nb);
         var selected = new bool[bsz, hkv, nb];
         for (int b = 0; b < bsz; b++)
+        {
             for (int g = 0; g < hkv; g++)
             {
                 // 2. The local blocks, then the best of the others.
@@ -153,6 +160,8 @@ public static class Resa
                 for (int c = nb - local; c < nb; c++) selected[b, g, c] = true;
                 foreach (int c in Ranking.Top(others, total - local)) selected[b, g, c] = true;
             }
+        }
+
         return selected;
     }
 
@@ -180,6 +189,7 @@ public static class Resa
         int bs = options.BlockSize, l = dims.Tk, nb = (l + bs - 1) / bs;
         var score = new double[dims.B, dims.Hkv, nb];
         for (int b = 0; b < dims.B; b++)
+        {
             for (int g = 0; g < dims.Hkv; g++)
             {
                 // 2. The pooled query: mean over the group's heads, times D^-1/2.
@@ -208,6 +218,8 @@ public static class Resa
                     score[b, g, c] = s;
                 }
             }
+        }
+
         return score;
     }
 }

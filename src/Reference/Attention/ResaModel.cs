@@ -122,7 +122,10 @@ public sealed class ResaModel
         ArgumentNullException.ThrowIfNull(config);
         if (config.Layers < 1 || config.ModelDim < 1 || config.HeadDim < 1 || config.KvHeads < 1 || config.QueryHeads < 1
             || config.QueryHeads % config.KvHeads != 0)
+        {
             throw new ArgumentException($"invalid model sizes {config}", nameof(config));
+        }
+
         return new ResaModel(config);
     }
 
@@ -242,18 +245,22 @@ public sealed class ResaModel
     private void Project(double[,] w, double[] x, double[,,,] q, int r)
     {
         for (int h = 0; h < config.QueryHeads; h++)
+        {
             for (int d = 0; d < config.HeadDim; d++)
                 q[0, h, r, d] = MatVecRow(w, h * config.HeadDim + d, x);
+        }
     }
 
     private void StoreKv(int l, int position, double[] x, double[,,,] keys, double[,,,] values)
     {
         for (int g = 0; g < config.KvHeads; g++)
+        {
             for (int d = 0; d < config.HeadDim; d++)
             {
                 keys[l, g, position, d] = MatVecRow(wk[l], g * config.HeadDim + d, x);
                 values[l, g, position, d] = MatVecRow(wv[l], g * config.HeadDim + d, x);
             }
+        }
     }
 
     /// <summary>x[row] += Wo concat_h(attention[0, h, r, :]).</summary>
@@ -277,8 +284,11 @@ public sealed class ResaModel
     {
         var s = new double[1, config.KvHeads, length, config.HeadDim];
         for (int g = 0; g < config.KvHeads; g++)
+        {
             for (int j = 0; j < length; j++)
                 for (int d = 0; d < config.HeadDim; d++) s[0, g, j, d] = cache[l, g, j, d];
+        }
+
         return s;
     }
 
@@ -308,8 +318,11 @@ public sealed class ResaModel
         var w = new double[rows, cols];
         double s = 1.0 / Math.Sqrt(cols);
         for (int i = 0; i < rows; i++)
+        {
             for (int j = 0; j < cols; j++)
                 w[i, j] = s * Math.Sqrt(-2.0 * Math.Log(1.0 - rng.NextDouble())) * Math.Cos(2.0 * Math.PI * rng.NextDouble());
+        }
+
         return w;
     }
 }

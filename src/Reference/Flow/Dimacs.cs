@@ -115,59 +115,59 @@ public static class Dimacs
             switch (fields[0])
             {
                 case "p":
-                {
-                    if (problemLine > 0)
-                        throw new DimacsFormatException(lineNumber, $"duplicate p line (the first is line {problemLine})");
-                    ExpectFields(fields, 4, "p min NODES ARCS", lineNumber);
-                    if (fields[1] != "min")
-                        throw new DimacsFormatException(lineNumber, $"problem type is '{fields[1]}', expected 'min'");
-                    long n = ParseInteger(fields[2], "NODES", lineNumber);
-                    long m = ParseInteger(fields[3], "ARCS", lineNumber);
-                    if (n < 0 || n > (long)MinCostFlow.MaxNodeIndex + 1)
-                        throw new DimacsFormatException(lineNumber, $"NODES is {n}, must be in 0..{(long)MinCostFlow.MaxNodeIndex + 1}");
-                    if (m < 0 || m > int.MaxValue)
-                        throw new DimacsFormatException(lineNumber, $"ARCS is {m}, must be in 0..{int.MaxValue}");
-                    problemLine = lineNumber;
-                    nodeCount = (int)n;
-                    declaredArcs = (int)m;
-                    supplies = new long[nodeCount];
-                    supplySeen = new bool[nodeCount];
-                    break;
-                }
+                    {
+                        if (problemLine > 0)
+                            throw new DimacsFormatException(lineNumber, $"duplicate p line (the first is line {problemLine})");
+                        ExpectFields(fields, 4, "p min NODES ARCS", lineNumber);
+                        if (fields[1] != "min")
+                            throw new DimacsFormatException(lineNumber, $"problem type is '{fields[1]}', expected 'min'");
+                        long n = ParseInteger(fields[2], "NODES", lineNumber);
+                        long m = ParseInteger(fields[3], "ARCS", lineNumber);
+                        if (n < 0 || n > (long)MinCostFlow.MaxNodeIndex + 1)
+                            throw new DimacsFormatException(lineNumber, $"NODES is {n}, must be in 0..{(long)MinCostFlow.MaxNodeIndex + 1}");
+                        if (m < 0 || m > int.MaxValue)
+                            throw new DimacsFormatException(lineNumber, $"ARCS is {m}, must be in 0..{int.MaxValue}");
+                        problemLine = lineNumber;
+                        nodeCount = (int)n;
+                        declaredArcs = (int)m;
+                        supplies = new long[nodeCount];
+                        supplySeen = new bool[nodeCount];
+                        break;
+                    }
                 case "n":
-                {
-                    RequireProblemLine(problemLine, "an n line", lineNumber);
-                    ExpectFields(fields, 3, "n ID SUPPLY", lineNumber);
-                    int node = ParseNode(fields[1], "ID", nodeCount, lineNumber);
-                    long supply = ParseInteger(fields[2], "SUPPLY", lineNumber);
-                    if (supplySeen[node])
-                        throw new DimacsFormatException(lineNumber, $"second n line for node {node + 1}");
-                    supplySeen[node] = true;
-                    supplies[node] = supply;
-                    break;
-                }
+                    {
+                        RequireProblemLine(problemLine, "an n line", lineNumber);
+                        ExpectFields(fields, 3, "n ID SUPPLY", lineNumber);
+                        int node = ParseNode(fields[1], "ID", nodeCount, lineNumber);
+                        long supply = ParseInteger(fields[2], "SUPPLY", lineNumber);
+                        if (supplySeen[node])
+                            throw new DimacsFormatException(lineNumber, $"second n line for node {node + 1}");
+                        supplySeen[node] = true;
+                        supplies[node] = supply;
+                        break;
+                    }
                 case "a":
-                {
-                    RequireProblemLine(problemLine, "an a line", lineNumber);
-                    ExpectFields(fields, 6, "a SRC DST LOW CAP COST", lineNumber);
-                    if (tails.Count == declaredArcs)
-                        throw new DimacsFormatException(lineNumber, $"more a lines than the {declaredArcs} arcs the p line (line {problemLine}) declares");
-                    int tail = ParseNode(fields[1], "SRC", nodeCount, lineNumber);
-                    int head = ParseNode(fields[2], "DST", nodeCount, lineNumber);
-                    long low = ParseInteger(fields[3], "LOW", lineNumber);
-                    long cap = ParseInteger(fields[4], "CAP", lineNumber);
-                    long cost = ParseInteger(fields[5], "COST", lineNumber);
-                    if (low < 0)
-                        throw new DimacsFormatException(lineNumber, $"LOW is {low}, must be >= 0");
-                    if (low > cap)
-                        throw new DimacsFormatException(lineNumber, $"LOW {low} > CAP {cap}: no flow fits");
-                    tails.Add(tail);
-                    heads.Add(head);
-                    lower.Add(low);
-                    capacities.Add(cap);
-                    costs.Add(cost);
-                    break;
-                }
+                    {
+                        RequireProblemLine(problemLine, "an a line", lineNumber);
+                        ExpectFields(fields, 6, "a SRC DST LOW CAP COST", lineNumber);
+                        if (tails.Count == declaredArcs)
+                            throw new DimacsFormatException(lineNumber, $"more a lines than the {declaredArcs} arcs the p line (line {problemLine}) declares");
+                        int tail = ParseNode(fields[1], "SRC", nodeCount, lineNumber);
+                        int head = ParseNode(fields[2], "DST", nodeCount, lineNumber);
+                        long low = ParseInteger(fields[3], "LOW", lineNumber);
+                        long cap = ParseInteger(fields[4], "CAP", lineNumber);
+                        long cost = ParseInteger(fields[5], "COST", lineNumber);
+                        if (low < 0)
+                            throw new DimacsFormatException(lineNumber, $"LOW is {low}, must be >= 0");
+                        if (low > cap)
+                            throw new DimacsFormatException(lineNumber, $"LOW {low} > CAP {cap}: no flow fits");
+                        tails.Add(tail);
+                        heads.Add(head);
+                        lower.Add(low);
+                        capacities.Add(cap);
+                        costs.Add(cost);
+                        break;
+                    }
                 default:
                     throw new DimacsFormatException(lineNumber, $"unknown line type '{fields[0]}' (expected c, p, n or a)");
             }

@@ -101,16 +101,23 @@ public static class FlowCertificate
             string arcName = $"arc {a} ({u} -> {v})";
 
             if (x < 0 || x > capacity)
+            {
                 violations.Add(new FlowViolation(FlowViolationKind.CapacityBound, a, -1,
                     $"{arcName}: flow {x} outside [0, {capacity}]"));
+            }
 
             BigInteger reducedCost = c - potentials[u] + potentials[v];
             if (x < capacity && reducedCost < 0)
+            {
                 violations.Add(new FlowViolation(FlowViolationKind.ReducedCost, a, -1,
                     $"{arcName}: flow {x} below capacity {capacity} but reduced cost {reducedCost} < 0"));
+            }
+
             if (x > 0 && reducedCost > 0)
+            {
                 violations.Add(new FlowViolation(FlowViolationKind.ReducedCost, a, -1,
                     $"{arcName}: flow {x} > 0 but reduced cost {reducedCost} > 0"));
+            }
 
             primal += c * x;
             if (reducedCost < 0) dual += capacity * reducedCost; // - u * max(0, -rc)
@@ -123,8 +130,11 @@ public static class FlowCertificate
         {
             BigInteger supply = problem.Supplies[v];
             if (netOutflow[v] != supply)
+            {
                 violations.Add(new FlowViolation(FlowViolationKind.Conservation, -1, v,
                     $"node {v}: net outflow {netOutflow[v]} differs from supply {supply}"));
+            }
+
             dual += supply * potentials[v];
         }
 

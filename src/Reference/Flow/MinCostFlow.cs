@@ -82,18 +82,27 @@ public sealed class MinCostFlow
         if (problem.NodeCount < 0)
             throw new ArgumentException($"NodeCount is {problem.NodeCount}, must be >= 0", nameof(problem));
         if (problem.Heads.Length != m || problem.Capacities.Length != m || problem.UnitCosts.Length != m)
+        {
             throw new ArgumentException(
                 $"Tails, Heads, Capacities, UnitCosts must have one length; got {m}, {problem.Heads.Length}, " +
                 $"{problem.Capacities.Length}, {problem.UnitCosts.Length}", nameof(problem));
+        }
+
         if (problem.Supplies.Length != problem.NodeCount)
+        {
             throw new ArgumentException(
                 $"Supplies has length {problem.Supplies.Length}, NodeCount is {problem.NodeCount}", nameof(problem));
+        }
+
         var network = new MinCostFlow();
         for (int a = 0; a < m; a++)
         {
             if (problem.Tails[a] >= problem.NodeCount || problem.Heads[a] >= problem.NodeCount)
+            {
                 throw new ArgumentException(
                     $"arc {a} ({problem.Tails[a]} -> {problem.Heads[a]}) uses a node >= NodeCount {problem.NodeCount}", nameof(problem));
+            }
+
             network.AddArc(problem.Tails[a], problem.Heads[a], problem.Capacities[a], problem.UnitCosts[a]);
         }
         if (problem.NodeCount > 0) network.EnsureNode(problem.NodeCount - 1);

@@ -20,10 +20,17 @@ internal static class AttentionArrays
         var x = new double[s[0], s[1], s[2], s[3]];
         long n = 0;
         for (int i = 0; i < s[0]; i++)
+        {
             for (int j = 0; j < s[1]; j++)
+            {
                 for (int k = 0; k < s[2]; k++)
+                {
                     for (int l = 0; l < s[3]; l++)
                         x[i, j, k, l] = a.GetDouble(n++);
+                }
+            }
+        }
+
         return x;
     }
 
@@ -37,9 +44,14 @@ internal static class AttentionArrays
         var x = new double[s[0], s[1], s[2]];
         long n = 0;
         for (int i = 0; i < s[0]; i++)
+        {
             for (int j = 0; j < s[1]; j++)
+            {
                 for (int k = 0; k < s[2]; k++)
                     x[i, j, k] = a.GetDouble(n++);
+            }
+        }
+
         return x;
     }
 
@@ -53,10 +65,17 @@ internal static class AttentionArrays
         var x = new bool[s[0], s[1], s[2], s[3]];
         long n = 0;
         for (int i = 0; i < s[0]; i++)
+        {
             for (int j = 0; j < s[1]; j++)
+            {
                 for (int k = 0; k < s[2]; k++)
+                {
                     for (int l = 0; l < s[3]; l++)
                         x[i, j, k, l] = a.GetDouble(n++) != 0.0;
+                }
+            }
+        }
+
         return x;
     }
 
@@ -69,8 +88,11 @@ internal static class AttentionArrays
         var x = new bool[a.Shape[0], a.Shape[1]];
         long n = 0;
         for (int i = 0; i < a.Shape[0]; i++)
+        {
             for (int j = 0; j < a.Shape[1]; j++)
                 x[i, j] = a.GetDouble(n++) != 0.0;
+        }
+
         return x;
     }
 
@@ -88,9 +110,14 @@ internal static class AttentionArrays
         var x = new int[s[0], s[1], s[2]];
         long n = 0;
         for (int i = 0; i < s[0]; i++)
+        {
             for (int j = 0; j < s[1]; j++)
+            {
                 for (int k = 0; k < s[2]; k++)
                     x[i, j, k] = ToInt(a, n++, call.Source, name);
+            }
+        }
+
         return x;
     }
 
@@ -105,10 +132,17 @@ internal static class AttentionArrays
         var x = new int[s[0], s[1], s[2], s[3]];
         long n = 0;
         for (int i = 0; i < s[0]; i++)
+        {
             for (int j = 0; j < s[1]; j++)
+            {
                 for (int k = 0; k < s[2]; k++)
+                {
                     for (int l = 0; l < s[3]; l++)
                         x[i, j, k, l] = ToInt(a, n++, call.Source, name);
+                }
+            }
+        }
+
         return x;
     }
 
@@ -153,10 +187,17 @@ internal static class AttentionArrays
     {
         var y = new double[x.GetLength(0), x.GetLength(1), x.GetLength(2), x.GetLength(3)];
         for (int i = 0; i < x.GetLength(0); i++)
+        {
             for (int j = 0; j < x.GetLength(1); j++)
+            {
                 for (int k = 0; k < x.GetLength(2); k++)
+                {
                     for (int l = 0; l < x.GetLength(3); l++)
                         y[i, j, k, l] = f(x[i, j, k, l]);
+                }
+            }
+        }
+
         return y;
     }
 

@@ -93,8 +93,10 @@ internal static class AttentionCases
         {
             int row = rng.Next(tqm);
             for (int a = 0; a < bm * hm; a++)
+            {
                 for (int j = 0; j < tkm; j++)
                     mask[(a * tqm + row) * tkm + j] = false;
+            }
         }
         return NdArray.Create(mask, bm, hm, tqm, tkm);
     }

@@ -281,14 +281,21 @@ public static class AttentionTolerance
         int group = hkv == 0 ? 1 : Math.Max(1, hq / hkv);
         double s1 = 0.0;
         for (int a = 0; a < b; a++)
+        {
             for (int h = 0; h < hq; h++)
+            {
                 for (int i = 0; i < tq; i++)
+                {
                     for (int j = 0; j < tk; j++)
                     {
                         double sum = 0.0;
                         for (int e = 0; e < d; e++) sum += Math.Abs(q[a, h, i, e] * k[a, h / group, j, e]);
                         s1 = Math.Max(s1, Math.Abs(scale) * sum);
                     }
+                }
+            }
+        }
+
         double vmax = 0.0;
         foreach (double x in v) vmax = Math.Max(vmax, Math.Abs(x));
         // The sums above are evaluated in double; a relative 2^-50 margin covers their own rounding.

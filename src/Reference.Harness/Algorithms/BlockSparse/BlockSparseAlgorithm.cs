@@ -155,12 +155,15 @@ public static class BlockSparseAlgorithm
         }
         double density = rng.NextDouble();
         for (int row = 0; row < counts.Length; row++)
+        {
             for (int c = 0; c < nk; c++)
             {
                 if (rng.NextDouble() >= density) continue;
                 if (withFull && rng.Next(2) == 0) fullIndices[row * nk + fullCounts[row]++] = c;
                 else indices[row * nk + counts[row]++] = c;
             }
+        }
+
         inputs["kv_num_blocks"] = NdArray.Create(counts, bm, hm, nq);
         inputs["kv_indices"] = NdArray.Create(indices, bm, hm, nq, nk);
         if (withFull)

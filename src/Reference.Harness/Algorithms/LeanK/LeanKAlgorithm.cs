@@ -67,10 +67,17 @@ public static class LeanKAlgorithm
             for (int c = 0; c < d; c++) zeroHead[g] &= !channelMask[g, c];
         }
         for (int b = 0; b < bsz; b++)
+        {
             for (int g = 0; g < hkv; g++)
+            {
                 for (int j = 0; j < tk; j++)
+                {
                     for (int c = 0; c < d; c++)
                         pruned[b, g, j, c] = channelMask[g, c] ? k[b, g, j, c] : 0.0;
+                }
+            }
+        }
+
         int group = Math.Max(1, hq / Math.Max(1, hkv));
         AttentionRowKeys rows = (b, h, i, kinds) =>
         {

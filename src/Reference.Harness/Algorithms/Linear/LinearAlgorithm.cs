@@ -192,7 +192,9 @@ public static class LinearErrorBound
         double worst = 0.0;
         var n = new double[dv];
         for (int b = 0; b < bsz; b++)
+        {
             for (int h = 0; h < heads; h++)
+            {
                 for (int i = 0; i < t; i++)
                 {
                     Array.Clear(n);
@@ -216,7 +218,10 @@ public static class LinearErrorBound
                     {
                         double ne = n[e] * (1.0 + Math.ScaleB(1.0, -40));
                         double bound;
-                        if (!options.Normalize) bound = g * ne;
+                        if (!options.Normalize)
+                        {
+                            bound = g * ne;
+                        }
                         else
                         {
                             double margin = Math.Abs(den) - g * mAbs - Math.ScaleB(1.0, -40) * mAbs;
@@ -226,6 +231,9 @@ public static class LinearErrorBound
                         worst = Math.Max(worst, bound);
                     }
                 }
+            }
+        }
+
         return worst;
     }
 

@@ -108,7 +108,9 @@ public sealed class NsaValidator : IValidator
         // 1. |k| pooled per block: mean_{j in c} |k_jd| [B, Hkv, nb, D], for the logit magnitude A.
         var kAbs = new double[bsz, hkv, nb, d];
         for (int b = 0; b < bsz; b++)
+        {
             for (int g = 0; g < hkv; g++)
+            {
                 for (int c = 0; c < nb; c++)
                 {
                     int start = c * bs, end = Math.Min(t, start + bs);
@@ -119,6 +121,8 @@ public sealed class NsaValidator : IValidator
                         kAbs[b, g, c, x] = sum / (end - start);
                     }
                 }
+            }
+        }
 
         // 2. Per row: the candidate's row if it is a valid selection, else the reference's.
         var expected = (bool[,,,])reference.Selected.Clone();
@@ -127,7 +131,9 @@ public sealed class NsaValidator : IValidator
         if (selected is not null)
         {
             for (int b = 0; b < bsz; b++)
+            {
                 for (int g = 0; g < hkv; g++)
+                {
                     for (int i = 0; i < t; i++)
                     {
                         int own = i / bs, visible = Math.Min(nb, (i + 1) / bs);
@@ -136,12 +142,15 @@ public sealed class NsaValidator : IValidator
                         for (int c = 0; c < nb; c++) row[c] = selected[offset + c] != 0.0;
                         double a = 0.0;
                         for (int h = g * group; h < (g + 1) * group; h++)
+                        {
                             for (int c = 0; c < visible; c++)
                             {
                                 double dot = 0.0;
                                 for (int x = 0; x < d; x++) dot += Math.Abs(q[b, h, i, x]) * kAbs[b, g, c, x];
                                 a = Math.Max(a, Math.Abs(scale) * dot);
                             }
+                        }
+
                         double slack = TieSlack(format, group, visible, bs, d, a);
                         var rowScore = new double[own];
                         for (int c = 0; c < own; c++) rowScore[c] = score[b, g, i, c];
@@ -159,6 +168,8 @@ public sealed class NsaValidator : IValidator
                             firstInvalid ??= $"[b={b}, g={g}, t={i}]: {reason}";
                         }
                     }
+                }
+            }
         }
 
         // 3. The expected output follows the (merged) selection.
@@ -230,7 +241,9 @@ public sealed class NsaValidator : IValidator
         var low = format is NumberFormat.Float16 or NumberFormat.BFloat16 ? format : NumberFormat.Float32;
         float R(float x) => AttentionBaseline.Round(x, low);
         for (int b = 0; b < bsz; b++)
+        {
             for (int h = 0; h < hq; h++)
+            {
                 for (int i = 0; i < t; i++)
                 {
                     float g0 = R((float)gates[b, h, i, 0]), g1 = R((float)gates[b, h, i, 1]), g2 = R((float)gates[b, h, i, 2]);
@@ -242,6 +255,9 @@ public sealed class NsaValidator : IValidator
                         result[n] = R(x + R(g2 * (float)win[n]));
                     }
                 }
+            }
+        }
+
         return result;
     }
 
@@ -252,9 +268,14 @@ public sealed class NsaValidator : IValidator
         double vmax = 0.0, gmax = 0.0;
         foreach (double x in v) vmax = Math.Max(vmax, Math.Abs(x));
         for (int b = 0; b < gates.GetLength(0); b++)
+        {
             for (int h = 0; h < gates.GetLength(1); h++)
+            {
                 for (int i = 0; i < gates.GetLength(2); i++)
                     gmax = Math.Max(gmax, Math.Abs(gates[b, h, i, 0]) + Math.Abs(gates[b, h, i, 1]) + Math.Abs(gates[b, h, i, 2]));
+            }
+        }
+
         return (AttentionTolerance.OutFloorUlps + 3.0) * Precision.UnitRoundoff(NumberFormat.Float32) * vmax * gmax;
     }
 
@@ -275,8 +296,11 @@ public sealed class NsaValidator : IValidator
         for (int c = 0; c < own; c++)
             if (row[c]) weakest = Math.Min(weakest, score[c]);
         for (int c = 0; c < own; c++)
+        {
             if (!row[c] && score[c] > weakest + slack)
                 return $"leaves out block {c} (score {score[c]:R}) for a selected block of score {weakest:R} (slack {slack:R})";
+        }
+
         return null;
     }
 

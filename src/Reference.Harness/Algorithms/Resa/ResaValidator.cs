@@ -99,6 +99,7 @@ public sealed class ResaValidator : IValidator
         if (selected is not null)
         {
             for (int b = 0; b < bsz; b++)
+            {
                 for (int g = 0; g < hkv; g++)
                 {
                     var row = new bool[nb];
@@ -133,6 +134,7 @@ public sealed class ResaValidator : IValidator
                         firstInvalid ??= $"[b={b}, g={g}]: {reason}";
                     }
                 }
+            }
         }
 
         // 2. The expected out and lse follow the (merged) selection.
@@ -183,8 +185,11 @@ public sealed class ResaValidator : IValidator
         for (int c = 0; c < nb - local; c++)
             if (row[c]) weakest = Math.Min(weakest, score[c]);
         for (int c = 0; c < nb - local; c++)
+        {
             if (!row[c] && score[c] > weakest + slack)
                 return $"leaves out block {c} (score {score[c]:R}) for a selected block of score {weakest:R} (slack {slack:R})";
+        }
+
         return null;
     }
 
