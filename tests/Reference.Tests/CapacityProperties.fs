@@ -288,7 +288,9 @@ let ``kernel equals reference`` () =
         let experts, slots, load, weights, c = kernel pr
         Assert.That(c, eq reference.Capacity)
         // (b) Always: the kernel's routing is a valid one, and its weights match the ones its choice implies.
-        let check = CapacityValidator.Check(pr.Logits, pr.Options, experts, slots, load, NumberFormat.Float32)
+        let check =
+            CapacityValidator.Check(pr.Logits, pr.Options, experts, slots, load, NumberFormat.Float32, weights)
+
         Assert.That(check.Valid, String.concat "\n" check.Problems)
         let _, e = dims pr.Logits
         let k = pr.K
@@ -362,6 +364,40 @@ let ``the validator accepts the reference and rejects an over-full expert or swa
             sl.[i2, j2] <- r.Slots.[i1, j1]
             Assert.That((check r.Experts sl null).Valid, Is.False, $"swapped slots of ({i1}, {j1}) and ({i2}, {j2})")
         | _ -> ())
+
+let ``before weights of a row with a dropped choice follow whichever near-tied full expert the candidate chose`` () =
+    // Token 1 selects expert 0 and then one of experts 1 and 2, whose keys P + b differ by 3e-14 (within any float32 slack)
+    // while their scores differ by 1; both are full (token 0 holds them, C = 1), so the second choice is dropped and the
+    // candidate's output (-1) does not say which. Renormalized "before", its kept weight is p0 / (p0 + p1) or p0 / (p0 + p2).
+    let x = array2D [ [ -50.0; 5.0; 20.0; -50.0 ]; [ 3.0; -32.0; 32.0; -50.0 ] ]
+
+    let o =
+        CapacityOptions(
+            K = 2,
+            Score = ScoreFunction.Sigmoid,
+            Normalize = Renormalization.Before,
+            Capacity = System.Nullable 1,
+            Policy = DropPolicy.ChoicePosition,
+            Bias = [| 0.25; 0.5; -0.5; 0.0 |]
+        )
+
+    let r = Capacity.Route(x, o)
+    Assert.That(r.Experts, eq (array2D [ [ 1; 2 ]; [ 0; -1 ] ]))
+    let s = RouterScores.Compute(x, ScoreFunction.Sigmoid)
+    let viaOne, viaTwo = s.[1, 0] / (s.[1, 0] + s.[1, 1]), s.[1, 0] / (s.[1, 0] + s.[1, 2])
+    Assert.That(abs (viaOne - viaTwo), Is.GreaterThan 0.4)
+
+    let expectedFor w10 =
+        let w = Array2D.copy r.Weights
+        w.[1, 0] <- w10
+        let check = CapacityValidator.Check(x, o, r.Experts, r.Slots, r.Load, NumberFormat.Float32, w)
+        Assert.That(check.Valid, String.concat "\n" check.Problems)
+        check.ExpectedWeights.[1, 0]
+    // Either valid choice is expected as reported; a weight between them is held to the nearer one and so fails.
+    Assert.That(expectedFor viaOne, Is.EqualTo(viaOne).Within 1e-12)
+    Assert.That(expectedFor viaTwo, Is.EqualTo(viaTwo).Within 1e-12)
+    let between = (viaOne + viaTwo) / 2.0
+    Assert.That(abs (expectedFor between - between), Is.GreaterThan 0.2)
 
 let ``reference and kernel are deterministic`` () =
     Prop.forAll capacityProblem (fun pr ->
@@ -708,6 +744,10 @@ let tests =
                 [ "capacity.validator-sound" ]
                 "the validator accepts the reference and rejects an over-full expert or swapped slots"
                 ``the validator accepts the reference and rejects an over-full expert or swapped slots``
+            Proofs.test
+                [ "capacity.validator-sound" ]
+                "before weights of a row with a dropped choice follow whichever near-tied full expert the candidate chose"
+                ``before weights of a row with a dropped choice follow whichever near-tied full expert the candidate chose``
             Proofs.prop [ "capacity.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
             Proofs.test
                 [ "capacity.published-expectations" ]

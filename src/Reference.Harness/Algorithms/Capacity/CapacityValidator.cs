@@ -1,5 +1,6 @@
 using Reference.Harness.Comparison;
 using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
 using Reference.Numerics;
 using Reference.Routing;
 using static Reference.Harness.Algorithms.RoutingSupport;
@@ -42,7 +43,7 @@ public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] Expe
 /// </remarks>
 public sealed class CapacityValidator : IValidator
 {
-    /// <summary>Judges the candidate with <see cref="Check(double[,], CapacityOptions, int[,], int[,], int[], NumberFormat, CapacityResult)"/>:
+    /// <summary>Judges the candidate with <see cref="Check(double[,], CapacityOptions, int[,], int[,], int[], NumberFormat, CapacityResult, double[,])"/>:
     /// a candidate without experts is judged with the reference's experts as its choice.</summary>
     /// <param name="context">The call, reference outputs and candidate outputs.</param>
     /// <returns>One report for each of experts, weights, slots and load that the candidate contains.</returns>
@@ -57,7 +58,8 @@ public sealed class CapacityValidator : IValidator
             call.Matrix("logits"), CapacityAlgorithm.Options(call), IntMatrix(experts),
             c.TryGetValue("slots", out var sl) ? IntMatrix(sl) : null,
             c.TryGetValue("load", out var ld) ? IntVector(ld) : null,
-            context.Format, CapacityAlgorithm.ReferenceResult(call));
+            context.Format, CapacityAlgorithm.ReferenceResult(call),
+            c.TryGetValue("weights", out var cw) && cw.Shape.Count == 2 ? Matrix(cw) : null);
         var reports = new List<ComparisonReport>();
         foreach (var name in new[] { "experts", "slots", "load" })
         {
@@ -84,13 +86,15 @@ public sealed class CapacityValidator : IValidator
     /// <param name="load">The candidate's load [E], or null when it has none.</param>
     /// <param name="format">The candidate's precision, which sets the slack.</param>
     /// <returns>The problems found and the weights the candidate's choice implies.</returns>
-    public static RoutingCheck Check(double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, NumberFormat format)
+    /// <param name="weights">The candidate's weights [N, k], or null; used only to resolve the ambiguity of "before" weights (see the other overload).</param>
+    public static RoutingCheck Check(
+        double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, NumberFormat format, double[,]? weights = null)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(experts);
         // The reference validates every argument; its C is the one the candidate must respect.
-        return Check(logits, options, experts, slots, load, format, Capacity.Route(logits, options));
+        return Check(logits, options, experts, slots, load, format, Capacity.Route(logits, options), weights);
     }
 
     /// <summary>Validates a candidate capacity routing, given the reference's routing of the same logits and options
@@ -102,9 +106,15 @@ public sealed class CapacityValidator : IValidator
     /// <param name="load">The candidate's load [E], or null when it has none.</param>
     /// <param name="format">The candidate's precision, which sets the slack.</param>
     /// <param name="reference"><see cref="Capacity.Route"/> of <paramref name="logits"/> and <paramref name="options"/>.</param>
+    /// <param name="weights">The candidate's weights [N, k], or null. With renormalization "before", a kept weight depends on the
+    /// experts of the row's dropped requests, which the candidate does not report (-1): where a dropped position could have gone to
+    /// any of several near-tied full experts, each choice implies other weights, and the expected weights are those of the
+    /// choice nearest the candidate's (or, with very many choices, the candidate's weight clamped to their interval) (proofs/capacity.md, Theorem: kernel-equals-reference). Without weights, the greedy
+    /// completion's weights are expected.</param>
     /// <returns>The problems found and the weights the candidate's choice implies.</returns>
     public static RoutingCheck Check(
-        double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, NumberFormat format, CapacityResult reference)
+        double[,] logits, CapacityOptions options, int[,] experts, int[,]? slots, int[]? load, NumberFormat format, CapacityResult reference,
+        double[,]? weights = null)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
@@ -301,6 +311,10 @@ public sealed class CapacityValidator : IValidator
                     expected[i, j] = experts[i, j] >= 0 ? normalized[q++] : 0.0;
                 }
             }
+            else if (options.Normalize == Renormalization.Before && weights is not null)
+            {
+                ExpectWithinDroppedAmbiguity(i, logits, options, experts, sel, keptOf, ctx, weights, expected);
+            }
         }
         return new RoutingCheck(problems, expected);
     }
@@ -314,6 +328,131 @@ public sealed class CapacityValidator : IValidator
     }
 
     /// <summary>What every check needs: scores, keys, slacks and C.</summary>
+    /// <summary>A rank-2 candidate output widened to double [rows, cols].</summary>
+    private static double[,] Matrix(NdArray array)
+    {
+        var flat = array.ToDoubles();
+        int rows = array.Shape[0], cols = array.Shape[1];
+        var m = new double[rows, cols];
+        for (int i = 0; i < rows; i++)
+        {
+            for (int j = 0; j < cols; j++)
+            {
+                m[i, j] = flat[i * cols + j];
+            }
+        }
+        return m;
+    }
+
+    /// <summary>Above this many completions of a row's dropped positions, "before" weights are judged against an interval.</summary>
+    private const int MaxCompletions = 256;
+
+    private static long Choose(int n, int m)
+    {
+        long c = 1;
+        for (int q = 1; q <= m; q++)
+        {
+            c = c * (n - m + q) / q;
+            if (c > MaxCompletions)
+            {
+                return c;
+            }
+        }
+        return c;
+    }
+
+    private static IEnumerable<List<int>> Combinations(List<int> items, int m)
+    {
+        if (m == 0)
+        {
+            yield return [];
+            yield break;
+        }
+        for (int first = 0; first + m <= items.Count; first++)
+        {
+            foreach (var rest in Combinations(items.GetRange(first + 1, items.Count - first - 1), m - 1))
+            {
+                rest.Insert(0, items[first]);
+                yield return rest;
+            }
+        }
+    }
+
+    /// <summary>"before" weights of row i when its dropped positions are ambiguous. The full experts outside the kept ones whose
+    /// key is within the slack of the completed selection's weakest key form a band; experts of the band above the weakest key
+    /// by more than the slack must be in the selection, and the remaining dropped positions may hold any others of the band.
+    /// Up to <see cref="MaxCompletions"/> completions: the expected weights are those of the completion nearest the candidate's.
+    /// More: the completions with the smallest and the largest score sum bound every kept weight, and the expected weight is the
+    /// candidate's weight clamped to those bounds (so a valid completion's weights always pass).</summary>
+    private static void ExpectWithinDroppedAmbiguity(
+        int i, double[,] logits, CapacityOptions options, int[,] experts, int[,] sel, List<(int I, int J)>[] keptOf, Context ctx,
+        double[,] weights, double[,] expected)
+    {
+        int k = options.K, e = logits.GetLength(1);
+        var kept = Enumerable.Range(0, k).Where(j => experts[i, j] >= 0).Select(j => experts[i, j]).ToList(); // in position order
+        int dropped = k - kept.Count;
+        if (dropped == 0 || kept.Count == 0 || weights.GetLength(0) != experts.GetLength(0) || weights.GetLength(1) != k)
+        {
+            return;
+        }
+        double weakest = Enumerable.Range(0, k).Min(j => ctx.Key[i, sel[i, j]]);
+        double slack = ctx.KeySlack[i];
+        var band = Enumerable.Range(0, e)
+            .Where(x => !kept.Contains(x) && keptOf[x].Count == ctx.C && ctx.Key[i, x] >= weakest - slack).ToList();
+        var forced = band.Where(x => ctx.Key[i, x] > weakest + slack).ToList();
+        var free = band.Except(forced).OrderBy(x => ctx.P[i, x]).ThenBy(x => x).ToList();
+        int m = dropped - forced.Count;
+        if (m < 0 || m > free.Count)
+        {
+            return; // not the shape the completion produced; keep the greedy completion's weights
+        }
+        double[] Bound(IEnumerable<int> chosen)
+        {
+            var all = kept.Concat(forced).Concat(chosen).Select(x => logits[i, x]).ToArray();
+            var normalized = RouterScores.Normalized(all, options.Score);
+            var keptLogits = Enumerable.Range(0, k).Where(j => experts[i, j] >= 0).ToArray();
+            var result = new double[k];
+            for (int q = 0; q < keptLogits.Length; q++)
+            {
+                result[keptLogits[q]] = normalized[q];
+            }
+            return result;
+        }
+        // Few completions: the one whose weights are nearest the candidate's (a discrete set, so a weight between two
+        // valid completions still fails). Many: the interval between the smallest- and the largest-sum completion.
+        if (Choose(free.Count, m) <= MaxCompletions)
+        {
+            double[]? best = null;
+            double bestDistance = double.PositiveInfinity;
+            foreach (var chosen in Combinations(free, m))
+            {
+                var candidate = Bound(chosen);
+                double distance = Enumerable.Range(0, k).Where(j => experts[i, j] >= 0).Max(j => Math.Abs(candidate[j] - weights[i, j]));
+                if (!(distance >= bestDistance))
+                {
+                    (best, bestDistance) = (candidate, distance);
+                }
+            }
+            for (int j = 0; j < k; j++)
+            {
+                if (experts[i, j] >= 0)
+                {
+                    expected[i, j] = best![j];
+                }
+            }
+            return;
+        }
+        var high = Bound(free.Take(m)); // smallest sum: largest weights
+        var low = Bound(free.Skip(free.Count - m));
+        for (int j = 0; j < k; j++)
+        {
+            if (experts[i, j] >= 0)
+            {
+                expected[i, j] = Math.Clamp(weights[i, j], Math.Min(low[j], high[j]), Math.Max(low[j], high[j]));
+            }
+        }
+    }
+
     private sealed class Context
     {
         public Context(double[,] logits, CapacityOptions options, double u, double tiny, int capacity, double[,]? scores)
