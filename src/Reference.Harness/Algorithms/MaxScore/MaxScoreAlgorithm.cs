@@ -137,16 +137,16 @@ public static class MaxScoreAlgorithm
         }
         var fast = RunFast(call);
         var options = Options(call);
-        return CertifiedOptimal(call, fast, options.K, MaxScore.CapacityFor(shape[0], shape[1], options)) ? fast : Run(call);
+        return CertifiedOptimal(call, fast["experts"], options.K, MaxScore.CapacityFor(shape[0], shape[1], options)) ? fast : Run(call);
     }
 
-    /// <summary>True when <see cref="MaxScoreCertificate"/> proves the routing in <paramref name="outputs"/>["experts"]
-    /// ([N, k], -1 padded) optimal for the call's scores, k and capacity, in exact arithmetic.</summary>
-    internal static bool CertifiedOptimal(AlgorithmCall call, IReadOnlyDictionary<string, NdArray> outputs, int k, int capacity)
+    /// <summary>True when <see cref="MaxScoreCertificate"/> proves the routing <paramref name="experts"/> ([N, k], -1 padded)
+    /// optimal for the call's scores, k and capacity, in exact arithmetic.</summary>
+    internal static bool CertifiedOptimal(AlgorithmCall call, NdArray experts, int k, int capacity)
     {
         var scores = call.Matrix("scores");
-        var experts = MaxScoreValidator.ToMatrix(outputs["experts"].ToDoubles(), scores.GetLength(0), k);
-        return experts is not null && MaxScoreCertificate.Check(scores, k, capacity, experts).Optimal;
+        var routing = MaxScoreValidator.ToMatrix(experts.ToDoubles(), scores.GetLength(0), k);
+        return routing is not null && MaxScoreCertificate.Check(scores, k, capacity, routing).Optimal;
     }
 
     /// <summary>The outputs of an exact routing.</summary>
