@@ -5,6 +5,27 @@ using Reference.Routing;
 
 namespace Reference.Harness.Algorithms;
 
+/// <summary>The options of <c>maxscore</c>: the routing options and the mode.</summary>
+public sealed record MaxScoreEntryOptions
+{
+    /// <summary>k, the capacity and normalization, as the reference takes them.</summary>
+    public MaxScoreOptions Routing { get; init; } = new();
+
+    /// <summary>The mode word: exact or two-stage.</summary>
+    public string Mode { get; init; } = "exact";
+}
+
+/// <summary>The outputs of <c>maxscore</c>, from any path.</summary>
+/// <param name="Experts">[N, k] each token's experts, -1 padding (two-stage: [stage 1, stage 2]).</param>
+/// <param name="Weights">[N, k] S at those experts, normalized when asked.</param>
+/// <param name="Load">[E] tokens per expert (two-stage: slots).</param>
+/// <param name="Objective">[] the total score.</param>
+/// <param name="Prices">[E] exact only: certificate prices.</param>
+/// <param name="Repeated">[] two-stage only: tokens given the same expert twice.</param>
+/// <param name="Gap">[] two-stage only: the exact optimum minus the two-stage objective.</param>
+public sealed record MaxScoreOutput(
+    NdArray Experts, NdArray Weights, NdArray Load, NdArray Objective, NdArray? Prices = null, NdArray? Repeated = null, NdArray? Gap = null);
+
 /// <summary>The registry entry for <c>maxscore</c> (proofs/maxscore.md, Definition).</summary>
 /// <remarks>
 /// <para>Outputs of <c>mode=exact</c>: experts, weights, load, objective, prices. <c>mode=two-stage</c> outputs experts
@@ -15,20 +36,25 @@ namespace Reference.Harness.Algorithms;
 /// </remarks>
 public static class MaxScoreAlgorithm
 {
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<MaxScoreEntryOptions, MaxScoreOutput> Entry { get; } = new()
     {
         Name = "maxscore",
         Summary = "MaxScore routing: the maximum flow of largest total score (exact, min-cost flow), or the released two-stage heuristic",
         Section = "proofs/maxscore.md, Definition",
+        Seed = _ => new MaxScoreEntryOptions(),
         Parameters =
         [
-            new ParameterSpec("k", ParameterKind.Int, "2", "experts per token, 1..E (two-stage: 2)"),
-            new ParameterSpec("capacity", ParameterKind.Int, null, "expert capacity C >= 0; default ceil(capacity_factor * N * k / E)"),
-            new ParameterSpec("capacity_factor", ParameterKind.Double, "1.0", "cf >= 0, used when capacity is absent"),
-            new ParameterSpec("mode", ParameterKind.Choice, "exact",
-                "exact (min-cost maximum flow, certified) or two-stage (the released code's heuristic; k = 2, C*E = 2N)", ["exact", "two-stage"]),
-            new ParameterSpec("normalize", ParameterKind.Bool, "false", "divide each token's weights by their sum (when not 0)"),
+            Param<MaxScoreEntryOptions>.Int("k", "2", "experts per token, 1..E (two-stage: 2)", (o, v) => o with { Routing = o.Routing with { K = v } }),
+            Param<MaxScoreEntryOptions>.OptionalInt("capacity", "expert capacity C >= 0; default ceil(capacity_factor * N * k / E)",
+                (o, v) => o with { Routing = o.Routing with { Capacity = v } }),
+            Param<MaxScoreEntryOptions>.Double("capacity_factor", "1.0", "cf >= 0, used when capacity is absent",
+                (o, v) => o with { Routing = o.Routing with { CapacityFactor = v } }),
+            Param<MaxScoreEntryOptions>.Choice("mode", "exact",
+                "exact (min-cost maximum flow, certified) or two-stage (the released code's heuristic; k = 2, C*E = 2N)",
+                [("exact", "exact"), ("two-stage", "two-stage")], (o, v) => o with { Mode = v }),
+            Param<MaxScoreEntryOptions>.Bool("normalize", "false", "divide each token's weights by their sum (when not 0)",
+                (o, v) => o with { Routing = o.Routing with { Normalize = v } }),
         ],
         Inputs =
         [
@@ -36,25 +62,31 @@ public static class MaxScoreAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated,
-                "each token's experts by descending score, -1 padding (two-stage: [stage 1, stage 2])"),
-            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "S at those experts, normalized when asked"),
-            new OutputSpec("load", "E", ArrayKind.Integer, OutputComparison.Validated, "tokens per expert (two-stage: slots)"),
-            new OutputSpec("objective", "", ArrayKind.Float, OutputComparison.Validated, "total score (two-stage: a repeated expert counts once)"),
-            new OutputSpec("prices", "E", ArrayKind.Float, OutputComparison.Validated, "exact only: certificate prices lambda >= 0"),
-            new OutputSpec("repeated", "", ArrayKind.Integer, OutputComparison.Validated, "two-stage only: tokens given the same expert twice"),
-            new OutputSpec("gap", "", ArrayKind.Float, OutputComparison.Validated, "two-stage only: exact optimum minus the two-stage objective"),
+            OutputSpec<MaxScoreOutput>.Of("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated,
+                "each token's experts by descending score, -1 padding (two-stage: [stage 1, stage 2])", r => r.Experts),
+            OutputSpec<MaxScoreOutput>.Of("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "S at those experts, normalized when asked", r => r.Weights),
+            OutputSpec<MaxScoreOutput>.Of("load", "E", ArrayKind.Integer, OutputComparison.Validated, "tokens per expert (two-stage: slots)", r => r.Load),
+            OutputSpec<MaxScoreOutput>.Of("objective", "", ArrayKind.Float, OutputComparison.Validated,
+                "total score (two-stage: a repeated expert counts once)", r => r.Objective),
+            OutputSpec<MaxScoreOutput>.Of("prices", "E", ArrayKind.Float, OutputComparison.Validated, "exact only: certificate prices lambda >= 0", r => r.Prices),
+            OutputSpec<MaxScoreOutput>.Of("repeated", "", ArrayKind.Integer, OutputComparison.Validated, "two-stage only: tokens given the same expert twice",
+                r => r.Repeated),
+            OutputSpec<MaxScoreOutput>.Of("gap", "", ArrayKind.Float, OutputComparison.Validated, "two-stage only: exact optimum minus the two-stage objective",
+                r => r.Gap),
         ],
-        Reference = Run,
-        Oracle = Oracle,
+        Reference = (call, options) => RunReference(call, options),
+        Oracle = (call, options) => RunOracle(call, options),
         Paths =
         [
-            new OptimizedPath("fast", "exact solver: approximate prices, contracted shortest paths, exact finish; stand-in experts when C*E < k*N (Reference.Kernels)", RunFast)
+            new PathOf<MaxScoreEntryOptions, MaxScoreOutput>("fast",
+                "exact solver: approximate prices, contracted shortest paths, exact finish; stand-in experts when C*E < k*N (Reference.Kernels)",
+                (call, options) => RunFast(call, options.Routing))
             {
                 Supports = call => Mode(call) == "exact" && FastSupports(call),
             },
-            new OptimizedPath("ortools", "OR-Tools SimpleMinCostFlow on the section 8 network, int64 costs -round(S 2^q) with max|S| 2^q < 2^40; " +
-                "the routing proven optimal by the exact certificate, which also gives the prices; scores within 2^60 of the largest in magnitude", RunOrTools)
+            new PathOf<MaxScoreEntryOptions, MaxScoreOutput>("ortools", "OR-Tools SimpleMinCostFlow on the section 8 network, int64 costs -round(S 2^q) with max|S| 2^q < 2^40; " +
+                "the routing proven optimal by the exact certificate, which also gives the prices; scores within 2^60 of the largest in magnitude",
+                (call, options) => RunOrTools(call, options.Routing))
             {
                 Supports = call => Mode(call) == "exact" && FastSupports(call) && OrToolsResolves(call),
             },
@@ -63,24 +95,11 @@ public static class MaxScoreAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static MaxScoreOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(MaxScoreAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static MaxScoreOptions ReadOptions(AlgorithmCall call)
-    {
-        var p = call.Parameters;
-        return new MaxScoreOptions
-        {
-            K = p.GetInt("k"),
-            Capacity = p.TryGetInt("capacity"),
-            CapacityFactor = p.GetDouble("capacity_factor"),
-            Normalize = p.GetBool("normalize"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
+    public static MaxScoreOptions Options(AlgorithmCall call) => Entry.Options(call).Routing;
 
     /// <summary>The mode word: exact or two-stage.</summary>
     public static string Mode(AlgorithmCall call)
@@ -89,27 +108,29 @@ public static class MaxScoreAlgorithm
         return call.Parameters.GetChoice("mode");
     }
 
-    /// <summary>Runs the reference: <see cref="MaxScore.Route"/>, or <see cref="MaxScoreTwoStage.Route"/> with the gap to it.</summary>
+    /// <summary>Runs the reference, as output arrays: <see cref="MaxScore.Route"/>, or <see cref="MaxScoreTwoStage.Route"/> with the gap to it.</summary>
     public static IReadOnlyDictionary<string, NdArray> Run(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
+        return Entry.Emit(call, RunReference(call, Entry.Options(call)), "reference");
+    }
+
+    private static MaxScoreOutput RunReference(AlgorithmCall call, MaxScoreEntryOptions options)
+    {
         var scores = call.Matrix("scores");
-        var options = Options(call);
-        if (Mode(call) == "exact")
+        if (options.Mode == "exact")
         {
-            return ExactOutputs(MaxScore.Route(scores, options));
+            return ExactOutput(MaxScore.Route(scores, options.Routing));
         }
-        var heuristic = MaxScoreTwoStage.Route(scores, options);
-        var exact = MaxScore.Route(scores, options);
-        return new Dictionary<string, NdArray>
-        {
-            ["experts"] = NdArray.FromMatrix(heuristic.Experts),
-            ["weights"] = NdArray.FromMatrix(heuristic.Weights),
-            ["load"] = NdArray.FromVector(heuristic.Load),
-            ["objective"] = NdArray.Scalar(heuristic.Objective),
-            ["repeated"] = NdArray.Scalar(heuristic.Repeated),
-            ["gap"] = NdArray.Scalar(exact.Objective - heuristic.Objective),
-        };
+        var heuristic = MaxScoreTwoStage.Route(scores, options.Routing);
+        var exact = MaxScore.Route(scores, options.Routing);
+        return new MaxScoreOutput(
+            NdArray.FromMatrix(heuristic.Experts),
+            NdArray.FromMatrix(heuristic.Weights),
+            NdArray.FromVector(heuristic.Load),
+            NdArray.Scalar(heuristic.Objective),
+            Repeated: NdArray.Scalar(heuristic.Repeated),
+            Gap: NdArray.Scalar(exact.Objective - heuristic.Objective));
     }
 
     /// <summary>Problems whose work N k * N E exceeds this are judged against the fast solver's certified optimum. The
@@ -130,37 +151,41 @@ public static class MaxScoreAlgorithm
     public static IReadOnlyDictionary<string, NdArray> Oracle(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
-        var shape = call.Array("scores").Shape;
-        if (Mode(call) != "exact" || !FastSupports(call) || !BeyondReference(shape[0], shape[1], Options(call).K))
-        {
-            return Run(call);
-        }
-        var fast = RunFast(call);
-        var options = Options(call);
-        return CertifiedOptimal(call, fast, options.K, MaxScore.CapacityFor(shape[0], shape[1], options)) ? fast : Run(call);
+        return Entry.Emit(call, RunOracle(call, Entry.Options(call)), "oracle");
     }
 
-    /// <summary>True when <see cref="MaxScoreCertificate"/> proves the routing in <paramref name="outputs"/>["experts"]
-    /// ([N, k], -1 padded) optimal for the call's scores, k and capacity, in exact arithmetic.</summary>
-    internal static bool CertifiedOptimal(AlgorithmCall call, IReadOnlyDictionary<string, NdArray> outputs, int k, int capacity)
+    private static MaxScoreOutput RunOracle(AlgorithmCall call, MaxScoreEntryOptions options)
+    {
+        var shape = call.Array("scores").Shape;
+        if (options.Mode != "exact" || !FastSupports(call) || !BeyondReference(shape[0], shape[1], options.Routing.K))
+        {
+            return RunReference(call, options);
+        }
+        var fast = RunFast(call, options.Routing);
+        return CertifiedOptimal(call, fast.Experts, options.Routing.K, MaxScore.CapacityFor(shape[0], shape[1], options.Routing))
+            ? fast
+            : RunReference(call, options);
+    }
+
+    /// <summary>True when <see cref="MaxScoreCertificate"/> proves the routing <paramref name="experts"/> ([N, k], -1 padded)
+    /// optimal for the call's scores, k and capacity, in exact arithmetic.</summary>
+    internal static bool CertifiedOptimal(AlgorithmCall call, NdArray experts, int k, int capacity)
     {
         var scores = call.Matrix("scores");
-        var experts = MaxScoreValidator.ToMatrix(outputs["experts"].ToDoubles(), scores.GetLength(0), k);
-        return experts is not null && MaxScoreCertificate.Check(scores, k, capacity, experts).Optimal;
+        var routing = MaxScoreValidator.ToMatrix(experts.ToDoubles(), scores.GetLength(0), k);
+        return routing is not null && MaxScoreCertificate.Check(scores, k, capacity, routing).Optimal;
     }
 
     /// <summary>The outputs of an exact routing.</summary>
-    public static Dictionary<string, NdArray> ExactOutputs(MaxScoreResult result)
+    public static MaxScoreOutput ExactOutput(MaxScoreResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
-        return new Dictionary<string, NdArray>
-        {
-            ["experts"] = NdArray.FromMatrix(result.Experts),
-            ["weights"] = NdArray.FromMatrix(result.Weights),
-            ["load"] = NdArray.FromVector(result.Load),
-            ["objective"] = NdArray.Scalar(result.Objective),
-            ["prices"] = NdArray.FromVector(result.Prices),
-        };
+        return new MaxScoreOutput(
+            NdArray.FromMatrix(result.Experts),
+            NdArray.FromMatrix(result.Weights),
+            NdArray.FromVector(result.Load),
+            NdArray.Scalar(result.Objective),
+            NdArray.FromVector(result.Prices));
     }
 
     /// <summary>True when the fast solver covers the call: valid k and C, in every capacity regime (bad input is left to the
@@ -179,11 +204,10 @@ public static class MaxScoreAlgorithm
     }
 
     /// <summary>The fast exact solver (<see cref="Reference.Kernels.Routing.MaxScoreSolver"/>), double precision.</summary>
-    private static IReadOnlyDictionary<string, NdArray> RunFast(AlgorithmCall call)
+    private static MaxScoreOutput RunFast(AlgorithmCall call, MaxScoreOptions options)
     {
         var scores = call.Matrix("scores");
         int n = scores.GetLength(0), e = scores.GetLength(1);
-        var options = Options(call);
         int k = options.K, c = MaxScore.CapacityFor(n, e, options);
         var flat = call.Doubles("scores");
         var result = Reference.Kernels.Routing.MaxScoreSolver.Solve(flat, n, e, k, c);
@@ -203,14 +227,12 @@ public static class MaxScoreAlgorithm
                 weights[i, j] = options.Normalize && sum != 0 ? w / sum : w;
             }
         }
-        return new Dictionary<string, NdArray>
-        {
-            ["experts"] = NdArray.FromMatrix(experts),
-            ["weights"] = NdArray.FromMatrix(weights),
-            ["load"] = NdArray.Create(result.Load, e),
-            ["objective"] = NdArray.Scalar(result.Objective),
-            ["prices"] = NdArray.Create(result.Prices, e),
-        };
+        return new MaxScoreOutput(
+            NdArray.FromMatrix(experts),
+            NdArray.FromMatrix(weights),
+            NdArray.Create(result.Load, e),
+            NdArray.Scalar(result.Objective),
+            NdArray.Create(result.Prices, e));
     }
 
     /// <summary>True when every nonzero score is at least 2^-60 times the largest in magnitude, so that int64 costs can resolve
@@ -259,11 +281,10 @@ public static class MaxScoreAlgorithm
 
     /// <summary>The OR-Tools path: <see cref="CertifiedOrToolsRouting"/>, rows by descending score, the certificate's exact
     /// objective and prices.</summary>
-    private static IReadOnlyDictionary<string, NdArray> RunOrTools(AlgorithmCall call)
+    private static MaxScoreOutput RunOrTools(AlgorithmCall call, MaxScoreOptions options)
     {
         var scores = call.Matrix("scores");
         int n = scores.GetLength(0), e = scores.GetLength(1);
-        var options = Options(call);
         int k = options.K, c = MaxScore.CapacityFor(n, e, options);
         var (routed, check) = CertifiedOrToolsRouting(call, k, c);
         var experts = new int[n, k];
@@ -288,14 +309,12 @@ public static class MaxScoreAlgorithm
                 load[x]++;
             }
         }
-        return new Dictionary<string, NdArray>
-        {
-            ["experts"] = NdArray.FromMatrix(experts),
-            ["weights"] = NdArray.FromMatrix(weights),
-            ["load"] = NdArray.FromVector(load),
-            ["objective"] = NdArray.Scalar(check.Objective),
-            ["prices"] = NdArray.FromVector(check.Prices!),
-        };
+        return new MaxScoreOutput(
+            NdArray.FromMatrix(experts),
+            NdArray.FromMatrix(weights),
+            NdArray.FromVector(load),
+            NdArray.Scalar(check.Objective),
+            NdArray.FromVector(check.Prices!));
     }
 
     /// <summary>A random case: awkward shapes; softmax scores (some skewed), dyadic-grid scores with ties, or small negative and

@@ -5,28 +5,44 @@ using Reference.Transport;
 
 namespace Reference.Harness.Algorithms;
 
+/// <summary>The outputs of <c>sinkhorn</c>, from any path.</summary>
+/// <param name="Plan">[N, E] the transport plan G.</param>
+/// <param name="F">[N] the row potential.</param>
+/// <param name="G">[E] the column potential.</param>
+/// <param name="Iterations">[] completed iterations.</param>
+/// <param name="Err">[] the stopping measure at the returned plan.</param>
+/// <param name="Converged">[] the stopping rule fired.</param>
+/// <param name="Status">[] 0 converged, 1 max_iter, 2 numerical_error.</param>
+/// <param name="Experts">[N, k] sbase and ssr only: top-k of each plan row.</param>
+/// <param name="Weights">[N, k] sbase and ssr only: the routing weights.</param>
+public sealed record SinkhornOutput(
+    NdArray Plan, NdArray F, NdArray G, NdArray Iterations, NdArray Err, NdArray Converged, NdArray Status,
+    NdArray? Experts = null, NdArray? Weights = null);
+
 /// <summary>The registry entry for <c>sinkhorn</c> (proofs/sinkhorn.md, Definition).</summary>
 public static class SinkhornAlgorithm
 {
     /// <summary>The CLI names of the methods, in <see cref="SinkhornMethod"/> order.</summary>
     public static IReadOnlyList<string> MethodNames { get; } = ["knopp", "log", "stabilized", "eps-scaling", "sbase", "ssr"];
 
-    /// <summary>The descriptor.</summary>
-    public static Algorithm Descriptor { get; } = new()
+    /// <summary>The typed declaration.</summary>
+    public static AlgorithmEntry<SinkhornOptions, SinkhornOutput> Entry { get; } = new()
     {
         Name = "sinkhorn",
         Summary = "entropic optimal transport: Sinkhorn (knopp, log, stabilized, eps-scaling), S-BASE and SSR routing",
         Section = "proofs/sinkhorn.md, Definition",
+        Seed = call => new SinkhornOptions { RowMarginal = call.OptionalDoubles("a"), ColumnMarginal = call.OptionalDoubles("b") },
         Parameters =
         [
-            new ParameterSpec("method", ParameterKind.Choice, "log",
+            Param<SinkhornOptions>.Choice("method", "log",
                 "knopp, log, stabilized, eps-scaling (POT semantics), sbase (Megatron S-BASE), ssr (Selective Sinkhorn Routing)",
-                MethodNames),
-            new ParameterSpec("reg", ParameterKind.Double, null,
-                "entropic regularization > 0; required except for sbase, which rejects it (its implicit reg is 1)"),
-            new ParameterSpec("max_iter", ParameterKind.Int, null, "iteration cap >= 1; default 1000, 10000 for sbase (eps-scaling: outer steps, at least 35)"),
-            new ParameterSpec("tol", ParameterKind.Double, null, "stopping tolerance >= 0; default 1e-9, 1e-4 for sbase"),
-            new ParameterSpec("k", ParameterKind.Int, "1", "experts per token for sbase and ssr, 1..E"),
+                MethodNames.Select((word, i) => (word, (SinkhornMethod)i)).ToArray(), (o, v) => o with { Method = v }),
+            Param<SinkhornOptions>.OptionalDouble("reg",
+                "entropic regularization > 0; required except for sbase, which rejects it (its implicit reg is 1)", (o, v) => o with { Regularization = v }),
+            Param<SinkhornOptions>.OptionalInt("max_iter", "iteration cap >= 1; default 1000, 10000 for sbase (eps-scaling: outer steps, at least 35)",
+                (o, v) => o with { MaxIterations = v }),
+            Param<SinkhornOptions>.OptionalDouble("tol", "stopping tolerance >= 0; default 1e-9, 1e-4 for sbase", (o, v) => o with { Tolerance = v }),
+            Param<SinkhornOptions>.Int("k", "1", "experts per token for sbase and ssr, 1..E", (o, v) => o with { K = v }),
         ],
         Inputs =
         [
@@ -37,20 +53,25 @@ public static class SinkhornAlgorithm
         ],
         Outputs =
         [
-            new OutputSpec("plan", "N,E", ArrayKind.Float, OutputComparison.Validated, "the transport plan G"),
-            new OutputSpec("f", "N", ArrayKind.Float, OutputComparison.Validated, "row potential, f = reg log u"),
-            new OutputSpec("g", "E", ArrayKind.Float, OutputComparison.Validated, "column potential, g = reg log v"),
-            new OutputSpec("iterations", "", ArrayKind.Integer, OutputComparison.Validated, "completed iterations (outer steps for eps-scaling)"),
-            new OutputSpec("err", "", ArrayKind.Float, OutputComparison.Validated, "the stopping measure at the returned plan"),
-            new OutputSpec("converged", "", ArrayKind.Bool, OutputComparison.Validated, "the stopping rule fired"),
-            new OutputSpec("status", "", ArrayKind.Integer, OutputComparison.Validated, "0 converged, 1 max_iter, 2 numerical_error"),
-            new OutputSpec("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "sbase and ssr: top-k of each plan row"),
-            new OutputSpec("weights", "N,k", ArrayKind.Float, OutputComparison.Validated, "sbase: sigmoid (k = 1) or softmax of X; ssr: plan renormalized"),
+            OutputSpec<SinkhornOutput>.Of("plan", "N,E", ArrayKind.Float, OutputComparison.Validated, "the transport plan G", r => r.Plan),
+            OutputSpec<SinkhornOutput>.Of("f", "N", ArrayKind.Float, OutputComparison.Validated, "row potential, f = reg log u", r => r.F),
+            OutputSpec<SinkhornOutput>.Of("g", "E", ArrayKind.Float, OutputComparison.Validated, "column potential, g = reg log v", r => r.G),
+            OutputSpec<SinkhornOutput>.Of("iterations", "", ArrayKind.Integer, OutputComparison.Validated, "completed iterations (outer steps for eps-scaling)",
+                r => r.Iterations),
+            OutputSpec<SinkhornOutput>.Of("err", "", ArrayKind.Float, OutputComparison.Validated, "the stopping measure at the returned plan", r => r.Err),
+            OutputSpec<SinkhornOutput>.Of("converged", "", ArrayKind.Bool, OutputComparison.Validated, "the stopping rule fired", r => r.Converged),
+            OutputSpec<SinkhornOutput>.Of("status", "", ArrayKind.Integer, OutputComparison.Validated, "0 converged, 1 max_iter, 2 numerical_error",
+                r => r.Status),
+            OutputSpec<SinkhornOutput>.Of("experts", "N,k", ArrayKind.Integer, OutputComparison.Validated, "sbase and ssr: top-k of each plan row",
+                r => r.Experts),
+            OutputSpec<SinkhornOutput>.Of("weights", "N,k", ArrayKind.Float, OutputComparison.Validated,
+                "sbase: sigmoid (k = 1) or softmax of X; ssr: plan renormalized", r => r.Weights),
         ],
-        Reference = call => Outputs(Solve(call, Options(call))),
+        Reference = (call, options) => Output(Solve(call, options)),
         Paths =
         [
-            new OptimizedPath("kernel", "float32 log-domain Sinkhorn, TensorPrimitives log-sum-exp, parallel over columns and rows", RunKernel)
+            new PathOf<SinkhornOptions, SinkhornOutput>("kernel", "float32 log-domain Sinkhorn, TensorPrimitives log-sum-exp, parallel over columns and rows",
+                RunKernel)
             {
                 Supports = call => call.Parameters.GetChoice("method") == "log",
             },
@@ -59,27 +80,11 @@ public static class SinkhornAlgorithm
         Generate = Generate,
     };
 
-    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
-    public static SinkhornOptions Options(AlgorithmCall call)
-    {
-        ArgumentNullException.ThrowIfNull(call);
-        return call.Memo(("options", nameof(SinkhornAlgorithm)), () => ReadOptions(call));
-    }
+    /// <summary>The descriptor.</summary>
+    public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
-    private static SinkhornOptions ReadOptions(AlgorithmCall call)
-    {
-        var p = call.Parameters;
-        return new SinkhornOptions
-        {
-            Method = (SinkhornMethod)IndexOf(p.GetChoice("method")),
-            Regularization = p.TryGetDouble("reg"),
-            MaxIterations = p.TryGetInt("max_iter"),
-            Tolerance = p.TryGetDouble("tol"),
-            K = p.GetInt("k"),
-            RowMarginal = call.OptionalDoubles("a"),
-            ColumnMarginal = call.OptionalDoubles("b"),
-        };
-    }
+    /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
+    public static SinkhornOptions Options(AlgorithmCall call) => Entry.Options(call);
 
     /// <summary>Runs the reference on the call's cost (or negated logits) with the given options.</summary>
     public static SinkhornResult Solve(AlgorithmCall call, SinkhornOptions options)
@@ -109,25 +114,20 @@ public static class SinkhornAlgorithm
     }
 
     /// <summary>The outputs of a reference result: floats as f64, integers as i32, converged as bool.</summary>
-    public static Dictionary<string, NdArray> Outputs(SinkhornResult result)
+    public static SinkhornOutput Output(SinkhornResult result)
     {
         ArgumentNullException.ThrowIfNull(result);
-        var outputs = new Dictionary<string, NdArray>
-        {
-            ["plan"] = NdArray.FromMatrix(result.Plan),
-            ["f"] = NdArray.FromVector(result.F),
-            ["g"] = NdArray.FromVector(result.G),
-            ["iterations"] = NdArray.Scalar(result.Iterations),
-            ["err"] = NdArray.Scalar(result.Error),
-            ["converged"] = NdArray.Scalar(result.Converged),
-            ["status"] = NdArray.Scalar((int)result.Status),
-        };
-        if (result.Experts is not null && result.Weights is not null)
-        {
-            outputs["experts"] = NdArray.FromMatrix(result.Experts);
-            outputs["weights"] = NdArray.FromMatrix(result.Weights);
-        }
-        return outputs;
+        bool routed = result.Experts is not null && result.Weights is not null;
+        return new SinkhornOutput(
+            NdArray.FromMatrix(result.Plan),
+            NdArray.FromVector(result.F),
+            NdArray.FromVector(result.G),
+            NdArray.Scalar(result.Iterations),
+            NdArray.Scalar(result.Error),
+            NdArray.Scalar(result.Converged),
+            NdArray.Scalar((int)result.Status),
+            routed ? NdArray.FromMatrix(result.Experts!) : null,
+            routed ? NdArray.FromMatrix(result.Weights!) : null);
     }
 
     /// <summary>"cost" or "logits", whichever the call holds; anything else is bad input.</summary>
@@ -139,38 +139,23 @@ public static class SinkhornAlgorithm
         _ => throw new InputException($"{call.Source}: array 'cost' or 'logits' is missing (sinkhorn needs one of them, float [N,E])"),
     };
 
-    private static int IndexOf(string method)
-    {
-        for (int i = 0; i < MethodNames.Count; i++)
-        {
-            if (MethodNames[i] == method)
-            {
-                return i;
-            }
-        }
-        throw new InputException($"parameter 'method' = '{method}' is not one of {string.Join(", ", MethodNames)}");
-    }
-
     /// <summary>The float32 kernel (method log only): plan, f, g, err as f32; iterations, converged, status.</summary>
-    private static IReadOnlyDictionary<string, NdArray> RunKernel(AlgorithmCall call)
+    private static SinkhornOutput RunKernel(AlgorithmCall call, SinkhornOptions options)
     {
-        var options = Options(call);
         string name = CostName(call);
         var shape = call.Array(name).Shape;
         int n = shape[0], e = shape[1];
         var result = name == "cost"
             ? Reference.Kernels.Transport.Sinkhorn.Solve(call.Floats("cost"), n, e, options)
             : Reference.Kernels.Transport.Sinkhorn.SolveLogits(call.Floats("logits"), n, e, options);
-        return new Dictionary<string, NdArray>
-        {
-            ["plan"] = NdArray.Create(result.Plan, n, e),
-            ["f"] = NdArray.Create(result.F, n),
-            ["g"] = NdArray.Create(result.G, e),
-            ["iterations"] = NdArray.Scalar(result.Iterations),
-            ["err"] = NdArray.Scalar((float)result.Error),
-            ["converged"] = NdArray.Scalar(result.Converged),
-            ["status"] = NdArray.Scalar((int)result.Status),
-        };
+        return new SinkhornOutput(
+            NdArray.Create(result.Plan, n, e),
+            NdArray.Create(result.F, n),
+            NdArray.Create(result.G, e),
+            NdArray.Scalar(result.Iterations),
+            NdArray.Scalar((float)result.Error),
+            NdArray.Scalar(result.Converged),
+            NdArray.Scalar((int)result.Status));
     }
 
     /// <summary>A random case: awkward shapes, logits or cost (a quarter on a coarse grid, so plan rows tie), optional
