@@ -66,13 +66,19 @@ public sealed class AuxLossValidator : IValidator
         // (proofs/aux-loss.md, aux-loss.hf-is-k-megatron).
         bool hf = options.Variant == AuxLossVariant.Hf;
         var reports = new List<ComparisonReport>();
+        // Both losses' bounds come from one pass; computed once per value precision (not once per output).
+        var computed = new Dictionary<NumberFormat, AuxLossTolerance>();
         foreach (var name in new[] { "switch_loss", "z_loss" })
         {
             if (context.Candidate.TryGetValue(name, out var c))
             {
                 // The value judged in the precision it carries, near-ties in the decisions' precision.
-                var bounds = Bounds(logits, hf ? options with { Variant = AuxLossVariant.Megatron } : options,
-                    context.FormatOf(name), context.Format);
+                var valueFormat = context.FormatOf(name);
+                if (!computed.TryGetValue(valueFormat, out var bounds))
+                {
+                    bounds = Bounds(logits, hf ? options with { Variant = AuxLossVariant.Megatron } : options, valueFormat, context.Format);
+                    computed[valueFormat] = bounds;
+                }
                 bool isSwitch = name == "switch_loss";
                 double bound = !isSwitch ? bounds.ZLoss : hf ? bounds.SwitchLoss * options.K : bounds.SwitchLoss;
                 string? detail = !isSwitch ? bounds.ZDetail : hf ? $"hf = k x megatron, k = {options.K}: {bounds.SwitchDetail}" : bounds.SwitchDetail;
