@@ -1,0 +1,86 @@
+using Reference.Attention;
+using Reference.Gpu.Attention;
+using Reference.Harness.Algorithms;
+using Reference.Harness.Registry;
+using Reference.Harness.Tensors;
+using Reference.Kernels.Attention;
+
+namespace Reference.Gpu;
+
+/// <summary>
+/// The <c>gpu</c> paths (ILGPU kernels) of the registered algorithms: <c>attention</c> (FlashAttention forward),
+/// <c>sinkhorn</c> (log-domain, method log) and <c>capacity</c> (top-k and capacity dispatch by prefix sums). They run
+/// on ILGPU's CPU accelerator for <c>--device cpu</c> and on its CUDA accelerator for <c>--device cuda</c>
+/// (<see cref="GpuAccelerator"/>). Each path's <c>Supports</c> limits it to the sizes the CPU simulator runs in
+/// reasonable time (and to the modes it implements); the other calls are left to the other paths.
+/// </summary>
+public static class GpuPaths
+{
+    /// <summary>The path's name (<c>--path gpu</c>).</summary>
+    public const string Name = "gpu";
+
+    /// <summary>The devices the paths run on.</summary>
+    public static IReadOnlyList<string> Devices { get; } = [Harness.Registry.Devices.Cpu, Harness.Registry.Devices.Cuda];
+
+    /// <summary>Largest Tq * Tk * (D + Dv) * B * Hq an attention call may have for the gpu path (the simulator's budget).</summary>
+    internal const long AttentionBudget = 1L << 22;
+
+    /// <summary>Adds the <c>gpu</c> paths to the registered algorithms. Idempotent; creates no ILGPU context (the
+    /// accelerator is created on the first run).</summary>
+    public static void Register()
+    {
+        AttentionAlgorithm.Descriptor.AddPath(AttentionAlgorithm.Entry.ToPath(AttentionPath));
+    }
+
+    /// <summary>The attention path.</summary>
+    internal static PathOf<AttentionOptions, AttentionOutput> AttentionPath { get; } =
+        new(Name, $"ILGPU FlashAttention-2 forward, float32: a group per (b, h, {FlashAttentionGpu.BlockK}-row query tile), K/V tiles and accumulators in shared memory, causal/window/block-mask tile skipping",
+            RunAttention)
+        {
+            Devices = Devices,
+            Supports = call => AttentionWork(call) <= AttentionBudget,
+        };
+
+    /// <summary>B * Hq * Tq * Tk * (D + Dv) of an attention call.</summary>
+    internal static long AttentionWork(AlgorithmCall call)
+    {
+        var q = call.Array("q");
+        var k = call.Array("k");
+        var v = call.Array("v");
+        return (long)q.Shape[0] * q.Shape[1] * q.Shape[2] * k.Shape[2] * (q.Shape[3] + v.Shape[3]);
+    }
+
+    private static AttentionOutput RunAttention(AlgorithmCall call, AttentionOptions options)
+    {
+        var gpu = GpuAccelerator.For(call.Device);
+        NdArray q = call.Array("q"), k = call.Array("k"), v = call.Array("v");
+        var shape = new AttentionShape(q.Shape[0], q.Shape[1], k.Shape[1], q.Shape[2], k.Shape[2], q.Shape[3], v.Shape[3]);
+        bool[]? mask = null;
+        int[]? maskShape = null;
+        if (call.Has("mask"))
+        {
+            var m = call.Array("mask");
+            mask = new bool[m.Length];
+            for (long n = 0; n < mask.LongLength; n++)
+            {
+                mask[n] = m.GetDouble(n) != 0.0;
+            }
+            maskShape = [.. m.Shape];
+        }
+        var gpuOptions = new FlashAttentionGpuOptions
+        {
+            Causal = options.Causal,
+            TopLeft = options.CausalAlign == CausalAlignment.TopLeft,
+            WindowLeft = options.WindowLeft,
+            WindowRight = options.WindowRight,
+            Scale = options.Scale is double s ? (float)s : null,
+            Softcap = (float)options.Softcap,
+            Mask = mask,
+            MaskShape = maskShape,
+        };
+        var result = FlashAttentionGpu.Forward(gpu, call.Floats("q"), call.Floats("k"), call.Floats("v"), shape, gpuOptions);
+        return new AttentionOutput(
+            NdArray.Create(result.Out, shape.Batch, shape.QueryHeads, shape.QueryLength, shape.ValueDim),
+            NdArray.Create(result.Lse, shape.Batch, shape.QueryHeads, shape.QueryLength));
+    }
+}
