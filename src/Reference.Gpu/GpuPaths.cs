@@ -1,9 +1,11 @@
 using Reference.Attention;
 using Reference.Gpu.Attention;
+using Reference.Gpu.Transport;
 using Reference.Harness.Algorithms;
 using Reference.Harness.Registry;
 using Reference.Harness.Tensors;
 using Reference.Kernels.Attention;
+using Reference.Transport;
 
 namespace Reference.Gpu;
 
@@ -30,6 +32,7 @@ public static class GpuPaths
     public static void Register()
     {
         AttentionAlgorithm.Descriptor.AddPath(AttentionAlgorithm.Entry.ToPath(AttentionPath));
+        SinkhornAlgorithm.Descriptor.AddPath(SinkhornAlgorithm.Entry.ToPath(SinkhornPath));
     }
 
     /// <summary>The attention path.</summary>
@@ -40,6 +43,51 @@ public static class GpuPaths
             Devices = Devices,
             Supports = call => AttentionWork(call) <= AttentionBudget,
         };
+
+    /// <summary>Largest N * E a Sinkhorn call may have for the gpu path (one group runs the whole iteration).</summary>
+    internal const long SinkhornBudget = 1L << 14;
+
+    /// <summary>The Sinkhorn path: method log only.</summary>
+    internal static PathOf<SinkhornOptions, SinkhornOutput> SinkhornPath { get; } =
+        new(Name, "ILGPU log-domain Sinkhorn, float32: one group iterates on the device (column and row log-sum-exp passes, barrier votes, error reduced in shared memory)",
+            RunSinkhorn)
+        {
+            Devices = Devices,
+            Supports = call => call.Parameters.GetChoice("method") == "log" && SinkhornSize(call) <= SinkhornBudget,
+        };
+
+    /// <summary>N * E of a Sinkhorn call (0 when it has neither cost nor logits: the run reports that).</summary>
+    private static long SinkhornSize(AlgorithmCall call)
+    {
+        var m = call.Has("cost") ? call.Array("cost") : call.Has("logits") ? call.Array("logits") : null;
+        return m is null ? 0 : (long)m.Shape[0] * m.Shape[1];
+    }
+
+    private static SinkhornOutput RunSinkhorn(AlgorithmCall call, SinkhornOptions options)
+    {
+        bool hasCost = call.Has("cost"), hasLogits = call.Has("logits");
+        if (hasCost == hasLogits)
+        {
+            throw new InputException(hasCost
+                ? $"{call.Source}: holds both 'cost' and 'logits'; give exactly one (the cost is -logits)"
+                : $"{call.Source}: array 'cost' or 'logits' is missing (sinkhorn needs one of them, float [N,E])");
+        }
+        var gpu = GpuAccelerator.For(call.Device);
+        string name = hasCost ? "cost" : "logits";
+        var shape = call.Array(name).Shape;
+        int n = shape[0], e = shape[1];
+        var result = hasCost
+            ? SinkhornGpu.Solve(gpu, call.Floats("cost"), n, e, options)
+            : SinkhornGpu.SolveLogits(gpu, call.Floats("logits"), n, e, options);
+        return new SinkhornOutput(
+            NdArray.Create(result.Plan, n, e),
+            NdArray.Create(result.F, n),
+            NdArray.Create(result.G, e),
+            NdArray.Scalar(result.Iterations),
+            NdArray.Scalar((float)result.Error),
+            NdArray.Scalar(result.Converged),
+            NdArray.Scalar((int)result.Status));
+    }
 
     /// <summary>B * Hq * Tq * Tk * (D + Dv) of an attention call.</summary>
     internal static long AttentionWork(AlgorithmCall call)
