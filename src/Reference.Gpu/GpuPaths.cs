@@ -1,10 +1,12 @@
 using Reference.Attention;
 using Reference.Gpu.Attention;
+using Reference.Gpu.Routing;
 using Reference.Gpu.Transport;
 using Reference.Harness.Algorithms;
 using Reference.Harness.Registry;
 using Reference.Harness.Tensors;
 using Reference.Kernels.Attention;
+using Reference.Routing;
 using Reference.Transport;
 
 namespace Reference.Gpu;
@@ -33,6 +35,7 @@ public static class GpuPaths
     {
         AttentionAlgorithm.Descriptor.AddPath(AttentionAlgorithm.Entry.ToPath(AttentionPath));
         SinkhornAlgorithm.Descriptor.AddPath(SinkhornAlgorithm.Entry.ToPath(SinkhornPath));
+        CapacityAlgorithm.Descriptor.AddPath(CapacityAlgorithm.Entry.ToPath(CapacityPath));
     }
 
     /// <summary>The attention path.</summary>
@@ -87,6 +90,28 @@ public static class GpuPaths
             NdArray.Scalar((float)result.Error),
             NdArray.Scalar(result.Converged),
             NdArray.Scalar((int)result.Status));
+    }
+
+    /// <summary>Largest N * E a capacity call may have for the gpu path.</summary>
+    internal const long CapacityBudget = 1L << 16;
+
+    /// <summary>The capacity path: every policy, capacity rule and renormalization.</summary>
+    internal static PathOf<CapacityOptions, CapacityOutput> CapacityPath { get; } =
+        new(Name, "ILGPU top-k (a thread per token) and capacity dispatch (a group per expert, prefix sums in shared memory over the priority order), float32",
+            RunCapacity)
+        {
+            Devices = Devices,
+            Supports = call => (long)call.Array("logits").Shape[0] * call.Array("logits").Shape[1] <= CapacityBudget,
+        };
+
+    private static CapacityOutput RunCapacity(AlgorithmCall call, CapacityOptions options)
+    {
+        var gpu = GpuAccelerator.For(call.Device);
+        var logits = call.Array("logits");
+        int n = logits.Shape[0], e = logits.Shape[1];
+        var r = CapacityGpu.Route(gpu, call.Floats("logits"), n, e, options);
+        return new CapacityOutput(
+            NdArray.Create(r.Experts, n, options.K), NdArray.Create(r.Weights, n, options.K), NdArray.Create(r.Slots, n, options.K), NdArray.Create(r.Load, e));
     }
 
     /// <summary>B * Hq * Tq * Tk * (D + Dv) of an attention call.</summary>
