@@ -27,7 +27,7 @@ public static class GpuPaths
     public static IReadOnlyList<string> Devices { get; } = [Harness.Registry.Devices.Cpu, Harness.Registry.Devices.Cuda];
 
     /// <summary>Largest Tq * Tk * (D + Dv) * B * Hq an attention call may have for the gpu path (the simulator's budget).</summary>
-    internal const long AttentionBudget = 1L << 22;
+    internal const long AttentionBudget = 1L << 24;
 
     /// <summary>Adds the <c>gpu</c> paths to the registered algorithms. Idempotent; creates no ILGPU context (the
     /// accelerator is created on the first run).</summary>
