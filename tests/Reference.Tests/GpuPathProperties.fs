@@ -22,7 +22,12 @@ let private gpuPath (algorithm: Algorithm) = algorithm.Paths |> Seq.find (fun p 
 
 /// Binds a case and checks the gpu path against the reference with the algorithm's validators and tolerance policies;
 /// every report must pass. Returns whether the path supports the call (a call it does not support is not run).
-let private checkGpu (algorithm: Algorithm) (inputs: IReadOnlyDictionary<string, NdArray>) (parameters: IDictionary<string, string>) (name: string) =
+let private checkGpu
+    (algorithm: Algorithm)
+    (inputs: IReadOnlyDictionary<string, NdArray>)
+    (parameters: IDictionary<string, string>)
+    (name: string)
+    =
     let call = algorithm.Bind(inputs, parameters, name)
     let path = gpuPath algorithm
 
@@ -130,7 +135,13 @@ let ``gpu attention matches the reference at T = 256 with causal and windows in 
     let decode = arrays (qkv 4 2 3 1 40 200 8 8)
 
     for align in [ "bottom-right"; "top-left" ] do
-        Assert.That(checkGpu attention decode (parameters [ "causal", "true"; "causal_align", align; "window_left", "50" ]) ("Tq=40 Tk=200 " + align))
+        Assert.That(
+            checkGpu
+                attention
+                decode
+                (parameters [ "causal", "true"; "causal_align", align; "window_left", "50" ])
+                ("Tq=40 Tk=200 " + align)
+        )
 
 /// A [1, 1, Tq, Tk] mask made of 16 x 16 tiles: full, empty or checkered (partial), with some rows entirely false.
 let private tiledMask (rng: Random) tq tk (emptyRows: int list) =
@@ -191,7 +202,9 @@ let ``gpu capacity passes on tied logits for every policy and renormalization`` 
     for policy in policies do
         for normalize in [ "none"; "before"; "after" ] do
             for score in [ "softmax"; "sigmoid" ] do
-                let p = parameters [ "k", "2"; "policy", policy; "normalize", normalize; "score", score; "capacity_factor", "0.75" ]
+                let p =
+                    parameters [ "k", "2"; "policy", policy; "normalize", normalize; "score", score; "capacity_factor", "0.75" ]
+
                 Assert.That(checkGpu capacity (arrays [ "logits", logits ]) p $"ties {policy} {normalize} {score}")
 
 let ``gpu capacity equals the CPU kernel on well-separated logits`` () =
@@ -261,7 +274,18 @@ let ``--device cuda without a CUDA device exits 2 with a one-line reason`` () =
 
     for args in
         [
-            [ "run"; "attention"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--path"; "gpu"; "--device"; "cuda" ]
+            [
+                "run"
+                "attention"
+                "--input"
+                input
+                "--output"
+                Path.Combine(d, "o.npz")
+                "--path"
+                "gpu"
+                "--device"
+                "cuda"
+            ]
             [ "check"; "attention"; "--input"; input; "--path"; "gpu"; "--device"; "cuda" ]
         ] do
         let code, _, err = cli args
