@@ -48,7 +48,10 @@ let ``list names topk and its arrays`` () =
     let topk =
         doc.RootElement.EnumerateArray() |> Seq.find (fun a -> a.GetProperty("name").GetString() = "topk")
 
-    Assert.That(topk.GetProperty("paths").EnumerateArray() |> Seq.map _.GetString() |> List.ofSeq, eq [ "reference"; "kernel" ])
+    // The declared paths first, then those other assemblies registered (torch, gpu), exactly as the registry holds them.
+    let paths = topk.GetProperty("paths").EnumerateArray() |> Seq.map _.GetString() |> List.ofSeq
+    Assert.That(List.take 2 paths, eq [ "reference"; "kernel" ])
+    Assert.That(paths, eq (List.ofSeq (Reference.Harness.Registry.AlgorithmRegistry.Find("topk").PathNames)))
 
 let ``run writes the reference outputs`` () =
     let d = temp ()

@@ -14,9 +14,6 @@ open Reference.Harness.Registry
 open Reference.Harness.Tensors
 open Reference.Gpu
 
-// The paths join the registry here as in the CLI's start-up (idempotent: Main.fs registers them too).
-do GpuPaths.Register()
-
 let private find name = AlgorithmRegistry.Find name
 let private gpuPath (algorithm: Algorithm) = algorithm.Paths |> Seq.find (fun p -> p.Name = "gpu")
 
