@@ -14,7 +14,7 @@ internal struct SinkhornArgs
 }
 
 /// <summary>
-/// Log-domain Sinkhorn (proofs/sinkhorn.md, Definition: method <c>log</c>) as one ILGPU kernel (proofs/sinkhorn.md,
+/// Log-domain Sinkhorn (proofs/sinkhorn.md, Definition: POT methods, method <c>log</c>) as one ILGPU kernel (proofs/sinkhorn.md,
 /// "The gpu path"): a single group runs every iteration on the device, with no host loop. In units of reg, from
 /// h = k = 0, each iteration is a column pass k_j = log b_j - logsumexp_i(Mr_ij + h_i) (threads over columns), a
 /// barrier, a row pass h_i = log a_i - logsumexp_j(Mr_ij + k_j) (threads over rows), and a group vote
