@@ -30,10 +30,12 @@ public static class Cli
     private const string Usage = """
         usage:
           reference list [--json]
-          reference run <algorithm> --input IN.npz --output OUT.npz [--param name=value]... [--params FILE.json] [--path reference|<optimized>]
+          reference run <algorithm> --input IN.npz --output OUT.npz [--param name=value]... [--params FILE.json] [--path reference|<optimized>] [--device cpu|cuda]
               (no --path: what check judges against; for maxscore beyond N k * N E = 2^25, the fast optimum, certified exactly)
           reference check <algorithm> --input IN.npz --candidate CAND.npz [--param name=value]... [--params FILE.json] [--json REPORT.json]
-          reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--data DIR] [--only ALGORITHM]
+          reference check <algorithm> --input IN.npz --path <optimized> [--device cpu|cuda] [--param name=value]... [--json REPORT.json]
+              (--path: the candidate is that optimized path's outputs on the input)
+          reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--data DIR] [--only ALGORITHM] [--path PATH] [--device cpu|cuda]
           reference flow --dimacs FILE.min [--solver reference|ortools|lemon]
           reference bench maxscore [--size N/E/k]... [--repeats R] [--seed S] [--json FILE]
           reference bench table RECORD.json...   (a Markdown table of benchmark records, e.g. data/bench/*.json)
@@ -72,11 +74,11 @@ public static class Cli
             return args[0] switch
             {
                 "list" => List(Arguments.Parse(rest, [], ["--json"]), stdout),
-                "run" => RunAlgorithm(Arguments.Parse(rest, ["--input", "--output", "--path", "--params"], []), stdout, stderr),
-                "check" => Check(Arguments.Parse(rest, ["--input", "--candidate", "--json", "--params"], []), stdout, stderr),
+                "run" => RunAlgorithm(Arguments.Parse(rest, ["--input", "--output", "--path", "--params", "--device"], []), stdout, stderr),
+                "check" => Check(Arguments.Parse(rest, ["--input", "--candidate", "--json", "--params", "--path", "--device"], []), stdout, stderr),
                 "flow" => FlowCommand(Arguments.Parse(rest, ["--dimacs", "--solver"], []), stdout),
                 "bench" => BenchCommand(Arguments.Parse(rest, ["--size", "--repeats", "--seed", "--json"], []), stdout, stderr),
-                "selfcheck" => SelfCheckCommand(Arguments.Parse(rest, ["--seed", "--cases", "--json", "--data", "--only"], []), stdout, stderr),
+                "selfcheck" => SelfCheckCommand(Arguments.Parse(rest, ["--seed", "--cases", "--json", "--data", "--only", "--path", "--device"], []), stdout, stderr),
                 _ => throw new InputException($"unknown command '{args[0]}'; commands: list, run, check, selfcheck, flow, bench"),
             };
         }
@@ -152,6 +154,7 @@ public static class Cli
                 inputs = alg.Inputs.Select(i => new { name = i.Name, shape = i.Shape, kind = i.Kind.ToString().ToLowerInvariant(), optional = i.Optional, doc = i.Doc }),
                 outputs = alg.Outputs.Select(o => new { name = o.Name, shape = o.Shape, kind = o.Kind.ToString().ToLowerInvariant(), comparison = o.Comparison.ToString().ToLowerInvariant(), doc = o.Doc }),
                 paths = alg.PathNames,
+                devices = alg.PathNames.ToDictionary(p => p, alg.DevicesOf),
             });
             stdout.WriteLine(JsonSerializer.Serialize(doc, Json));
             return Pass;
@@ -159,7 +162,7 @@ public static class Cli
         foreach (var alg in AlgorithmRegistry.All)
         {
             stdout.WriteLine($"{alg.Name}: {alg.Summary} ({alg.Section})");
-            stdout.WriteLine($"  paths: {string.Join(", ", alg.PathNames)}");
+            stdout.WriteLine($"  paths: {string.Join(", ", alg.PathNames.Select(p => $"{p} ({string.Join(", ", alg.DevicesOf(p))})"))}");
             foreach (var i in alg.Inputs)
             {
                 stdout.WriteLine($"  input  {i.Name}{(i.Optional ? "?" : "")} [{i.Shape}] {i.Kind.ToString().ToLowerInvariant()}: {i.Doc}");
@@ -202,7 +205,12 @@ public static class Cli
         {
             parameters[k] = v;
         }
-        return (algorithm, algorithm.Bind(TensorFile.Read(input), parameters, input));
+        var device = a.Option("--device") ?? Devices.Cpu;
+        if (device != Devices.Cpu && a.Option("--path") is null or "reference")
+        {
+            throw new InputException($"option '--device' = '{device}' needs an optimized --path (the reference runs on the cpu)");
+        }
+        return (algorithm, algorithm.Bind(TensorFile.Read(input), parameters, input, device));
     }
 
     private static int RunAlgorithm(Arguments a, TextWriter stdout, TextWriter stderr)
@@ -222,8 +230,20 @@ public static class Cli
     private static int Check(Arguments a, TextWriter stdout, TextWriter stderr)
     {
         var (algorithm, call) = Prepare(a, "check");
-        var candidatePath = a.Required("--candidate");
-        var candidate = TensorFile.Read(candidatePath);
+        if (a.Option("--path") is { } path)
+        {
+            if (a.Option("--candidate") is not null)
+            {
+                throw new InputException("check takes --candidate FILE or --path PATH, not both");
+            }
+            if (path == "reference")
+            {
+                throw new InputException("check --path needs an optimized path (the reference is what it is judged against)");
+            }
+        }
+        var (candidatePath, candidate) = a.Option("--path") is { } optimized
+            ? ($"{optimized} output", algorithm.Run(call, optimized))
+            : (a.Required("--candidate"), TensorFile.Read(a.Required("--candidate")));
         var expected = algorithm.RunOracle(call);
         WarnIfNotConverged(algorithm, expected, stderr);
         var reports = algorithm.Check(call, expected, candidate, candidatePath);
@@ -285,9 +305,19 @@ public static class Cli
             var found = AlgorithmRegistry.Find(only) ?? throw new InputException($"unknown algorithm '{only}'");
             algorithms = [found];
         }
+        var onlyPath = a.Option("--path");
+        var device = Devices.Parse(a.Option("--device") ?? Devices.Cpu);
+        if (onlyPath is not null && !algorithms.Any(x => x.PathNames.Contains(onlyPath)))
+        {
+            throw new InputException($"no algorithm has a path '{onlyPath}'; paths: {string.Join(", ", AlgorithmRegistry.All.SelectMany(x => x.PathNames).Distinct())}");
+        }
         var rows = SelfCheck.Run(
             algorithms, dataRoot is null ? null : new GoldenData(dataRoot), seed, cases,
-            line => stderr.WriteLine($"selfcheck: {line}"));
+            line => stderr.WriteLine($"selfcheck: {line}"), onlyPath, device);
+        if (rows.Count == 0)
+        {
+            throw new InputException($"no path runs on --device {device}{(onlyPath is null ? "" : $" with --path {onlyPath}")}");
+        }
 
         stdout.WriteLine(Table(rows));
         foreach (var row in rows.Where(r => r.FirstFailure is not null))

@@ -3,6 +3,11 @@ namespace Reference.Cli;
 /// <summary>The entry point of the <c>reference</c> command.</summary>
 public static class Program
 {
-    /// <summary>Runs the command with the process's standard streams and returns its exit code.</summary>
-    public static int Main(string[] args) => Cli.Run(args, Console.Out, Console.Error);
+    /// <summary>Registers the optimized paths that live in their own assemblies, then runs the command with the process's
+    /// standard streams and returns its exit code.</summary>
+    public static int Main(string[] args)
+    {
+        Reference.Torch.TorchPaths.Register();
+        return Cli.Run(args, Console.Out, Console.Error);
+    }
 }

@@ -34,54 +34,72 @@ public static class SelfCheck
     /// <param name="seed">The first seed of the random cases; case c uses seed + c.</param>
     /// <param name="cases">Random cases per algorithm.</param>
     /// <param name="progress">Called with a short line as each algorithm and path starts.</param>
+    /// <param name="onlyPath">Only this path's rows (<c>reference</c>: only the golden rows of the references); null: every path.
+    /// Algorithms without that path are left out.</param>
+    /// <param name="device">The device the optimized paths run on (<see cref="Devices"/>); paths that do not run there are left out.</param>
     /// <returns>One row per algorithm and path.</returns>
     public static IReadOnlyList<SelfCheckRow> Run(
-        IEnumerable<Algorithm> algorithms, GoldenData? golden, int seed, int cases, Action<string>? progress = null)
+        IEnumerable<Algorithm> algorithms, GoldenData? golden, int seed, int cases, Action<string>? progress = null,
+        string? onlyPath = null, string device = Devices.Cpu)
     {
         ArgumentNullException.ThrowIfNull(algorithms);
+        device = Devices.Parse(device);
         var rows = new List<SelfCheckRow>();
         foreach (var algorithm in algorithms)
         {
+            if (onlyPath is not null && !algorithm.PathNames.Contains(onlyPath))
+            {
+                continue;
+            }
             var goldenCases = golden?.Cases(algorithm.Name) ?? Array.Empty<GoldenCase>();
-
-            // 1. The reference against its golden expected outputs, and the manifest.
-            progress?.Invoke($"{algorithm.Name}: reference on {goldenCases.Count} golden cases");
-            var tally = new Tally();
-            foreach (var problem in golden?.VerifyManifest(algorithm.Name) ?? Array.Empty<string>())
+            var paths = algorithm.Paths.Where(p => (onlyPath is null || p.Name == onlyPath) && p.Devices.Contains(device)).ToList();
+            if (onlyPath is null or "reference")
             {
-                tally.Fail(problem);
+                rows.Add(ReferenceRow(algorithm, golden, goldenCases, progress));
             }
-            foreach (var c in goldenCases)
-            {
-                tally.Run($"golden {c.Name}", () =>
-                {
-                    var call = algorithm.Bind(c.ReadInputs(), c.Parameters, c.InputPath);
-                    var expected = c.ReadExpected();
-                    return algorithm.Check(call, algorithm.RunReference(call), expected, c.ExpectedPath);
-                });
-            }
-            rows.Add(tally.Row(algorithm.Name, "reference"));
 
             // 2. Each optimized path against the reference, on golden and random cases.
-            foreach (var path in algorithm.Paths)
+            foreach (var path in paths)
             {
                 progress?.Invoke($"{algorithm.Name}: {path.Name} on {goldenCases.Count} golden + {cases} random cases");
                 var pathTally = new Tally();
                 foreach (var c in goldenCases)
                 {
-                    pathTally.Run($"golden {c.Name}", path, () => algorithm.Bind(c.ReadInputs(), c.Parameters, c.InputPath),
+                    pathTally.Run($"golden {c.Name}", path, () => algorithm.Bind(c.ReadInputs(), c.Parameters, c.InputPath, device),
                         call => CheckPath(algorithm, path, call));
                 }
                 for (int i = 0; i < cases; i++)
                 {
                     var generated = algorithm.Generate(seed + i);
-                    pathTally.Run(generated.Name, path, () => algorithm.Bind(generated.Inputs, generated.Parameters, generated.Name),
+                    pathTally.Run(generated.Name, path, () => algorithm.Bind(generated.Inputs, generated.Parameters, generated.Name, device),
                         call => CheckPath(algorithm, path, call));
                 }
                 rows.Add(pathTally.Row(algorithm.Name, path.Name));
             }
         }
         return rows;
+    }
+
+    /// <summary>The reference against its golden expected outputs, and the manifest.</summary>
+    private static SelfCheckRow ReferenceRow(Algorithm algorithm, GoldenData? golden, IReadOnlyList<GoldenCase> goldenCases, Action<string>? progress)
+    {
+
+        progress?.Invoke($"{algorithm.Name}: reference on {goldenCases.Count} golden cases");
+        var tally = new Tally();
+        foreach (var problem in golden?.VerifyManifest(algorithm.Name) ?? Array.Empty<string>())
+        {
+            tally.Fail(problem);
+        }
+        foreach (var c in goldenCases)
+        {
+            tally.Run($"golden {c.Name}", () =>
+            {
+                var call = algorithm.Bind(c.ReadInputs(), c.Parameters, c.InputPath);
+                var expected = c.ReadExpected();
+                return algorithm.Check(call, algorithm.RunReference(call), expected, c.ExpectedPath);
+            });
+        }
+        return tally.Row(algorithm.Name, "reference");
     }
 
     /// <summary>Runs an optimized path and checks its outputs against the reference.</summary>

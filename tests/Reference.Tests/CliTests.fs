@@ -48,7 +48,10 @@ let ``list names topk and its arrays`` () =
     let topk =
         doc.RootElement.EnumerateArray() |> Seq.find (fun a -> a.GetProperty("name").GetString() = "topk")
 
-    Assert.That(topk.GetProperty("paths").EnumerateArray() |> Seq.map _.GetString() |> List.ofSeq, eq [ "reference"; "kernel" ])
+    // The declared paths first, then those other assemblies registered (torch, gpu), exactly as the registry holds them.
+    let paths = topk.GetProperty("paths").EnumerateArray() |> Seq.map _.GetString() |> List.ofSeq
+    Assert.That(List.take 2 paths, eq [ "reference"; "kernel" ])
+    Assert.That(paths, eq (List.ofSeq (Reference.Harness.Registry.AlgorithmRegistry.Find("topk").PathNames)))
 
 let ``run writes the reference outputs`` () =
     let d = temp ()
@@ -193,6 +196,74 @@ let ``selfcheck prints the table and passes`` () =
     Assert.That(out, Does.Match "topk\\s+kernel\\s+2\\d\\s+PASS")
     Assert.That(err, Does.Contain "selfcheck: topk")
 
+let ``paths name their devices; check --path judges a path; --device and --path are checked`` () =
+    let d = temp ()
+    let input = Path.Combine(d, "in.npz")
+    write input [ "logits", NdArray.FromMatrix logits ]
+    // list shows each path with its devices, in text and JSON.
+    let code, out, _ = cli [ "list" ]
+    Assert.That(code, eq 0)
+    Assert.That(out, Does.Contain "paths: reference (cpu), kernel (cpu)")
+    let code, out, _ = cli [ "list"; "--json" ]
+    Assert.That(code, eq 0)
+    use doc = System.Text.Json.JsonDocument.Parse out
+
+    let topk =
+        doc.RootElement.EnumerateArray() |> Seq.find (fun a -> a.GetProperty("name").GetString() = "topk")
+
+    let kernelDevices = topk.GetProperty("devices").GetProperty("kernel")
+    Assert.That([ for x in kernelDevices.EnumerateArray() -> x.GetString() ], eq [ "cpu" ])
+    // check --path: the kernel's own outputs are the candidate, judged against the reference.
+    let code, out, err = cli [ "check"; "topk"; "--input"; input; "--path"; "kernel"; "--param"; "k=2" ]
+    Assert.That(code, eq 0, out + err)
+    Assert.That(out, Does.Contain "PASS experts")
+    Assert.That(out, Does.Contain "PASS weights")
+    expectBadInput (cli [ "check"; "topk"; "--input"; input; "--path"; "nosuch" ]) [ "nosuch"; "paths: reference, kernel" ]
+    expectBadInput (cli [ "check"; "topk"; "--input"; input; "--path"; "reference" ]) [ "optimized path" ]
+    expectBadInput (cli [ "check"; "topk"; "--input"; input; "--path"; "kernel"; "--candidate"; input ]) [ "not both" ]
+    // --device: a known device the path runs on; the reference runs on the cpu only.
+    expectBadInput (cli [ "check"; "topk"; "--input"; input; "--path"; "kernel"; "--device"; "cuda" ]) [ "kernel"; "cuda" ]
+
+    expectBadInput
+        (cli
+            [
+                "run"
+                "topk"
+                "--input"
+                input
+                "--output"
+                Path.Combine(d, "o.npz")
+                "--path"
+                "kernel"
+                "--device"
+                "tpu"
+            ])
+        [ "--device"; "tpu" ]
+
+    expectBadInput
+        (cli [ "run"; "topk"; "--input"; input; "--output"; Path.Combine(d, "o.npz"); "--device"; "cuda" ])
+        [ "--device"; "reference" ]
+    // selfcheck --path: only that path's rows.
+    let code, out, err =
+        cli
+            [
+                "selfcheck"
+                "--only"
+                "topk"
+                "--path"
+                "kernel"
+                "--cases"
+                "3"
+                "--data"
+                Repo.path [ "data" ]
+            ]
+
+    Assert.That(code, eq 0, out + err)
+    Assert.That(out, Does.Match "topk\\s+kernel\\s+\\d+\\s+PASS")
+    Assert.That(out, Does.Not.Contain "reference ")
+    expectBadInput (cli [ "selfcheck"; "--only"; "topk"; "--path"; "nosuch"; "--cases"; "1" ]) [ "nosuch" ]
+    expectBadInput (cli [ "selfcheck"; "--device"; "tpu"; "--cases"; "1" ]) [ "tpu" ]
+
 let ``flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1`` () =
     let d = temp ()
 
@@ -284,6 +355,10 @@ let tests =
                 "check exits 2 with one line naming the file and the array"
                 ``check exits 2 with one line naming the file and the array``
             Proofs.test [] "selfcheck prints the table and passes" ``selfcheck prints the table and passes``
+            Proofs.test
+                []
+                "paths name their devices; check --path judges a path; --device and --path are checked"
+                ``paths name their devices; check --path judges a path; --device and --path are checked``
             Proofs.test
                 []
                 "flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1"

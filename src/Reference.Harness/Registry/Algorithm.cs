@@ -18,6 +18,30 @@ public sealed record OptimizedPath(string Name, string Doc, AlgorithmFunction Ru
     /// <summary>Which calls the path implements, when it covers only some parameter values (e.g. one method of several);
     /// null means every call. Selfcheck runs the path only on the cases it supports.</summary>
     public Func<AlgorithmCall, bool>? Supports { get; init; }
+
+    /// <summary>The devices the path can run on (<see cref="Devices.Known"/>); <c>--device</c> must name one of them.
+    /// The default: <c>cpu</c> only.</summary>
+    public IReadOnlyList<string> Devices { get; init; } = [Registry.Devices.Cpu];
+}
+
+/// <summary>The devices a path can run on (<c>--device cpu|cuda</c>).</summary>
+public static class Devices
+{
+    /// <summary>The host CPU: every path runs here.</summary>
+    public const string Cpu = "cpu";
+
+    /// <summary>An NVIDIA GPU through CUDA (the <c>torch</c> path with a CUDA build of libtorch, the <c>gpu</c> path).</summary>
+    public const string Cuda = "cuda";
+
+    /// <summary>Every device name <c>--device</c> accepts.</summary>
+    public static IReadOnlyList<string> Known { get; } = [Cpu, Cuda];
+
+    /// <summary>Checks a <c>--device</c> value.</summary>
+    /// <param name="device">The value.</param>
+    /// <returns>The device name.</returns>
+    /// <exception cref="InputException">Not a known device.</exception>
+    public static string Parse(string device) =>
+        Known.Contains(device) ? device : throw new InputException($"option '--device' = '{device}' is not a device; devices: {string.Join(", ", Known)}");
 }
 
 /// <summary>What a checker sees: the call, the reference's outputs, and the candidate's outputs.</summary>
@@ -94,8 +118,44 @@ public sealed class Algorithm
     /// </summary>
     public AlgorithmFunction? Oracle { get; init; }
 
-    /// <summary>The optimized paths.</summary>
-    public IReadOnlyList<OptimizedPath> Paths { get; init; } = Array.Empty<OptimizedPath>();
+    /// <summary>The optimized paths: those declared with the algorithm, then those added by <see cref="AddPath"/> (e.g. the
+    /// <c>torch</c> and <c>gpu</c> paths, which live in their own assemblies so that the library does not need libtorch).</summary>
+    public IReadOnlyList<OptimizedPath> Paths
+    {
+        get => paths;
+        init => paths = value.ToArray();
+    }
+
+    private OptimizedPath[] paths = [];
+
+    private readonly Lock pathsLock = new();
+
+    /// <summary>
+    /// Adds an optimized path that lives outside the harness (an assembly that registers its paths at start-up). Adding a
+    /// path of the same name and documentation again does nothing, so registration may run more than once.
+    /// </summary>
+    /// <param name="path">The path.</param>
+    /// <exception cref="ArgumentException">Another path of that name exists, or the name is <c>reference</c>.</exception>
+    public void AddPath(OptimizedPath path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        lock (pathsLock)
+        {
+            if (paths.FirstOrDefault(p => p.Name == path.Name) is { } existing)
+            {
+                if (existing.Doc == path.Doc)
+                {
+                    return;
+                }
+                throw new ArgumentException($"{Name} already has a path '{path.Name}'", nameof(path));
+            }
+            if (path.Name == "reference")
+            {
+                throw new ArgumentException("'reference' is the reference, not an optimized path", nameof(path));
+            }
+            paths = [.. paths, path];
+        }
+    }
 
     /// <summary>The validator for <see cref="OutputComparison.Validated"/> outputs; required when there are any. It returns
     /// one report for each validated output the candidate contains.</summary>
@@ -122,8 +182,20 @@ public sealed class Algorithm
     /// <param name="parameters">Raw parameter values.</param>
     /// <param name="source">The input file, for messages.</param>
     /// <exception cref="InputException">A required array is missing, or an array has the wrong kind, rank or size.</exception>
-    public AlgorithmCall Bind(IReadOnlyDictionary<string, NdArray> inputs, IEnumerable<KeyValuePair<string, string>> parameters, string source)
+    public AlgorithmCall Bind(IReadOnlyDictionary<string, NdArray> inputs, IEnumerable<KeyValuePair<string, string>> parameters, string source) =>
+        Bind(inputs, parameters, source, Devices.Cpu);
+
+    /// <summary>Checks input arrays against the specs and binds parameters, for optimized paths that run on
+    /// <paramref name="device"/>.</summary>
+    /// <param name="inputs">The arrays, by name (extra arrays are ignored).</param>
+    /// <param name="parameters">Raw parameter values.</param>
+    /// <param name="source">The input file, for messages.</param>
+    /// <param name="device">The device (<see cref="Devices"/>).</param>
+    /// <exception cref="InputException">A required array is missing, an array has the wrong kind, rank or size, or the
+    /// device is unknown.</exception>
+    public AlgorithmCall Bind(IReadOnlyDictionary<string, NdArray> inputs, IEnumerable<KeyValuePair<string, string>> parameters, string source, string device)
     {
+        device = Devices.Parse(device);
         ArgumentNullException.ThrowIfNull(inputs);
         var values = ParameterValues.Bind(Parameters, parameters);
         var dims = new Dictionary<string, (int Size, string From)>(StringComparer.Ordinal);
@@ -167,7 +239,7 @@ public sealed class Algorithm
             }
             used[spec.Name] = array;
         }
-        return new AlgorithmCall(used, values, source);
+        return new AlgorithmCall(used, values, source) { Device = device };
     }
 
     /// <summary>Runs the reference, translating its argument errors into <see cref="InputException"/>s that name the source.</summary>
@@ -187,11 +259,23 @@ public sealed class Algorithm
         }
         var p = Paths.FirstOrDefault(x => x.Name == path)
             ?? throw new InputException($"{Name} has no path '{path}'; paths: {string.Join(", ", PathNames)}");
+        if (!p.Devices.Contains(call.Device))
+        {
+            throw new InputException($"{Name}'s path '{path}' does not run on --device {call.Device}; it runs on {string.Join(", ", p.Devices)}");
+        }
         return Guarded(p.Run, call);
     }
 
     /// <summary>"reference" followed by the optimized paths' names.</summary>
     public IEnumerable<string> PathNames => new[] { "reference" }.Concat(Paths.Select(p => p.Name));
+
+    /// <summary>The devices a path (or <c>reference</c>) runs on.</summary>
+    /// <param name="path">The path's name.</param>
+    /// <returns>Its devices; the reference runs on the CPU.</returns>
+    /// <exception cref="InputException">No such path.</exception>
+    public IReadOnlyList<string> DevicesOf(string path) => path == "reference"
+        ? [Devices.Cpu]
+        : (Paths.FirstOrDefault(x => x.Name == path) ?? throw new InputException($"{Name} has no path '{path}'; paths: {string.Join(", ", PathNames)}")).Devices;
 
     /// <summary>
     /// Judges a candidate's outputs against the reference: one report for each output the candidate contains. An output

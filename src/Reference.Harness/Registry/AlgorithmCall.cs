@@ -11,7 +11,7 @@ public sealed class AlgorithmCall
 {
     private readonly IReadOnlyDictionary<string, NdArray> inputs;
 
-    /// <summary>Creates a call; use <see cref="Algorithm.Bind"/> to check the arrays first.</summary>
+    /// <summary>Creates a call; use <see cref="Algorithm.Bind(IReadOnlyDictionary{string, NdArray}, IEnumerable{KeyValuePair{string, string}}, string)"/> to check the arrays first.</summary>
     /// <param name="inputs">The input arrays by name.</param>
     /// <param name="parameters">The checked parameter values.</param>
     /// <param name="source">Where the inputs came from (a file path), for messages.</param>
@@ -27,6 +27,10 @@ public sealed class AlgorithmCall
 
     /// <summary>Where the inputs came from, for messages.</summary>
     public string Source { get; }
+
+    /// <summary>The device an optimized path runs on (<c>--device</c>, <see cref="Devices"/>); <c>cpu</c> unless set.
+    /// The reference always runs on the CPU.</summary>
+    public string Device { get; init; } = Devices.Cpu;
 
     /// <summary>The input arrays by name.</summary>
     public IReadOnlyDictionary<string, NdArray> Inputs => inputs;

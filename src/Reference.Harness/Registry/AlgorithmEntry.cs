@@ -15,6 +15,9 @@ public sealed record PathOf<TOptions, TResult>(string Name, string Doc, Func<Alg
 {
     /// <summary>Which calls the path implements; null means every call (<see cref="OptimizedPath.Supports"/>).</summary>
     public Func<AlgorithmCall, bool>? Supports { get; init; }
+
+    /// <summary>The devices the path runs on (<see cref="OptimizedPath.Devices"/>); the default: <c>cpu</c> only.</summary>
+    public IReadOnlyList<string> Devices { get; init; } = [Registry.Devices.Cpu];
 }
 
 /// <summary>
@@ -95,13 +98,28 @@ public sealed class AlgorithmEntry<TOptions, TResult>
         Outputs = Outputs.Select(o => o.Spec).ToArray(),
         Reference = call => Emit(call, Reference(call, Options(call)), "reference"),
         Oracle = Oracle is { } oracle ? call => Emit(call, oracle(call, Options(call)), "oracle") : null,
-        Paths = Paths.Select(p => new OptimizedPath(p.Name, p.Doc, call => Emit(call, p.Run(call, Options(call)), p.Name)) { Supports = p.Supports })
-            .ToArray(),
+        Paths = Paths.Select(ToPath).ToArray(),
         Validate = Validate,
         CompareInContext = CompareInContext,
         Tolerance = Tolerance ?? ((_, format) => AllClosePolicy.For(format)),
         Generate = Generate,
     };
+
+    /// <summary>
+    /// The untyped path of a typed one: its result turned into named arrays and checked against the output specs
+    /// (<see cref="Emit"/>). Assemblies that add paths to a registered algorithm (<see cref="Algorithm.AddPath"/>) use it.
+    /// </summary>
+    /// <param name="path">The typed path.</param>
+    /// <returns>The path as the CLI, selfcheck and tests see it.</returns>
+    public OptimizedPath ToPath(PathOf<TOptions, TResult> path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return new OptimizedPath(path.Name, path.Doc, call => Emit(call, path.Run(call, Options(call)), path.Name))
+        {
+            Supports = path.Supports,
+            Devices = path.Devices,
+        };
+    }
 
     /// <summary>
     /// A path's result as named arrays, in the order of <see cref="Outputs"/>, each checked against its spec: a float,
