@@ -94,8 +94,10 @@ def test_run_returns_the_references_outputs_as_numpy(logits):
     e, w = topk_torch(logits.double(), 3)
     np.testing.assert_array_equal(out["experts"], e.numpy())
     np.testing.assert_allclose(out["weights"], w.numpy(), rtol=0, atol=1e-12)
-    kernel = ro.run("topk", {"logits": logits}, k=3, path="kernel")
+    kernel = ro.run("topk", {"logits": logits}, k=3, path="kernel", device="cpu")
     np.testing.assert_array_equal(kernel["experts"], e.numpy())
+    with pytest.raises(ro.ReferenceInputError, match="cuda"):
+        ro.run("topk", {"logits": logits}, k=3, path="kernel", device="cuda")  # kernel runs on the cpu only
 
 
 def test_inputs_and_candidates_may_be_files(tmp_path, logits):

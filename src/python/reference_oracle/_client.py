@@ -400,6 +400,7 @@ def run(
     inputs: Arrays,
     *,
     path: Optional[str] = None,
+    device: Optional[str] = None,
     params: Optional[Mapping[str, Any]] = None,
     cli: Cli = None,
     timeout: Optional[float] = None,
@@ -409,7 +410,8 @@ def run(
 
     Float outputs come back as float64, integer outputs as int32, boolean ones as bool, scalars as 0-d arrays.
     `path` runs an optimized path (`kernel`, `fast`, ...) or forces the readable reference (`reference`); None gives
-    what `check` judges against. Raises ReferenceInputError on bad usage or bad input (exit 2).
+    what `check` judges against; `device` ("cpu" or "cuda") where that path runs. Raises ReferenceInputError on bad
+    usage or bad input (exit 2).
     """
     base = find_reference(cli)
     param_args = _param_args(params, kwargs)
@@ -419,6 +421,8 @@ def run(
         args = ["run", algorithm, "--input", input_file, "--output", output_file, *param_args]
         if path is not None:
             args += ["--path", path]
+        if device is not None:
+            args += ["--device", device]
         done = _run(base, args, timeout)
         if done.exit_code == 2:
             raise ReferenceInputError(_stderr_reason(done.stderr), done.command, done.stderr)
