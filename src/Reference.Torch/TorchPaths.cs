@@ -1,4 +1,3 @@
-using Reference.Harness.Algorithms;
 using Reference.Harness.Registry;
 
 namespace Reference.Torch;
@@ -19,9 +18,7 @@ public static class TorchPaths
     /// <summary>Adds the torch paths to the registered algorithms; running it again does nothing.</summary>
     public static void Register()
     {
-        Add(TopKAlgorithm.Descriptor, TopKAlgorithm.Entry.ToPath(
-            new("torch", "TorchSharp float32: softmax/sigmoid, bias-selected torch.topk, weights gathered and renormalized", Routing.TopKTorch.Run) { Devices = Devices }));
+        Routing.RoutingTorchPaths.Register();
+        Attention.AttentionTorchPaths.Register();
     }
-
-    private static void Add(Algorithm algorithm, OptimizedPath path) => algorithm.AddPath(path);
 }
