@@ -63,6 +63,25 @@ let ``torch aux-loss passes check against the reference`` (seed: int) = passesOn
 
 let ``torch sinkhorn passes check against the reference`` (seed: int) = passesOnGeneratedCase "sinkhorn" seed |> ignore
 
+let ``torch softtopk passes check against the reference`` (seed: int) = passesOnGeneratedCase "softtopk" seed |> ignore
+
+let ``torch softtopk passes both methods with the Jacobian, at small tau and with constant rows`` () =
+    let n, e = 5, 6
+    // Row 0 constant (the entropic operator's special case), the others generic, one with a tie at its maximum.
+    let values =
+        Array.init (n * e) (fun f ->
+            if f < e then 0.25f
+            elif f = 2 * e + 1 then 1.0f
+            elif f = 2 * e + 4 then 1.0f
+            else float32 (sin (1.3 * float f)))
+
+    let x = NdArray.Create(values, n, e)
+
+    for m in [ "threshold"; "entropic" ] do
+        for tau in [ "1e-3"; "0.1"; "2" ] do
+            for k in [ "1"; "3"; "5" ] do
+                checkCall "softtopk" [ "x", x ] [ "k", k; "tau", tau; "method", m; "jacobian", "true" ] |> ignore
+
 let ``torch capacity keeps exactly the reference's requests and slots without ties, every policy and normalization`` () =
     for policy in policies do
         for normalize in [ "none"; "before"; "after" ] do
@@ -136,7 +155,7 @@ let ``torch sinkhorn log and sbase pass on converging and capped runs, with marg
                 Assert.That(torch.ContainsKey "experts", $"sbase k={k}")
 
 let ``the torch paths run on most generated cases`` () =
-    for algorithm in [ "topk"; "capacity"; "expert-choice"; "aux-loss" ] do
+    for algorithm in [ "topk"; "capacity"; "expert-choice"; "aux-loss"; "softtopk" ] do
         Assert.That(supportedShare algorithm, eq 200, algorithm)
     // sinkhorn: log and sbase only; the generator draws log in more than half of its cases.
     Assert.That(supportedShare "sinkhorn", Is.GreaterThan 100, "sinkhorn")
@@ -184,8 +203,16 @@ let tests =
                 [ "torch.sinkhorn-passes-check" ]
                 "torch sinkhorn log and sbase pass on converging and capped runs, with marginals"
                 ``torch sinkhorn log and sbase pass on converging and capped runs, with marginals``
+            Proofs.prop
+                [ "torch.softtopk-passes-check" ]
+                "torch softtopk passes check against the reference"
+                ``torch softtopk passes check against the reference``
             Proofs.test
-                [ "torch.capacity-passes-check"; "torch.sinkhorn-passes-check" ]
+                [ "torch.softtopk-passes-check" ]
+                "torch softtopk passes both methods with the Jacobian, at small tau and with constant rows"
+                ``torch softtopk passes both methods with the Jacobian, at small tau and with constant rows``
+            Proofs.test
+                [ "torch.capacity-passes-check"; "torch.sinkhorn-passes-check"; "torch.softtopk-passes-check" ]
                 "the torch paths run on most generated cases"
                 ``the torch paths run on most generated cases``
         ]

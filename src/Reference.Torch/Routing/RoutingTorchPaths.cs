@@ -38,5 +38,15 @@ public static class RoutingTorchPaths
                 Devices = TorchPaths.Devices,
                 Supports = SinkhornTorch.Supports,
             }));
+
+        SoftTopKAlgorithm.Descriptor.AddPath(SoftTopKAlgorithm.Entry.ToPath(
+            new(TorchPaths.Name,
+                "TorchSharp float32, both methods: batched bisection + Newton threshold (entropic by its closed form on min-max "
+                + "normalized rows), closed-form Jacobian; tau must be a normal float32",
+                SoftTopKTorch.Run)
+            {
+                Devices = TorchPaths.Devices,
+                Supports = SoftTopKTorch.Supports,
+            }));
     }
 }
