@@ -31,7 +31,12 @@ public sealed record AuxLossOptions
 /// <param name="ZLoss">The router z-loss mean_i (logsumexp_e X_ie)².</param>
 /// <param name="Fraction">[E]: f_e as the variant counts it.</param>
 /// <param name="MeanScore">[E]: Pbar_e = mean_i P_ie.</param>
-public sealed record AuxLossResult(double SwitchLoss, double ZLoss, double[] Fraction, double[] MeanScore);
+public sealed record AuxLossResult(double SwitchLoss, double ZLoss, double[] Fraction, double[] MeanScore)
+{
+    /// <summary>P [N, E]: the softmax scores the losses were computed from; shared, do not modify. Null when the result
+    /// was built elsewhere.</summary>
+    public double[,]? Scores { get; init; }
+}
 
 /// <summary>
 /// Auxiliary router losses (proofs/aux-loss.md, Definition): the Switch Transformer load-balancing loss in Megatron-LM's and DeepSpeed's
@@ -64,10 +69,10 @@ public static class AuxLoss
 
         // 1. Selection (checks the logits and k) and scores P [N, E].
         var top = TopK.Route(logits, new TopKOptions { K = k, Score = ScoreFunction.Softmax, Normalize = false });
-        var p = RouterScores.Compute(logits, ScoreFunction.Softmax);
+        var p = top.Scores ?? RouterScores.Compute(logits, ScoreFunction.Softmax); // the selection's own P (softmax)
         if (n == 0)
         {
-            return new AuxLossResult(0.0, 0.0, new double[e], new double[e]);
+            return new AuxLossResult(0.0, 0.0, new double[e], new double[e]) { Scores = p };
         }
 
         // 2. Pbar_e = (1/N) sum_i P_ie.
@@ -146,7 +151,7 @@ public static class AuxLoss
             double lse = LogSumExp(logits, i);
             z += lse * lse;
         }
-        return new AuxLossResult(loss, z / n, fraction, meanScore);
+        return new AuxLossResult(loss, z / n, fraction, meanScore) { Scores = p };
     }
 
     /// <summary>log sum_e exp(X_ie), as m + log sum_e exp(X_ie - m) with m the row maximum.</summary>

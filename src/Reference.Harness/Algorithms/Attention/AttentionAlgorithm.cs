@@ -59,6 +59,9 @@ public static class AttentionAlgorithm
         Outputs = OutputsOf("softmax-weighted values; 0 for a row with no allowed key", "natural log of the sum of exp over allowed keys; -Inf for an empty row"),
         Reference = (call, options) => Output(DenseAttention.Compute(
             AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options)),
+        Oracle = (call, options) => Output(Fast(call)
+            ? DenseAttentionFast.Compute(AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options)
+            : DenseAttention.Compute(AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options)),
         Paths =
         [
             new PathOf<AttentionOptions, AttentionOutput>("kernel", $"float32 FlashAttention-2 (tiled online softmax, {KernelTile}x{KernelTile} tiles), parallel",
@@ -72,6 +75,21 @@ public static class AttentionAlgorithm
 
     /// <summary>The descriptor.</summary>
     public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
+
+    /// <summary>True when the call's work B Hq Tq Tk (D + Dv) is beyond <see cref="FastReference.AttentionWork"/>: <c>check</c>
+    /// then judges against <see cref="DenseAttentionFast"/>, equal bit for bit to the reference (proofs/attention.md,
+    /// attention.fast-reference-identical).</summary>
+    /// <param name="call">The call.</param>
+    /// <returns>True to use the fast path.</returns>
+    public static bool Fast(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var q = call.Array("q").Shape;
+        var k = call.Array("k").Shape;
+        var v = call.Array("v").Shape;
+        return q.Count == 4 && k.Count == 4 && v.Count == 4
+               && FastReference.Beyond(FastReference.AttentionWorkOf(q, k, v), FastReference.AttentionWork);
+    }
 
     /// <summary>The reference options from the call's parameters and inputs, parsed once per call.</summary>
     public static AttentionOptions Options(AlgorithmCall call) => Entry.Options(call);

@@ -258,7 +258,7 @@ public static class AttentionBaseline
     }
 
     /// <summary>acc[e] = acc[e] + w * x[e] (a product and a sum, each rounded to float32).</summary>
-    private static void Axpy(float w, ReadOnlySpan<float> x, Span<float> acc)
+    internal static void Axpy(float w, ReadOnlySpan<float> x, Span<float> acc)
     {
         int n = x.Length, e = 0;
         var wv = Vector256.Create(w);

@@ -205,8 +205,15 @@ public static class AttentionTolerance
         double[,,,] q, double[,,,] k, double[,,,] v, double scale, double softcap, AttentionRowKeys rows,
         double[,,,]? keyAlt, NumberFormat format)
     {
-        var a = AttentionBaseline.Compute(q, k, v, scale, softcap, rows, keyAlt, format, 0);
-        var b = AttentionBaseline.Compute(q, k, v, scale, softcap, rows, keyAlt, format, 1);
+        // Beyond FastReference.AttentionWork both orders come from the fast pass, equal bit for bit
+        // (proofs/attention.md, attention.fast-baseline-identical).
+        long work = FastReference.AttentionWorkOf(
+            [q.GetLength(0), q.GetLength(1), q.GetLength(2), q.GetLength(3)], [k.GetLength(0), k.GetLength(1), k.GetLength(2), k.GetLength(3)],
+            [v.GetLength(0), v.GetLength(1), v.GetLength(2), v.GetLength(3)]);
+        var (a, b) = FastReference.Beyond(work, FastReference.AttentionWork)
+            ? AttentionBaselineFast.ComputeBoth(q, k, v, scale, softcap, rows, keyAlt, format)
+            : (AttentionBaseline.Compute(q, k, v, scale, softcap, rows, keyAlt, format, 0),
+               AttentionBaseline.Compute(q, k, v, scale, softcap, rows, keyAlt, format, 1));
         double u = Precision.UnitRoundoff(NumberFormat.Float32), vmax = 0.0, smax = 0.0, lmax = 0.0;
         foreach (double x in v) vmax = Math.Max(vmax, Math.Abs(x));
         foreach (double x in a.MaxScoreMagnitude) smax = Math.Max(smax, x);

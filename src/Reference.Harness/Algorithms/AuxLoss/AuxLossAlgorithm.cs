@@ -41,7 +41,7 @@ public static class AuxLossAlgorithm
         ],
         Reference = (call, options) =>
         {
-            var r = AuxLoss.Compute(call.Matrix("logits"), options);
+            var r = ReferenceResult(call, options);
             return new AuxLossOutput(NdArray.Scalar(r.SwitchLoss), NdArray.Scalar(r.ZLoss));
         },
         Paths =
@@ -62,6 +62,19 @@ public static class AuxLossAlgorithm
 
     /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
     public static AuxLossOptions Options(AlgorithmCall call) => Entry.Options(call);
+
+    /// <summary>The reference's losses of the call under <paramref name="options"/> (the call's own, or the Megatron
+    /// variant whose bounds the hf variant scales), computed once per call and options (<see cref="AlgorithmCall.Memo{T}"/>):
+    /// the validator reads P and the counts from it instead of recomputing them.</summary>
+    /// <param name="call">The bound call.</param>
+    /// <param name="options">The options (k and variant).</param>
+    /// <returns>The reference's result, with its scores P.</returns>
+    public static AuxLossResult ReferenceResult(AlgorithmCall call, AuxLossOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        ArgumentNullException.ThrowIfNull(options);
+        return call.Memo(("reference", nameof(AuxLossAlgorithm), options), () => AuxLoss.Compute(call.Matrix("logits"), options));
+    }
 
     /// <summary>A random case: awkward shapes, grid, gaussian or wide logits, any k and variant.</summary>
     private static GeneratedCase Generate(int seed)

@@ -53,7 +53,7 @@ public sealed record AuxLossTolerance(double SwitchLoss, double ZLoss)
 /// </remarks>
 public sealed class AuxLossValidator : IValidator
 {
-    /// <summary>Judges switch_loss and z_loss against the derived bounds of <see cref="Bounds(double[,], AuxLossOptions, NumberFormat, NumberFormat)"/>.</summary>
+    /// <summary>Judges switch_loss and z_loss against the derived bounds of <see cref="Bounds(double[,], AuxLossOptions, AuxLossResult, NumberFormat, NumberFormat)"/>.</summary>
     /// <param name="context">The call, reference outputs and candidate outputs.</param>
     /// <returns>One report for each of switch_loss and z_loss that the candidate contains.</returns>
     public IReadOnlyList<ComparisonReport> Judge(CheckContext context)
@@ -65,14 +65,23 @@ public sealed class AuxLossValidator : IValidator
         // rounding error and its near-tie slack are Megatron's, and its absolute bound is k times Megatron's
         // (proofs/aux-loss.md, aux-loss.hf-is-k-megatron).
         bool hf = options.Variant == AuxLossVariant.Hf;
+        var boundOptions = hf ? options with { Variant = AuxLossVariant.Megatron } : options;
+        // The reference's own result (memoized: check has already run it), so P and the counts are not recomputed;
+        // the bounds once per pair of formats (the two losses usually share it).
+        var reference = AuxLossAlgorithm.ReferenceResult(context.Call, boundOptions);
+        var bySelection = new Dictionary<(NumberFormat, NumberFormat), AuxLossTolerance>();
         var reports = new List<ComparisonReport>();
         foreach (var name in new[] { "switch_loss", "z_loss" })
         {
             if (context.Candidate.TryGetValue(name, out var c))
             {
                 // The value judged in the precision it carries, near-ties in the decisions' precision.
-                var bounds = Bounds(logits, hf ? options with { Variant = AuxLossVariant.Megatron } : options,
-                    context.FormatOf(name), context.Format);
+                var formats = (context.FormatOf(name), context.Format);
+                if (!bySelection.TryGetValue(formats, out var bounds))
+                {
+                    bounds = Bounds(logits, boundOptions, reference, formats.Item1, formats.Item2);
+                    bySelection[formats] = bounds;
+                }
                 bool isSwitch = name == "switch_loss";
                 double bound = !isSwitch ? bounds.ZLoss : hf ? bounds.SwitchLoss * options.K : bounds.SwitchLoss;
                 string? detail = !isSwitch ? bounds.ZDetail : hf ? $"hf = k x megatron, k = {options.K}: {bounds.SwitchDetail}" : bounds.SwitchDetail;
@@ -112,7 +121,23 @@ public sealed class AuxLossValidator : IValidator
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
-        var reference = AuxLoss.Compute(logits, options); // validates the arguments
+        return Bounds(logits, options, AuxLoss.Compute(logits, options), valueFormat, selectionFormat); // validates the arguments
+    }
+
+    /// <summary>The allowed deviations, from the reference's own result for these logits and options (its losses,
+    /// fractions, mean scores and scores P), so that nothing is computed twice.</summary>
+    /// <param name="logits">X [N, E], finite.</param>
+    /// <param name="options">k and the variant the reference ran with.</param>
+    /// <param name="reference"><see cref="AuxLoss.Compute"/> of these logits and options, with its <see cref="AuxLossResult.Scores"/>.</param>
+    /// <param name="valueFormat">The precision the loss value carries.</param>
+    /// <param name="selectionFormat">The precision near-ties are judged in.</param>
+    /// <returns>The two bounds, with their parts.</returns>
+    public static AuxLossTolerance Bounds(
+        double[,] logits, AuxLossOptions options, AuxLossResult reference, NumberFormat valueFormat, NumberFormat selectionFormat)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(reference);
         int n = logits.GetLength(0), e = logits.GetLength(1);
         var compute = valueFormat == NumberFormat.Float64 ? NumberFormat.Float64 : NumberFormat.Float32;
         double uc = Precision.UnitRoundoff(compute), uv = Precision.UnitRoundoff(valueFormat);
@@ -124,7 +149,7 @@ public sealed class AuxLossValidator : IValidator
             return new AuxLossTolerance(tiny, tiny);
         }
         int counted = options.Variant == AuxLossVariant.Megatron ? options.K : 1;
-        var p = RouterScores.Compute(logits, ScoreFunction.Softmax);
+        var p = reference.Scores ?? RouterScores.Compute(logits, ScoreFunction.Softmax);
         double probabilistic = Lambda * Math.Sqrt(n - 1) * uc;
 
         var rowMax = new double[n]; // [N]

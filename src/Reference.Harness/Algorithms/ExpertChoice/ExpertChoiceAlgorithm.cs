@@ -35,14 +35,8 @@ public static class ExpertChoiceAlgorithm
             OutputSpec<ExpertChoiceOutput>.Of("gates", "E,C", ArrayKind.Float, OutputComparison.Validated, "P at those (expert, token) pairs", r => r.Gates),
             OutputSpec<ExpertChoiceOutput>.Of("count", "N", ArrayKind.Integer, OutputComparison.Validated, "experts per token, 0..E", r => r.Count),
         ],
-        Reference = (call, _) =>
-        {
-            var r = ReferenceResult(call);
-            return new ExpertChoiceOutput(
-                NdArray.Create(Flat(r.Tokens).Select(v => (int)v).ToArray(), r.Tokens.GetLength(0), r.Capacity),
-                NdArray.Create(Flat(r.Gates), r.Gates.GetLength(0), r.Capacity),
-                NdArray.FromVector(r.Count));
-        },
+        Reference = (call, _) => Output(ReferenceResult(call)),
+        Oracle = (call, _) => Output(OracleResult(call)),
         Paths =
         [
             new PathOf<ExpertChoiceOptions, ExpertChoiceOutput>("kernel", "float32 softmax, transpose, per-expert sort in parallel", (call, options) =>
@@ -70,6 +64,41 @@ public static class ExpertChoiceAlgorithm
         ArgumentNullException.ThrowIfNull(call);
         return call.Memo(("reference", nameof(ExpertChoiceAlgorithm)), () => ExpertChoice.Route(call.Matrix("logits"), Options(call)));
     }
+
+    /// <summary>What <c>check</c> judges against, computed once per call: beyond <see cref="FastReference.ExpertChoiceWork"/>
+    /// (work E C N) the routing of <see cref="ExpertChoiceFast"/>, equal to the reference's (proofs/expert-choice.md,
+    /// expert-choice.fast-reference-identical); otherwise <see cref="ReferenceResult"/>.</summary>
+    /// <param name="call">The call.</param>
+    /// <returns>The routing.</returns>
+    public static ExpertChoiceResult OracleResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var shape = call.Array("logits").Shape;
+        if (shape.Count != 2 || shape[1] == 0)
+        {
+            return ReferenceResult(call);
+        }
+        var options = Options(call);
+        int n = shape[0], e = shape[1], c;
+        try
+        {
+            c = ExpertChoice.ResolveCapacity(n, e, options);
+        }
+        catch (ArgumentException)
+        {
+            return ReferenceResult(call); // the reference names the bad option
+        }
+        if (!FastReference.Beyond((long)e * c * n, FastReference.ExpertChoiceWork))
+        {
+            return ReferenceResult(call);
+        }
+        return call.Memo(("oracle", nameof(ExpertChoiceAlgorithm)), () => ExpertChoiceFast.Route(call.Matrix("logits"), options));
+    }
+
+    private static ExpertChoiceOutput Output(ExpertChoiceResult r) => new(
+        NdArray.Create(Flat(r.Tokens).Select(v => (int)v).ToArray(), r.Tokens.GetLength(0), r.Capacity),
+        NdArray.Create(Flat(r.Gates), r.Gates.GetLength(0), r.Capacity),
+        NdArray.FromVector(r.Count));
 
     /// <summary>A random case: awkward shapes, grid, gaussian or wide logits, an explicit capacity or a factor and k.</summary>
     private static GeneratedCase Generate(int seed)

@@ -30,7 +30,7 @@ public sealed class ExpertChoiceValidator : IValidator
         var tokens = c.TryGetValue("tokens", out var t) ? t : context.Expected["tokens"];
         var check = Check(
             call.Matrix("logits"), ExpertChoiceAlgorithm.Options(call), IntMatrix(tokens), c.TryGetValue("count", out var cnt) ? IntVector(cnt) : null, context.Format,
-            ExpertChoiceAlgorithm.ReferenceResult(call));
+            ExpertChoiceAlgorithm.OracleResult(call));
         var reports = new List<ComparisonReport>();
         foreach (var name in new[] { "tokens", "count" })
         {

@@ -1,0 +1,60 @@
+namespace Reference.Harness.Algorithms;
+
+/// <summary>
+/// When <c>check</c> (and <c>run</c> without <c>--path</c>) judges against a fast double-precision path instead of the
+/// readable reference: beyond a documented amount of work (proofs/cli.md, "Fast references beyond a size"). Every fast
+/// path is proven equal to its readable reference (bit for bit: proofs/attention.md, attention.fast-reference-identical;
+/// proofs/expert-choice.md, expert-choice.fast-reference-identical), so the verdict does not depend on the threshold.
+/// </summary>
+public static class FastReference
+{
+    /// <summary>Attention work B Hq Tq Tk (D + Dv) beyond which <c>attention</c>'s oracle is
+    /// <see cref="Reference.Attention.DenseAttentionFast"/> and the float32/float16/bfloat16 baseline of the attention family
+    /// is <c>AttentionBaselineFast</c>: 2^24, where the readable reference takes about 0.1 s.</summary>
+    public const long AttentionWork = 1L << 24;
+
+    /// <summary>Expert-choice work E C N (the readable reference's selection by repeated scans) beyond which
+    /// <c>expert-choice</c>'s oracle is <see cref="Reference.Routing.ExpertChoiceFast"/>: 2^24.</summary>
+    public const long ExpertChoiceWork = 1L << 24;
+
+    private static readonly AsyncLocal<long?> Override = new();
+
+    /// <summary>True when <paramref name="work"/> exceeds <paramref name="threshold"/>, or the lowered threshold of
+    /// <see cref="Lowered"/> in the current asynchronous flow.</summary>
+    /// <param name="work">The call's work, in the threshold's unit.</param>
+    /// <param name="threshold">The documented threshold.</param>
+    /// <returns>True to use the fast path.</returns>
+    public static bool Beyond(long work, long threshold) => work > (Override.Value ?? threshold);
+
+    /// <summary>
+    /// For tests: every threshold is <paramref name="threshold"/> (e.g. -1: every call takes the fast path) in the current
+    /// thread and the tasks it starts, until the returned scope is disposed. The verdict of <c>check</c> must not change.
+    /// </summary>
+    /// <param name="threshold">The work beyond which fast paths are used.</param>
+    /// <returns>The scope that restores the documented thresholds.</returns>
+    public static IDisposable Lowered(long threshold)
+    {
+        var previous = Override.Value;
+        Override.Value = threshold;
+        return new Scope(previous);
+    }
+
+    /// <summary>The attention work B Hq Tq Tk (D + Dv) of q [B,Hq,Tq,D], k [B,Hkv,Tk,D], v [B,Hkv,Tk,Dv] (saturating).</summary>
+    /// <param name="q">q's shape.</param>
+    /// <param name="k">k's shape.</param>
+    /// <param name="v">v's shape.</param>
+    /// <returns>The work.</returns>
+    public static long AttentionWorkOf(IReadOnlyList<int> q, IReadOnlyList<int> k, IReadOnlyList<int> v)
+    {
+        ArgumentNullException.ThrowIfNull(q);
+        ArgumentNullException.ThrowIfNull(k);
+        ArgumentNullException.ThrowIfNull(v);
+        double work = (double)q[0] * q[1] * q[2] * k[2] * ((double)q[3] + v[3]);
+        return work >= long.MaxValue ? long.MaxValue : (long)work;
+    }
+
+    private sealed class Scope(long? previous) : IDisposable
+    {
+        public void Dispose() => Override.Value = previous;
+    }
+}
