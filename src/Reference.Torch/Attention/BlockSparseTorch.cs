@@ -5,10 +5,10 @@ using static TorchSharp.torch;
 namespace Reference.Torch.Attention;
 
 /// <summary>
-/// Block-sparse attention with FlexAttention BlockMask semantics (proofs/attention.md, Definition: Block-sparse attention
-/// (BlockMask)) as PyTorch users run it without FlexAttention: the BlockMask expanded to a boolean [Bm, Hm, Tq, Tk]
-/// mask (a key allowed when its tile is listed full, or listed partial and the element mask allows it), then dense
-/// attention under it (<see cref="TorchAttention.Attend"/>: SDPA, lse by logsumexp, empty rows 0 and -Inf). Block-sparse
+/// Block-sparse attention with FlexAttention BlockMask semantics
+/// (proofs/attention.md, Definition: Block-sparse attention (BlockMask)) as PyTorch users run it without FlexAttention:
+/// the BlockMask expanded to a boolean [Bm, Hm, Tq, Tk] mask (a key allowed when its tile is listed full, or listed
+/// partial and the element mask allows it), then dense attention under it (<see cref="TorchAttention.Attend"/>: SDPA, lse by logsumexp, empty rows 0 and -Inf). Block-sparse
 /// attention equals dense attention under that mask (attention.block-sparse-equivalence).
 /// </summary>
 /// <remarks>The tile lists are validated by <see cref="BlockSparseAlgorithm.Mask"/> (indices in range, ascending, no
