@@ -473,25 +473,33 @@ public static unsafe class FlashAttention
                     }
 
                     // 4. s_j = scale * q_i . k_j, softcapped, element-masked on the allowed range; -Inf elsewhere.
-                    Span<float> live = scores.Slice(from, count);
-                    TensorPrimitives.Multiply(live, plan.Scale, live);
-                    if (plan.Softcap > 0)
+                    float* sRow = tile + (long)row * ldk;
+                    float tileMax;
+                    if (plan.Softcap > 0 || consultMask)
                     {
-                        TensorPrimitives.Divide(live, plan.Softcap, live);
-                        for (int n = 0; n < count; n++) live[n] = MathF.Tanh(live[n]);   // MathF.Tanh: see QueryTile
-                        TensorPrimitives.Multiply(live, plan.Softcap, live);
+                        Span<float> live = scores.Slice(from, count);
+                        TensorPrimitives.Multiply(live, plan.Scale, live);
+                        if (plan.Softcap > 0)
+                        {
+                            TensorPrimitives.Divide(live, plan.Softcap, live);
+                            for (int n = 0; n < count; n++) live[n] = MathF.Tanh(live[n]);   // MathF.Tanh: see QueryTile
+                            TensorPrimitives.Multiply(live, plan.Softcap, live);
+                        }
+                        if (consultMask)
+                        {
+                            for (int n = 0; n < count; n++)
+                                if (!plan.Mask![b, h, i0 + row, j0 + from + n]) live[n] = float.NegativeInfinity;
+                        }
+                        scores[..from].Fill(float.NegativeInfinity);
+                        scores[(from + count)..].Fill(float.NegativeInfinity);
+                        tileMax = FlashAttentionTiles.Max(sRow, ldk);
                     }
-                    if (consultMask)
+                    else
                     {
-                        for (int n = 0; n < count; n++)
-                            if (!plan.Mask![b, h, i0 + row, j0 + from + n]) live[n] = float.NegativeInfinity;
+                        tileMax = FlashAttentionTiles.ScaleRangeMax(sRow, ldk, plan.Scale, from, from + count);   // fused
                     }
-                    scores[..from].Fill(float.NegativeInfinity);
-                    scores[(from + count)..].Fill(float.NegativeInfinity);
 
                     // 5. Online softmax update: m' = max(m, max s), alpha = exp(m - m'), p = exp(s - m').
-                    float* sRow = tile + (long)row * ldk;
-                    float tileMax = FlashAttentionTiles.Max(sRow, ldk);
                     if (float.IsNegativeInfinity(tileMax))
                     {
                         scores.Clear();                                       // every key of the range masked

@@ -220,6 +220,42 @@ internal static unsafe class FlashAttentionTiles
         a.Store(acc);
     }
 
+    /// <summary>
+    /// s_j = scale * s_j for j in [from, end) and -Infinity elsewhere, in place over <paramref name="n"/> floats (a
+    /// multiple of <see cref="Lanes"/>); returns the largest entry.
+    /// </summary>
+    /// <param name="s">The row.</param>
+    /// <param name="n">Its length.</param>
+    /// <param name="scale">The score scale.</param>
+    /// <param name="from">The first allowed entry.</param>
+    /// <param name="end">One past the last allowed entry.</param>
+    public static float ScaleRangeMax(float* s, int n, float scale, int from, int end)
+    {
+        var sc = Vector512.Create(scale);
+        var ninf = Vector512.Create(float.NegativeInfinity);
+        var m = ninf;
+        var index = Vector512<int>.Indices;
+        var lo = Vector512.Create(from);
+        var hi = Vector512.Create(end);
+        for (int j = 0; j < n; j += Lanes)
+        {
+            var at = index + Vector512.Create(j);
+            var inside = Vector512.GreaterThanOrEqual(at, lo) & Vector512.LessThan(at, hi);
+            var x = Vector512.ConditionalSelect(inside.AsSingle(), Vector512.Load(s + j) * sc, ninf);
+            x.Store(s + j);
+            m = Vector512.Max(m, x);
+        }
+        return HorizontalMax(m);
+    }
+
+    private static float HorizontalMax(Vector512<float> m)
+    {
+        var h = Vector256.Max(m.GetLower(), m.GetUpper());
+        var g = Vector128.Max(h.GetLower(), h.GetUpper());
+        float best = Math.Max(Math.Max(g.GetElement(0), g.GetElement(1)), Math.Max(g.GetElement(2), g.GetElement(3)));
+        return best;
+    }
+
     /// <summary>The largest entry of a row of <paramref name="n"/> floats (a multiple of <see cref="Lanes"/>).</summary>
     /// <param name="s">The row.</param>
     /// <param name="n">Its length.</param>
@@ -227,9 +263,7 @@ internal static unsafe class FlashAttentionTiles
     {
         var m = Vector512.Create(float.NegativeInfinity);
         for (int j = 0; j < n; j += Lanes) m = Vector512.Max(m, Vector512.Load(s + j));
-        float best = float.NegativeInfinity;
-        for (int lane = 0; lane < Lanes; lane++) best = Math.Max(best, m.GetElement(lane));
-        return best;
+        return HorizontalMax(m);
     }
 
     /// <summary>s_j = exp(s_j - max) in place over <paramref name="n"/> floats (a multiple of <see cref="Lanes"/>);
