@@ -39,7 +39,10 @@ public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] Expe
 /// u is the candidate's unit roundoff (2^-24 for float32, 2^-53 for float64). Renormalized weights are computed in log
 /// space (as the reference does), so they stay accurate when the scores underflow.
 /// Known limit: the completion of a dropped position is greedy, so a candidate whose dropped request went to one of two
-/// near-tied full experts, where only the other one makes the drop consistent, can be rejected although valid.</para>
+/// near-tied full experts, where only the other one makes the drop consistent, can be rejected although valid. Where the
+/// completion decides a value another check compares, the validator ranges over the near-tied full experts instead: the
+/// "before" weights of a row with a dropped choice, and batch-priority's first-choice score of a token whose first
+/// choice was dropped.</para>
 /// </remarks>
 public sealed class CapacityValidator : IValidator
 {
@@ -232,6 +235,10 @@ public sealed class CapacityValidator : IValidator
                 }
             }
             top1[i] = ctx.P[i, sel[i, 0]];
+            if (experts[i, 0] < 0 && options.Policy == DropPolicy.BatchPriority)
+            {
+                ctx.WidenFirstChoice(i, experts, keptOf);
+            }
         }
 
         // 4. Capacity and priority, expert by expert (at most C kept was checked first): a drop only from a full expert; no dropped request
@@ -500,6 +507,53 @@ public sealed class CapacityValidator : IValidator
         public double[] RowMax { get; }
         public double[] MaxAbsLogit { get; }
         public double[] KeySlack { get; }
+
+        /// <summary>[N] batch-priority only: for a token whose first choice was dropped, the smallest and largest score P over
+        /// the experts that could have been that first choice (NaN otherwise).</summary>
+        private double[]? firstChoiceLow, firstChoiceHigh;
+
+        /// <summary>
+        /// Batch-priority orders a token's requests by its first-choice score. When the candidate dropped token i's first
+        /// choice, that choice is any full expert outside the row whose key is within the slack of the row's best key, and
+        /// with a bias such near-tied keys can carry scores orders of magnitude apart (saturated sigmoids, a bias on a grid).
+        /// The token's priority is then known only up to the range of their scores: <see cref="PriorityOf"/> and
+        /// <see cref="DispatchOf"/> use the whole range (erring towards acceptance; the reference's own choice is in it).
+        /// </summary>
+        public void WidenFirstChoice(int i, int[,] experts, List<(int I, int J)>[] keptOf)
+        {
+            double best = Key[i, TopKey[i]];
+            double low = double.PositiveInfinity, high = double.NegativeInfinity;
+            for (int x = 0; x < E; x++)
+            {
+                bool inRow = Enumerable.Range(0, K).Any(j => experts[i, j] == x);
+                if (!inRow && keptOf[x].Count == C && Key[i, x] >= best - KeySlack[i])
+                {
+                    low = Math.Min(low, P[i, x]);
+                    high = Math.Max(high, P[i, x]);
+                }
+            }
+            if (low > high)
+            {
+                return; // no full expert in the band: the completion failed or chose outside it, and the checks say so
+            }
+            firstChoiceLow ??= Enumerable.Repeat(double.NaN, N).ToArray();
+            firstChoiceHigh ??= Enumerable.Repeat(double.NaN, N).ToArray();
+            firstChoiceLow[i] = low;
+            firstChoiceHigh[i] = high;
+        }
+
+        /// <summary>Batch-priority's value of token i, given its completed first-choice score: an interval with the slack,
+        /// widened to the band of <see cref="WidenFirstChoice"/> when its first choice was dropped.</summary>
+        private (double Low, double High) FirstChoiceRange(int i, double top1)
+        {
+            double low = top1 - ValueSlack(i, TopKey[i], top1), high = top1 + ValueSlack(i, TopKey[i], top1);
+            if (firstChoiceLow is not null && !double.IsNaN(firstChoiceLow[i]))
+            {
+                low = Math.Min(low, firstChoiceLow[i] - ValueSlack(i, TopKey[i], firstChoiceLow[i]));
+                high = Math.Max(high, firstChoiceHigh![i] + ValueSlack(i, TopKey[i], firstChoiceHigh[i]));
+            }
+            return (low, high);
+        }
         public int[] TopKey { get; }
 
         /// <summary>Uncertainty of a weight w of token i at expert x, relative to w: (2|X_ix| + 2 max_e |X_ie| + E + 2k + 8)·u·w
@@ -523,7 +577,8 @@ public sealed class CapacityValidator : IValidator
                     double lx = Logits[i, x], s = U * Math.Abs(lx);
                     return new Priority(i, j, 0, lx - s, lx + s);
                 case DropPolicy.BatchPriority:
-                    return new Priority(i, j, j, top1 - ValueSlack(i, TopKey[i], top1), top1 + ValueSlack(i, TopKey[i], top1));
+                    var (low, high) = FirstChoiceRange(i, top1);
+                    return new Priority(i, j, j, low, high);
                 default:
                     throw new ArgumentOutOfRangeException(nameof(Options), Options.Policy, "unknown drop policy");
             }
@@ -534,7 +589,7 @@ public sealed class CapacityValidator : IValidator
         public Priority DispatchOf(int i, int j, double[] top1) => Options.Policy switch
         {
             DropPolicy.ChoicePosition => new Priority(i, j, (long)j * N + i, 0, 0),
-            DropPolicy.BatchPriority => new Priority(i, j, j, top1[i] - ValueSlack(i, TopKey[i], top1[i]), top1[i] + ValueSlack(i, TopKey[i], top1[i])),
+            DropPolicy.BatchPriority => new Priority(i, j, j, FirstChoiceRange(i, top1[i]).Low, FirstChoiceRange(i, top1[i]).High),
             _ => new Priority(i, j, (long)i * K + j, 0, 0),
         };
 
