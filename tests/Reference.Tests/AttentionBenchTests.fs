@@ -44,7 +44,10 @@ let ``bench attention --json writes a record that bench table reads`` () =
         let ms, runs = c.GetProperty("median_ms").GetDouble(), c.GetProperty("runs").GetInt32()
         Assert.That((ms > 0.0 && runs = 1), c.ToString())
         let size = parsed |> List.find (fun s -> s.ToString() = c.GetProperty("size").GetString())
-        let flops = 4.0 * float size.Batch * float size.Heads * float size.Length * float size.Length * float size.Dim
+
+        let flops =
+            4.0 * float size.Batch * float size.Heads * float size.Length * float size.Length * float size.Dim
+
         let expected = (if size.Causal then flops / 2.0 else flops) / ms / 1e6
         Assert.That(c.GetProperty("gflops").GetDouble(), Is.EqualTo(expected).Within(1e-9 * expected), c.ToString())
         // The other solvers' outputs are the kernel's within float32 rounding (inputs in [-1, 1), out in [-1, 1]).
@@ -58,7 +61,7 @@ let ``bench attention --json writes a record that bench table reads`` () =
     Assert.That(tcode, eq 0, terr)
     let rows = table.Split('\n', StringSplitOptions.RemoveEmptyEntries)
     Assert.That(rows.Length, eq (2 + cases.Length), table)
-    Assert.That(rows[2], Does.StartWith "| attention |" |> fun c -> c.And.Contains "| B1H2T48D16 | kernel |")
+    Assert.That(rows[2], Does.StartWith "| attention |" |> (fun c -> c.And.Contains "| B1H2T48D16 | kernel |"))
     Directory.Delete(d, true)
 
 let ``bench attention sizes parse and bad ones are refused`` () =
@@ -81,6 +84,9 @@ let tests =
         "bench/attention"
         "AttentionBenchTests"
         [
-            Proofs.test [] "bench attention --json writes a record that bench table reads" ``bench attention --json writes a record that bench table reads``
+            Proofs.test
+                []
+                "bench attention --json writes a record that bench table reads"
+                ``bench attention --json writes a record that bench table reads``
             Proofs.test [] "bench attention sizes parse and bad ones are refused" ``bench attention sizes parse and bad ones are refused``
         ]

@@ -990,8 +990,9 @@ let ``tiled and row by row kernel paths agree`` () =
             checkClose "out" (f64 rows.Out) (f64 tiled.Out) tol.Out
             checkClose "lse" (f64 rows.Lse) (f64 tiled.Lse) tol.Lse
         else
-            Assert.Throws<PlatformNotSupportedException>(Action(fun () ->
-                FlashAttention.ComputeOnPath(q, kk, v, shapeOf x, o, splits, true) |> ignore))
+            Assert.Throws<PlatformNotSupportedException>(
+                Action(fun () -> FlashAttention.ComputeOnPath(q, kk, v, shapeOf x, o, splits, true) |> ignore)
+            )
             |> ignore)
 
 let ``split kv decoding matches the reference`` (b, hq, hkv, tq, tk, d, bk, splits) =
