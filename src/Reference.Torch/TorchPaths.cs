@@ -20,5 +20,6 @@ public static class TorchPaths
     {
         Routing.RoutingTorchPaths.Register();
         Attention.AttentionTorchPaths.Register();
+        Bench.AttentionBench.Register();
     }
 }

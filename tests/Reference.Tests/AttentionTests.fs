@@ -966,6 +966,35 @@ let ``split kv equals the unsplit kernel`` () =
         checkClose "out" (f64 whole.Out) (f64 split.Out) tol.Out
         checkClose "lse" (f64 whole.Lse) (f64 split.Lse) tol.Lse)
 
+/// The tiled Vector512 path and the row-by-row path of the kernel (the one taken where Vector512 is not accelerated)
+/// agree within the sum of their float32 bounds, under every masking the kernel takes and with or without splits.
+/// Where this machine has no Vector512, asking for the tiled path must be refused.
+let ``tiled and row by row kernel paths agree`` () =
+    Prop.forAll anySpecs (fun s ->
+        let x, k = inputsOf s, knobsOf s
+        let r = Random(s.Seed + 3)
+        let m = anyMasking r s k
+        let splits = 1 + r.Next 3
+        let o = kernelOptions k m
+        let q, kk, v = f32 (flat4 x.Q), f32 (flat4 x.K), f32 (flat4 x.V)
+        let rows = FlashAttention.ComputeOnPath(q, kk, v, shapeOf x, o, splits, false)
+
+        if FlashAttention.TiledSupported then
+            let tiled = FlashAttention.ComputeOnPath(q, kk, v, shapeOf x, o, splits, true)
+            let scale, cap = effectiveScale s k, float k.Softcap
+            let tiles = ceilDiv s.Tk (tileKOf k m)
+            let perSplit = max 1 (ceilDiv tiles splits)
+            let partial = attentionBound float32Precision x scale cap perSplit
+            let one = add partial (splitBound float32Precision x scale partial (max 1 (ceilDiv tiles perSplit)))
+            let tol = add one one
+            checkClose "out" (f64 rows.Out) (f64 tiled.Out) tol.Out
+            checkClose "lse" (f64 rows.Lse) (f64 tiled.Lse) tol.Lse
+        else
+            Assert.Throws<PlatformNotSupportedException>(
+                Action(fun () -> FlashAttention.ComputeOnPath(q, kk, v, shapeOf x, o, splits, true) |> ignore)
+            )
+            |> ignore)
+
 let ``split kv decoding matches the reference`` (b, hq, hkv, tq, tk, d, bk, splits) =
     let s =
         { B = b; Hq = hq; Hkv = hkv; Tq = tq; Tk = tk; D = d; Dv = d; Values = Sharp; Seed = tk + splits }
@@ -1232,6 +1261,10 @@ let tests =
                 "online softmax over small tiles equals the single tile two pass softmax"
                 ``online softmax over small tiles equals the single tile two pass softmax``
             Proofs.prop [ "attention.split-kv-combine" ] "split kv equals the unsplit kernel" ``split kv equals the unsplit kernel``
+            Proofs.prop
+                [ "attention.kernel-matches-reference"; "attention.split-kv-combine" ]
+                "tiled and row by row kernel paths agree"
+                ``tiled and row by row kernel paths agree``
             Proofs.cases
                 [ "attention.split-kv-combine" ]
                 "split kv decoding matches the reference"

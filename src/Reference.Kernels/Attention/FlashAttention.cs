@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using Reference.Attention;
 using Reference.Numerics;
 
@@ -53,7 +54,7 @@ public static unsafe class FlashAttention
     /// names the array and the index), a mask does not fit, or an option is out of range.</exception>
     public static void Forward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, AttentionShape shape,
                                FlashAttentionOptions options, Span<float> output, Span<float> lse) =>
-        Run(q, k, v, shape, options, splits: 1, output, lse);
+        Run(q, k, v, shape, options, splits: 1, TiledSupported, output, lse);
 
     /// <summary>Attention of float16 inputs: widened exactly to float32, computed and written in float32.</summary>
     /// <param name="q">Queries, [B, Hq, Tq, D] row-major, finite.</param>
@@ -97,7 +98,7 @@ public static unsafe class FlashAttention
                                FlashAttentionOptions options, int splits, Span<float> output, Span<float> lse)
     {
         if (splits < 1) throw new ArgumentException($"splits must be >= 1, got {splits}", nameof(splits));
-        Run(q, k, v, shape, options, splits, output, lse);
+        Run(q, k, v, shape, options, splits, TiledSupported, output, lse);
     }
 
     /// <summary>Split-KV attention of float16 inputs (widened exactly to float32).</summary>
@@ -154,6 +155,24 @@ public static unsafe class FlashAttention
         return new FlashAttentionResult(output, lse);
     }
 
+    /// <summary>Whether this machine runs the tiled Vector512 path (<see cref="FlashAttentionTiles"/>); elsewhere every
+    /// call takes the row-by-row path (<see cref="TensorPrimitives"/>, which uses the widest vectors there are).</summary>
+    internal static bool TiledSupported => Vector512.IsHardwareAccelerated;
+
+    /// <summary><c>ComputeSplitKv</c> on a chosen path, so that tests run both on one machine: <paramref name="tiled"/>
+    /// true takes the tiled path (only where <see cref="TiledSupported"/>), false the row-by-row path.</summary>
+    internal static FlashAttentionResult ComputeOnPath(float[] q, float[] k, float[] v, AttentionShape shape,
+                                                       FlashAttentionOptions options, int splits, bool tiled)
+    {
+        ArgumentNullException.ThrowIfNull(shape);
+        if (splits < 1) throw new ArgumentException($"splits must be >= 1, got {splits}", nameof(splits));
+        if (tiled && !TiledSupported) throw new PlatformNotSupportedException("the tiled path needs Vector512 hardware");
+        var output = new float[checked((int)shape.OutputElements)];
+        var lse = new float[checked((int)shape.LseElements)];
+        Run(q, k, v, shape, options, splits, tiled, output, lse);
+        return new FlashAttentionResult(output, lse);
+    }
+
     // ------------------------------------------------------------------------------------------------------------
     // Implementation
     // ------------------------------------------------------------------------------------------------------------
@@ -171,11 +190,17 @@ public static unsafe class FlashAttention
         public required BlockMask? BlockMask;
         public nint Q, K, V;
         public nint Out, Lse;        // where the work items write: the final buffers, or the per-split partials
+        public bool Tiled;           // the Vector512 tiled path (FlashAttentionTiles) instead of the row-by-row one
+        public int Ldk;              // tiled: packed key tile stride, BlockK rounded up to 16
+        public nint PackedK;         // tiled: K^T per (b, kv head, key tile), [B, Hkv, KeyTiles, D, Ldk]
     }
 
     /// <summary>Per-thread scratch, sized for one query tile and one key tile.</summary>
-    private sealed class Scratch(int blockQ, int blockK, int valueDim, int keyTiles)
+    private sealed class Scratch(int blockQ, int blockK, int valueDim, int keyTiles, int ldk)
     {
+        public readonly float[] Tile = new float[ldk == 0 ? 0 : (long)blockQ * ldk];   // tiled: S, then P, [BlockQ, Ldk]
+        public readonly int[] From = new int[blockQ];                                    // tiled: allowed keys of each row
+        public readonly int[] Count = new int[blockQ];
         public readonly float[] Scores = new float[blockK];
         public readonly float[] Max = new float[blockQ];
         public readonly float[] Sum = new float[blockQ];
@@ -185,18 +210,23 @@ public static unsafe class FlashAttention
     }
 
     private static void Run(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, AttentionShape shape,
-                            FlashAttentionOptions options, int splits, Span<float> output, Span<float> lse)
+                            FlashAttentionOptions options, int splits, bool tiled, Span<float> output, Span<float> lse)
     {
         // 1. Validate and resolve the options.
         Plan plan = Prepare(q, k, v, shape, options, splits, output, lse);
         var s = plan.Shape;
         int rows = checked((int)s.LseElements);
+        plan.Tiled = tiled && s.QueryLength > 0 && s.KeyLength > 0;
+        plan.Ldk = plan.Tiled ? FlashAttentionTiles.Padded(plan.BlockK) : 0;
+        float[] packed = plan.Tiled ? GC.AllocateUninitializedArray<float>(checked(s.Batch * s.KvHeads * plan.KeyTiles * s.HeadDim * plan.Ldk)) : [];
 
-        fixed (float* pq = q, pk = k, pv = v, po = output, pl = lse)
+        fixed (float* pq = q, pk = k, pv = v, po = output, pl = lse, pp = packed)
         {
             plan.Q = (nint)pq;
             plan.K = (nint)pk;
             plan.V = (nint)pv;
+            plan.PackedK = (nint)pp;
+            if (plan.Tiled) PackKeys(plan, options.Parallel);
             if (plan.Splits == 1)
             {
                 // 2a. One split: the work items write the final buffers directly.
@@ -239,7 +269,26 @@ public static unsafe class FlashAttention
         }, _ => { });
     }
 
-    private static Scratch NewScratch(Plan plan) => new(plan.BlockQ, plan.BlockK, plan.Shape.ValueDim, plan.KeyTiles);
+    private static Scratch NewScratch(Plan plan) => new(plan.BlockQ, plan.BlockK, plan.Shape.ValueDim, plan.KeyTiles, plan.Ldk);
+
+    /// <summary>Tiled path: packs every key tile of every (b, kv head) as K^T (zero-padded to Ldk columns).</summary>
+    private static void PackKeys(Plan plan, bool allowParallel)
+    {
+        var s = plan.Shape;
+        int heads = s.Batch * s.KvHeads;
+        long tileFloats = (long)s.HeadDim * plan.Ldk;
+        void PackHead(int bh)
+        {
+            float* k = (float*)plan.K + (long)bh * s.KeyLength * s.HeadDim;
+            for (int t = 0; t < plan.KeyTiles; t++)
+            {
+                int j0 = t * plan.BlockK, cols = Math.Min(plan.BlockK, s.KeyLength - j0);
+                FlashAttentionTiles.PackKeys(k, j0, cols, s.HeadDim, (float*)plan.PackedK + ((long)bh * plan.KeyTiles + t) * tileFloats, plan.Ldk);
+            }
+        }
+        if (allowParallel && heads > 1 && s.KeyElements >= ParallelThreshold) System.Threading.Tasks.Parallel.For(0, heads, PackHead);
+        else for (int bh = 0; bh < heads; bh++) PackHead(bh);
+    }
 
     /// <summary>Decodes an item index as (split, b, h, query tile), query tile fastest, and runs it.</summary>
     private static void RunItem(Plan plan, long item, Scratch scratch)
@@ -253,7 +302,8 @@ public static unsafe class FlashAttention
         int split = (int)(rest / s.Batch);
         int firstTile = split * plan.TilesPerSplit;
         int endTile = Math.Min(plan.KeyTiles, firstTile + plan.TilesPerSplit);
-        QueryTile(plan, split, b, h, r, firstTile, endTile, scratch);
+        if (plan.Tiled) TiledQueryTile(plan, split, b, h, r, firstTile, endTile, scratch);
+        else QueryTile(plan, split, b, h, r, firstTile, endTile, scratch);
     }
 
     /// <summary>
@@ -342,6 +392,132 @@ public static unsafe class FlashAttention
                 }
 
                 m[row] = mNew;
+            }
+        }
+
+        // 7. Finish: out = a / l, lse = m + ln l; a row that met no allowed key gives 0 and -Inf.
+        for (int row = 0; row < rows; row++)
+        {
+            Span<float> outRow = outRows.Slice(row * dv, dv);
+            if (float.IsNegativeInfinity(m[row]))
+            {
+                outRow.Clear();
+                lseRows[row] = float.NegativeInfinity;
+                continue;
+            }
+            TensorPrimitives.Divide(acc.Slice(row * dv, dv), l[row], outRow);
+            lseRows[row] = m[row] + MathF.Log(l[row]);
+        }
+    }
+
+    /// <summary>
+    /// Tiled path of <see cref="QueryTile"/>: the same online-softmax loop, one key tile at a time for the whole query
+    /// tile: S = Q_tile K_tile^T by a register-tiled micro-kernel over the packed K^T, then per row the scale, softcap,
+    /// element mask and causal/window range (-Inf outside), the running max and p = exp(s - m') with a vectorized exp,
+    /// and finally A = alpha A + P V_tile by a second micro-kernel. Key tiles in which no row has an allowed key are skipped.
+    /// </summary>
+    private static void TiledQueryTile(Plan plan, int split, int b, int h, int r, int firstTile, int endTile, Scratch scratch)
+    {
+        var s = plan.Shape;
+        int d = s.HeadDim, dv = s.ValueDim, tq = s.QueryLength, tk = s.KeyLength, ldk = plan.Ldk;
+        int kvh = h / (s.QueryHeads / s.KvHeads);
+        int i0 = r * plan.BlockQ, rows = Math.Min(plan.BlockQ, tq - i0);
+        long rowBase = ((long)split * s.Batch * s.QueryHeads + (long)b * s.QueryHeads + h) * tq + i0;   // first row of the tile
+        var outRows = new Span<float>((float*)plan.Out + rowBase * dv, rows * dv);                      // [rows, Dv]
+        var lseRows = new Span<float>((float*)plan.Lse + rowBase, rows);                                // [rows]
+        long kvHead = (long)b * s.KvHeads + kvh;
+        float* qTile = (float*)plan.Q + (((long)b * s.QueryHeads + h) * tq + i0) * d;                    // [rows, D]
+        float* vHead = (float*)plan.V + kvHead * tk * dv;                                                // [Tk, Dv]
+        float* packedHead = (float*)plan.PackedK + kvHead * plan.KeyTiles * d * ldk;                     // [KeyTiles, D, Ldk]
+
+        // 1. Running state per row: m = -Inf, l = 0, a = 0.
+        Span<float> m = scratch.Max.AsSpan(0, rows), l = scratch.Sum.AsSpan(0, rows), acc = scratch.Acc.AsSpan(0, rows * dv);
+        m.Fill(float.NegativeInfinity);
+        l.Clear();
+        acc.Clear();
+        int tileCount = VisitedTiles(plan, b, h, r, firstTile, endTile, scratch.Tiles, scratch.TileFull);
+
+        fixed (float* tile = scratch.Tile, pAcc = scratch.Acc)
+        {
+            for (int t = 0; t < tileCount; t++)
+            {
+                int j0 = scratch.Tiles[t] * plan.BlockK, cols = Math.Min(plan.BlockK, tk - j0);
+                bool consultMask = plan.Mask is not null && !scratch.TileFull[t];
+
+                // 2. The key range the causal/window rule allows each row, within the tile; skip the tile if all are empty.
+                bool any = false;
+                for (int row = 0; row < rows; row++)
+                {
+                    long position = Reference.Attention.CausalAlignments.QueryPosition(i0 + row, tq, tk, plan.CausalAlign);
+                    long lo = plan.WindowLeft >= 0 ? Math.Max(j0, position - plan.WindowLeft) : j0;
+                    long hi = j0 + cols - 1;
+                    if (plan.Causal) hi = Math.Min(hi, position);
+                    if (plan.WindowRight >= 0) hi = Math.Min(hi, position + plan.WindowRight);
+                    scratch.From[row] = (int)(lo - j0);
+                    scratch.Count[row] = lo > hi ? 0 : (int)(hi - lo + 1);
+                    any |= lo <= hi;
+                }
+                if (!any) continue;
+
+                // 3. S[rows, Ldk] = Q_tile K_tile^T (unscaled).
+                FlashAttentionTiles.Scores(qTile, rows, d, packedHead + (long)scratch.Tiles[t] * d * ldk, ldk, tile);
+
+                for (int row = 0; row < rows; row++)
+                {
+                    Span<float> scores = new(tile + (long)row * ldk, ldk);
+                    int from = scratch.From[row], count = scratch.Count[row];
+                    if (count == 0)
+                    {
+                        scores.Clear();                                       // p = 0: the row is unchanged by this tile
+                        continue;
+                    }
+
+                    // 4. s_j = scale * q_i . k_j, softcapped, element-masked on the allowed range; -Inf elsewhere.
+                    float* sRow = tile + (long)row * ldk;
+                    float tileMax;
+                    if (plan.Softcap > 0 || consultMask)
+                    {
+                        Span<float> live = scores.Slice(from, count);
+                        TensorPrimitives.Multiply(live, plan.Scale, live);
+                        if (plan.Softcap > 0)
+                        {
+                            TensorPrimitives.Divide(live, plan.Softcap, live);
+                            for (int n = 0; n < count; n++) live[n] = MathF.Tanh(live[n]);   // MathF.Tanh: see QueryTile
+                            TensorPrimitives.Multiply(live, plan.Softcap, live);
+                        }
+                        if (consultMask)
+                        {
+                            for (int n = 0; n < count; n++)
+                                if (!plan.Mask![b, h, i0 + row, j0 + from + n]) live[n] = float.NegativeInfinity;
+                        }
+                        scores[..from].Fill(float.NegativeInfinity);
+                        scores[(from + count)..].Fill(float.NegativeInfinity);
+                        tileMax = FlashAttentionTiles.Max(sRow, ldk);
+                    }
+                    else
+                    {
+                        tileMax = FlashAttentionTiles.ScaleRangeMax(sRow, ldk, plan.Scale, from, from + count);   // fused
+                    }
+
+                    // 5. Online softmax update: m' = max(m, max s), alpha = exp(m - m'), p = exp(s - m').
+                    if (float.IsNegativeInfinity(tileMax))
+                    {
+                        scores.Clear();                                       // every key of the range masked
+                        continue;
+                    }
+                    float mOld = m[row], mNew = Math.Max(mOld, tileMax);
+                    float alpha = MathF.Exp(mOld - mNew);                     // exp(-Inf) = 0 on the first visited tile
+                    l[row] = alpha * l[row] + FlashAttentionTiles.ExpSum(sRow, ldk, mNew);
+                    if (alpha != 1f)
+                    {
+                        Span<float> accRow = acc.Slice(row * dv, dv);
+                        TensorPrimitives.Multiply(accRow, alpha, accRow);
+                    }
+                    m[row] = mNew;
+                }
+
+                // 6. A += P V_tile.
+                FlashAttentionTiles.Accumulate(tile, ldk, rows, cols, vHead + (long)j0 * dv, dv, pAcc);
             }
         }
 
