@@ -14,9 +14,9 @@ ROOT=$(pwd)
 CONFIG=${CONFIG:-Release}
 CLI_DLL="$ROOT/src/Reference.Cli/bin/$CONFIG/net10.0/Reference.Cli.dll"
 
-# Debian packages the peers and the native shim need. Python peers run under /usr/bin/python3 (Debian's),
-# not the python3 first on PATH.
-DEBIAN_PACKAGES=(python3-numpy python3-pot python3-torch python3-scipy python3-networkx liblemon-dev cmake g++)
+# Debian packages the peers and the native shim need, and headless Chromium (the HTML report tests screenshot the
+# reports). Python peers run under /usr/bin/python3 (Debian's), not the python3 first on PATH.
+DEBIAN_PACKAGES=(python3-numpy python3-pot python3-torch python3-scipy python3-networkx liblemon-dev cmake g++ chromium)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -60,7 +60,7 @@ check_style() {
   local status=0
   dotnet format Reference.sln --verify-no-changes --no-restore -v quiet >&2 || {
     log "C# differs from the house style: run ./build.sh format"; status=1; }
-  dotnet fantomas --check tests >&2 || {
+  dotnet fantomas --check tests src/Reference.Reports >&2 || {
     log "F# differs from the house style: run ./build.sh format"; status=1; }
   return $status
 }
@@ -68,7 +68,7 @@ check_style() {
 format() {
   dotnet tool restore >/dev/null
   dotnet format Reference.sln --no-restore -v quiet
-  dotnet fantomas tests
+  dotnet fantomas tests src/Reference.Reports
 }
 
 run_tests() {
