@@ -60,7 +60,7 @@ check_style() {
   local status=0
   dotnet format Reference.sln --verify-no-changes --no-restore -v quiet >&2 || {
     log "C# differs from the house style: run ./build.sh format"; status=1; }
-  dotnet fantomas --check tests src/Reference.Reports >&2 || {
+  { dotnet fantomas --check tests && dotnet fantomas --check src/Reference.Reports; } >&2 || {
     log "F# differs from the house style: run ./build.sh format"; status=1; }
   return $status
 }
@@ -68,7 +68,8 @@ check_style() {
 format() {
   dotnet tool restore >/dev/null
   dotnet format Reference.sln --no-restore -v quiet
-  dotnet fantomas tests src/Reference.Reports
+  dotnet fantomas tests
+  dotnet fantomas src/Reference.Reports
 }
 
 run_tests() {
