@@ -39,6 +39,7 @@ public static class Cli
           reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--html REPORT.html] [--data DIR] [--only ALGORITHM] [--path PATH] [--device cpu|cuda]
           reference flow --dimacs FILE.min [--solver reference|ortools|lemon]
           reference bench maxscore [--size N/E/k]... [--repeats R] [--seed S] [--json FILE] [--html FILE]
+          reference bench NAME [--size S,...] [--repeats R] [--seed S] [--json FILE] [--html FILE]   (NAME: attention, routing, sinkhorn, as registered)
           reference bench table RECORD.json... [--html FILE]   (a Markdown table of benchmark records, e.g. data/bench/*.json)
         exit codes: 0 pass, 1 mismatch, 2 bad usage or bad input
         """;
@@ -408,9 +409,14 @@ public static class Cli
         {
             return BenchTable(a.Positional.Skip(1).ToList(), stdout, a.Option("--html"));
         }
+        if (a.Positional.Count == 1 && BenchRegistry.Find(a.Positional[0]) is { } bench)
+        {
+            return RegisteredBench(bench, a, stdout, stderr);
+        }
         if (a.Positional.Count != 1 || a.Positional[0] != "maxscore")
         {
-            throw new InputException("bench takes one algorithm (maxscore), or 'table' and benchmark records");
+            throw new InputException(
+                $"bench takes one benchmark ({string.Join(", ", BenchRegistry.All.Select(b => b.Name).Prepend("maxscore"))}), or 'table' and benchmark records");
         }
         var sizes = a.Option("--size") is { } sizeText
             ? sizeText.Split(',').Select(t =>
@@ -463,6 +469,48 @@ public static class Cli
 
     /// <summary><c>reference bench table RECORD.json...</c>: the records' Markdown table (README's timing table is this
     /// table of data/bench/*.json).</summary>
+    /// <summary><c>reference bench NAME</c> for a registered benchmark: runs it, prints per size each solver's median,
+    /// runs, GFLOP/s and time as a multiple of the first solver's, and writes the record with <c>--json</c>.</summary>
+    private static int RegisteredBench(IBench bench, Arguments a, TextWriter stdout, TextWriter stderr)
+    {
+        int repeats = a.IntOption("--repeats", 5);
+        if (repeats < 1)
+        {
+            throw new InputException($"option '--repeats' = {repeats} must be >= 1");
+        }
+        var sizes = a.Option("--size") is { } sizeText ? sizeText.Split(',').Select(t => t.Trim()).ToList() : [];
+        var record = bench.Run(new BenchRequest(sizes, repeats, a.IntOption("--seed", 1), line => stderr.WriteLine($"bench: {line}")));
+        foreach (var group in record.Cases.GroupBy(c => c.Size))
+        {
+            stdout.WriteLine($"size {group.Key}");
+            double? first = group.First().MedianMs;
+            foreach (var c in group)
+            {
+                string time = c.MedianMs is { } ms ? ms.ToString("0.000", CultureInfo.InvariantCulture) + " ms" : "n/a";
+                string runs = c.MedianMs is null ? "" : $" median of {c.Runs,4}";
+                string gflops = c.Gflops is { } g ? $"  {g.ToString("0.0", CultureInfo.InvariantCulture)} GFLOP/s" : "";
+                string ratio = c.MedianMs is { } m && first is { } f && f > 0 && c != group.First()
+                    ? $"  {(m / f).ToString("0.00", CultureInfo.InvariantCulture)}x {group.First().Solver}'s time"
+                    : "";
+                stdout.WriteLine($"  {c.Solver,-28} {time,14}{runs}{gflops}{ratio}{(c.Note is null ? "" : "  (" + c.Note + ")")}");
+            }
+        }
+        if (a.Option("--json") is { } jsonPath)
+        {
+            File.WriteAllText(jsonPath, record.ToJson());
+        }
+        if (a.Option("--html") is { } htmlPath)
+        {
+            HtmlReport.Bench(htmlPath, [record]);
+        }
+        if (bench.Disagreement(record) is { } disagreement)
+        {
+            stdout.WriteLine($"MISMATCH: {disagreement}");
+            return Mismatch;
+        }
+        return Pass;
+    }
+
     private static int BenchTable(IReadOnlyList<string> paths, TextWriter stdout, string? htmlPath)
     {
         if (paths.Count == 0)

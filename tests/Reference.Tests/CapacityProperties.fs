@@ -304,6 +304,24 @@ let ``kernel equals reference`` () =
             Assert.That(slots, eq reference.Slots, "slots")
             Assert.That(load, eq reference.Load, "load"))
 
+/// Counterexamples that `kernel equals reference` once found (recorded in proofs/capacity.md), replayed one case each
+/// with FsCheck's own replay: a correct kernel that the validator must accept.
+let ``kernel equals reference on the recorded counterexamples`` () =
+    let recorded =
+        [
+            // batch-priority, K = 25: a dropped first choice among float32-tied full experts with scores 4e-42..1.8e-8
+            6381052001624223513UL, 8833000821986115275UL, 18
+            // "before" weights of a row with dropped choices among tied full experts (choice-position, C = 1)
+            4927356804941589555UL, 8766410005300369689UL, 16
+            10934618840906751628UL, 10259560388277367319UL, 58
+        ]
+
+    for seed, gamma, size in recorded do
+        let config =
+            Config.QuickThrowOnFailure.WithMaxTest(1).WithReplay(Some { Rnd = Rnd(seed, gamma); Size = Some size })
+
+        Check.One(config, ``kernel equals reference`` ())
+
 let ``kernel equals reference exactly on separated grid inputs for every policy and normalization`` () =
     // Grid logits (RoutingGenerators.gridLogits) without bias and with softmax keep every row's keys separated, and a
     // first-choice/score comparison across rows either separated or bit-equal; the property above then compares exactly.
@@ -736,6 +754,10 @@ let tests =
                 "the capacity follows the rounding rule and the minimum"
                 ``the capacity follows the rounding rule and the minimum``
             Proofs.prop [ "capacity.kernel-equals-reference" ] "kernel equals reference" ``kernel equals reference``
+            Proofs.test
+                [ "capacity.kernel-equals-reference" ]
+                "kernel equals reference on the recorded counterexamples"
+                ``kernel equals reference on the recorded counterexamples``
             Proofs.test
                 [ "capacity.kernel-equals-reference" ]
                 "kernel equals reference exactly on separated grid inputs for every policy and normalization"

@@ -39,7 +39,10 @@ public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] Expe
 /// u is the candidate's unit roundoff (2^-24 for float32, 2^-53 for float64). Renormalized weights are computed in log
 /// space (as the reference does), so they stay accurate when the scores underflow.
 /// Known limit: the completion of a dropped position is greedy, so a candidate whose dropped request went to one of two
-/// near-tied full experts, where only the other one makes the drop consistent, can be rejected although valid.</para>
+/// near-tied full experts, where only the other one makes the drop consistent, can be rejected although valid. Where the
+/// completion decides a value another check compares, the validator ranges over the near-tied full experts instead: the
+/// "before" weights of a row with a dropped choice, and batch-priority's first-choice score of a token whose first
+/// choice was dropped.</para>
 /// </remarks>
 public sealed class CapacityValidator : IValidator
 {
@@ -232,6 +235,10 @@ public sealed class CapacityValidator : IValidator
                 }
             }
             top1[i] = ctx.P[i, sel[i, 0]];
+            if (experts[i, 0] < 0 && options.Policy == DropPolicy.BatchPriority)
+            {
+                ctx.WidenFirstChoice(i, experts, keptOf);
+            }
         }
 
         // 4. Capacity and priority, expert by expert (at most C kept was checked first): a drop only from a full expert; no dropped request
@@ -471,19 +478,26 @@ public sealed class CapacityValidator : IValidator
             MaxAbsLogit = new double[N];
             KeySlack = new double[N];
             TopKey = new int[N];
+            var bias = options.Bias?.ToArray() ?? new double[E]; // [E], 0 without a bias
             for (int i = 0; i < N; i++)
             {
                 double maxAbs = 0;
                 for (int x = 0; x < E; x++)
                 {
-                    Key[i, x] = P[i, x] + (options.Bias?[x] ?? 0.0);
+                    Key[i, x] = P[i, x] + bias[x];
                     // The magnitude of the terms, not of the key: P + b can cancel (proofs/topk.md, topk.kernel-equals-reference).
-                    maxAbs = Math.Max(maxAbs, Math.Abs(P[i, x]) + Math.Abs(options.Bias?[x] ?? 0.0));
+                    maxAbs = Math.Max(maxAbs, Math.Abs(P[i, x]) + Math.Abs(bias[x]));
                     RowMax[i] = Math.Max(RowMax[i], P[i, x]);
                     MaxAbsLogit[i] = Math.Max(MaxAbsLogit[i], Math.Abs(logits[i, x]));
                 }
                 KeySlack[i] = 2.0 * (E + 4) * u * maxAbs;
-                TopKey[i] = Ranking.Top(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray(), 1)[0];
+                // The best-ranked expert: the largest key, ties to the lower index (Ranking.Top(keys, 1)).
+                int top = 0;
+                for (int x = 1; x < E; x++)
+                {
+                    top = Key[i, x] > Key[i, top] ? x : top;
+                }
+                TopKey[i] = top;
             }
         }
 
@@ -500,6 +514,53 @@ public sealed class CapacityValidator : IValidator
         public double[] RowMax { get; }
         public double[] MaxAbsLogit { get; }
         public double[] KeySlack { get; }
+
+        /// <summary>[N] batch-priority only: for a token whose first choice was dropped, the smallest and largest score P over
+        /// the experts that could have been that first choice (NaN otherwise).</summary>
+        private double[]? firstChoiceLow, firstChoiceHigh;
+
+        /// <summary>
+        /// Batch-priority orders a token's requests by its first-choice score. When the candidate dropped token i's first
+        /// choice, that choice is any full expert outside the row whose key is within the slack of the row's best key, and
+        /// with a bias such near-tied keys can carry scores orders of magnitude apart (saturated sigmoids, a bias on a grid).
+        /// The token's priority is then known only up to the range of their scores: <see cref="PriorityOf"/> and
+        /// <see cref="DispatchOf"/> use the whole range (erring towards acceptance; the reference's own choice is in it).
+        /// </summary>
+        public void WidenFirstChoice(int i, int[,] experts, List<(int I, int J)>[] keptOf)
+        {
+            double best = Key[i, TopKey[i]];
+            double low = double.PositiveInfinity, high = double.NegativeInfinity;
+            for (int x = 0; x < E; x++)
+            {
+                bool inRow = Enumerable.Range(0, K).Any(j => experts[i, j] == x);
+                if (!inRow && keptOf[x].Count == C && Key[i, x] >= best - KeySlack[i])
+                {
+                    low = Math.Min(low, P[i, x]);
+                    high = Math.Max(high, P[i, x]);
+                }
+            }
+            if (low > high)
+            {
+                return; // no full expert in the band: the completion failed or chose outside it, and the checks say so
+            }
+            firstChoiceLow ??= Enumerable.Repeat(double.NaN, N).ToArray();
+            firstChoiceHigh ??= Enumerable.Repeat(double.NaN, N).ToArray();
+            firstChoiceLow[i] = low;
+            firstChoiceHigh[i] = high;
+        }
+
+        /// <summary>Batch-priority's value of token i, given its completed first-choice score: an interval with the slack,
+        /// widened to the band of <see cref="WidenFirstChoice"/> when its first choice was dropped.</summary>
+        private (double Low, double High) FirstChoiceRange(int i, double top1)
+        {
+            double low = top1 - ValueSlack(i, TopKey[i], top1), high = top1 + ValueSlack(i, TopKey[i], top1);
+            if (firstChoiceLow is not null && !double.IsNaN(firstChoiceLow[i]))
+            {
+                low = Math.Min(low, firstChoiceLow[i] - ValueSlack(i, TopKey[i], firstChoiceLow[i]));
+                high = Math.Max(high, firstChoiceHigh![i] + ValueSlack(i, TopKey[i], firstChoiceHigh[i]));
+            }
+            return (low, high);
+        }
         public int[] TopKey { get; }
 
         /// <summary>Uncertainty of a weight w of token i at expert x, relative to w: (2|X_ix| + 2 max_e |X_ie| + E + 2k + 8)·u·w
@@ -523,7 +584,8 @@ public sealed class CapacityValidator : IValidator
                     double lx = Logits[i, x], s = U * Math.Abs(lx);
                     return new Priority(i, j, 0, lx - s, lx + s);
                 case DropPolicy.BatchPriority:
-                    return new Priority(i, j, j, top1 - ValueSlack(i, TopKey[i], top1), top1 + ValueSlack(i, TopKey[i], top1));
+                    var (low, high) = FirstChoiceRange(i, top1);
+                    return new Priority(i, j, j, low, high);
                 default:
                     throw new ArgumentOutOfRangeException(nameof(Options), Options.Policy, "unknown drop policy");
             }
@@ -534,7 +596,7 @@ public sealed class CapacityValidator : IValidator
         public Priority DispatchOf(int i, int j, double[] top1) => Options.Policy switch
         {
             DropPolicy.ChoicePosition => new Priority(i, j, (long)j * N + i, 0, 0),
-            DropPolicy.BatchPriority => new Priority(i, j, j, top1[i] - ValueSlack(i, TopKey[i], top1[i]), top1[i] + ValueSlack(i, TopKey[i], top1[i])),
+            DropPolicy.BatchPriority => new Priority(i, j, j, FirstChoiceRange(i, top1[i]).Low, FirstChoiceRange(i, top1[i]).High),
             _ => new Priority(i, j, (long)i * K + j, 0, 0),
         };
 
@@ -543,11 +605,20 @@ public sealed class CapacityValidator : IValidator
         /// (judged on raw scores). False when a dropped position has no full expert left.</summary>
         public bool Complete(int i, int[,] experts, List<(int I, int J)>[] keptOf, int[,] sel)
         {
+            bool anyDropped = false;
+            for (int j = 0; j < K; j++)
+            {
+                sel[i, j] = experts[i, j];
+                anyDropped |= sel[i, j] < 0;
+            }
+            if (!anyDropped)
+            {
+                return true; // nothing to complete (most rows): no ranking needed
+            }
             var order = Ranking.Order(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray());
             var used = new bool[E];
             for (int j = 0; j < K; j++)
             {
-                sel[i, j] = experts[i, j];
                 if (sel[i, j] >= 0)
                 {
                     used[sel[i, j]] = true;
@@ -597,9 +668,31 @@ public sealed class CapacityValidator : IValidator
         {
             // First-choice scores: token i's own completed first choice; another token's kept first choice, or else its
             // best-ranked expert (what its first choice is, up to near-ties).
-            double Top1(int t) => t == i ? P[i, j == 0 ? x : sel[i, 0]] : experts[t, 0] >= 0 ? P[t, experts[t, 0]] : P[t, TopKey[t]];
-            var pd = PriorityOf(i, j, x, P[i, x], Top1(i));
-            return kept.Any(a => pd.DefinitelyBefore(PriorityOf(a.I, a.J, x, P[a.I, x], Top1(a.I))));
+            var pd = PriorityOf(i, j, x, P[i, x], P[i, j == 0 ? x : sel[i, 0]]);
+            // x is not in row i, so none of x's kept requests is token i's, and their priorities do not depend on i: a drop
+            // is contradicted when some kept request has a larger group, or one of its group has a High below pd.Low. The
+            // summary (largest group, smallest High per group) is computed once per expert, so completing every row costs
+            // O(C) per expert, not per dropped request.
+            keptSummary ??= new (long, Dictionary<long, double>)?[E];
+            var (maxGroup, minHigh) = keptSummary[x] ??= Summarize(x, experts, kept);
+            return pd.Group < maxGroup || pd.Low > minHigh.GetValueOrDefault(pd.Group, double.PositiveInfinity);
+        }
+
+        /// <summary>[E] per expert, once: the largest group and the smallest High per group of its kept requests.</summary>
+        private (long MaxGroup, Dictionary<long, double> MinHigh)?[]? keptSummary;
+
+        private (long MaxGroup, Dictionary<long, double> MinHigh) Summarize(int x, int[,] experts, List<(int I, int J)> kept)
+        {
+            long maxGroup = long.MinValue;
+            var minHigh = new Dictionary<long, double>();
+            foreach (var a in kept)
+            {
+                double top1 = experts[a.I, 0] >= 0 ? P[a.I, experts[a.I, 0]] : P[a.I, TopKey[a.I]];
+                var pa = PriorityOf(a.I, a.J, x, P[a.I, x], top1);
+                maxGroup = Math.Max(maxGroup, pa.Group);
+                minHigh[pa.Group] = Math.Min(pa.High, minHigh.GetValueOrDefault(pa.Group, double.PositiveInfinity));
+            }
+            return (maxGroup, minHigh);
         }
 
         /// <summary>True when row i of sel is a top-k choice of the keys within the slack: descending, and no unchosen expert
