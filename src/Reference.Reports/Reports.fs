@@ -116,7 +116,7 @@ type HtmlReport =
             )
 
     /// The heatmap of where one array's errors are (rank 2 or more).
-    static let errorHeatmap (name: string) (errors: Errors.ArrayErrors) =
+    static let errorHeatmap (name: string) (bound: Errors.Bound) (errors: Errors.ArrayErrors) =
         let cells, rowStep, columnStep = Errors.matrix 120 120 errors.Shape errors.Ratio
         let rows, columns = Array2D.length1 cells, Array2D.length2 cells
 
@@ -134,7 +134,10 @@ type HtmlReport =
                         1.0, Color.fromHex "#b71c1c"
                     ],
                 2.0,
-                "|error| / allowed (capped at 2; red: beyond the bound)"
+                (if bound = Errors.Exact then
+                     "green where equal, red where they differ (exact)"
+                 else
+                     "|error| / allowed (capped at 2; red: beyond the bound)")
             else
                 let finite = cells |> Seq.cast<float> |> Seq.filter Double.IsFinite |> Seq.fold max 0.0
 
@@ -229,7 +232,8 @@ type HtmlReport =
             | (true, expected), (true, got) when isNull report.Problem && expected.Length = got.Length ->
                 let shape = Array.ofSeq got.Shape
 
-                let errors = Errors.compute (Errors.boundOf report) shape (Errors.doubles got) (Errors.doubles expected)
+                let bound = Errors.boundOf report
+                let errors = Errors.compute bound shape (Errors.doubles got) (Errors.doubles expected)
 
                 yield
                     Page.Text(
@@ -243,7 +247,7 @@ type HtmlReport =
                     | None -> ()
 
                 if shape.Length >= 2 && got.Length > 0 then
-                    let heatmap, what = errorHeatmap report.ArrayName errors
+                    let heatmap, what = errorHeatmap report.ArrayName bound errors
                     yield Page.Text $"colour: {what}"
                     yield Page.Plot heatmap
             | _ -> ()
