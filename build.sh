@@ -14,10 +14,10 @@ ROOT=$(pwd)
 CONFIG=${CONFIG:-Release}
 CLI_DLL="$ROOT/src/Reference.Cli/bin/$CONFIG/net10.0/Reference.Cli.dll"
 
-# Debian packages the peers, the Python client's tests (pytest, pip, setuptools) and the native shim need.
-# Python peers run under /usr/bin/python3 (Debian's),
-# not the python3 first on PATH.
-DEBIAN_PACKAGES=(python3-numpy python3-pot python3-torch python3-scipy python3-networkx python3-pytest python3-pip python3-setuptools liblemon-dev cmake g++)
+# Debian packages the peers, the Python client's tests (pytest, pip, setuptools) and the native shim need, and
+# headless Chromium (the HTML report tests screenshot the reports). Python peers run under /usr/bin/python3
+# (Debian's), not the python3 first on PATH.
+DEBIAN_PACKAGES=(python3-numpy python3-pot python3-torch python3-scipy python3-networkx python3-pytest python3-pip python3-setuptools liblemon-dev cmake g++ chromium)
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -61,7 +61,7 @@ check_style() {
   local status=0
   dotnet format Reference.sln --verify-no-changes --no-restore -v quiet >&2 || {
     log "C# differs from the house style: run ./build.sh format"; status=1; }
-  dotnet fantomas --check tests >&2 || {
+  { dotnet fantomas --check tests && dotnet fantomas --check src/Reference.Reports; } >&2 || {
     log "F# differs from the house style: run ./build.sh format"; status=1; }
   return $status
 }
@@ -70,6 +70,7 @@ format() {
   dotnet tool restore >/dev/null
   dotnet format Reference.sln --no-restore -v quiet
   dotnet fantomas tests
+  dotnet fantomas src/Reference.Reports
 }
 
 run_tests() {

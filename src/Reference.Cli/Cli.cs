@@ -9,6 +9,7 @@ using Reference.Harness.Golden;
 using Reference.Harness.Registry;
 using Reference.Harness.Tensors;
 using Reference.Kernels.Flow;
+using Reference.Reports;
 
 namespace Reference.Cli;
 
@@ -32,14 +33,14 @@ public static class Cli
           reference list [--json]
           reference run <algorithm> --input IN.npz --output OUT.npz [--param name=value]... [--params FILE.json] [--path reference|<optimized>] [--device cpu|cuda]
               (no --path: what check judges against; for maxscore beyond N k * N E = 2^25, the fast optimum, certified exactly)
-          reference check <algorithm> --input IN.npz --candidate CAND.npz [--param name=value]... [--params FILE.json] [--json REPORT.json]
-          reference check <algorithm> --input IN.npz --path <optimized> [--device cpu|cuda] [--param name=value]... [--json REPORT.json]
+          reference check <algorithm> --input IN.npz --candidate CAND.npz [--param name=value]... [--params FILE.json] [--json REPORT.json] [--html REPORT.html]
+          reference check <algorithm> --input IN.npz --path <optimized> [--device cpu|cuda] [--param name=value]... [--json REPORT.json] [--html REPORT.html]
               (--path: the candidate is that optimized path's outputs on the input)
-          reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--data DIR] [--only ALGORITHM] [--path PATH] [--device cpu|cuda]
+          reference selfcheck [--seed S] [--cases N] [--json REPORT.json] [--html REPORT.html] [--data DIR] [--only ALGORITHM] [--path PATH] [--device cpu|cuda]
           reference flow --dimacs FILE.min [--solver reference|ortools|lemon]
-          reference bench maxscore [--size N/E/k]... [--repeats R] [--seed S] [--json FILE]
-          reference bench NAME [--size S,...] [--repeats R] [--seed S] [--json FILE]   (NAME: attention, routing, sinkhorn, as registered)
-          reference bench table RECORD.json...   (a Markdown table of benchmark records, e.g. data/bench/*.json)
+          reference bench maxscore [--size N/E/k]... [--repeats R] [--seed S] [--json FILE] [--html FILE]
+          reference bench NAME [--size S,...] [--repeats R] [--seed S] [--json FILE] [--html FILE]   (NAME: attention, routing, sinkhorn, as registered)
+          reference bench table RECORD.json... [--html FILE]   (a Markdown table of benchmark records, e.g. data/bench/*.json)
         exit codes: 0 pass, 1 mismatch, 2 bad usage or bad input
         """;
 
@@ -76,10 +77,10 @@ public static class Cli
             {
                 "list" => List(Arguments.Parse(rest, [], ["--json"]), stdout),
                 "run" => RunAlgorithm(Arguments.Parse(rest, ["--input", "--output", "--path", "--params", "--device"], []), stdout, stderr),
-                "check" => Check(Arguments.Parse(rest, ["--input", "--candidate", "--json", "--params", "--path", "--device"], []), stdout, stderr),
+                "check" => Check(Arguments.Parse(rest, ["--input", "--candidate", "--json", "--params", "--path", "--device", "--html"], []), stdout, stderr),
                 "flow" => FlowCommand(Arguments.Parse(rest, ["--dimacs", "--solver"], []), stdout),
-                "bench" => BenchCommand(Arguments.Parse(rest, ["--size", "--repeats", "--seed", "--json"], []), stdout, stderr),
-                "selfcheck" => SelfCheckCommand(Arguments.Parse(rest, ["--seed", "--cases", "--json", "--data", "--only", "--path", "--device"], []), stdout, stderr),
+                "bench" => BenchCommand(Arguments.Parse(rest, ["--size", "--repeats", "--seed", "--json", "--html"], []), stdout, stderr),
+                "selfcheck" => SelfCheckCommand(Arguments.Parse(rest, ["--seed", "--cases", "--json", "--data", "--only", "--path", "--device", "--html"], []), stdout, stderr),
                 _ => throw new InputException($"unknown command '{args[0]}'; commands: list, run, check, selfcheck, flow, bench"),
             };
         }
@@ -278,6 +279,10 @@ public static class Cli
             };
             File.WriteAllText(jsonPath, JsonSerializer.Serialize(doc, Json));
         }
+        if (a.Option("--html") is { } htmlPath)
+        {
+            HtmlReport.Check(htmlPath, new CheckData(algorithm, call, expected, candidate, candidatePath, reports));
+        }
         return passed ? Pass : Mismatch;
     }
 
@@ -330,6 +335,10 @@ public static class Cli
         if (a.Option("--json") is { } jsonPath)
         {
             File.WriteAllText(jsonPath, JsonSerializer.Serialize(new { seed, cases, passed, rows }, Json));
+        }
+        if (a.Option("--html") is { } htmlPath)
+        {
+            HtmlReport.SelfCheck(htmlPath, rows, seed, cases);
         }
         return passed ? Pass : Mismatch;
     }
@@ -398,7 +407,7 @@ public static class Cli
     {
         if (a.Positional.Count >= 1 && a.Positional[0] == "table")
         {
-            return BenchTable(a.Positional.Skip(1).ToList(), stdout);
+            return BenchTable(a.Positional.Skip(1).ToList(), stdout, a.Option("--html"));
         }
         if (a.Positional.Count == 1 && BenchRegistry.Find(a.Positional[0]) is { } bench)
         {
@@ -451,6 +460,10 @@ public static class Cli
         {
             File.WriteAllText(jsonPath, BenchRecord.FromMaxScore(rows, BenchMachine.Current()).ToJson());
         }
+        if (a.Option("--html") is { } htmlPath)
+        {
+            HtmlReport.Bench(htmlPath, [BenchRecord.FromMaxScore(rows, BenchMachine.Current())]);
+        }
         return agree ? Pass : Mismatch;
     }
 
@@ -486,6 +499,10 @@ public static class Cli
         {
             File.WriteAllText(jsonPath, record.ToJson());
         }
+        if (a.Option("--html") is { } htmlPath)
+        {
+            HtmlReport.Bench(htmlPath, [record]);
+        }
         if (bench.Disagreement(record) is { } disagreement)
         {
             stdout.WriteLine($"MISMATCH: {disagreement}");
@@ -494,7 +511,7 @@ public static class Cli
         return Pass;
     }
 
-    private static int BenchTable(IReadOnlyList<string> paths, TextWriter stdout)
+    private static int BenchTable(IReadOnlyList<string> paths, TextWriter stdout, string? htmlPath)
     {
         if (paths.Count == 0)
         {
@@ -512,6 +529,10 @@ public static class Cli
             }
         }).ToList();
         stdout.Write(BenchRecord.Table(records));
+        if (htmlPath is not null)
+        {
+            HtmlReport.Bench(htmlPath, records);
+        }
         return Pass;
     }
 
