@@ -8,6 +8,7 @@ public static class Program
     public static int Main(string[] args)
     {
         Reference.Torch.TorchPaths.Register();
+        Reference.Harness.Bench.RoutingBench.Register();
         return Cli.Run(args, Console.Out, Console.Error);
     }
 }
