@@ -26,16 +26,18 @@ let private benchRecord (args: string list) =
         Assert.That(root.GetProperty("machine").GetProperty("cores").GetInt32(), eq Environment.ProcessorCount)
 
         let cases =
-            [ for c in root.GetProperty("cases").EnumerateArray() ->
-                  c.GetProperty("size").GetString(),
-                  c.GetProperty("solver").GetString(),
-                  (match c.TryGetProperty "median_ms" with
-                   | true, ms -> Some(ms.GetDouble())
-                   | _ -> None),
-                  c.GetProperty("runs").GetInt32(),
-                  (match c.TryGetProperty "note" with
-                   | true, n -> n.GetString()
-                   | _ -> "") ]
+            [
+                for c in root.GetProperty("cases").EnumerateArray() ->
+                    c.GetProperty("size").GetString(),
+                    c.GetProperty("solver").GetString(),
+                    (match c.TryGetProperty "median_ms" with
+                     | true, ms -> Some(ms.GetDouble())
+                     | _ -> None),
+                    c.GetProperty("runs").GetInt32(),
+                    (match c.TryGetProperty "note" with
+                     | true, n -> n.GetString()
+                     | _ -> "")
+            ]
 
         for size, solver, median, runs, note in cases do
             // A solver that ran has a positive median over one run; one that did not says why.
@@ -63,13 +65,17 @@ let ``bench routing times every registered path and the check of a kernel candid
         // The solvers are the reference, every path the registry holds for the cpu (torch when registered), then check.
         let expected =
             [ "reference (double)" ]
-            @ [ for p in algorithm.Paths do
+            @ [
+                for p in algorithm.Paths do
                     if Seq.contains Devices.Cpu p.Devices then
-                        (if p.Name = "kernel" then "kernel (float32)" else p.Name) ]
+                        (if p.Name = "kernel" then "kernel (float32)" else p.Name)
+            ]
             @ [ RoutingBench.CheckSolver ]
 
         let solvers =
-            cases |> List.filter (fun (s, _, _, _, _) -> s = $"{name} 40/8/2") |> List.map (fun (_, s, _, _, _) -> s)
+            cases
+            |> List.filter (fun (s, _, _, _, _) -> s = $"{name} 40/8/2")
+            |> List.map (fun (_, s, _, _, _) -> s)
 
         Assert.That(solvers, eq expected, name)
         Assert.That(out, Does.Contain $"size {name} 40/8/2")
@@ -116,14 +122,16 @@ let ``bench routing and sinkhorn exit 2 on a bad size`` () =
     RoutingBench.Register()
 
     for args, fragment in
-        [ [ "bench"; "routing"; "--size"; "64/4" ], "64/4"
-          [ "bench"; "routing"; "--size"; "64/4/8" ], "64/4/8"
-          [ "bench"; "sinkhorn"; "--size"; "64x4" ], "64x4"
-          [ "bench"; "sinkhorn"; "--size"; "64/0" ], "64/0" ] do
+        [
+            [ "bench"; "routing"; "--size"; "64/4" ], "64/4"
+            [ "bench"; "routing"; "--size"; "64/4/8" ], "64/4/8"
+            [ "bench"; "sinkhorn"; "--size"; "64x4" ], "64x4"
+            [ "bench"; "sinkhorn"; "--size"; "64/0" ], "64/0"
+        ] do
         let code, _, err = cli args
         Assert.That(code, eq 2, err)
         Assert.That(err.Trim().Split('\n').Length, eq 1, err)
-        Assert.That(err, Does.Contain "--size" |> fun c -> c.And.Contains fragment)
+        Assert.That(err, Does.Contain "--size" |> (fun c -> c.And.Contains fragment))
 
 let ``solvers take turns, and a failing solver gets a note while the others are timed`` () =
     let calls = Collections.Generic.List<string>()
@@ -142,7 +150,15 @@ let ``solvers take turns, and a failing solver gets a note while the others are 
         )
 
     let results =
-        Interleaved.Run([| solver "a" false; solver "b" true; solver "c" false; TimedSolver("d", (fun () -> 1.0), "skipped: d") |], 3)
+        Interleaved.Run(
+            [|
+                solver "a" false
+                solver "b" true
+                solver "c" false
+                TimedSolver("d", (fun () -> 1.0), "skipped: d")
+            |],
+            3
+        )
     // Warm-ups a, b, c; then rounds a, b (fails), c; a, c; a, c. The skipped solver never runs.
     Assert.That(List.ofSeq calls, eq [ "a"; "b"; "c"; "a"; "b"; "c"; "a"; "c"; "a"; "c" ])
     Assert.That(results |> Seq.map _.Name |> List.ofSeq, eq [ "a"; "b"; "c"; "d" ])
