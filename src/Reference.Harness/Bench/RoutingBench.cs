@@ -10,7 +10,8 @@ namespace Reference.Harness.Bench;
 /// path the registry holds at run time (the double reference, the float32 <c>kernel</c>, <c>torch</c> when registered),
 /// plus the whole <c>check</c> of a kernel candidate: reading the input and candidate files, binding, running the
 /// reference and judging (what a CI user waits for, without the process start). The solvers of one algorithm and size
-/// take turns (<see cref="Interleaved"/>); the first solver, the reference, is what the ratios are against.
+/// take turns (<see cref="Interleaved"/>); the first solver, the reference (as <c>run</c> without <c>--path</c> computes it:
+/// the readable reference, or beyond a size a fast double reference proven equal to it), is what the ratios are against.
 /// </summary>
 /// <remarks>
 /// Logits X_ie are standard normal (seeded), float32. Parameters: k from the size; everything else at its default
@@ -115,7 +116,9 @@ public sealed class RoutingBench : IBench
         var parameters = new Dictionary<string, string> { ["k"] = size.K.ToString(CultureInfo.InvariantCulture) };
         AlgorithmCall Bind() => algorithm.Bind(inputs, parameters, "bench");
 
-        var solvers = new List<TimedSolver> { new("reference (double)", () => Interleaved.Time(() => algorithm.Run(Bind(), "reference"))) };
+        // The reference is what check judges against (RunOracle): the readable reference, or beyond a size the fast double
+        // reference proven equal to it (expert-choice beyond E C N = 2^24), as `reference run` without --path.
+        var solvers = new List<TimedSolver> { new("reference (double)", () => Interleaved.Time(() => algorithm.RunOracle(Bind()))) };
         foreach (var path in algorithm.Paths.Where(p => p.Devices.Contains(Devices.Cpu)))
         {
             string? skip = path.Supports is { } supports && !supports(Bind()) ? $"skipped: {path.Name} does not support these parameters" : null;
