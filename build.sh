@@ -14,9 +14,10 @@ ROOT=$(pwd)
 CONFIG=${CONFIG:-Release}
 CLI_DLL="$ROOT/src/Reference.Cli/bin/$CONFIG/net10.0/Reference.Cli.dll"
 
-# Debian packages the peers and the native shim need. Python peers run under /usr/bin/python3 (Debian's),
+# Debian packages the peers, the Python client's tests (pytest, pip, setuptools) and the native shim need.
+# Python peers run under /usr/bin/python3 (Debian's),
 # not the python3 first on PATH.
-DEBIAN_PACKAGES=(python3-numpy python3-pot python3-torch python3-scipy python3-networkx liblemon-dev cmake g++)
+DEBIAN_PACKAGES=(python3-numpy python3-pot python3-torch python3-scipy python3-networkx python3-pytest python3-pip python3-setuptools liblemon-dev cmake g++)
 
 log() { printf '==> %s\n' "$*" >&2; }
 

@@ -32,7 +32,7 @@ let passesOnGeneratedCase (algorithm: string) (seed: int) =
         Assert.That(reports.Count, Is.GreaterThan 0, case.Name)
 
         for r in reports do
-            Assert.That(r.Passed, $"{algorithm} torch, {case.Name}: {r.Summary()}")
+            Assert.That(r.Passed, $"{algorithm} torch, {case.Name}: {r.Summary()} {r.Problem} {r.Detail}")
 
         true
 

@@ -197,20 +197,29 @@ public sealed class AuxLossValidator : IValidator
         double ties = 0;
         int tiedTokens = 0;
         var selection = us > 0 ? selectionFormat : compute;
+        var sorted = new double[e]; // [E] one row's scores, ascending
         for (int i = 0; i < n && counted < e; i++)
         {
-            var row = Enumerable.Range(0, e).Select(x => p[i, x]).ToArray();
-            var order = Ranking.Order(row);
+            var row = new double[e];
+            for (int x = 0; x < e; x++)
+            {
+                row[x] = p[i, x];
+            }
             // The candidate's score of v lies in [v - slack, v + slack]; ranking it after rounding to the selection
             // format (monotone) can at most tie it with a neighbour: it may land anywhere in [Low(v), High(v)].
-            double slack = 2.0 * (e + 4) * uc * row.Max() + Precision.SmallestNormal(compute);
+            row.CopyTo(sorted, 0);
+            Array.Sort(sorted);
+            double slack = 2.0 * (e + 4) * uc * sorted[e - 1] + Precision.SmallestNormal(compute);
             double Low(double v) => Precision.Round(v - slack, selection);
             double High(double v) => Precision.Round(v + slack, selection);
-            double inside = row[order[counted - 1]], outside = row[order[counted]];
+            // The counted-th and (counted+1)-th largest scores, whatever the order among equal ones; most rows have no
+            // near-tie there and need no ranking.
+            double inside = sorted[e - counted], outside = sorted[e - counted - 1];
             if (Low(inside) > High(outside))
             {
                 continue;
             }
+            var order = Ranking.Order(row);
             // The near-tied experts on either side of the boundary: those whose range meets the other side's.
             int inCount = 0, outCount = 0;
             double hi = double.NegativeInfinity, lo = double.PositiveInfinity;

@@ -478,19 +478,26 @@ public sealed class CapacityValidator : IValidator
             MaxAbsLogit = new double[N];
             KeySlack = new double[N];
             TopKey = new int[N];
+            var bias = options.Bias?.ToArray() ?? new double[E]; // [E], 0 without a bias
             for (int i = 0; i < N; i++)
             {
                 double maxAbs = 0;
                 for (int x = 0; x < E; x++)
                 {
-                    Key[i, x] = P[i, x] + (options.Bias?[x] ?? 0.0);
+                    Key[i, x] = P[i, x] + bias[x];
                     // The magnitude of the terms, not of the key: P + b can cancel (proofs/topk.md, topk.kernel-equals-reference).
-                    maxAbs = Math.Max(maxAbs, Math.Abs(P[i, x]) + Math.Abs(options.Bias?[x] ?? 0.0));
+                    maxAbs = Math.Max(maxAbs, Math.Abs(P[i, x]) + Math.Abs(bias[x]));
                     RowMax[i] = Math.Max(RowMax[i], P[i, x]);
                     MaxAbsLogit[i] = Math.Max(MaxAbsLogit[i], Math.Abs(logits[i, x]));
                 }
                 KeySlack[i] = 2.0 * (E + 4) * u * maxAbs;
-                TopKey[i] = Ranking.Top(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray(), 1)[0];
+                // The best-ranked expert: the largest key, ties to the lower index (Ranking.Top(keys, 1)).
+                int top = 0;
+                for (int x = 1; x < E; x++)
+                {
+                    top = Key[i, x] > Key[i, top] ? x : top;
+                }
+                TopKey[i] = top;
             }
         }
 
@@ -598,11 +605,20 @@ public sealed class CapacityValidator : IValidator
         /// (judged on raw scores). False when a dropped position has no full expert left.</summary>
         public bool Complete(int i, int[,] experts, List<(int I, int J)>[] keptOf, int[,] sel)
         {
+            bool anyDropped = false;
+            for (int j = 0; j < K; j++)
+            {
+                sel[i, j] = experts[i, j];
+                anyDropped |= sel[i, j] < 0;
+            }
+            if (!anyDropped)
+            {
+                return true; // nothing to complete (most rows): no ranking needed
+            }
             var order = Ranking.Order(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray());
             var used = new bool[E];
             for (int j = 0; j < K; j++)
             {
-                sel[i, j] = experts[i, j];
                 if (sel[i, j] >= 0)
                 {
                     used[sel[i, j]] = true;
@@ -652,9 +668,31 @@ public sealed class CapacityValidator : IValidator
         {
             // First-choice scores: token i's own completed first choice; another token's kept first choice, or else its
             // best-ranked expert (what its first choice is, up to near-ties).
-            double Top1(int t) => t == i ? P[i, j == 0 ? x : sel[i, 0]] : experts[t, 0] >= 0 ? P[t, experts[t, 0]] : P[t, TopKey[t]];
-            var pd = PriorityOf(i, j, x, P[i, x], Top1(i));
-            return kept.Any(a => pd.DefinitelyBefore(PriorityOf(a.I, a.J, x, P[a.I, x], Top1(a.I))));
+            var pd = PriorityOf(i, j, x, P[i, x], P[i, j == 0 ? x : sel[i, 0]]);
+            // x is not in row i, so none of x's kept requests is token i's, and their priorities do not depend on i: a drop
+            // is contradicted when some kept request has a larger group, or one of its group has a High below pd.Low. The
+            // summary (largest group, smallest High per group) is computed once per expert, so completing every row costs
+            // O(C) per expert, not per dropped request.
+            keptSummary ??= new (long, Dictionary<long, double>)?[E];
+            var (maxGroup, minHigh) = keptSummary[x] ??= Summarize(x, experts, kept);
+            return pd.Group < maxGroup || pd.Low > minHigh.GetValueOrDefault(pd.Group, double.PositiveInfinity);
+        }
+
+        /// <summary>[E] per expert, once: the largest group and the smallest High per group of its kept requests.</summary>
+        private (long MaxGroup, Dictionary<long, double> MinHigh)?[]? keptSummary;
+
+        private (long MaxGroup, Dictionary<long, double> MinHigh) Summarize(int x, int[,] experts, List<(int I, int J)> kept)
+        {
+            long maxGroup = long.MinValue;
+            var minHigh = new Dictionary<long, double>();
+            foreach (var a in kept)
+            {
+                double top1 = experts[a.I, 0] >= 0 ? P[a.I, experts[a.I, 0]] : P[a.I, TopKey[a.I]];
+                var pa = PriorityOf(a.I, a.J, x, P[a.I, x], top1);
+                maxGroup = Math.Max(maxGroup, pa.Group);
+                minHigh[pa.Group] = Math.Min(pa.High, minHigh.GetValueOrDefault(pa.Group, double.PositiveInfinity));
+            }
+            return (maxGroup, minHigh);
         }
 
         /// <summary>True when row i of sel is a top-k choice of the keys within the slack: descending, and no unchosen expert
