@@ -121,7 +121,7 @@ public sealed class RoutingBench : IBench
         var solvers = new List<TimedSolver> { new("reference (double)", () => Interleaved.Time(() => algorithm.RunOracle(Bind()))) };
         foreach (var path in algorithm.Paths.Where(p => p.Devices.Contains(Devices.Cpu)))
         {
-            string? skip = path.Supports is { } supports && !supports(Bind()) ? $"skipped: {path.Name} does not support these parameters" : null;
+            string? skip = path.Supports is { } supports && !supports(Bind()) ? $"skipped: {path.Name} does not support this call (its Supports rule)" : null;
             solvers.Add(new TimedSolver(path.Name == "kernel" ? "kernel (float32)" : path.Name, () => Interleaved.Time(() => algorithm.Run(Bind(), path.Name)), skip));
         }
 

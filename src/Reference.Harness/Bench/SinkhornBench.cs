@@ -156,7 +156,7 @@ public sealed class SinkhornBench : IBench
         };
         foreach (var path in algorithm.Paths.Where(p => p.Devices.Contains(Devices.Cpu)))
         {
-            string? skip = path.Supports is { } supports && !supports(Bind()) ? $"skipped: {path.Name} does not support method log" : null;
+            string? skip = path.Supports is { } supports && !supports(Bind()) ? $"skipped: {path.Name} does not support this call (its Supports rule)" : null;
             solvers.Add(new TimedSolver(path.Name == "kernel" ? "kernel (float32)" : path.Name, () => Interleaved.Time(() => algorithm.Run(Bind(), path.Name)), skip));
         }
         var results = Interleaved.Run(solvers, request.Repeats, solver => request.Progress($"{label}: {solver}"));
