@@ -10,6 +10,7 @@ public static class Program
         Reference.Torch.TorchPaths.Register();
         // The gpu paths (ILGPU); registration creates no ILGPU context: the accelerator is created on the first run.
         Reference.Gpu.GpuPaths.Register();
+        Reference.Harness.Bench.RoutingBench.Register();
         return Cli.Run(args, Console.Out, Console.Error);
     }
 }
