@@ -236,6 +236,14 @@ let weightsTolerance fmt terms =
     let atol = u32 + 2.0 * uv * Precision.SmallestNormal fmt
     atol, rtol
 
+/// The per-row atol RoutingSupport.RenormalizationFloor adds to renormalized float16/bfloat16 weights, restated from
+/// proofs/topk.md (theorem topk.weights-tolerance): (k + 1) u_v (smallest normal) / s, s the row's raw score sum.
+let renormalizationFloor fmt k (sum: float) =
+    if fmt = NumberFormat.Float16 || fmt = NumberFormat.BFloat16 then
+        float (k + 1) * Precision.UnitRoundoff fmt * Precision.SmallestNormal fmt / sum
+    else
+        0.0
+
 type WeightsCase = { Router: RouterCase; Score: ScoreFunction; Normalize: bool }
 
 let weightsCase =
@@ -309,14 +317,15 @@ let ``weights: correct candidates in four orders and three precisions pass`` () 
                 for r in Reference.Harness.Algorithms.TopKValidator.Validate(logits, options, reference, experts, weights, fmt, fmt) do
                     Assert.That(r.Passed, $"{showCase c.Router} {c.Score} normalize={c.Normalize} {fmt} {name}: {r.Summary()} {r.Detail}"))
 
-/// The row whose two first entries differ the most, relative to the allowed error, if that gap is at least twice the
-/// allowed error (below it a swap is within what a correct candidate may be off by; proofs/topk.md).
-let swappableRow (values: double[]) cols atol rtol =
+/// The row whose two first entries differ the most, relative to the allowed error (atol plus the row's floor), if that
+/// gap is at least twice the allowed error (below it a swap is within what a correct candidate may be off by;
+/// proofs/topk.md).
+let swappableRow (values: double[]) cols atol rtol (floor: int -> float) =
     let rows = if cols < 2 then 0 else values.Length / cols
 
     let gapOver i =
         let a, b = values.[i * cols], values.[i * cols + 1]
-        abs (a - b) / (2.0 * (atol + rtol * max (abs a) (abs b)))
+        abs (a - b) / (2.0 * (atol + floor i + rtol * max (abs a) (abs b)))
 
     if rows = 0 || cols < 2 then
         None
@@ -339,8 +348,15 @@ let ``weights: one token's weights swapped fails (topk)`` () =
             let reference = TopK.Route(logits, options).Experts |> Seq.cast<int> |> Seq.map float |> Array.ofSeq
             let experts, weights = weightsCandidate MaxShift false fmt logits options
             let atol, rtol = weightsTolerance fmt (e + k)
+            let p = RouterScores.Compute(logits, options.Score)
 
-            match swappableRow weights k atol rtol with
+            let floor i =
+                if options.Normalize then
+                    renormalizationFloor fmt k (Seq.sum [ for j in 0 .. k - 1 -> p.[i, int experts.[i * k + j]] ])
+                else
+                    0.0
+
+            match swappableRow weights k atol rtol floor with
             | Some row ->
                 let reports =
                     Reference.Harness.Algorithms.TopKValidator.Validate(
@@ -356,6 +372,45 @@ let ``weights: one token's weights swapped fails (topk)`` () =
                 let w = reports |> Seq.find (fun r -> r.ArrayName = "weights")
                 Assert.That(w.Passed, eq false, $"{showCase c.Router} {fmt} row {row}: {w.Summary()}")
             | None -> ())
+
+/// The row found by the property (seed (4786902941256276494, 12202990214229748147, 7)): sigmoid scores stored in float16
+/// (one subnormal), renormalized in float32 and rounded again. It passes with the floor and would not without it.
+let ``weights: subnormal float16 scores renormalized pass, and need the floor (recorded)`` () =
+    let logits = array2D [ [ -11.4453125; -2.943359375 ] ]
+    let options = TopKOptions(K = 2, Score = ScoreFunction.Sigmoid, Normalize = true)
+    let reference = TopK.Route(logits, options)
+    let experts, weights = weightsCandidate MaxShift true NumberFormat.Float16 logits options
+
+    let reports =
+        TopKValidator.Validate(
+            logits,
+            options,
+            reference.Experts |> Seq.cast<int> |> Seq.map float |> Array.ofSeq,
+            experts,
+            weights,
+            NumberFormat.Float16,
+            NumberFormat.Float16
+        )
+
+    for r in reports do
+        Assert.That(r.Passed, r.Summary() + " " + r.Detail)
+
+    let atol, rtol = weightsTolerance NumberFormat.Float16 4
+    let expected = reference.Weights |> Seq.cast<float> |> Array.ofSeq
+
+    let scalarMargin =
+        Array.map2 (fun (c: float) (r: float) -> abs (c - r) / (atol + rtol * abs r)) weights expected
+        |> Array.max
+
+    Assert.That(scalarMargin, Is.GreaterThan 1.0, "the scalar tolerance alone rejects this row")
+    let p = RouterScores.Compute(logits, ScoreFunction.Sigmoid)
+    let floor = renormalizationFloor NumberFormat.Float16 2 (p.[0, 0] + p.[0, 1])
+
+    let margin =
+        Array.map2 (fun (c: float) (r: float) -> abs (c - r) / (atol + floor + rtol * abs r)) weights expected
+        |> Array.max
+
+    Assert.That(margin, Is.LessThanOrEqualTo 1.0)
 
 /// Through the registry: the reference's weights rounded to fmt pass, and with one row's two first entries swapped fail.
 let private registrySwap algorithmName output seed =
@@ -388,7 +443,8 @@ let private registrySwap algorithmName output seed =
                      NumberFormat.BFloat16)
                 (e + cols)
 
-        match swappableRow rounded cols atol rtol with
+        // bfloat16's renormalization floor is below 1e-40: no row of these cases carries one that matters.
+        match swappableRow rounded cols atol rtol (fun _ -> 0.0) with
         | Some row ->
             let bad = report (swapped rounded cols row)
             Assert.That(bad.Passed, eq false, $"{case.Name} {fmt} row {row}: {bad.Summary()}")
@@ -415,6 +471,10 @@ let tests =
                 [ "aux-loss.running-bound-fair" ]
                 "aux-loss: correct candidates in four orders and three precisions pass"
                 ``aux-loss: correct candidates in four orders and three precisions pass``
+            Proofs.test
+                [ "topk.weights-tolerance" ]
+                "weights: subnormal float16 scores renormalized pass, and need the floor (recorded)"
+                ``weights: subnormal float16 scores renormalized pass, and need the floor (recorded)``
             Proofs.prop
                 [ "aux-loss.running-bound-tight" ]
                 "aux-loss: a loss off by d (1e-3 in float32, 1e-2 in float16 and bfloat16) fails"

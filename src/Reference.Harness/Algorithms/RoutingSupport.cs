@@ -100,7 +100,7 @@ internal static class RoutingSupport
     {
         var expected = check.Valid ? Flat(check.ExpectedWeights) : reference.ToDoubles();
         int k = reference.Shape.Count > 0 ? reference.Shape[^1] : 1;
-        return WeightsReport(name, candidate.ToDoubles(), expected, reference.Shape, format, experts + k);
+        return WeightsReport(name, candidate.ToDoubles(), expected, reference.Shape, format, experts + k, check.Valid ? check.RowSums : null);
     }
 
     /// <summary>
@@ -138,18 +138,55 @@ internal static class RoutingSupport
     /// <summary>How many roundings to its own format a float16/bfloat16 weight may carry (see <see cref="WeightsPolicy"/>).</summary>
     internal const double WeightsRoundings = 3.0;
 
-    /// <summary>Compares weights under <see cref="WeightsPolicy"/>, the bound's inputs in the detail.</summary>
+    /// <summary>
+    /// Compares weights under <see cref="WeightsPolicy"/>, the bound's inputs in the detail. With
+    /// <paramref name="rowSums"/> (renormalized weights: per row, the sum of the raw scores the row renormalizes), each
+    /// row's atol also carries <see cref="RenormalizationFloor"/>.
+    /// </summary>
     internal static ComparisonReport WeightsReport(
         string name, ReadOnlySpan<double> candidate, ReadOnlySpan<double> expected, IReadOnlyList<int> shape,
-        Reference.Numerics.NumberFormat format, int terms)
+        Reference.Numerics.NumberFormat format, int terms, IReadOnlyList<double>? rowSums = null)
     {
         var policy = WeightsPolicy(format, terms);
-        var report = policy.Compare(name, candidate, expected, shape);
-        return report with
+        string detail = $"weights in {FormatNames.Short(format)}: float32 computation with {terms} summed terms, "
+                        + $"rounded to the output format (atol={ComparisonReport.Number(policy.Atol)}, rtol={ComparisonReport.Number(policy.Rtol)})";
+        int cols = shape.Count > 0 ? Math.Max(1, shape[^1]) : 1;
+        if (rowSums is null || format == Reference.Numerics.NumberFormat.Float64 || rowSums.Count * cols != expected.Length)
         {
-            Detail = $"weights in {FormatNames.Short(format)}: float32 computation with {terms} summed terms, "
-                     + $"rounded to the output format (atol={ComparisonReport.Number(policy.Atol)}, rtol={ComparisonReport.Number(policy.Rtol)})",
-        };
+            return policy.Compare(name, candidate, expected, shape) with { Detail = detail };
+        }
+        var floors = rowSums.Select(sum => RenormalizationFloor(format, cols, sum)).ToArray();
+        double atol = policy.Atol, rtol = policy.Rtol;
+        double Allowed(int i, double r) => atol + floors[i / cols] + rtol * Math.Abs(r);
+        double largest = floors.Length == 0 ? 0.0 : floors.Max();
+        if (largest > 0.0)
+        {
+            detail += $"; renormalized from stored subnormal scores: per-row atol up to +{ComparisonReport.Number(largest)}";
+        }
+        return Elementwise.Compare(name, policy.Name, candidate, expected, shape,
+            (i, c, r) => !(Math.Abs(c - r) <= Allowed(i, r)), detail, Allowed);
+    }
+
+    /// <summary>
+    /// The absolute error a renormalized float16/bfloat16 weight may carry from scores stored in its format before the
+    /// renormalization (DeepSeek-style sigmoid routers: <c>scores = logits.sigmoid()</c> in the model's dtype) when those
+    /// scores are subnormal: each stored score is off by up to u_v·(smallest normal) absolutely, and dividing by the row's
+    /// sum s turns that into (k + 1)·u_v·(smallest normal) / s in each weight (its numerator and the sum). Zero for
+    /// float32/float64 (scores kept in float32) and for rows whose scores are all normal (then the relative rtol covers it);
+    /// proofs/topk.md, theorem topk.weights-tolerance.
+    /// </summary>
+    /// <param name="format">The precision the weights carry.</param>
+    /// <param name="k">The number of renormalized weights in the row.</param>
+    /// <param name="sum">The sum of the row's raw scores (before renormalization).</param>
+    internal static double RenormalizationFloor(Reference.Numerics.NumberFormat format, int k, double sum)
+    {
+        if (format is not (Reference.Numerics.NumberFormat.Float16 or Reference.Numerics.NumberFormat.BFloat16)
+            || !(sum > 0.0) || !double.IsFinite(sum))
+        {
+            return 0.0;
+        }
+        double smallest = Reference.Numerics.Precision.SmallestNormal(format);
+        return (k + 1) * Reference.Numerics.Precision.UnitRoundoff(format) * smallest / sum;
     }
 
     /// <summary>Seeded logits [N * E] as float32: a coarse grid (exact ties within rows), gaussian, or wide (up to +-30,

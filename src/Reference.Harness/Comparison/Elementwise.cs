@@ -87,7 +87,23 @@ internal static class Elementwise
         IReadOnlyList<int> shape,
         Func<double, double, bool> finiteMismatch,
         string? detail,
-        Func<double, double>? allowedError = null)
+        Func<double, double>? allowedError = null) =>
+        Compare(arrayName, policyName, candidate, expected, shape, (_, c, r) => finiteMismatch(c, r), detail,
+            allowedError is null ? null : (_, r) => allowedError(r));
+
+    /// <summary>
+    /// As <see cref="Compare(string, string, ReadOnlySpan{double}, ReadOnlySpan{double}, IReadOnlyList{int}, Func{double, double, bool}, string?, Func{double, double}?)"/>,
+    /// with rules that also see the element's flat position (a bound that differs by row).
+    /// </summary>
+    internal static ComparisonReport Compare(
+        string arrayName,
+        string policyName,
+        ReadOnlySpan<double> candidate,
+        ReadOnlySpan<double> expected,
+        IReadOnlyList<int> shape,
+        Func<int, double, double, bool> finiteMismatch,
+        string? detail,
+        Func<int, double, double>? allowedError)
     {
         long count = CheckInputs(arrayName, candidate.Length, expected.Length, shape);
         long mismatches = 0, nanMismatches = 0, infMismatches = 0;
@@ -114,10 +130,10 @@ internal static class Elementwise
                     {
                         maxRel = Math.Max(maxRel, abs / Math.Abs(r));
                     }
-                    mismatch = finiteMismatch(c, r);
+                    mismatch = finiteMismatch(i, c, r);
                     if (allowedError is not null && abs > 0.0)
                     {
-                        double allowed = allowedError(r);
+                        double allowed = allowedError(i, r);
                         margin = Math.Max(margin, allowed > 0.0 ? abs / allowed : double.PositiveInfinity);
                     }
                     break;
@@ -132,7 +148,7 @@ internal static class Elementwise
                 {
                     first.Add(new Mismatch(i, IndexText(i, shape), c, r)
                     {
-                        Allowed = allowedError is not null && Classify(c, r) == PairKind.Finite ? allowedError(r) : null,
+                        Allowed = allowedError is not null && Classify(c, r) == PairKind.Finite ? allowedError(i, r) : null,
                     });
                 }
             }

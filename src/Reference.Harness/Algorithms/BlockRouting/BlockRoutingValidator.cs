@@ -107,6 +107,7 @@ public sealed class BlockRoutingValidator : IValidator
             return new RoutingCheck(problems, weights);
         }
         var p = reference.Scores ?? RouterScores.Compute(logits, ScoreFunction.Softmax);
+        var rowSums = new double[n];
 
         for (int blk = 0; blk < nb && problems.Count < 20; blk++)
         {
@@ -181,6 +182,7 @@ public sealed class BlockRoutingValidator : IValidator
                 for (int j = 0; j < k; j++)
                 {
                     weights[i, j] = normalized[j];
+                    rowSums[i] += p[i, row[j]];
                     used.Add(row[j]);
                 }
                 // Plain top-k near-tie at the boundary: the token-level count may legitimately differ.
@@ -202,7 +204,7 @@ public sealed class BlockRoutingValidator : IValidator
                 problems.Add($"token_level_unique[{blk}] should be {reference.TokenLevelUnique[blk]}");
             }
         }
-        return new RoutingCheck(problems, weights);
+        return new RoutingCheck(problems, weights) { RowSums = rowSums };
     }
 
     /// <summary>True when the listed indices are distinct, in descending order of value, and no unlisted index beats the

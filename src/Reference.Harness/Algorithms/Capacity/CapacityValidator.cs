@@ -15,6 +15,10 @@ public sealed record RoutingCheck(IReadOnlyList<string> Problems, double[,] Expe
 {
     /// <summary>True when no violation was found.</summary>
     public bool Valid => Problems.Count == 0;
+
+    /// <summary>For renormalized weights: per row, the sum of the raw scores the row's weights renormalize (the floor of
+    /// <see cref="RoutingSupport.RenormalizationFloor"/>); null when the weights are not renormalized.</summary>
+    public IReadOnlyList<double>? RowSums { get; init; }
 }
 
 /// <summary>
@@ -299,11 +303,20 @@ public sealed class CapacityValidator : IValidator
         }
 
         // 7. The weights the candidate's choice implies.
+        var rowSums = options.Normalize == Renormalization.None ? null : new double[n];
         for (int i = 0; i < n; i++)
         {
             if (!rowOk[i])
             {
                 continue;
+            }
+            if (rowSums is not null)
+            {
+                for (int j = 0; j < k; j++)
+                {
+                    bool renormalized = options.Normalize == Renormalization.Before || experts[i, j] >= 0;
+                    rowSums[i] += renormalized ? ctx.P[i, options.Normalize == Renormalization.Before ? sel[i, j] : experts[i, j]] : 0.0;
+                }
             }
             for (int j = 0; j < k; j++)
             {
@@ -323,7 +336,7 @@ public sealed class CapacityValidator : IValidator
                 ExpectWithinDroppedAmbiguity(i, logits, options, experts, sel, keptOf, ctx, weights, expected);
             }
         }
-        return new RoutingCheck(problems, expected);
+        return new RoutingCheck(problems, expected) { RowSums = rowSums };
     }
 
     /// <summary>A request's place in an order, with the candidate's rounding: a group (compared exactly, smaller first), then a

@@ -144,7 +144,8 @@ public sealed class MaxScoreValidator : IValidator
         // 3. weights: S at the routing, normalized when asked.
         if (candidate.TryGetValue("weights", out var w))
         {
-            reports.Add(RoutingSupport.WeightsReport("weights", w.ToDoubles(), WeightsOf(scores, usable ? experts! : referenceExperts, options.Normalize), [n, k], context.FormatOf("weights"), e + k));
+            reports.Add(RoutingSupport.WeightsReport("weights", w.ToDoubles(), WeightsOf(scores, usable ? experts! : referenceExperts, options.Normalize), [n, k], context.FormatOf("weights"), e + k,
+                options.Normalize ? RowSumsOf(scores, usable ? experts! : referenceExperts) : null));
         }
 
         // 4. objective: the optimum within the tolerance.
@@ -229,7 +230,8 @@ public sealed class MaxScoreValidator : IValidator
         }
         if (candidate.TryGetValue("weights", out var w))
         {
-            reports.Add(RoutingSupport.WeightsReport("weights", w.ToDoubles(), WeightsOf(scores, routing, options.Normalize), [n, 2], context.FormatOf("weights"), e + 2));
+            reports.Add(RoutingSupport.WeightsReport("weights", w.ToDoubles(), WeightsOf(scores, routing, options.Normalize), [n, 2], context.FormatOf("weights"), e + 2,
+                options.Normalize ? RowSumsOf(scores, routing) : null));
         }
         foreach (var name in new[] { "objective", "gap" })
         {
@@ -329,13 +331,10 @@ public sealed class MaxScoreValidator : IValidator
     {
         int n = experts.GetLength(0), k = experts.GetLength(1);
         var w = new double[n * k];
+        var sums = RowSumsOf(scores, experts);
         for (int i = 0; i < n; i++)
         {
-            double sum = 0;
-            for (int j = 0; j < k; j++)
-            {
-                sum += experts[i, j] >= 0 ? scores[i, experts[i, j]] : 0.0;
-            }
+            double sum = sums[i];
             for (int j = 0; j < k; j++)
             {
                 double v = experts[i, j] >= 0 ? scores[i, experts[i, j]] : 0.0;
@@ -343,5 +342,20 @@ public sealed class MaxScoreValidator : IValidator
             }
         }
         return w;
+    }
+
+    /// <summary>Per token, the sum of S at its routed experts (-1 entries skipped): what its weights renormalize.</summary>
+    internal static double[] RowSumsOf(double[,] scores, int[,] experts)
+    {
+        int n = experts.GetLength(0), k = experts.GetLength(1);
+        var sums = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = 0; j < k; j++)
+            {
+                sums[i] += experts[i, j] >= 0 ? scores[i, experts[i, j]] : 0.0;
+            }
+        }
+        return sums;
     }
 }

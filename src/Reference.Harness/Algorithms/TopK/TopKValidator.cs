@@ -73,6 +73,7 @@ public sealed class TopKValidator : IValidator
         var expectedWeights = new double[n * k];
         var key = new double[e];
         var problems = new List<string>();
+        var rowSums = options.Normalize ? new double[n] : null;
         for (int i = 0; i < n; i++)
         {
             double maxAbs = 0;
@@ -106,6 +107,13 @@ public sealed class TopKValidator : IValidator
                 selectedLogits[j] = logits[i, row[j]];
             }
             var normalized = options.Normalize ? RouterScores.Normalized(selectedLogits, options.Score) : null;
+            if (rowSums is not null)
+            {
+                for (int j = 0; j < k; j++)
+                {
+                    rowSums[i] += p[i, row[j]];
+                }
+            }
             for (int j = 0; j < k; j++)
             {
                 expectedWeights[i * k + j] = normalized?[j] ?? p[i, row[j]];
@@ -120,7 +128,7 @@ public sealed class TopKValidator : IValidator
         }
         if (weights is not null)
         {
-            reports.Add(RoutingSupport.WeightsReport("weights", weights, expectedWeights, shape, weightsFormat, e + k));
+            reports.Add(RoutingSupport.WeightsReport("weights", weights, expectedWeights, shape, weightsFormat, e + k, rowSums));
         }
         return reports;
     }
