@@ -606,12 +606,19 @@ public sealed class CapacityValidator : IValidator
 
         /// <summary>The dispatch position of kept request (i, j): (i, j) for position, score and logit; (j, i) for
         /// choice-position; (j, first-choice score) for batch-priority.</summary>
-        public Priority DispatchOf(int i, int j, double[] top1) => Options.Policy switch
+        public Priority DispatchOf(int i, int j, double[] top1)
         {
-            DropPolicy.ChoicePosition => new Priority(i, j, (long)j * N + i, 0, 0),
-            DropPolicy.BatchPriority => new Priority(i, j, j, FirstChoiceRange(i, top1[i]).Low, FirstChoiceRange(i, top1[i]).High),
-            _ => new Priority(i, j, (long)i * K + j, 0, 0),
-        };
+            switch (Options.Policy)
+            {
+                case DropPolicy.ChoicePosition:
+                    return new Priority(i, j, (long)j * N + i, 0, 0);
+                case DropPolicy.BatchPriority:
+                    var (low, high) = FirstChoiceRange(i, top1[i]);
+                    return new Priority(i, j, j, low, high);
+                default:
+                    return new Priority(i, j, (long)i * K + j, 0, 0);
+            }
+        }
 
         /// <summary>Fills the dropped positions of row i of sel with the best-ranked full expert not yet in the row, preferring,
         /// among those within the key slack of the best, one whose drop no kept request of that expert contradicts
