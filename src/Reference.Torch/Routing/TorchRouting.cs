@@ -35,7 +35,7 @@ internal static class TorchRouting
     internal static NdArray Stored(Tensor x, ScalarType dtype, params int[] shape)
     {
         // Cast on the device as the model does, then widen exactly to float32 to copy the values out.
-        var values = x.to(dtype).to(ScalarType.Float32).contiguous().cpu().data<float>().ToArray();
+        var values = x.numel() == 0 ? [] : x.to(dtype).to(ScalarType.Float32).contiguous().cpu().data<float>().ToArray();
         return dtype switch
         {
             ScalarType.Float16 => NdArray.Create(values.Select(v => (Half)v).ToArray(), shape),
