@@ -264,6 +264,16 @@ def cases():
         x, {"k": 2, "capacity_factor": 1.1, "rounding": "round", "policy": "batch-priority"},
         flax_batch_priority(x, 2, C), C)
 
+    n, e = 32, 8
+    xt = (np.round(z.rng(206).standard_normal((n, e)) * 2) / 2).astype(np.float32)  # coarse logits: rows full of exact ties
+    C = capacity_of(n, e, 5, 0.5)
+    # A raw-score completion of dropped choices rejected this candidate (fixed 2026-12-06, proofs/capacity.md).
+    add("megatron-probs-many-ties/f32/correct", "correct", "f32", "Megatron-LM topk_softmax_with_capacity, drop_policy=probs, k=5",
+        "torch.topk picks any of several exactly tied experts at the k-th place, and some of those requests are dropped: "
+        "a valid routing whatever expert topk returned (the validator completes dropped choices by the policy's weights)",
+        xt, {"k": 5, "capacity_factor": 0.5, "policy": "score", "normalize": "before"},
+        megatron_probs(torch.from_numpy(xt), 5, C, torch.float32), C)
+
     # ---- bugs ---------------------------------------------------------------------------------------------
     n, e = 1000, 16  # cf*N*k/E = 125.0 * 1.0 ... use cf = 1.1: 137.5, ceil 138, floor 137
     x = make_logits(211, n, e)
