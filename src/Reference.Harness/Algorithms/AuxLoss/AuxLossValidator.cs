@@ -256,18 +256,29 @@ public sealed class AuxLossValidator : IValidator
         double switchBound = reduction + rounding + ties + tiny;
 
         // 3. z-loss.
+        // Each token's lse and its error bound, tokens in parallel (each writes its own entry); the sums in token order.
+        var lses = new double[n];
+        var lseErrors = new double[n];
+        const int rowsPerBlock = 1024;
+        Parallel.For(0, (n + rowsPerBlock - 1) / rowsPerBlock, block =>
+        {
+            for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
+            {
+                double m = rowMax[i], s = 0, rho = 0;
+                for (int y = 0; y < e; y++)
+                {
+                    double t = Math.Exp(logits[i, y] - m);
+                    s += t;
+                    rho += t * (Math.Abs(logits[i, y] - m) + e + 1) * uc;
+                }
+                lses[i] = m + Math.Log(s);
+                lseErrors[i] = rho / s + uc * (Math.Abs(Math.Log(s)) + Math.Abs(lses[i]));
+            }
+        });
         double zTerms = 0, zExact = 0, zSequential = 0;
         for (int i = 0; i < n; i++)
         {
-            double m = rowMax[i], s = 0, rho = 0;
-            for (int y = 0; y < e; y++)
-            {
-                double t = Math.Exp(logits[i, y] - m);
-                s += t;
-                rho += t * (Math.Abs(logits[i, y] - m) + e + 1) * uc;
-            }
-            double lse = m + Math.Log(s);
-            double lseError = rho / s + uc * (Math.Abs(Math.Log(s)) + Math.Abs(lse));
+            double lse = lses[i], lseError = lseErrors[i];
             zTerms += 2.0 * Math.Abs(lse) * lseError + uc * lse * lse;
             zExact += lse * lse;
             zSequential = Precision.Round(zSequential + Precision.Round(lse * lse, compute), compute);
