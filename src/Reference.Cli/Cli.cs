@@ -207,11 +207,9 @@ public static class Cli
         {
             parameters[k] = v;
         }
-        var device = a.Option("--device") ?? Devices.Cpu;
-        if (device != Devices.Cpu && a.Option("--path") is null or "reference")
-        {
-            throw new InputException($"option '--device' = '{device}' needs an optimized --path (the reference runs on the cpu)");
-        }
+        // The device before any work: one the path runs on, and usable here (a GPU and a CUDA build where it needs them).
+        var device = Devices.Parse(a.Option("--device") ?? Devices.Cpu);
+        algorithm.CheckAvailable(a.Option("--path") ?? "reference", device);
         return (algorithm, algorithm.Bind(TensorFile.Read(input), parameters, input, device));
     }
 

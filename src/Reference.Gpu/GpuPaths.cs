@@ -38,12 +38,31 @@ public static class GpuPaths
         CapacityAlgorithm.Descriptor.AddPath(CapacityAlgorithm.Entry.ToPath(CapacityPath));
     }
 
+    /// <summary>Why the gpu paths cannot run on a device here (<see cref="OptimizedPath.Unavailable"/>): cuda without a
+    /// CUDA device ILGPU can open; null when they can. Creates the device's accelerator (<see cref="GpuAccelerator.For"/>),
+    /// which the runs then reuse.</summary>
+    /// <param name="device"><c>cpu</c> or <c>cuda</c>.</param>
+    /// <returns>The one-line reason, or null.</returns>
+    internal static string? Unavailable(string device)
+    {
+        try
+        {
+            GpuAccelerator.For(device);
+            return null;
+        }
+        catch (InputException ex)
+        {
+            return ex.Message;
+        }
+    }
+
     /// <summary>The attention path.</summary>
     internal static PathOf<AttentionOptions, AttentionOutput> AttentionPath { get; } =
         new(Name, $"ILGPU FlashAttention-2 forward, float32: a group per (b, h, {FlashAttentionGpu.BlockK}-row query tile), K/V tiles and accumulators in shared memory, causal/window/block-mask tile skipping",
             RunAttention)
         {
             Devices = Devices,
+            Unavailable = Unavailable,
             Supports = call => AttentionWork(call) <= AttentionBudget,
         };
 
@@ -56,6 +75,7 @@ public static class GpuPaths
             RunSinkhorn)
         {
             Devices = Devices,
+            Unavailable = Unavailable,
             Supports = call => call.Parameters.GetChoice("method") == "log" && SinkhornSize(call) <= SinkhornBudget,
         };
 
@@ -101,6 +121,7 @@ public static class GpuPaths
             RunCapacity)
         {
             Devices = Devices,
+            Unavailable = Unavailable,
             Supports = call => (long)call.Array("logits").Shape[0] * call.Array("logits").Shape[1] <= CapacityBudget,
         };
 

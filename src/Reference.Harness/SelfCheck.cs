@@ -38,14 +38,26 @@ public static class SelfCheck
     /// Algorithms without that path are left out.</param>
     /// <param name="device">The device the optimized paths run on (<see cref="Devices"/>); paths that do not run there are left out.</param>
     /// <returns>One row per algorithm and path.</returns>
+    /// <exception cref="InputException">A path that would run is unavailable on the device here (<see cref="OptimizedPath.Unavailable"/>);
+    /// nothing has run.</exception>
     public static IReadOnlyList<SelfCheckRow> Run(
         IEnumerable<Algorithm> algorithms, GoldenData? golden, int seed, int cases, Action<string>? progress = null,
         string? onlyPath = null, string device = Devices.Cpu)
     {
         ArgumentNullException.ThrowIfNull(algorithms);
         device = Devices.Parse(device);
+        var selected = algorithms.ToList();
+
+        // 1. Before any work: every path that would run is usable on the device here (OptimizedPath.Unavailable).
+        foreach (var algorithm in selected)
+        {
+            foreach (var path in algorithm.Paths.Where(p => (onlyPath is null || p.Name == onlyPath) && p.Devices.Contains(device)))
+            {
+                algorithm.CheckAvailable(path.Name, device);
+            }
+        }
         var rows = new List<SelfCheckRow>();
-        foreach (var algorithm in algorithms)
+        foreach (var algorithm in selected)
         {
             if (onlyPath is not null && !algorithm.PathNames.Contains(onlyPath))
             {

@@ -28,6 +28,23 @@ public static class TorchDevice
         };
     }
 
+    /// <summary>Why the torch path cannot run on a device here (<see cref="OptimizedPath.Unavailable"/>): libtorch does
+    /// not load, or the device is cuda and the loaded libtorch has none; null when it can. Loads libtorch.</summary>
+    /// <param name="device">"cpu" or "cuda".</param>
+    /// <returns>The one-line reason, or null.</returns>
+    public static string? Unavailable(string device)
+    {
+        try
+        {
+            For(device);
+            return null;
+        }
+        catch (InputException ex)
+        {
+            return ex.Message;
+        }
+    }
+
     /// <summary>Loads libtorch once, or says in one line why it cannot.</summary>
     /// <exception cref="InputException">libtorch or TorchSharp's native wrapper does not load.</exception>
     public static void EnsureLoaded()

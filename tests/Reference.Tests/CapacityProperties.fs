@@ -417,6 +417,68 @@ let ``before weights of a row with a dropped choice follow whichever near-tied f
     let between = (viaOne + viaTwo) / 2.0
     Assert.That(abs (expectedFor between - between), Is.GreaterThan 0.2)
 
+/// A capacity routing as code that selects with torch.topk computes it: exact key ties broken in some other expert order.
+/// The reference routes the problem with its experts relabelled by a random permutation (so its lower-index tie rule
+/// becomes a random tie order among the original experts), and the routing is mapped back to the original labels.
+let ``the validator accepts a routing whose exact key ties are broken in another expert order`` () =
+    let arb =
+        gen {
+            let! pr = capacityProblemWith logits
+            // Half the cases where ties decide drops: grid logits (exact ties), the score policy renormalized before
+            // (its priorities are not the raw scores'), k at least half of E so that full experts tie at the boundary.
+            let! tieRich = Gen.elements [ false; true ]
+            let n, e = dims pr.Logits
+            let! grid = gridLogits n e
+            let! k = Gen.choose ((e + 1) / 2, e)
+
+            let pr =
+                if tieRich then
+                    { pr with
+                        Logits = grid
+                        K = k
+                        Policy = DropPolicy.Score
+                        Normalize = Renormalization.Before
+                        Rule = { pr.Rule with Capacity = None; Factor = 0.5 }
+                    }
+                else
+                    pr
+
+            let! seed = Gen.choose (0, System.Int32.MaxValue)
+            return pr, seed
+        }
+        |> Arb.fromGen
+
+    Prop.forAll arb (fun (pr, seed) ->
+        let n, e = dims pr.Logits
+        let order = Array.init e id // shuffled below (Fisher-Yates)
+        let rng = System.Random seed
+
+        for x in e - 1 .. -1 .. 1 do
+            let y = rng.Next(x + 1)
+            let t = order.[x]
+            order.[x] <- order.[y]
+            order.[y] <- t
+        // Relabelled expert x' holds original expert order.[x'].
+        let relabelled =
+            { pr with
+                Logits = Array2D.init n e (fun i x' -> pr.Logits.[i, order.[x']])
+                Bias = pr.Bias |> Option.map (fun b -> Array.init e (fun x' -> b.[order.[x']]))
+            }
+
+        let r = Capacity.Route(relabelled.Logits, relabelled.Options)
+        let experts = r.Experts |> Array2D.map (fun x' -> if x' < 0 then x' else order.[x'])
+        let load = Array.init e (fun x -> r.Load.[Array.findIndex ((=) x) order])
+
+        let check =
+            CapacityValidator.Check(pr.Logits, pr.Options, experts, r.Slots, load, NumberFormat.Float64, r.Weights)
+
+        Assert.That(check.Valid, String.concat "\n" check.Problems)
+        let expected = check.ExpectedWeights
+
+        for i in 0 .. n - 1 do
+            for j in 0 .. pr.Options.K - 1 do
+                Assert.That(expected.[i, j], Is.EqualTo(r.Weights.[i, j]).Within(1e-12), $"weight ({i}, {j})"))
+
 let ``reference and kernel are deterministic`` () =
     Prop.forAll capacityProblem (fun pr ->
         let a, b = Capacity.Route(pr.Logits, pr.Options), Capacity.Route(pr.Logits, pr.Options)
@@ -770,6 +832,10 @@ let tests =
                 [ "capacity.validator-sound" ]
                 "before weights of a row with a dropped choice follow whichever near-tied full expert the candidate chose"
                 ``before weights of a row with a dropped choice follow whichever near-tied full expert the candidate chose``
+            Proofs.prop
+                [ "capacity.validator-sound" ]
+                "the validator accepts a routing whose exact key ties are broken in another expert order"
+                ``the validator accepts a routing whose exact key ties are broken in another expert order``
             Proofs.prop [ "capacity.deterministic" ] "reference and kernel are deterministic" ``reference and kernel are deterministic``
             Proofs.test
                 [ "capacity.published-expectations" ]

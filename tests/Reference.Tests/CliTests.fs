@@ -337,6 +337,72 @@ let ``bench --json writes a record that bench table reads`` () =
     expectBadInput (cli [ "bench"; "table" ]) [ "benchmark record" ]
     Directory.Delete(d, true)
 
+/// Why an optimized path cannot run on cuda here (its OptimizedPath.Unavailable), or null where it can.
+let private cudaUnavailable (algorithm: string) (path: string) =
+    let a = Reference.Harness.Registry.AlgorithmRegistry.Find algorithm
+    let p = a.Paths |> Seq.find (fun p -> p.Name = path)
+    Assert.That(p.Devices, Does.Contain "cuda", $"{algorithm}/{path} lists cuda")
+    Assert.That(isNull p.Unavailable, eq false, $"{algorithm}/{path} says whether cuda is usable")
+    p.Unavailable.Invoke "cuda"
+
+/// The error report that --json holds on exit 2.
+let private errorReport (path: string) (command: string) (reason: string) =
+    use doc = JsonDocument.Parse(File.ReadAllText path)
+    Assert.That(doc.RootElement.GetProperty("status").GetString(), eq "error")
+    Assert.That(doc.RootElement.GetProperty("command").GetString(), eq command)
+    Assert.That(doc.RootElement.GetProperty("exit_code").GetInt32(), eq 2)
+    Assert.That(doc.RootElement.GetProperty("message").GetString(), eq reason)
+
+let ``--device cuda without a usable CUDA device exits 2 with one line, before any work, in selfcheck, run and check`` () =
+    let d = temp ()
+    let input = Path.Combine(d, "in.npz")
+    write input [ "logits", NdArray.FromMatrix logits ]
+    let missing = Path.Combine(d, "missing.npz")
+
+    for path, algorithm, fragment in [ "torch", "topk", "no CUDA"; "gpu", "capacity", "no CUDA device" ] do
+        match cudaUnavailable algorithm path with
+        | null ->
+            // A machine with a usable GPU: the path runs there, so the unavailable-device error must not appear.
+            let code, out, err = cli [ "check"; algorithm; "--input"; input; "--path"; path; "--device"; "cuda" ]
+            Assert.That(code, Is.Not.EqualTo 2, out + err)
+        | reason ->
+            Assert.That(reason, Does.Contain "--device cuda")
+            Assert.That(reason, Does.Contain fragment)
+            Assert.That(reason.Contains '\n', eq false, reason)
+            // selfcheck: the reason, not a table of failed cases; --json holds status "error".
+            let json = Path.Combine(d, $"selfcheck-{path}.json")
+
+            let code, out, err =
+                cli [ "selfcheck"; "--path"; path; "--device"; "cuda"; "--cases"; "2"; "--json"; json ]
+
+            expectBadInput (code, out, err) [ reason ]
+            Assert.That(out, eq "", "no table")
+            errorReport json "selfcheck" reason
+            // run and check: the same reason, before the input is read (a missing input file is not reported).
+            let output = Path.Combine(d, "out.npz")
+
+            expectBadInput (cli [ "run"; algorithm; "--input"; missing; "--output"; output; "--path"; path; "--device"; "cuda" ]) [ reason ]
+
+            Assert.That(File.Exists output, eq false, "run wrote nothing")
+            let json = Path.Combine(d, $"check-{path}.json")
+
+            let code, out, err =
+                cli [ "check"; algorithm; "--input"; input; "--path"; path; "--device"; "cuda"; "--json"; json ]
+
+            expectBadInput (code, out, err) [ reason ]
+            errorReport json "check" reason
+            expectBadInput (cli [ "check"; algorithm; "--input"; missing; "--path"; path; "--device"; "cuda" ]) [ reason ]
+
+    // Without --path, selfcheck --device cuda runs every path that lists cuda (torch and gpu): one unusable path is
+    // enough to exit 2 with its reason, before any row runs.
+    match cudaUnavailable "topk" "torch", cudaUnavailable "capacity" "gpu" with
+    | null, null -> ()
+    | torch, gpu ->
+        let code, out, err = cli [ "selfcheck"; "--device"; "cuda"; "--cases"; "1" ]
+        Assert.That(code, eq 2, out + err)
+        Assert.That(err.Trim().Split('\n').Length, eq 1, err)
+        Assert.That([ torch; gpu ] |> List.exists (fun r -> not (isNull r) && err.Contains r), err)
+
 // The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
@@ -363,6 +429,10 @@ let tests =
                 []
                 "flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1"
                 ``flow solves a DIMACS file and reports infeasible and unbalanced instances with exit 1``
+            Proofs.test
+                []
+                "--device cuda without a usable CUDA device exits 2 with one line, before any work, in selfcheck, run and check"
+                ``--device cuda without a usable CUDA device exits 2 with one line, before any work, in selfcheck, run and check``
             Proofs.test [] "bench maxscore prints times and objectives that agree" ``bench maxscore prints times and objectives that agree``
             Proofs.test [] "bench --json writes a record that bench table reads" ``bench --json writes a record that bench table reads``
         ]

@@ -7,6 +7,7 @@ open System.Diagnostics
 open NUnit.Framework
 open Reference.Harness
 open Reference.Harness.Registry
+open Reference.Harness.Tensors
 open Reference.Tests.Assertions
 
 let private eq (x: obj) = Is.EqualTo x
@@ -33,6 +34,67 @@ let passesOnGeneratedCase (algorithm: string) (seed: int) =
 
         for r in reports do
             Assert.That(r.Passed, $"{algorithm} torch, {case.Name}: {r.Summary()} {r.Problem} {r.Detail}")
+
+        true
+
+/// The dtype a routing property's case runs in, cycling with the seed: float32, float16, bfloat16 (a third each).
+let dtypeOfSeed (seed: int) =
+    match ((seed % 3) + 3) % 3 with
+    | 0 -> DType.F32
+    | 1 -> DType.F16
+    | _ -> DType.BF16
+
+/// A router input rounded to float16 or bfloat16 (the model's dtype), as a half-precision model hands it to the router;
+/// float32 leaves it as it is. Values beyond float16's range become +-Inf, as a cast does.
+let roundTo (dtype: DType) (x: NdArray) =
+    let values = x.ToDoubles()
+    let shape = Array.ofSeq x.Shape
+
+    match dtype with
+    | DType.F16 -> NdArray.Create(values |> Array.map (fun v -> (Half.op_Explicit v: Half)), shape)
+    | DType.BF16 -> NdArray.Create(values |> Array.map Reference.Numerics.BFloat16.FromDouble, shape)
+    | _ -> x
+
+/// The router inputs a model produces in its own dtype (logits, a cost, SoftTopk's x); marginals and the selection bias
+/// stay as they are (DeepSeek-V3 keeps its bias in float32).
+let private routerInputs = set [ "logits"; "cost"; "x" ]
+
+/// The torch path's outputs on the generated case `seed`, its router input rounded to `dtype`, pass check against the
+/// reference (which reads the rounded input exactly); the float outputs the path returns in the input's dtype
+/// (weights, gates, y, Jacobian) must have that dtype, so that check judges them at that precision. A case the path
+/// does not support (Supports) is not counted. Returns whether the case ran.
+let passesInDtype (algorithm: string) (dtype: DType) (seed: int) =
+    let a, path = torchPath algorithm
+    let case: GeneratedCase = a.Generate.Invoke seed
+
+    let inputs =
+        case.Inputs
+        |> Seq.map (fun kv ->
+            kv.Key,
+            (if routerInputs.Contains kv.Key then
+                 roundTo dtype kv.Value
+             else
+                 kv.Value))
+        |> readOnlyDict
+
+    let name = $"{case.Name} [{dtype}]"
+    let call = a.Bind(inputs, case.Parameters, name)
+
+    if not (isNull path.Supports) && not (path.Supports.Invoke call) then
+        false
+    else
+        let reports = SelfCheck.CheckPath(a, path, call)
+        Assert.That(reports.Count, Is.GreaterThan 0, name)
+
+        for r in reports do
+            Assert.That(r.Passed, $"{algorithm} torch, {name}: {r.Summary()} {r.Problem} {r.Detail}")
+
+        let outputs = a.Run(call, path.Name)
+
+        for output in [ "weights"; "gates"; "y"; "jacobian" ] do
+            match outputs.TryGetValue output with
+            | true, array when array.IsFloatingPoint -> Assert.That(array.DType, eq dtype, $"{name}: {output}")
+            | _ -> ()
 
         true
 
@@ -81,7 +143,8 @@ let ``the copied native wrapper needs no libstdc++ version the system lacks`` ()
         if not (system.Contains(version + "\000")) then
             Assert.That(flags &&& 2, eq 2, $"{version} is required (flags {flags}) but this system's libstdc++ lacks it")
 
-let ``torch topk passes check against the reference`` (seed: int) = passesOnGeneratedCase "topk" seed |> ignore
+let ``torch topk passes check against the reference, in float32, float16 and bfloat16`` (seed: int) =
+    passesInDtype "topk" (dtypeOfSeed seed) seed |> ignore
 
 // The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
@@ -100,6 +163,6 @@ let tests =
                 ``the copied native wrapper needs no libstdc++ version the system lacks``
             Proofs.prop
                 [ "torch.passes-check" ]
-                "torch topk passes check against the reference"
-                ``torch topk passes check against the reference``
+                "torch topk passes check against the reference, in float32, float16 and bfloat16"
+                ``torch topk passes check against the reference, in float32, float16 and bfloat16``
         ]

@@ -55,15 +55,20 @@ let private distinctLogits n e =
     let values = Array.init (n * e) (fun f -> float32 (2.0 * sin (1.37 * float f + 0.3) + float f / 1000.0))
     NdArray.Create(values, n, e)
 
-let ``torch capacity passes check against the reference`` (seed: int) = passesOnGeneratedCase "capacity" seed |> ignore
+let ``torch capacity passes check against the reference, in float32, float16 and bfloat16`` (seed: int) =
+    passesInDtype "capacity" (dtypeOfSeed seed) seed |> ignore
 
-let ``torch expert-choice passes check against the reference`` (seed: int) = passesOnGeneratedCase "expert-choice" seed |> ignore
+let ``torch expert-choice passes check against the reference, in float32, float16 and bfloat16`` (seed: int) =
+    passesInDtype "expert-choice" (dtypeOfSeed seed) seed |> ignore
 
-let ``torch aux-loss passes check against the reference`` (seed: int) = passesOnGeneratedCase "aux-loss" seed |> ignore
+let ``torch aux-loss passes check against the reference, in float32, float16 and bfloat16`` (seed: int) =
+    passesInDtype "aux-loss" (dtypeOfSeed seed) seed |> ignore
 
-let ``torch sinkhorn passes check against the reference`` (seed: int) = passesOnGeneratedCase "sinkhorn" seed |> ignore
+let ``torch sinkhorn passes check against the reference, in float32, float16 and bfloat16`` (seed: int) =
+    passesInDtype "sinkhorn" (dtypeOfSeed seed) seed |> ignore
 
-let ``torch softtopk passes check against the reference`` (seed: int) = passesOnGeneratedCase "softtopk" seed |> ignore
+let ``torch softtopk passes check against the reference, in float32, float16 and bfloat16`` (seed: int) =
+    passesInDtype "softtopk" (dtypeOfSeed seed) seed |> ignore
 
 let ``torch softtopk passes both methods with the Jacobian, at small tau and with constant rows`` () =
     let n, e = 5, 6
@@ -169,8 +174,8 @@ let tests =
         [
             Proofs.prop
                 [ "torch.capacity-passes-check" ]
-                "torch capacity passes check against the reference"
-                ``torch capacity passes check against the reference``
+                "torch capacity passes check against the reference, in float32, float16 and bfloat16"
+                ``torch capacity passes check against the reference, in float32, float16 and bfloat16``
             Proofs.test
                 [ "torch.capacity-passes-check" ]
                 "torch capacity keeps exactly the reference's requests and slots without ties, every policy and normalization"
@@ -181,32 +186,32 @@ let tests =
                 ``torch capacity passes at ties on the capacity boundary, every policy``
             Proofs.prop
                 [ "torch.expert-choice-passes-check" ]
-                "torch expert-choice passes check against the reference"
-                ``torch expert-choice passes check against the reference``
+                "torch expert-choice passes check against the reference, in float32, float16 and bfloat16"
+                ``torch expert-choice passes check against the reference, in float32, float16 and bfloat16``
             Proofs.test
                 [ "torch.expert-choice-passes-check" ]
                 "torch expert-choice passes with ties between tokens at the capacity boundary"
                 ``torch expert-choice passes with ties between tokens at the capacity boundary``
             Proofs.prop
                 [ "torch.aux-loss-passes-check" ]
-                "torch aux-loss passes check against the reference"
-                ``torch aux-loss passes check against the reference``
+                "torch aux-loss passes check against the reference, in float32, float16 and bfloat16"
+                ``torch aux-loss passes check against the reference, in float32, float16 and bfloat16``
             Proofs.test
                 [ "torch.aux-loss-passes-check" ]
                 "torch aux-loss passes every variant, including a uniform router"
                 ``torch aux-loss passes every variant, including a uniform router``
             Proofs.prop
                 [ "torch.sinkhorn-passes-check" ]
-                "torch sinkhorn passes check against the reference"
-                ``torch sinkhorn passes check against the reference``
+                "torch sinkhorn passes check against the reference, in float32, float16 and bfloat16"
+                ``torch sinkhorn passes check against the reference, in float32, float16 and bfloat16``
             Proofs.test
                 [ "torch.sinkhorn-passes-check" ]
                 "torch sinkhorn log and sbase pass on converging and capped runs, with marginals"
                 ``torch sinkhorn log and sbase pass on converging and capped runs, with marginals``
             Proofs.prop
                 [ "torch.softtopk-passes-check" ]
-                "torch softtopk passes check against the reference"
-                ``torch softtopk passes check against the reference``
+                "torch softtopk passes check against the reference, in float32, float16 and bfloat16"
+                ``torch softtopk passes check against the reference, in float32, float16 and bfloat16``
             Proofs.test
                 [ "torch.softtopk-passes-check" ]
                 "torch softtopk passes both methods with the Jacobian, at small tau and with constant rows"

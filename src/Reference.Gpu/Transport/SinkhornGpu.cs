@@ -59,23 +59,10 @@ public static class SinkhornGpu
         {
             throw new ArgumentException($"the gpu Sinkhorn kernel implements method log only, not {options.Method}", nameof(options));
         }
-        double reg = options.Regularization ?? throw new ArgumentException("reg is required for method log", "reg");
-        if (!(reg > 0) || !double.IsFinite(reg))
-        {
-            throw new ArgumentOutOfRangeException("reg", reg, $"reg = {reg.ToString("R", CultureInfo.InvariantCulture)} must be finite and > 0");
-        }
-        int maxIter = options.MaxIterations ?? 1000;
-        if (maxIter < 1)
-        {
-            throw new ArgumentOutOfRangeException("max_iter", maxIter, $"max_iter = {maxIter} must be >= 1");
-        }
-        double tol = options.Tolerance ?? 1e-9;
-        if (!(tol >= 0) || !double.IsFinite(tol))
-        {
-            throw new ArgumentOutOfRangeException("tol", tol, $"tol = {tol.ToString("R", CultureInfo.InvariantCulture)} must be finite and >= 0");
-        }
-        var a = Marginal(options.RowMarginal, n, "a");
-        var b = Marginal(options.ColumnMarginal, e, "b");
+        var settings = SinkhornSettings.Resolve(options, n, e, nameof(cost));
+        double reg = settings.Reg, tol = settings.Tol;
+        int maxIter = settings.MaxIter;
+        double[] a = settings.A, b = settings.B;
         var logA = a.Select(x => (float)Math.Log(x)).ToArray();
         var logB = b.Select(x => (float)Math.Log(x)).ToArray();
         var args = new SinkhornArgs { Rows = n, Columns = e, MaxIterations = maxIter, CheckPeriod = CheckPeriod, Regularization = reg, Tolerance = tol };
@@ -302,24 +289,4 @@ public static class SinkhornGpu
     }
 
     private static bool IsFinite(float x) => !float.IsNaN(x) && !float.IsInfinity(x);
-
-    private static double[] Marginal(IReadOnlyList<double>? given, int count, string name)
-    {
-        if (given is null)
-        {
-            var uniform = new double[count];
-            Array.Fill(uniform, 1.0 / count);
-            return uniform;
-        }
-        Guard.Length(given.Count, count, name, $"the cost has {count} {(name == "a" ? "rows" : "columns")}");
-        Guard.Finite(given, name);
-        for (int i = 0; i < count; i++)
-        {
-            if (!(given[i] > 0))
-            {
-                throw new ArgumentException($"{name}[{i}] is {Guard.Describe(given[i])}; {name} must be > 0", name);
-            }
-        }
-        return given.ToArray();
-    }
 }

@@ -79,6 +79,6 @@ public sealed class AllClosePolicy : TolerancePolicy
     {
         double atol = Atol, rtol = Rtol;
         return Elementwise.Compare(arrayName, Name, candidate, expected, shape,
-            (c, r) => !(Math.Abs(c - r) <= atol + rtol * Math.Abs(r)), detail: null, r => atol + rtol * Math.Abs(r));
+            (_, c, r) => !(Math.Abs(c - r) <= atol + rtol * Math.Abs(r)), detail: null, (_, r) => atol + rtol * Math.Abs(r));
     }
 }

@@ -143,7 +143,7 @@ public sealed class BaselinePolicy : TolerancePolicy
         string detail = $"base_error={ComparisonReport.Number(baseError)} floor={ComparisonReport.Number(floor)} "
                         + $"bound={ComparisonReport.Number(bound)}";
         return Elementwise.Compare(arrayName, Name, candidate, reference64, shape,
-            (c, r) => Math.Abs(c - r) > bound, detail, _ => bound);
+            (_, c, r) => Math.Abs(c - r) > bound, detail, (_, _) => bound);
     }
 
     /// <summary>Not available: this policy needs the baseline. Use the overload that takes it.</summary>

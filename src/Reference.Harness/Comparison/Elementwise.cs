@@ -76,24 +76,8 @@ internal static class Elementwise
     /// <summary>
     /// Compares element by element. A pair of finite values is a mismatch iff <paramref name="finiteMismatch"/>
     /// says so; the NaN/Inf rules of <see cref="Classify"/> decide every other pair. When the policy's rule is
-    /// |c - r| &lt;= allowed(r), <paramref name="allowedError"/> gives allowed(r) and the report carries the margin
-    /// max |c - r| / allowed(r) over the finite pairs.
-    /// </summary>
-    internal static ComparisonReport Compare(
-        string arrayName,
-        string policyName,
-        ReadOnlySpan<double> candidate,
-        ReadOnlySpan<double> expected,
-        IReadOnlyList<int> shape,
-        Func<double, double, bool> finiteMismatch,
-        string? detail,
-        Func<double, double>? allowedError = null) =>
-        Compare(arrayName, policyName, candidate, expected, shape, (_, c, r) => finiteMismatch(c, r), detail,
-            allowedError is null ? null : (_, r) => allowedError(r));
-
-    /// <summary>
-    /// As <see cref="Compare(string, string, ReadOnlySpan{double}, ReadOnlySpan{double}, IReadOnlyList{int}, Func{double, double, bool}, string?, Func{double, double}?)"/>,
-    /// with rules that also see the element's flat position (a bound that differs by row).
+    /// |c - r| &lt;= allowed(i, r) (i the flat position, for a bound that differs by row), <paramref name="allowedError"/>
+    /// gives it and the report carries the margin max |c - r| / allowed(i, r) over the finite pairs.
     /// </summary>
     internal static ComparisonReport Compare(
         string arrayName,
@@ -103,7 +87,7 @@ internal static class Elementwise
         IReadOnlyList<int> shape,
         Func<int, double, double, bool> finiteMismatch,
         string? detail,
-        Func<int, double, double>? allowedError)
+        Func<int, double, double>? allowedError = null)
     {
         long count = CheckInputs(arrayName, candidate.Length, expected.Length, shape);
         long mismatches = 0, nanMismatches = 0, infMismatches = 0;

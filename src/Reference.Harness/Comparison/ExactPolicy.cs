@@ -19,5 +19,5 @@ public sealed class ExactPolicy : TolerancePolicy
     public override ComparisonReport Compare(
         string arrayName, ReadOnlySpan<double> candidate, ReadOnlySpan<double> expected, IReadOnlyList<int> shape) =>
         Elementwise.Compare(arrayName, Name, candidate, expected, shape,
-            static (c, r) => BitConverter.DoubleToInt64Bits(c) != BitConverter.DoubleToInt64Bits(r), detail: null);
+            static (_, c, r) => BitConverter.DoubleToInt64Bits(c) != BitConverter.DoubleToInt64Bits(r), detail: null);
 }

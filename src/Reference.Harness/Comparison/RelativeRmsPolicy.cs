@@ -135,7 +135,7 @@ public sealed class RelativeRmsPolicy : TolerancePolicy
         }
 
         return Elementwise.Compare(arrayName, Name, candidate, expected, shape,
-            (c, r) => Math.Abs(c - r) > threshold,
+            (_, c, r) => Math.Abs(c - r) > threshold,
             detail: $"relative_rms={ComparisonReport.Number(ratio)} bound={ComparisonReport.Number(Bound)}");
     }
 }

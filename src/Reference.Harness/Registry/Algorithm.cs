@@ -22,6 +22,14 @@ public sealed record OptimizedPath(string Name, string Doc, AlgorithmFunction Ru
     /// <summary>The devices the path can run on (<see cref="Devices.Known"/>); <c>--device</c> must name one of them.
     /// The default: <c>cpu</c> only.</summary>
     public IReadOnlyList<string> Devices { get; init; } = [Registry.Devices.Cpu];
+
+    /// <summary>
+    /// Why the path cannot run on one of its <see cref="Devices"/> on this machine (e.g. <c>cuda</c> where no GPU or no
+    /// CUDA build of its library is present), as one line; null when it can. Null (the default): it runs on each of its
+    /// devices. <c>run</c>, <c>check</c> and <c>selfcheck</c> ask it before any work (<see cref="Algorithm.CheckAvailable"/>),
+    /// so an unusable device exits 2 with this reason instead of failing every case.
+    /// </summary>
+    public Func<string, string?>? Unavailable { get; init; }
 }
 
 /// <summary>The devices a path can run on (<c>--device cpu|cuda</c>).</summary>
@@ -260,11 +268,32 @@ public sealed class Algorithm
         }
         var p = Paths.FirstOrDefault(x => x.Name == path)
             ?? throw new InputException($"{Name} has no path '{path}'; paths: {string.Join(", ", PathNames)}");
-        if (!p.Devices.Contains(call.Device))
-        {
-            throw new InputException($"{Name}'s path '{path}' does not run on --device {call.Device}; it runs on {string.Join(", ", p.Devices)}");
-        }
+        CheckAvailable(path, call.Device);
         return Guarded(p.Run, call);
+    }
+
+    /// <summary>
+    /// Checks, before any work, that a path (or <c>reference</c>) can run on a device on this machine: the device is one
+    /// of the path's <see cref="OptimizedPath.Devices"/>, and the path's <see cref="OptimizedPath.Unavailable"/> gives no
+    /// reason against it.
+    /// </summary>
+    /// <param name="path">The path's name.</param>
+    /// <param name="device">The device (<see cref="Devices"/>).</param>
+    /// <exception cref="InputException">No such path, a device it does not run on, or one unavailable here (the
+    /// message is the path's one-line reason).</exception>
+    public void CheckAvailable(string path, string device)
+    {
+        var devices = DevicesOf(path);
+        if (!devices.Contains(device))
+        {
+            throw new InputException(path == "reference"
+                ? $"option '--device' = '{device}' needs an optimized --path (the reference runs on the cpu)"
+                : $"{Name}'s path '{path}' does not run on --device {device}; it runs on {string.Join(", ", devices)}");
+        }
+        if (Paths.FirstOrDefault(x => x.Name == path)?.Unavailable?.Invoke(device) is { } reason)
+        {
+            throw new InputException(reason);
+        }
     }
 
     /// <summary>"reference" followed by the optimized paths' names.</summary>

@@ -18,6 +18,9 @@ public sealed record PathOf<TOptions, TResult>(string Name, string Doc, Func<Alg
 
     /// <summary>The devices the path runs on (<see cref="OptimizedPath.Devices"/>); the default: <c>cpu</c> only.</summary>
     public IReadOnlyList<string> Devices { get; init; } = [Registry.Devices.Cpu];
+
+    /// <summary>Why the path cannot run on a device on this machine, or null (<see cref="OptimizedPath.Unavailable"/>).</summary>
+    public Func<string, string?>? Unavailable { get; init; }
 }
 
 /// <summary>
@@ -118,6 +121,7 @@ public sealed class AlgorithmEntry<TOptions, TResult>
         {
             Supports = path.Supports,
             Devices = path.Devices,
+            Unavailable = path.Unavailable,
         };
     }
 

@@ -80,23 +80,10 @@ public static class Sinkhorn
         {
             throw new ArgumentException($"the Sinkhorn kernel implements method log only, not {options.Method}", nameof(options));
         }
-        double reg = options.Regularization ?? throw new ArgumentException("reg is required for method log", "reg");
-        if (!(reg > 0) || !double.IsFinite(reg))
-        {
-            throw new ArgumentOutOfRangeException("reg", reg, $"reg = {reg.ToString("R", CultureInfo.InvariantCulture)} must be finite and > 0");
-        }
-        int maxIter = options.MaxIterations ?? 1000;
-        if (maxIter < 1)
-        {
-            throw new ArgumentOutOfRangeException("max_iter", maxIter, $"max_iter = {maxIter} must be >= 1");
-        }
-        double tol = options.Tolerance ?? 1e-9;
-        if (!(tol >= 0) || !double.IsFinite(tol))
-        {
-            throw new ArgumentOutOfRangeException("tol", tol, $"tol = {tol.ToString("R", CultureInfo.InvariantCulture)} must be finite and >= 0");
-        }
-        var a = Marginal(options.RowMarginal, n, "a", $"{costName} has N = {n} rows");
-        var b = Marginal(options.ColumnMarginal, e, "b", $"{costName} has E = {e} columns");
+        var settings = SinkhornSettings.Resolve(options, n, e, costName);
+        double reg = settings.Reg, tol = settings.Tol;
+        int maxIter = settings.MaxIter;
+        double[] a = settings.A, b = settings.B;
 
         // 1. Mr = -M/reg, rounded once from double, row-major [N, E] and transposed [E, N]; log a [N]; log b [E].
         var mr = new float[n * e];
@@ -310,26 +297,6 @@ public static class Sinkhorn
     }
 
     private delegate void BlockBody(int start, int end, Span<float> scratch);
-
-    private static double[] Marginal(IReadOnlyList<double>? given, int count, string name, string because)
-    {
-        if (given is null)
-        {
-            var uniform = new double[count];
-            Array.Fill(uniform, 1.0 / count);
-            return uniform;
-        }
-        Guard.Length(given.Count, count, name, because);
-        Guard.Finite(given, name);
-        for (int i = 0; i < count; i++)
-        {
-            if (!(given[i] > 0))
-            {
-                throw new ArgumentException($"{name}[{i}] is {Guard.Describe(given[i])}; {name} must be > 0", name);
-            }
-        }
-        return given.ToArray();
-    }
 
     private static void CheckShape(float[] values, int rows, int columns, string name)
     {

@@ -18,6 +18,9 @@ namespace Reference.Torch.Routing;
 /// and <c>deepspeed-top2</c> DeepSpeed's <c>top1gating</c>/<c>top2gating</c> (me = mean of P, ce = mean of the first-choice
 /// one-hot mask, sum(me·ce)·E and mean(me·ce)·E·E). z-loss: Switch Transformer / ST-MoE's router z-loss with
 /// <c>torch.logsumexp</c>, as Megatron-LM's <c>z_loss_func</c>. An empty batch gives 0 for both, as the reference.</para>
+/// <para>Precision: float32 for every input dtype, as Megatron-LM computes the aux loss (probabilities from
+/// <c>softmax(logits, dtype=torch.float32)</c>, the loss reduced in float32) and DeepSpeed its float32 gate; a float16 or
+/// bfloat16 input is widened exactly, and both losses are returned as float32 scalars.</para>
 /// <para>Ties in the selection: <c>torch.topk</c> may count either of two equal scores; the aux-loss validator's tolerance
 /// covers near-ties at the top-k boundary (proofs/aux-loss.md).</para>
 /// </remarks>

@@ -32,7 +32,10 @@ namespace Reference.Torch.Routing;
 /// path sorts with <c>torch.sort(stable=True)</c> and takes the first k (or C): exactly equal keys then go to the lower
 /// expert, and exactly equal values to the lower token, as the Definition orders them. Near-ties that float32 rounding
 /// breaks differently from the double reference are left to the validator, which accepts either order within the
-/// rounding slack. Precision: float32 throughout, whatever the input format.</para>
+/// rounding slack.</para>
+/// <para>Precision (<see cref="TorchRouting"/>): logits in the model's dtype, scores, keys and weights in float32 (DeepSpeed's
+/// float32 gate, Megatron's <c>softmax(dtype=torch.float32)</c>), positions by an int64 cumsum of the one-hot requests,
+/// weights returned with <c>.to(dtype)</c>: float16 or bfloat16 weights for float16 or bfloat16 logits, else float32.</para>
 /// </remarks>
 public static class CapacityTorch
 {
@@ -81,7 +84,7 @@ public static class CapacityTorch
         var load = nn.functional.one_hot(sel, e).mul(kept.unsqueeze(-1)).sum([0, 1]);
         return new CapacityOutput(
             NdArray.Create(experts.to(ScalarType.Int32).cpu().data<int>().ToArray(), n, k),
-            NdArray.Create(weights.cpu().data<float>().ToArray(), n, k),
+            TorchRouting.Stored(weights, TorchRouting.ModelType(call, "logits"), n, k),
             NdArray.Create(slots.where(kept, -1).to(ScalarType.Int32).cpu().data<int>().ToArray(), n, k),
             NdArray.Create(load.to(ScalarType.Int32).cpu().data<int>().ToArray(), e));
     }

@@ -9,14 +9,16 @@ namespace Reference.Torch.Routing;
 /// <summary>
 /// Expert-choice routing (proofs/expert-choice.md, Definition) as GPU users write it (Zhou et al. 2022; flaxformer's
 /// experts-choose router): P = softmax(X) over the experts, then every expert takes its top-C tokens with one
-/// <c>torch.topk</c> over the token dimension, in float32.
+/// <c>torch.topk</c> over the token dimension, in float32 (gates in the logits' dtype).
 /// </summary>
 /// <remarks>C is resolved on the host from N, E, k and the factor (<see cref="ExpertChoice.ResolveCapacity"/>).
 /// <c>torch.topk</c> does not promise which of two equal scores comes first; the expert-choice validator accepts every
-/// choice among near-ties (proofs/expert-choice.md). count is the one-hot sum of the chosen tokens.</remarks>
+/// choice among near-ties (proofs/expert-choice.md). count is the one-hot sum of the chosen tokens. Precision
+/// (<see cref="TorchRouting"/>): logits in the model's dtype, softmax and selection in float32 (flaxformer's float32
+/// router), gates returned with <c>.to(dtype)</c>: float16 or bfloat16 for float16 or bfloat16 logits, else float32.</remarks>
 public static class ExpertChoiceTorch
 {
-    /// <summary>Routes the call's logits [N, E] on its device, in float32.</summary>
+    /// <summary>Routes the call's logits [N, E] on its device: float32 router math, gates in the logits' dtype.</summary>
     /// <param name="call">The bound call (logits).</param>
     /// <param name="options">The capacity, explicit or from the factor and k.</param>
     /// <returns>tokens and gates [E, C], count [N].</returns>
@@ -31,7 +33,7 @@ public static class ExpertChoiceTorch
         int c = ExpertChoice.ResolveCapacity(n, e, options);
         if (c == 0)
         {
-            return new ExpertChoiceOutput(NdArray.Create(Array.Empty<int>(), e, 0), NdArray.Create(Array.Empty<float>(), e, 0), NdArray.Create(new int[n], n));
+            return new ExpertChoiceOutput(NdArray.Create(Array.Empty<int>(), e, 0), TorchRouting.Stored(zeros(e, 0), TorchRouting.ModelType(call, "logits"), e, 0), NdArray.Create(new int[n], n));
         }
         var logits = tensor(call.Floats("logits"), [n, e], ScalarType.Float32, device);
         var scores = logits.softmax(-1);                                          // [N, E]
@@ -39,7 +41,7 @@ public static class ExpertChoiceTorch
         var count = nn.functional.one_hot(tokens.reshape(-1), n).sum(dim: 0); // [N]
         return new ExpertChoiceOutput(
             NdArray.Create(tokens.t().contiguous().to(ScalarType.Int32).cpu().data<int>().ToArray(), e, c),
-            NdArray.Create(gates.t().contiguous().cpu().data<float>().ToArray(), e, c),
+            TorchRouting.Stored(gates.t(), TorchRouting.ModelType(call, "logits"), e, c),
             NdArray.Create(count.to(ScalarType.Int32).cpu().data<int>().ToArray(), n));
     }
 }

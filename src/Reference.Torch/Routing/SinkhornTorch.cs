@@ -27,6 +27,12 @@ namespace Reference.Torch.Routing;
 /// The other methods (knopp, stabilized, eps-scaling, ssr) are not implemented here (<see cref="Supports"/>), nor is
 /// sbase on logits above 88 (float32's exp overflows there; Megatron's float32 code fails the same way, the double
 /// reference does not).</para>
+/// <para>Precision: the iteration runs in float32 for every input dtype, as Megatron-LM's
+/// <c>sinkhorn(logits.to(dtype=torch.float32))</c> and POT on float32 tensors do (a float16 or bfloat16 input is widened
+/// exactly; in float16, exp(X) overflows above X = 11 and the plan's small entries underflow, so S-BASE and the log
+/// updates are not iterated in half precision): plan, f, g and err are float32. The sbase gates are
+/// computed as Megatron's router does, sigmoid or softmax of the logits, and returned in the logits' dtype
+/// (<c>.to(dtype)</c>; <see cref="TorchRouting"/>).</para>
 /// </remarks>
 public static class SinkhornTorch
 {
@@ -50,7 +56,7 @@ public static class SinkhornTorch
         };
     }
 
-    /// <summary>Solves the call's problem on its device, in float32.</summary>
+    /// <summary>Solves the call's problem on its device, in float32 (sbase weights in the input's dtype).</summary>
     /// <param name="call">The bound call (cost or logits, optional marginals).</param>
     /// <param name="options">Method (log or sbase), reg, max_iter, tol, k, marginals.</param>
     /// <returns>plan, f, g, iterations, err, converged, status; experts and weights for sbase.</returns>
@@ -71,7 +77,7 @@ public static class SinkhornTorch
         return options.Method switch
         {
             SinkhornMethod.Log => Log(logits, a, b, options, n, e, device),
-            SinkhornMethod.SBase => SBase(logits, a, b, options, n, e, device),
+            SinkhornMethod.SBase => SBase(logits, a, b, options, n, e, device, TorchRouting.ModelType(call, name)),
             _ => throw new InputException($"the torch path of sinkhorn implements methods log and sbase, not {options.Method}"),
         };
     }
@@ -109,7 +115,7 @@ public static class SinkhornTorch
         return Finish(plan, h.mul((float)reg), k.mul((float)reg), completed, ColumnError(plan, b), status, n, e);
     }
 
-    private static SinkhornOutput SBase(Tensor logits, double[] a, double[] b, SinkhornOptions options, int n, int e, Device device)
+    private static SinkhornOutput SBase(Tensor logits, double[] a, double[] b, SinkhornOptions options, int n, int e, Device device, ScalarType dtype)
     {
         int maxIter = options.MaxIterations ?? 10000;
         double tol = options.Tolerance ?? 1e-4;
@@ -146,7 +152,7 @@ public static class SinkhornTorch
             return output with
             {
                 Experts = NdArray.Create(Enumerable.Repeat(-1, n * topK).ToArray(), n, topK),
-                Weights = NdArray.Create(Enumerable.Repeat(float.NaN, n * topK).ToArray(), n, topK)
+                Weights = TorchRouting.Stored(full(n, topK, float.NaN, ScalarType.Float32, device), dtype, n, topK),
             };
         }
         var experts = plan.topk(topK, dim: -1, largest: true, sorted: true).indexes;             // [N, k]
@@ -155,7 +161,7 @@ public static class SinkhornTorch
         return output with
         {
             Experts = NdArray.Create(experts.to(ScalarType.Int32).cpu().data<int>().ToArray(), n, topK),
-            Weights = NdArray.Create(weights.cpu().data<float>().ToArray(), n, topK),
+            Weights = TorchRouting.Stored(weights, dtype, n, topK),
         };
     }
 

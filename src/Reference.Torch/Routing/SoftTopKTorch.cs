@@ -23,7 +23,10 @@ namespace Reference.Torch.Routing;
 /// Jacobian is chained with the normalization's (min and max at their lowest index, <c>argmin</c>/<c>argmax</c> of the
 /// first occurrence, as the reference). This is Xie et al. 2020's entropic top-k without an iterative Sinkhorn solve,
 /// which the two-anchor problem does not need.</para>
-/// <para>Precision: float32 throughout, whatever the input format. Rows whose max - min overflows float32 are not
+/// <para>Precision: float32 throughout, whatever the input format (the bisection needs float32's resolution: float16
+/// or bfloat16 thresholds would leave an error of u |t| / tau in every sigmoid argument), as mixed-precision code keeps
+/// such solvers in float32; y and the Jacobian are returned in x's dtype (<c>.to(dtype)</c>): float16 or bfloat16 for
+/// float16 or bfloat16 x, else float32 (<see cref="TorchRouting"/>). Rows whose max - min overflows float32 are not
 /// supported by the entropic method (<see cref="Supports"/>).</para>
 /// </remarks>
 public static class SoftTopKTorch
@@ -66,7 +69,8 @@ public static class SoftTopKTorch
         return true;
     }
 
-    /// <summary>Computes y (and the Jacobian when asked) for the call's x [N, E] on its device, in float32.</summary>
+    /// <summary>Computes y (and the Jacobian when asked) for the call's x [N, E] on its device, in float32; returned in
+    /// x's dtype.</summary>
     /// <param name="call">The bound call (x).</param>
     /// <param name="options">k, tau, the method, whether to compute the Jacobian.</param>
     /// <returns>y [N, E] and, when asked, the Jacobian [N, E, E].</returns>
@@ -103,7 +107,8 @@ public static class SoftTopKTorch
             y = y.where(constant.logical_not(), (float)((double)k / e));
             q = q.where(constant.logical_not(), 0.0f);
         }
-        var yOut = NdArray.Create(y.cpu().data<float>().ToArray(), n, e);
+        var dtype = TorchRouting.ModelType(call, "x");
+        var yOut = TorchRouting.Stored(y, dtype, n, e);
         if (!options.Jacobian)
         {
             return new SoftTopKOutput(yOut, null);
@@ -125,7 +130,7 @@ public static class SoftTopKTorch
             jacobian = jacobian - towardMin.unsqueeze(2) * minColumn - towardMax.unsqueeze(2) * maxColumn;
             jacobian = (jacobian / range.where(constant.logical_not(), 1.0f).unsqueeze(2)).where(constant.logical_not().unsqueeze(2), 0.0f);
         }
-        return new SoftTopKOutput(yOut, NdArray.Create(jacobian.contiguous().cpu().data<float>().ToArray(), n, e, e));
+        return new SoftTopKOutput(yOut, TorchRouting.Stored(jacobian, dtype, n, e, e));
     }
 
     /// <summary>The threshold operator on every row of s [N, E] at the temperature: y and q = y (1 - y).</summary>

@@ -11,11 +11,15 @@ namespace Reference.Torch.Routing;
 /// Token-choice top-k routing (proofs/topk.md, Definition) as GPU users write it: scores for the whole batch, selection
 /// keys P + b, <c>torch.topk</c> over experts, weights gathered from P and renormalized over the k.
 /// </summary>
-/// <remarks><c>torch.topk</c> does not promise which of two equal keys comes first; the topk validator accepts either
-/// (proofs/topk.md, Ties).</remarks>
+/// <remarks><para><c>torch.topk</c> does not promise which of two equal keys comes first; the topk validator accepts either
+/// (proofs/topk.md, Ties).</para>
+/// <para>Precision (<see cref="TorchRouting"/>): logits in the model's dtype, scores, keys, selection and renormalization
+/// in float32 (Hugging Face Mixtral's <c>softmax(router_logits, dim=1, dtype=torch.float)</c>, DeepSeek-V3's float32
+/// sigmoid), weights returned with <c>.to(dtype)</c>: float16 or bfloat16 weights for float16 or bfloat16 logits, else
+/// float32.</para></remarks>
 public static class TopKTorch
 {
-    /// <summary>Routes the call's logits [N, E] on its device, in float32.</summary>
+    /// <summary>Routes the call's logits [N, E] on its device: float32 router math, weights in the logits' dtype.</summary>
     /// <param name="call">The bound call (logits, optional bias).</param>
     /// <param name="options">k, score function, normalization, bias.</param>
     /// <returns>experts [N, k] and weights [N, k].</returns>
@@ -40,6 +44,6 @@ public static class TopKTorch
         }
         return new TopKOutput(
             NdArray.Create(experts.to(ScalarType.Int32).cpu().data<int>().ToArray(), n, options.K),
-            NdArray.Create(weights.cpu().data<float>().ToArray(), n, options.K));
+            TorchRouting.Stored(weights, TorchRouting.ModelType(call, "logits"), n, options.K));
     }
 }

@@ -33,71 +33,8 @@ internal sealed record SinkhornProblem(
     public static SinkhornProblem Create(double[,] cost, string costName, SinkhornOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        int n = cost.GetLength(0), e = cost.GetLength(1);
-        if (n == 0 || e == 0)
-        {
-            throw new ArgumentException($"{costName} has shape [{n}, {e}]; Sinkhorn needs N >= 1 and E >= 1", costName);
-        }
-        bool sbase = options.Method == SinkhornMethod.SBase;
-
-        double reg = double.NaN;
-        if (sbase)
-        {
-            if (options.Regularization is not null)
-            {
-                throw new ArgumentException(
-                    "reg is set, but sbase has no regularization (Megatron's S-BASE scales exp(X), i.e. reg = 1); leave reg unset",
-                    "reg");
-            }
-        }
-        else
-        {
-            reg = options.Regularization
-                ?? throw new ArgumentException($"reg is required for method {Name(options.Method)}", "reg");
-            if (!(reg > 0) || !double.IsFinite(reg))
-            {
-                throw new ArgumentOutOfRangeException("reg", reg, $"reg = {Format(reg)} must be finite and > 0");
-            }
-        }
-
-        int maxIter = options.MaxIterations ?? (sbase ? 10000 : 1000);
-        if (maxIter < 1)
-        {
-            throw new ArgumentOutOfRangeException("max_iter", maxIter, $"max_iter = {maxIter} must be >= 1");
-        }
-        double tol = options.Tolerance ?? (sbase ? 1e-4 : 1e-9);
-        if (!(tol >= 0) || !double.IsFinite(tol))
-        {
-            throw new ArgumentOutOfRangeException("tol", tol, $"tol = {Format(tol)} must be finite and >= 0");
-        }
-        if (sbase || options.Method == SinkhornMethod.Selective)
-        {
-            Guard.InRange(options.K, 1, e, "k");
-        }
-        if (options.Method is SinkhornMethod.Stabilized or SinkhornMethod.EpsilonScaling)
-        {
-            if (!(options.Tau > 0) || !double.IsFinite(options.Tau))
-            {
-                throw new ArgumentOutOfRangeException("tau", options.Tau, $"tau = {Format(options.Tau)} must be finite and > 0");
-            }
-        }
-        if (options.Method == SinkhornMethod.EpsilonScaling)
-        {
-            if (!(options.Epsilon0 > 0) || !double.IsFinite(options.Epsilon0))
-            {
-                throw new ArgumentOutOfRangeException("epsilon0", options.Epsilon0,
-                    $"epsilon0 = {Format(options.Epsilon0)} must be finite and > 0");
-            }
-            if (options.InnerMaxIterations < 1)
-            {
-                throw new ArgumentOutOfRangeException("inner_max_iter", options.InnerMaxIterations,
-                    $"inner_max_iter = {options.InnerMaxIterations} must be >= 1");
-            }
-        }
-
-        var a = Marginal(options.RowMarginal, n, "a", $"{costName} has N = {n} rows");
-        var b = Marginal(options.ColumnMarginal, e, "b", $"{costName} has E = {e} columns");
-        return new SinkhornProblem(cost, a, b, options.Method, reg, maxIter, tol, options.K, options.Tau,
+        var s = SinkhornSettings.Resolve(options, cost.GetLength(0), cost.GetLength(1), costName);
+        return new SinkhornProblem(cost, s.A, s.B, options.Method, s.Reg, s.MaxIter, s.Tol, options.K, options.Tau,
             options.Epsilon0, options.InnerMaxIterations);
     }
 
@@ -111,30 +48,6 @@ internal sealed record SinkhornProblem(
         SinkhornMethod.SBase => "sbase",
         _ => "ssr",
     };
-
-    /// <summary>A marginal: the given one after checks (finite, &gt; 0, the right length), or uniform 1/count.</summary>
-    private static double[] Marginal(IReadOnlyList<double>? given, int count, string name, string because)
-    {
-        if (given is null)
-        {
-            var uniform = new double[count];
-            Array.Fill(uniform, 1.0 / count);
-            return uniform;
-        }
-        Guard.Length(given.Count, count, name, because);
-        Guard.Finite(given, name);
-        var result = new double[count];
-        for (int i = 0; i < count; i++)
-        {
-            // Zero mass would make a potential -Inf (log 0); the problem then splits, and the references do not go there.
-            if (!(given[i] > 0))
-            {
-                throw new ArgumentException($"{name}[{i}] is {Format(given[i])}; {name} must be > 0", name);
-            }
-            result[i] = given[i];
-        }
-        return result;
-    }
 
     private static string Format(double x) => x.ToString("R", CultureInfo.InvariantCulture);
 

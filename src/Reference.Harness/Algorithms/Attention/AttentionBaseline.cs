@@ -122,14 +122,7 @@ public static class AttentionBaseline
                     if (kind == 0) continue;
                     var keys = kind == 2 && kaf is not null ? kaf : kf;
                     var kj = new ReadOnlySpan<float>(keys, (int)((kvBase + j) * d), d);
-                    float s = reverse ? DotSequential(qi, kj) : Dot(qi, kj);
-                    if (mixed) s = Round(Round(s, format) * scaleF, format);
-                    else s *= scaleF;
-                    if (cap > 0f)
-                    {
-                        s = cap * MathF.Tanh(s / cap);
-                        if (mixed) s = Round(s, format);
-                    }
+                    float s = ScaledScore(reverse ? DotSequential(qi, kj) : Dot(qi, kj), scaleF, cap, mixed, format);
                     buf.Keys[count] = j;
                     buf.Scores[count++] = s;
                     if (s > m || count == 1) best = j;
@@ -141,26 +134,10 @@ public static class AttentionBaseline
                     lse[row] = double.NegativeInfinity;
                     continue;
                 }
-                {
-                    var keys = buf.Kinds[best] == 2 && kaf is not null ? kaf : kf;
-                    double sum = 0.0;
-                    for (int e = 0; e < d; e++) sum += Math.Abs((double)qi[e] * keys[(kvBase + best) * d + e]);
-                    magnitude[row] = Math.Abs(scale) * sum;
-                }
+                magnitude[row] = Magnitude(qi, buf.Kinds[best] == 2 && kaf is not null ? kaf : kf, (kvBase + best) * d, scale);
 
                 // 2. The softmax in float32: p = exp(s - m), l = sum p, w = p / l (rounded to the format if mixed).
-                float l = 0f;
-                for (int n = 0; n < count; n++) buf.Scores[n] = MathF.Exp(buf.Scores[n] - m);
-                for (int x = 0; x < count; x++) l += buf.Scores[reverse ? count - 1 - x : x];
-                bool divideLast = reverse && !mixed;
-                if (!divideLast)
-                {
-                    for (int n = 0; n < count; n++)
-                    {
-                        float w = buf.Scores[n] / l;
-                        buf.Scores[n] = mixed ? Round(w, format) : w;
-                    }
-                }
+                float l = Softmax(buf.Scores, count, m, reverse, mixed, format, out bool divideLast);
 
                 // 3. out = sum_n w_n v_n in key order (order 1: from the last key), in float32.
                 Span<float> acc = buf.Acc;
@@ -170,17 +147,65 @@ public static class AttentionBaseline
                     int n = reverse ? count - 1 - x : x;
                     Axpy(buf.Scores[n], new ReadOnlySpan<float>(vf, (int)((kvBase + buf.Keys[n]) * dv), dv), acc);
                 }
-                for (int e = 0; e < dv; e++)
-                {
-                    float o = divideLast ? acc[e] / l : acc[e];
-                    output[outBase + e] = mixed ? Round(o, format) : o;
-                }
-                float lseF = m + MathF.Log(l);
-                lse[row] = mixed ? Round(lseF, format) : lseF;
+                Finish(acc, l, m, divideLast, mixed, format, output, outBase, lse, row);
             }
             return buf;
         }, _ => { });
         return (output, lse, magnitude);
+    }
+
+    /// <summary>A float32 dot product q·k scaled (rounded to the format first and after when mixed) and soft-capped.</summary>
+    internal static float ScaledScore(float dot, float scaleF, float cap, bool mixed, NumberFormat format)
+    {
+        float s = mixed ? Round(Round(dot, format) * scaleF, format) : dot * scaleF;
+        if (cap > 0f)
+        {
+            s = cap * MathF.Tanh(s / cap);
+            if (mixed) s = Round(s, format);
+        }
+        return s;
+    }
+
+    /// <summary>The rounding scale of a row's largest score: |scale| sum_e |q_e k_e| in double, k at <paramref name="keyOffset"/>.</summary>
+    internal static double Magnitude(ReadOnlySpan<float> qi, float[] keys, long keyOffset, double scale)
+    {
+        double sum = 0.0;
+        for (int e = 0; e < qi.Length; e++) sum += Math.Abs((double)qi[e] * keys[keyOffset + e]);
+        return Math.Abs(scale) * sum;
+    }
+
+    /// <summary>Step 2 of a row in float32: scores become p = exp(s - m), l = sum p in key order (from the last key when
+    /// <paramref name="reverse"/>), then w = p / l (rounded when mixed) unless the division is left to the end
+    /// (<paramref name="divideLast"/>: order 1 in float32). Returns l.</summary>
+    internal static float Softmax(float[] scores, int count, float m, bool reverse, bool mixed, NumberFormat format, out bool divideLast)
+    {
+        float l = 0f;
+        for (int n = 0; n < count; n++) scores[n] = MathF.Exp(scores[n] - m);
+        for (int x = 0; x < count; x++) l += scores[reverse ? count - 1 - x : x];
+        divideLast = reverse && !mixed;
+        if (!divideLast)
+        {
+            for (int n = 0; n < count; n++)
+            {
+                float w = scores[n] / l;
+                scores[n] = mixed ? Round(w, format) : w;
+            }
+        }
+        return l;
+    }
+
+    /// <summary>Step 4 of a row: out = acc (divided by l when the division was left to the end) and lse = m + ln l, each
+    /// rounded to the format when mixed.</summary>
+    internal static void Finish(ReadOnlySpan<float> acc, float l, float m, bool divideLast, bool mixed, NumberFormat format,
+                                double[] output, long outBase, double[] lse, long row)
+    {
+        for (int e = 0; e < acc.Length; e++)
+        {
+            float o = divideLast ? acc[e] / l : acc[e];
+            output[outBase + e] = mixed ? Round(o, format) : o;
+        }
+        float lseF = m + MathF.Log(l);
+        lse[row] = mixed ? Round(lseF, format) : lseF;
     }
 
     /// <summary>The row keys of dense attention (<see cref="DenseAttention"/>): causal and window rules (bottom-right

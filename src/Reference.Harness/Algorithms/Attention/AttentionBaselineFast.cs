@@ -175,13 +175,7 @@ public static class AttentionBaselineFast
             {
                 s = dots[j];
             }
-            if (mixed) s = AttentionBaseline.Round(AttentionBaseline.Round(s, format) * scaleF, format);
-            else s *= scaleF;
-            if (cap > 0f)
-            {
-                s = cap * MathF.Tanh(s / cap);
-                if (mixed) s = AttentionBaseline.Round(s, format);
-            }
+            s = AttentionBaseline.ScaledScore(s, scaleF, cap, mixed, format);
             w.Keys[count] = j;
             w.Scores[count++] = s;
             if (s > m || count == 1) best = j;
@@ -193,26 +187,10 @@ public static class AttentionBaselineFast
             result.Lse[row] = double.NegativeInfinity;
             return;
         }
-        {
-            var bestKeys = kinds[best] == 2 && c.KAlt is not null ? c.KAlt : c.K;
-            double sum = 0.0;
-            for (int e = 0; e < d; e++) sum += Math.Abs((double)qi[e] * bestKeys[(kvBase + best) * d + e]);
-            result.Mag[row] = Math.Abs(c.Scale) * sum;
-        }
+        result.Mag[row] = AttentionBaseline.Magnitude(qi, kinds[best] == 2 && c.KAlt is not null ? c.KAlt : c.K, (kvBase + best) * d, c.Scale);
 
         // 2. The softmax in float32.
-        float l = 0f;
-        for (int n = 0; n < count; n++) w.Scores[n] = MathF.Exp(w.Scores[n] - m);
-        for (int x = 0; x < count; x++) l += w.Scores[reverse ? count - 1 - x : x];
-        bool divideLast = reverse && !mixed;
-        if (!divideLast)
-        {
-            for (int n = 0; n < count; n++)
-            {
-                float wn = w.Scores[n] / l;
-                w.Scores[n] = mixed ? AttentionBaseline.Round(wn, format) : wn;
-            }
-        }
+        float l = AttentionBaseline.Softmax(w.Scores, count, m, reverse, mixed, format, out bool divideLast);
 
         // 3. out = sum_n w_n v_n in key order (order 1: from the last key), in float32.
         // Thirty-two e (four vectors) at a time in registers; each acc[e] sees the same sums as in AttentionBaseline.Axpy.
@@ -249,13 +227,7 @@ public static class AttentionBaselineFast
             for (int x = 0, n = first; x < count; x++, n += step) a += ws[n] * vf[vb + keys[n] * dv + e0];
             acc[e0] = a;
         }
-        for (int e = 0; e < dv; e++)
-        {
-            float o = divideLast ? acc[e] / l : acc[e];
-            result.Out[outBase + e] = mixed ? AttentionBaseline.Round(o, format) : o;
-        }
-        float lseF = m + MathF.Log(l);
-        result.Lse[row] = mixed ? AttentionBaseline.Round(lseF, format) : lseF;
+        AttentionBaseline.Finish(acc.AsSpan(0, dv), l, m, divideLast, mixed, format, result.Out, outBase, result.Lse, row);
     }
 
     private sealed record Shared(

@@ -190,7 +190,7 @@ public static class AttentionTolerance
                         + $"base_error={ComparisonReport.Number(baseError)} floor={ComparisonReport.Number(floor)} "
                         + $"rounding_floor={ComparisonReport.Number(extra)} bound={ComparisonReport.Number(bound)}";
         return Elementwise.Compare(name, policy.Name, candidate, expected, shape,
-            (c, r) => Math.Abs(c - r) > bound, detail, _ => bound);
+            (_, c, r) => Math.Abs(c - r) > bound, detail, (_, _) => bound);
     }
 
     /// <summary>

@@ -606,12 +606,19 @@ public sealed class CapacityValidator : IValidator
 
         /// <summary>The dispatch position of kept request (i, j): (i, j) for position, score and logit; (j, i) for
         /// choice-position; (j, first-choice score) for batch-priority.</summary>
-        public Priority DispatchOf(int i, int j, double[] top1) => Options.Policy switch
+        public Priority DispatchOf(int i, int j, double[] top1)
         {
-            DropPolicy.ChoicePosition => new Priority(i, j, (long)j * N + i, 0, 0),
-            DropPolicy.BatchPriority => new Priority(i, j, j, FirstChoiceRange(i, top1[i]).Low, FirstChoiceRange(i, top1[i]).High),
-            _ => new Priority(i, j, (long)i * K + j, 0, 0),
-        };
+            switch (Options.Policy)
+            {
+                case DropPolicy.ChoicePosition:
+                    return new Priority(i, j, (long)j * N + i, 0, 0);
+                case DropPolicy.BatchPriority:
+                    var (low, high) = FirstChoiceRange(i, top1[i]);
+                    return new Priority(i, j, j, low, high);
+                default:
+                    return new Priority(i, j, (long)i * K + j, 0, 0);
+            }
+        }
 
         /// <summary>Fills the dropped positions of row i of sel with the best-ranked full expert not yet in the row, preferring,
         /// among those within the key slack of the best, one whose drop no kept request of that expert contradicts
@@ -681,7 +688,7 @@ public sealed class CapacityValidator : IValidator
         {
             // First-choice scores: token i's own completed first choice; another token's kept first choice, or else its
             // best-ranked expert (what its first choice is, up to near-ties).
-            var pd = PriorityOf(i, j, x, P[i, x], P[i, j == 0 ? x : sel[i, 0]]);
+            var pd = PriorityOf(i, j, x, PreDropWeight(i, x), P[i, j == 0 ? x : sel[i, 0]]);
             // x is not in row i, so none of x's kept requests is token i's, and their priorities do not depend on i: a drop
             // is contradicted when some kept request has a larger group, or one of its group has a High below pd.Low. The
             // summary (largest group, smallest High per group) is computed once per expert, so completing every row costs
@@ -690,6 +697,35 @@ public sealed class CapacityValidator : IValidator
             var (maxGroup, minHigh) = keptSummary[x] ??= Summarize(x, experts, kept);
             return pd.Group < maxGroup || pd.Low > minHigh.GetValueOrDefault(pd.Group, double.PositiveInfinity);
         }
+
+        /// <summary>For the completion heuristic: the pre-drop weight of token i's request to expert x, without the row's
+        /// completion. P[i, x]; with renormalization "before", P renormalized over the row's top-k by key, in log space as
+        /// <see cref="RouterScores.Normalized"/> computes it. The top-k's logits do not depend on how exact key ties are
+        /// broken (equal keys without a bias are equal scores, hence equal logits), so the score policy's comparisons in
+        /// the heuristic are the ones step 6 makes with the completed rows.</summary>
+        private double PreDropWeight(int i, int x)
+        {
+            if (Options.Normalize != Renormalization.Before)
+            {
+                return P[i, x];
+            }
+            beforeLogNormalizer ??= Enumerable.Repeat(double.NaN, N).ToArray();
+            if (double.IsNaN(beforeLogNormalizer[i]))
+            {
+                var order = Ranking.Order(Enumerable.Range(0, E).Select(y => Key[i, y]).ToArray());
+                var top = order.Take(K).Select(y => LogScore(i, y)).ToArray();
+                double m = top.Max();
+                beforeLogNormalizer[i] = m + Math.Log(top.Sum(v => Math.Exp(v - m)));
+            }
+            return Math.Exp(LogScore(i, x) - beforeLogNormalizer[i]);
+        }
+
+        /// <summary>[N] with renormalization "before": per row, log of the sum of the top-k's scores (NaN until needed).</summary>
+        private double[]? beforeLogNormalizer;
+
+        /// <summary>The log of the score of token i at expert x up to the row's constant: the logit (softmax) or its log-sigmoid.</summary>
+        private double LogScore(int i, int x) =>
+            Options.Score == ScoreFunction.Softmax ? Logits[i, x] : RouterScores.LogSigmoid(Logits[i, x]);
 
         /// <summary>[E] per expert, once: the largest group and the smallest High per group of its kept requests.</summary>
         private (long MaxGroup, Dictionary<long, double> MinHigh)?[]? keptSummary;
@@ -701,7 +737,7 @@ public sealed class CapacityValidator : IValidator
             foreach (var a in kept)
             {
                 double top1 = experts[a.I, 0] >= 0 ? P[a.I, experts[a.I, 0]] : P[a.I, TopKey[a.I]];
-                var pa = PriorityOf(a.I, a.J, x, P[a.I, x], top1);
+                var pa = PriorityOf(a.I, a.J, x, PreDropWeight(a.I, x), top1);
                 maxGroup = Math.Max(maxGroup, pa.Group);
                 minHigh[pa.Group] = Math.Min(pa.High, minHigh.GetValueOrDefault(pa.Group, double.PositiveInfinity));
             }

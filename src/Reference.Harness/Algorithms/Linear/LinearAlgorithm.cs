@@ -114,7 +114,7 @@ public static class LinearAlgorithm
                         + $"base_error={ComparisonReport.Number(baseError)} floor={ComparisonReport.Number(floor)} "
                         + $"rounding_floor={ComparisonReport.Number(rounding)} bound={ComparisonReport.Number(bound)}";
         return Elementwise.Compare("out", policy.Name, candidate, expected, shape,
-            (c, r) => Math.Abs(c - r) > bound, detail, _ => bound);
+            (_, c, r) => Math.Abs(c - r) > bound, detail, (_, _) => bound);
     }
 
     /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
