@@ -178,6 +178,159 @@ let ``fast expert choice equals the readable reference`` (seed: int) =
     sameBits "gates" (Seq.cast<double> slow.Gates) (Seq.cast<double> fast.Gates)
     Expect.equal fast.Count slow.Count "count"
 
+/// Router logits for token choice: a coarse grid half the time (exact ties of scores and of P + b), a wide range sometimes
+/// (scores that underflow), a bias on a grid a third of the time.
+let private routingProblem (seed: int) =
+    let r = Random seed
+    let n = r.Next(0, 120)
+    let e = r.Next(1, 13)
+    let style = r.Next 3
+
+    let x =
+        Array2D.init n e (fun _ _ ->
+            match style with
+            | 0 -> float (r.Next(-3, 4)) * 0.5
+            | 1 -> 2.0 * normal r
+            | _ -> 400.0 * normal r)
+
+    let bias =
+        if r.Next 3 = 0 then
+            Array.init e (fun _ -> float (r.Next(-2, 3)) * 0.125)
+        else
+            null
+
+    let score =
+        if r.Next 3 = 0 then
+            ScoreFunction.Sigmoid
+        else
+            ScoreFunction.Softmax
+
+    x, bias, score, r
+
+let private sameInts (what: string) (a: int seq) (b: int seq) = Expect.sequenceEqual (Array.ofSeq a) (Array.ofSeq b) what
+
+let ``fast topk equals the readable reference bit for bit`` (seed: int) =
+    let x, bias, score, r = routingProblem seed
+    let e = Array2D.length2 x
+    let options = TopKOptions(K = r.Next(1, e + 1), Score = score, Normalize = (r.Next 2 = 0), Bias = bias)
+    let slow = TopK.Route(x, options)
+    let fast = TopKFast.Route(x, options)
+    sameInts "experts" (Seq.cast<int> slow.Experts) (Seq.cast<int> fast.Experts)
+    sameBits "weights" (Seq.cast<double> slow.Weights) (Seq.cast<double> fast.Weights)
+    Expect.sequenceEqual fast.BoundaryTie slow.BoundaryTie "boundary ties"
+    sameBits "scores" (Seq.cast<double> slow.Scores) (Seq.cast<double> fast.Scores)
+
+let ``fast capacity equals the readable reference bit for bit`` (seed: int) =
+    let x, bias, score, r = routingProblem seed
+    let n, e = Array2D.length1 x, Array2D.length2 x
+    let k = r.Next(1, e + 1)
+
+    let policies =
+        [|
+            DropPolicy.Position
+            DropPolicy.ChoicePosition
+            DropPolicy.Score
+            DropPolicy.Logit
+            DropPolicy.BatchPriority
+        |]
+
+    let norms = [| Renormalization.None; Renormalization.Before; Renormalization.After |]
+
+    let roundings =
+        [|
+            CapacityRounding.Ceil
+            CapacityRounding.Floor
+            CapacityRounding.Round
+            CapacityRounding.Tutel
+            CapacityRounding.CeilF32
+        |]
+
+    let options =
+        CapacityOptions(
+            K = k,
+            Score = score,
+            Bias = bias,
+            Policy = policies.[r.Next policies.Length],
+            Normalize = norms.[r.Next norms.Length],
+            Capacity =
+                (if r.Next 3 = 0 then
+                     Nullable(r.Next(0, n * k + 2))
+                 else
+                     Nullable()),
+            CapacityFactor = [| 0.25; 0.5; 1.0; 1.25; 2.0 |].[r.Next 5],
+            Rounding = roundings.[r.Next roundings.Length],
+            MinCapacity = [| 0; 0; 1; 3 |].[r.Next 4]
+        )
+
+    let slow = Capacity.Route(x, options)
+    let fast = CapacityFast.Route(x, options)
+    Expect.equal fast.Capacity slow.Capacity "C"
+    sameInts "experts" (Seq.cast<int> slow.Experts) (Seq.cast<int> fast.Experts)
+    sameInts "slots" (Seq.cast<int> slow.Slots) (Seq.cast<int> fast.Slots)
+    sameInts "selected" (Seq.cast<int> slow.Selected) (Seq.cast<int> fast.Selected)
+    Expect.sequenceEqual fast.Load slow.Load "load"
+    sameBits "weights" (Seq.cast<double> slow.Weights) (Seq.cast<double> fast.Weights)
+    sameBits "scores" (Seq.cast<double> slow.Scores) (Seq.cast<double> fast.Scores)
+
+let ``fast aux-loss equals the readable reference bit for bit`` (seed: int) =
+    let x, _, _, r = routingProblem seed
+    let e = Array2D.length2 x
+
+    let variant =
+        [|
+            AuxLossVariant.Megatron
+            AuxLossVariant.DeepSpeedTop1
+            AuxLossVariant.DeepSpeedTop2
+            AuxLossVariant.Hf
+        |].[r.Next 4]
+
+    let options = AuxLossOptions(K = r.Next(1, e + 1), Variant = variant)
+    let slow = AuxLoss.Compute(x, options)
+    let fast = AuxLossFast.Compute(x, options)
+    sameBits "switch, z" [ slow.SwitchLoss; slow.ZLoss ] [ fast.SwitchLoss; fast.ZLoss ]
+    sameBits "fraction" slow.Fraction fast.Fraction
+    sameBits "mean score" slow.MeanScore fast.MeanScore
+    sameBits "scores" (Seq.cast<double> slow.Scores) (Seq.cast<double> fast.Scores)
+
+/// The error message of f, or "no error".
+let private errorOf (f: unit -> obj) =
+    try
+        f () |> ignore
+        "no error"
+    with :? ArgumentException as ex ->
+        ex.Message
+
+let ``fast routing references reject what the readable ones reject`` () =
+    let x = Array2D.init 5 4 (fun i j -> float (i - j))
+    let nan = Array2D.copy x
+    nan.[3, 2] <- Double.NaN
+
+    for logits, options in
+        [
+            nan, TopKOptions(K = 2)
+            x, TopKOptions(K = 5)
+            x, TopKOptions(K = 0)
+            x, TopKOptions(K = 2, Bias = [| 0.0; 1.0 |])
+            x, TopKOptions(K = 2, Bias = [| 0.0; 1.0; Double.PositiveInfinity; 0.0 |])
+        ] do
+        let slow = errorOf (fun () -> box (TopK.Route(logits, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (TopKFast.Route(logits, options)))) slow "topk: same error"
+
+    for options in
+        [
+            CapacityOptions(K = 2, CapacityFactor = -1.0)
+            CapacityOptions(K = 2, MinCapacity = -1)
+            CapacityOptions(K = 9)
+        ] do
+        let slow = errorOf (fun () -> box (Capacity.Route(x, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (CapacityFast.Route(x, options)))) slow "capacity: same error"
+
+    let slow = errorOf (fun () -> box (AuxLoss.Compute(nan, AuxLossOptions())))
+    Expect.notEqual slow "no error" "the reference rejects it"
+    Expect.equal (errorOf (fun () -> box (AuxLossFast.Compute(nan, AuxLossOptions())))) slow "aux-loss: same error"
+
 // ---------------------------------------------------------------------------------------------------------------
 // check below and beyond the threshold
 
@@ -254,6 +407,65 @@ let ``expert choice check gives the same reports below and beyond the threshold`
         Expect.equal beyond below $"{label}: same reports"
         Expect.equal (below |> List.forall fst) passes $"{label}: verdict {below}"
 
+
+/// Logits as a float32 input of N x E, on a grid (exact ties) or gaussian.
+let private routingArrays (seed: int) (n: int) (e: int) (grid: bool) =
+    let r = Random seed
+
+    [
+        "logits",
+        NdArray.Create(
+            Array.init (n * e) (fun _ ->
+                if grid then
+                    float32 (r.Next(-3, 4)) * 0.5f
+                else
+                    float32 (normal r)),
+            n,
+            e
+        )
+    ]
+
+/// check with the kernel's outputs and with one output broken by the given function gives the same reports below and
+/// beyond the thresholds, and the expected verdicts.
+let private sameVerdicts (name: string) arrays parameters (brokenOutput: string) (breakIt: float[] -> unit) =
+    let alg, call = bind name arrays parameters
+    let kernel = alg.Run(call, "kernel")
+    let good (_: IReadOnlyDictionary<string, NdArray>) = Dictionary kernel
+
+    let broken (_: IReadOnlyDictionary<string, NdArray>) =
+        let d = Dictionary kernel
+        let a = kernel.[brokenOutput]
+        let values = a.ToDoubles()
+        breakIt values
+
+        d.[brokenOutput] <-
+            if a.DType = DType.I32 || a.DType = DType.I64 then
+                NdArray.Create(values |> Array.map int, Array.ofSeq a.Shape)
+            else
+                NdArray.Create(values |> Array.map float32, Array.ofSeq a.Shape)
+
+        d
+
+    for label, candidate, passes in [ "kernel", good, true; "broken", broken, false ] do
+        let below, beyond = bothWays name arrays parameters candidate
+        Expect.equal beyond below $"{label}: same reports"
+        Expect.equal (below |> List.forall fst) passes $"{label}: verdict {below}"
+
+let ``topk check gives the same reports below and beyond the threshold`` () =
+    for grid, parameters in [ false, [ "k", "3" ]; true, [ "k", "2"; "score", "sigmoid"; "normalize", "false" ] ] do
+        // The second weight of the first token off by a tenth.
+        sameVerdicts "topk" (routingArrays 5 90 7 grid) parameters "weights" (fun w -> w.[1] <- w.[1] + 0.1)
+
+let ``capacity check gives the same reports below and beyond the threshold`` () =
+    for policy in [ "position"; "choice-position"; "score"; "logit"; "batch-priority" ] do
+        let parameters = [ "k", "2"; "policy", policy; "normalize", "after"; "capacity_factor", "0.75" ]
+        // The load of expert 0 off by one.
+        sameVerdicts "capacity" (routingArrays 7 80 5 (policy = "score")) parameters "load" (fun l -> l.[0] <- l.[0] + 1.0)
+
+let ``aux-loss check gives the same reports below and beyond the threshold`` () =
+    for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
+        sameVerdicts "aux-loss" (routingArrays 9 70 6 false) [ "k", "2"; "variant", variant ] "switch_loss" (fun v -> v.[0] <- v.[0] * 1.01)
+
 // The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Tests>]
 let tests =
@@ -285,4 +497,36 @@ let tests =
                 [ "expert-choice.fast-reference-identical" ]
                 "expert choice check gives the same reports below and beyond the threshold"
                 ``expert choice check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "topk.fast-reference-identical" ]
+                "fast topk equals the readable reference bit for bit"
+                ``fast topk equals the readable reference bit for bit``
+            Proofs.prop
+                [ "capacity.fast-reference-identical" ]
+                "fast capacity equals the readable reference bit for bit"
+                ``fast capacity equals the readable reference bit for bit``
+            Proofs.prop
+                [ "aux-loss.fast-reference-identical" ]
+                "fast aux-loss equals the readable reference bit for bit"
+                ``fast aux-loss equals the readable reference bit for bit``
+            Proofs.test
+                [
+                    "topk.fast-reference-identical"
+                    "capacity.fast-reference-identical"
+                    "aux-loss.fast-reference-identical"
+                ]
+                "fast routing references reject what the readable ones reject"
+                ``fast routing references reject what the readable ones reject``
+            Proofs.test
+                [ "topk.fast-reference-identical" ]
+                "topk check gives the same reports below and beyond the threshold"
+                ``topk check gives the same reports below and beyond the threshold``
+            Proofs.test
+                [ "capacity.fast-reference-identical" ]
+                "capacity check gives the same reports below and beyond the threshold"
+                ``capacity check gives the same reports below and beyond the threshold``
+            Proofs.test
+                [ "aux-loss.fast-reference-identical" ]
+                "aux-loss check gives the same reports below and beyond the threshold"
+                ``aux-loss check gives the same reports below and beyond the threshold``
         ]

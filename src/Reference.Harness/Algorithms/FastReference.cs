@@ -4,7 +4,9 @@ namespace Reference.Harness.Algorithms;
 /// When <c>check</c> (and <c>run</c> without <c>--path</c>) judges against a fast double-precision path instead of the
 /// readable reference: beyond a documented amount of work (proofs/cli.md, "Fast references beyond a size"). Every fast
 /// path is proven equal to its readable reference (bit for bit: proofs/attention.md, attention.fast-reference-identical;
-/// proofs/expert-choice.md, expert-choice.fast-reference-identical), so the verdict does not depend on the threshold.
+/// proofs/expert-choice.md, expert-choice.fast-reference-identical;
+/// proofs/topk.md, topk.fast-reference-identical; proofs/capacity.md, capacity.fast-reference-identical; proofs/aux-loss.md,
+/// aux-loss.fast-reference-identical), so the verdict does not depend on the threshold.
 /// </summary>
 public static class FastReference
 {
@@ -16,6 +18,11 @@ public static class FastReference
     /// <summary>Expert-choice work E C N (the readable reference's selection by repeated scans) beyond which
     /// <c>expert-choice</c>'s oracle is <see cref="Reference.Routing.ExpertChoiceFast"/>: 2^24.</summary>
     public const long ExpertChoiceWork = 1L << 24;
+
+    /// <summary>Routing work N E (the logits' size) beyond which the oracles of <c>topk</c>, <c>capacity</c> and
+    /// <c>aux-loss</c> are <see cref="Reference.Routing.TopKFast"/>, <see cref="Reference.Routing.CapacityFast"/> and
+    /// <see cref="Reference.Routing.AuxLossFast"/>: 2^18, where the readable references take about 20 ms.</summary>
+    public const long RoutingWork = 1L << 18;
 
     private static readonly AsyncLocal<long?> Override = new();
 

@@ -70,8 +70,9 @@ public sealed record CheckContext(
     /// precise of its float outputs (each as <see cref="Formats.Effective"/>: a candidate that rounds any of its results to
     /// bfloat16 may have ranked in it), or the inputs' (<see cref="AlgorithmCall.InputFormat"/>) when it has none.
     /// </summary>
-    public NumberFormat Format => format ??= Candidate.Values.Where(a => a.IsFloatingPoint).Select(Formats.Effective)
-        .DefaultIfEmpty(Call.InputFormat).Max();
+    public NumberFormat Format => format ??= Candidate.Values.Any(a => a.IsFloatingPoint)
+        ? Candidate.Values.Where(a => a.IsFloatingPoint).Select(Formats.Effective).Max()
+        : Call.InputFormat; // only when needed: it reads every input value
 
     /// <summary>
     /// The precision the float output <paramref name="name"/> is judged in: the precision its values carry

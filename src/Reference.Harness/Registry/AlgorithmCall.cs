@@ -188,9 +188,10 @@ public static class Formats
             bf16 = bf16 && Precision.Round(x, NumberFormat.BFloat16) == x;
             f16 = f16 && Precision.Round(x, NumberFormat.Float16) == x;
             f32 = f32 && (double)(float)x == x;
-            if (!bf16 && !f16 && !f32)
+            if (!bf16 && !f16 && (!f32 || own == NumberFormat.Float32))
             {
-                return NumberFormat.Float64;
+                // Neither half format holds it: float64 data is float32 only if every value is; float32 data always is.
+                return f32 ? NumberFormat.Float32 : NumberFormat.Float64;
             }
         }
         return bf16 ? NumberFormat.BFloat16 : f16 ? NumberFormat.Float16 : NumberFormat.Float32;

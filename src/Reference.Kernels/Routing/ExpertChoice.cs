@@ -11,7 +11,8 @@ public sealed record ExpertChoiceKernelResult(int[] Tokens, float[] Gates, int[]
 
 /// <summary>
 /// Expert-choice routing (proofs/expert-choice.md, Definition), optimized: float32 softmax (SIMD, parallel over tokens), a transpose to
-/// [E, N] so each expert reads a contiguous column, and a per-expert sort of its column, parallel over experts.
+/// [E, N] so each expert reads a contiguous column, and per expert a histogram of the scores' top bits that keeps only the
+/// tokens that can be among its best C, sorted as 64-bit keys (score bits, token), parallel over experts.
 /// It computes what <see cref="Reference.Routing.ExpertChoice"/> computes up to float32 rounding; at a near-tie of two
 /// tokens' scores it may take the other, which <c>Reference.Harness.Algorithms.ExpertChoiceValidator</c> accepts.
 /// </summary>
@@ -45,23 +46,42 @@ public static class ExpertChoice
             }
         });
 
-        // 2. Per expert: sort its tokens by (score descending, token ascending) and keep the first C.
+        // 2. Per expert: keep the tokens that can be among its best C (a histogram of the scores' top 16 bits finds the
+        //    bucket of the C-th best), sort them by (score descending, token ascending) as one 64-bit key each, keep C.
         var result = new ExpertChoiceKernelResult(new int[e * c], new float[e * c], new int[n], c);
         KernelScores.ForRanges(e, (long)n * e * 8, 1, (first, last) =>
         {
-            var order = new int[n];
-            for (int x = first; x < last; x++)
+            var histogram = new int[1 << 16];
+            var keys = new ulong[n];
+            for (int x = first; x < last && c > 0; x++)
             {
-                var column = pt.AsSpan(x * n, n).ToArray();
+                var column = pt.AsSpan(x * n, n);
+                Array.Clear(histogram);
+                foreach (float v in column)
+                {
+                    histogram[BitConverter.SingleToUInt32Bits(v) >> 16]++;
+                }
+                int threshold = histogram.Length - 1;
+                for (int above = histogram[threshold]; above < c; above += histogram[threshold])
+                {
+                    threshold--;
+                }
+                int m = 0;
                 for (int i = 0; i < n; i++)
                 {
-                    order[i] = i;
+                    uint bits = BitConverter.SingleToUInt32Bits(column[i]);
+                    if (bits >> 16 >= threshold)
+                    {
+                        // P >= 0, so its bits order like its value: ~bits ascending is score descending, then the token.
+                        keys[m++] = ((ulong)~bits << 32) | (uint)i;
+                    }
                 }
-                Array.Sort(order, (a, b) => column[a] > column[b] ? -1 : column[a] < column[b] ? 1 : a.CompareTo(b));
+                Array.Sort(keys, 0, m);
                 for (int s = 0; s < c; s++)
                 {
-                    result.Tokens[x * c + s] = order[s];
-                    result.Gates[x * c + s] = column[order[s]];
+                    int token = (int)(uint)keys[s];
+                    result.Tokens[x * c + s] = token;
+                    result.Gates[x * c + s] = column[token];
                 }
             }
         });

@@ -44,6 +44,11 @@ public static class AuxLossAlgorithm
             var r = ReferenceResult(call, options);
             return new AuxLossOutput(NdArray.Scalar(r.SwitchLoss), NdArray.Scalar(r.ZLoss));
         },
+        Oracle = (call, options) =>
+        {
+            var r = OracleResult(call, options);
+            return new AuxLossOutput(NdArray.Scalar(r.SwitchLoss), NdArray.Scalar(r.ZLoss));
+        },
         Paths =
         [
             new PathOf<AuxLossOptions, AuxLossOutput>("kernel", "float32, blocks of 64 tokens in parallel, partial sums combined in order", (call, options) =>
@@ -74,6 +79,24 @@ public static class AuxLossAlgorithm
         ArgumentNullException.ThrowIfNull(call);
         ArgumentNullException.ThrowIfNull(options);
         return call.Memo(("reference", nameof(AuxLossAlgorithm), options), () => AuxLoss.Compute(call.Matrix("logits"), options));
+    }
+
+    /// <summary>What <c>check</c> judges against and bounds its tolerance with, computed once per call and options: beyond
+    /// <see cref="FastReference.RoutingWork"/> (work N E) the losses of <see cref="AuxLossFast"/>, equal to the reference's
+    /// bit for bit (proofs/aux-loss.md, aux-loss.fast-reference-identical); otherwise <see cref="ReferenceResult"/>.</summary>
+    /// <param name="call">The bound call.</param>
+    /// <param name="options">The options (k and variant).</param>
+    /// <returns>The result, with its scores P.</returns>
+    public static AuxLossResult OracleResult(AlgorithmCall call, AuxLossOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        ArgumentNullException.ThrowIfNull(options);
+        var shape = call.Array("logits").Shape;
+        if (shape.Count != 2 || !FastReference.Beyond((long)shape[0] * shape[1], FastReference.RoutingWork))
+        {
+            return ReferenceResult(call, options);
+        }
+        return call.Memo(("oracle", nameof(AuxLossAlgorithm), options), () => AuxLossFast.Compute(call.Matrix("logits"), options));
     }
 
     /// <summary>A random case: awkward shapes, grid, gaussian or wide logits, any k and variant.</summary>

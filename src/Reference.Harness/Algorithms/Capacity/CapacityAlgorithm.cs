@@ -55,6 +55,11 @@ public static class CapacityAlgorithm
             var r = ReferenceResult(call);
             return new CapacityOutput(NdArray.FromMatrix(r.Experts), NdArray.FromMatrix(r.Weights), NdArray.FromMatrix(r.Slots), NdArray.FromVector(r.Load));
         },
+        Oracle = (call, _) =>
+        {
+            var r = OracleResult(call);
+            return new CapacityOutput(NdArray.FromMatrix(r.Experts), NdArray.FromMatrix(r.Weights), NdArray.FromMatrix(r.Slots), NdArray.FromVector(r.Load));
+        },
         Paths =
         [
             new PathOf<CapacityOptions, CapacityOutput>("kernel", "float32 top-k kernel, counting sort into per-expert buckets, parallel over experts", (call, options) =>
@@ -82,6 +87,22 @@ public static class CapacityAlgorithm
     {
         ArgumentNullException.ThrowIfNull(call);
         return call.Memo(("reference", nameof(CapacityAlgorithm)), () => Capacity.Route(call.Matrix("logits"), Options(call)));
+    }
+
+    /// <summary>What <c>check</c> judges against, computed once per call: beyond <see cref="FastReference.RoutingWork"/>
+    /// (work N E) the routing of <see cref="CapacityFast"/>, equal to the reference's bit for bit (proofs/capacity.md,
+    /// capacity.fast-reference-identical); otherwise <see cref="ReferenceResult"/>.</summary>
+    /// <param name="call">The call.</param>
+    /// <returns>The routing.</returns>
+    public static CapacityResult OracleResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var shape = call.Array("logits").Shape;
+        if (shape.Count != 2 || !FastReference.Beyond((long)shape[0] * shape[1], FastReference.RoutingWork))
+        {
+            return ReferenceResult(call);
+        }
+        return call.Memo(("oracle", nameof(CapacityAlgorithm)), () => CapacityFast.Route(call.Matrix("logits"), Options(call)));
     }
 
     /// <summary>A random case: awkward shapes, grid logits with ties in a third of the cases, every policy, normalization

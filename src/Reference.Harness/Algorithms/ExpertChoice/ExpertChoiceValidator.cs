@@ -91,7 +91,9 @@ public sealed class ExpertChoiceValidator : IValidator
         // ε_ix = (|X_ix - m_i| + E + 4)·u·P_ix + t: the candidate's error in one softmax score, relative to the score itself
         // (the exponent's argument carries |X - m|·u, the sum (E - 1)·u, exp and division one rounding each), plus the
         // smallest normal number t for subnormal results.
-        var eps = new double[n, e];
+        // Stored per expert ([E, N], column x at x N): the loops below read one expert's tokens at a time.
+        var eps = new double[(long)e * n];
+        var pt = new double[(long)e * n];
         for (int i = 0; i < n; i++)
         {
             double m = double.NegativeInfinity;
@@ -101,13 +103,16 @@ public sealed class ExpertChoiceValidator : IValidator
             }
             for (int x = 0; x < e; x++)
             {
-                eps[i, x] = (Math.Abs(logits[i, x] - m) + e + 4) * unitRoundoff * p[i, x] + tiny;
+                pt[(long)x * n + i] = p[i, x];
+                eps[(long)x * n + i] = (Math.Abs(logits[i, x] - m) + e + 4) * unitRoundoff * p[i, x] + tiny;
             }
         }
 
         var implied = new int[n];
         for (int x = 0; x < e && problems.Count < 20; x++)
         {
+            var px = pt.AsSpan(x * n, n); // P[:, x]
+            var ex = eps.AsSpan(x * n, n); // eps[:, x]
             var chosen = new bool[n];
             bool ok = true;
             for (int s = 0; s < c; s++)
@@ -121,13 +126,13 @@ public sealed class ExpertChoiceValidator : IValidator
                 }
                 chosen[t] = true;
                 implied[t]++;
-                gates[x, s] = p[t, x];
+                gates[x, s] = px[t];
                 if (s > 0)
                 {
                     int a = tokens[x, s - 1];
-                    if (p[t, x] - eps[t, x] > p[a, x] + eps[a, x])
+                    if (px[t] - ex[t] > px[a] + ex[a])
                     {
-                        problems.Add($"expert {x}: token {t} (P = {p[t, x]}) is listed after token {a} (P = {p[a, x]})");
+                        problems.Add($"expert {x}: token {t} (P = {px[t]}) is listed after token {a} (P = {px[a]})");
                         ok = false;
                     }
                 }
@@ -140,13 +145,13 @@ public sealed class ExpertChoiceValidator : IValidator
             for (int s = 0; s < c; s++)
             {
                 int t = tokens[x, s];
-                weakestHigh = Math.Min(weakestHigh, p[t, x] + eps[t, x]);
+                weakestHigh = Math.Min(weakestHigh, px[t] + ex[t]);
             }
             for (int t = 0; t < n; t++)
             {
-                if (!chosen[t] && p[t, x] - eps[t, x] > weakestHigh)
+                if (!chosen[t] && px[t] - ex[t] > weakestHigh)
                 {
-                    problems.Add($"expert {x}: unchosen token {t} (P = {p[t, x]}) beats a chosen one");
+                    problems.Add($"expert {x}: unchosen token {t} (P = {px[t]}) beats a chosen one");
                     break;
                 }
             }

@@ -41,6 +41,11 @@ public static class TopKAlgorithm
             var result = ReferenceResult(call);
             return new TopKOutput(NdArray.FromMatrix(result.Experts), NdArray.FromMatrix(result.Weights));
         },
+        Oracle = (call, _) =>
+        {
+            var result = OracleResult(call);
+            return new TopKOutput(NdArray.FromMatrix(result.Experts), NdArray.FromMatrix(result.Weights));
+        },
         Paths =
         [
             new PathOf<TopKOptions, TopKOutput>("kernel", "float32, TensorPrimitives softmax, parallel over tokens", (call, options) =>
@@ -68,10 +73,27 @@ public static class TopKAlgorithm
         return call.Memo(("reference", nameof(TopKAlgorithm)), () => TopK.Route(call.Matrix("logits"), Options(call)));
     }
 
-    /// <summary>The scores P the reference ranked, when the reference has run on this call; null otherwise (the validator
-    /// then computes them, as it did before the reference shared them).</summary>
+    /// <summary>What <c>check</c> judges against, computed once per call: beyond <see cref="FastReference.RoutingWork"/>
+    /// (work N E) the routing of <see cref="TopKFast"/>, equal to the reference's bit for bit (proofs/topk.md,
+    /// topk.fast-reference-identical); otherwise <see cref="ReferenceResult"/>.</summary>
+    /// <param name="call">The call.</param>
+    /// <returns>The routing.</returns>
+    public static TopKResult OracleResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var shape = call.Array("logits").Shape;
+        if (shape.Count != 2 || !FastReference.Beyond((long)shape[0] * shape[1], FastReference.RoutingWork))
+        {
+            return ReferenceResult(call);
+        }
+        return call.Memo(("oracle", nameof(TopKAlgorithm)), () => TopKFast.Route(call.Matrix("logits"), Options(call)));
+    }
+
+    /// <summary>The scores P the reference or the oracle ranked, when either has run on this call; null otherwise (the
+    /// validator then computes them, as it did before the reference shared them).</summary>
     internal static double[,]? RunScores(AlgorithmCall call) =>
-        call.TryGetMemo<TopKResult>(("reference", nameof(TopKAlgorithm)), out var result) ? result.Scores : null;
+        call.TryGetMemo<TopKResult>(("oracle", nameof(TopKAlgorithm)), out var fast) ? fast.Scores
+        : call.TryGetMemo<TopKResult>(("reference", nameof(TopKAlgorithm)), out var result) ? result.Scores : null;
 
     /// <summary>A random case: awkward shapes, and in half of the cases logits on a coarse grid so that exact ties occur.</summary>
     private static GeneratedCase Generate(int seed)

@@ -71,52 +71,27 @@ public sealed class TopKValidator : IValidator
         // its experts replace the reference's, and the expected weights follow the candidate's experts.
         var expectedExperts = new double[n * k];
         var expectedWeights = new double[n * k];
-        var key = new double[e];
-        var problems = new List<string>();
+        var rowProblems = new string?[n]; // [N]: why the candidate's row is invalid, null where it is valid
         var rowSums = options.Normalize ? new double[n] : null;
-        for (int i = 0; i < n; i++)
+        // Rows are independent: each block of rows writes only its own entries, so the result does not depend on the
+        // schedule; the problems are reported in token order below.
+        const int rowsPerBlock = 512;
+        Parallel.For(0, (n + rowsPerBlock - 1) / rowsPerBlock, () => (new double[e], new double[k]), (block, _, buffers) =>
         {
-            double maxAbs = 0;
-            for (int j = 0; j < e; j++)
+            var (key, selectedLogits) = buffers;
+            for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
             {
-                key[j] = p[i, j] + (options.Bias?[j] ?? 0.0);
-                maxAbs = Math.Max(maxAbs, Math.Abs(p[i, j]) + Math.Abs(options.Bias?[j] ?? 0.0));
+                JudgeRow(i, logits, options, p, referenceExperts, experts, format, key, selectedLogits, expectedExperts, expectedWeights,
+                    rowProblems, rowSums);
             }
-            double slack = TieSlack(e, maxAbs, format);
-            var row = new int[k];
-            for (int j = 0; j < k; j++)
+            return buffers;
+        }, _ => { });
+        var problems = new List<string>();
+        for (int i = 0; i < n && problems.Count < 3; i++)
+        {
+            if (rowProblems[i] is { } problem)
             {
-                row[j] = (int)referenceExperts[i * k + j];
-            }
-            if (experts is not null)
-            {
-                string? problem = Problem(experts.AsSpan(i * k, k), key, slack, out var candidateRow);
-                if (problem is null)
-                {
-                    row = candidateRow;
-                }
-                else if (problems.Count < 3)
-                {
-                    problems.Add($"token {i}: {problem}");
-                }
-            }
-            var selectedLogits = new double[k];
-            for (int j = 0; j < k; j++)
-            {
-                expectedExperts[i * k + j] = row[j];
-                selectedLogits[j] = logits[i, row[j]];
-            }
-            var normalized = options.Normalize ? RouterScores.Normalized(selectedLogits, options.Score) : null;
-            if (rowSums is not null)
-            {
-                for (int j = 0; j < k; j++)
-                {
-                    rowSums[i] += p[i, row[j]];
-                }
-            }
-            for (int j = 0; j < k; j++)
-            {
-                expectedWeights[i * k + j] = normalized?[j] ?? p[i, row[j]];
+                problems.Add($"token {i}: {problem}");
             }
         }
 
@@ -131,6 +106,52 @@ public sealed class TopKValidator : IValidator
             reports.Add(RoutingSupport.WeightsReport("weights", weights, expectedWeights, shape, weightsFormat, e + k, rowSums));
         }
         return reports;
+    }
+
+    /// <summary>Row i of <see cref="Validate"/>: the expected experts (the candidate's where valid, else the reference's),
+    /// the weights they imply, the row's problem and its sum of selected scores.</summary>
+    private static void JudgeRow(
+        int i, double[,] logits, TopKOptions options, double[,] p, double[] referenceExperts, double[]? experts, NumberFormat format,
+        double[] key, double[] selectedLogits, double[] expectedExperts, double[] expectedWeights, string?[] rowProblems, double[]? rowSums)
+    {
+        int e = key.Length, k = selectedLogits.Length;
+        double maxAbs = 0;
+        for (int j = 0; j < e; j++)
+        {
+            key[j] = p[i, j] + (options.Bias?[j] ?? 0.0);
+            maxAbs = Math.Max(maxAbs, Math.Abs(p[i, j]) + Math.Abs(options.Bias?[j] ?? 0.0));
+        }
+        double slack = TieSlack(e, maxAbs, format);
+        var row = new int[k];
+        for (int j = 0; j < k; j++)
+        {
+            row[j] = (int)referenceExperts[i * k + j];
+        }
+        if (experts is not null)
+        {
+            rowProblems[i] = Problem(experts.AsSpan(i * k, k), key, slack, out var candidateRow);
+            if (rowProblems[i] is null)
+            {
+                row = candidateRow;
+            }
+        }
+        for (int j = 0; j < k; j++)
+        {
+            expectedExperts[i * k + j] = row[j];
+            selectedLogits[j] = logits[i, row[j]];
+        }
+        var normalized = options.Normalize ? RouterScores.Normalized(selectedLogits, options.Score) : null;
+        if (rowSums is not null)
+        {
+            for (int j = 0; j < k; j++)
+            {
+                rowSums[i] += p[i, row[j]];
+            }
+        }
+        for (int j = 0; j < k; j++)
+        {
+            expectedWeights[i * k + j] = normalized?[j] ?? p[i, row[j]];
+        }
     }
 
     /// <summary>Why a candidate row is not a valid top-k choice for the keys within the slack, in words; null when it is

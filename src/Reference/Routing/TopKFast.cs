@@ -1,0 +1,140 @@
+namespace Reference.Routing;
+
+/// <summary>
+/// Token-choice top-k routing, row-parallel: equal to the readable reference <see cref="TopK.Route"/> bit for bit in every
+/// output, scores included (proofs/topk.md, theorem topk.fast-reference-identical). Used by <c>check topk</c>,
+/// <c>check capacity</c> and <c>check aux-loss</c> beyond the size documented in proofs/cli.md ("Fast references beyond a
+/// size"): the reference ranks each row with a comparison sort through a delegate, single-threaded; this one selects the
+/// k + 1 best of each row by insertion, rows in parallel.
+/// </summary>
+/// <remarks>
+/// <para>Shapes, options, validation and errors are those of <see cref="TopK.Route"/>.</para>
+/// <para>Why the outputs are identical: each row's scores are computed by the same operations in the same order as
+/// <see cref="RouterScores.Compute"/> (a row never reads another row, so running rows in parallel changes nothing); the
+/// selection key is the same expression P_ie + b_e; <see cref="Ranking.RanksBefore"/> is a strict total order, so the k + 1
+/// first indices of the reference's full sort are the k + 1 best by that order, which the insertion selection finds
+/// (scanning indices upwards, a later index passes an earlier one only when its key is strictly larger); experts, the
+/// boundary tie and the weights are read off them as in the reference, and the renormalized weights come from the same
+/// <see cref="RouterScores.Normalized"/>.</para>
+/// </remarks>
+public static class TopKFast
+{
+    /// <summary>Rows per parallel work item.</summary>
+    private const int RowsPerBlock = 256;
+
+    /// <summary>Routes as <see cref="TopK.Route"/> does, with the same result.</summary>
+    /// <param name="logits">X, [N, E], finite.</param>
+    /// <param name="options">k, score function, normalization and bias.</param>
+    /// <returns>experts [N, k], weights [N, k], the rows with a tie at the boundary, and the scores P.</returns>
+    /// <exception cref="ArgumentException">As for <see cref="TopK.Route"/>.</exception>
+    public static TopKResult Route(double[,] logits, TopKOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(options);
+        int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
+        Guard.InRange(k, 1, Math.Max(e, 1), "k");
+        if (e == 0)
+        {
+            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", nameof(logits));
+        }
+        double[]? bias = null;
+        if (options.Bias is { } b)
+        {
+            Guard.Length(b.Count, e, "bias", $"logits has E = {e} columns");
+            Guard.Finite(b, "bias");
+            bias = [.. b];
+        }
+        Guard.Finite(logits, nameof(logits)); // as RouterScores.Compute, first thing, with the same message
+
+        var p = new double[n, e];
+        var experts = new int[n, k];
+        var weights = new double[n, k];
+        var boundaryTie = new bool[n];
+        int m = Math.Min(k + 1, e); // the k best and the next one, for the boundary tie
+        int blocks = (n + RowsPerBlock - 1) / RowsPerBlock;
+        Parallel.For(0, blocks, () => (new double[e], new int[m], new double[k]), (block, _, buffers) =>
+        {
+            var (key, top, selectedLogits) = buffers;
+            for (int i = block * RowsPerBlock, end = Math.Min(n, i + RowsPerBlock); i < end; i++)
+            {
+                ScoreRow(logits, p, i, e, options.Score);
+                for (int j = 0; j < e; j++)
+                {
+                    key[j] = p[i, j] + (bias?[j] ?? 0.0);
+                }
+                SelectTop(key, top);
+                boundaryTie[i] = k < e && key[top[k - 1]] == key[top[k]];
+                for (int j = 0; j < k; j++)
+                {
+                    experts[i, j] = top[j];
+                    weights[i, j] = p[i, top[j]];
+                    selectedLogits[j] = logits[i, top[j]];
+                }
+                if (options.Normalize)
+                {
+                    var normalized = RouterScores.Normalized(selectedLogits, options.Score);
+                    for (int j = 0; j < k; j++)
+                    {
+                        weights[i, j] = normalized[j];
+                    }
+                }
+            }
+            return buffers;
+        }, _ => { });
+        return new TopKResult(experts, weights, boundaryTie) { Scores = p };
+    }
+
+    /// <summary>Row i of <see cref="RouterScores.Compute"/>, the same operations in the same order.</summary>
+    internal static void ScoreRow(double[,] logits, double[,] p, int i, int e, ScoreFunction score)
+    {
+        if (score == ScoreFunction.Sigmoid)
+        {
+            for (int j = 0; j < e; j++)
+            {
+                p[i, j] = RouterScores.Sigmoid(logits[i, j]);
+            }
+            return;
+        }
+        double max = double.NegativeInfinity;
+        for (int j = 0; j < e; j++)
+        {
+            max = Math.Max(max, logits[i, j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < e; j++)
+        {
+            p[i, j] = Math.Exp(logits[i, j] - max);
+            sum += p[i, j];
+        }
+        for (int j = 0; j < e; j++)
+        {
+            p[i, j] /= sum;
+        }
+    }
+
+    /// <summary>The top.Length best indices of <paramref name="key"/> by <see cref="Ranking.RanksBefore"/>, best first:
+    /// scanning indices upwards, an index enters only ahead of those with a strictly smaller key.</summary>
+    internal static void SelectTop(double[] key, int[] top)
+    {
+        int m = top.Length, count = 0;
+        for (int x = 0; x < key.Length; x++)
+        {
+            double v = key[x];
+            if (count == m && !(v > key[top[m - 1]]))
+            {
+                continue;
+            }
+            int pos = count == m ? m - 1 : count;
+            while (pos > 0 && v > key[top[pos - 1]])
+            {
+                top[pos] = top[pos - 1];
+                pos--;
+            }
+            top[pos] = x;
+            if (count < m)
+            {
+                count++;
+            }
+        }
+    }
+}
