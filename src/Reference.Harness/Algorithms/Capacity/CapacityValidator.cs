@@ -65,7 +65,7 @@ public sealed class CapacityValidator : IValidator
             call.Matrix("logits"), CapacityAlgorithm.Options(call), IntMatrix(experts),
             c.TryGetValue("slots", out var sl) ? IntMatrix(sl) : null,
             c.TryGetValue("load", out var ld) ? IntVector(ld) : null,
-            context.Format, CapacityAlgorithm.ReferenceResult(call),
+            context.Format, CapacityAlgorithm.OracleResult(call),
             c.TryGetValue("weights", out var cw) && cw.Shape.Count == 2 ? Matrix(cw) : null);
         var reports = new List<ComparisonReport>();
         foreach (var name in new[] { "experts", "slots", "load" })
