@@ -45,7 +45,7 @@ public static class ExpertChoiceFast
         {
             for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
             {
-                TopKFast.ScoreRow(logits, p, i, e, ScoreFunction.Softmax);
+                RouterScores.ComputeRow(logits, p, i, ScoreFunction.Softmax);
                 for (int x = 0; x < e; x++)
                 {
                     pt[(long)x * n + i] = p[i, x];

@@ -17,32 +17,44 @@ public static class RouterScores
         var p = new double[n, e]; // [N, E]
         for (int i = 0; i < n; i++)
         {
-            if (score == ScoreFunction.Sigmoid)
-            {
-                for (int j = 0; j < e; j++)
-                {
-                    p[i, j] = Sigmoid(logits[i, j]);
-                }
-                continue;
-            }
-            // Softmax, shifted by the row maximum so that no exp overflows.
-            double max = double.NegativeInfinity;
-            for (int j = 0; j < e; j++)
-            {
-                max = Math.Max(max, logits[i, j]);
-            }
-            double sum = 0;
-            for (int j = 0; j < e; j++)
-            {
-                p[i, j] = Math.Exp(logits[i, j] - max);
-                sum += p[i, j];
-            }
-            for (int j = 0; j < e; j++)
-            {
-                p[i, j] /= sum;
-            }
+            ComputeRow(logits, p, i, score);
         }
         return p;
+    }
+
+    /// <summary>Row i of <see cref="Compute"/>: P[i, :] from X[i, :] (the fast paths call it per row, so they compute the
+    /// same operations in the same order).</summary>
+    /// <param name="logits">X, [N, E], finite.</param>
+    /// <param name="p">P, [N, E]: row i is written.</param>
+    /// <param name="i">The row.</param>
+    /// <param name="score">Softmax over the row, or an element-wise sigmoid.</param>
+    internal static void ComputeRow(double[,] logits, double[,] p, int i, ScoreFunction score)
+    {
+        int e = logits.GetLength(1);
+        if (score == ScoreFunction.Sigmoid)
+        {
+            for (int j = 0; j < e; j++)
+            {
+                p[i, j] = Sigmoid(logits[i, j]);
+            }
+            return;
+        }
+        // Softmax, shifted by the row maximum so that no exp overflows.
+        double max = double.NegativeInfinity;
+        for (int j = 0; j < e; j++)
+        {
+            max = Math.Max(max, logits[i, j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < e; j++)
+        {
+            p[i, j] = Math.Exp(logits[i, j] - max);
+            sum += p[i, j];
+        }
+        for (int j = 0; j < e; j++)
+        {
+            p[i, j] /= sum;
+        }
     }
 
     /// <summary>

@@ -56,17 +56,8 @@ public static class TopK
         int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
 
         // 1. Check the inputs.
-        Guard.InRange(k, 1, Math.Max(e, 1), "k");
-        if (e == 0)
-        {
-            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", nameof(logits));
-        }
+        CheckOptions(e, options);
         var bias = options.Bias;
-        if (bias is not null)
-        {
-            Guard.Length(bias.Count, e, "bias", $"logits has E = {e} columns");
-            Guard.Finite(bias, "bias");
-        }
 
         // 2. Scores P [N, E].
         var p = RouterScores.Compute(logits, options.Score);
@@ -85,26 +76,61 @@ public static class TopK
             var ranked = Ranking.Order(key);
             boundaryTie[i] = k < e && key[ranked[k - 1]] == key[ranked[k]];
 
-            // 4. Weights come from P, never from the bias.
-            var selectedLogits = new double[k];
-            for (int j = 0; j < k; j++)
-            {
-                experts[i, j] = ranked[j];
-                weights[i, j] = p[i, ranked[j]];
-                selectedLogits[j] = logits[i, ranked[j]];
-            }
-
-            // 5. Optional renormalization over the k selected: P_j / sum P, computed in log space so that
-            //    selected scores that underflow (a bias can select an expert with softmax mass e^-800) keep their ratios.
-            if (options.Normalize)
-            {
-                var normalized = RouterScores.Normalized(selectedLogits, options.Score);
-                for (int j = 0; j < k; j++)
-                {
-                    weights[i, j] = normalized[j];
-                }
-            }
+            // 4-5. The experts and their weights.
+            WriteRow(logits, p, i, ranked, options, experts, weights, new double[k]);
         }
         return new TopKResult(experts, weights, boundaryTie) { Scores = p };
+    }
+
+    /// <summary>Checks k (in 1..E, E &gt;= 1) and the bias (length E, finite) against logits with E columns; the fast
+    /// path checks with it too, so both reject the same inputs with the same messages.</summary>
+    /// <param name="e">E, the logits' columns.</param>
+    /// <param name="options">k and the optional bias.</param>
+    internal static void CheckOptions(int e, TopKOptions options)
+    {
+        Guard.InRange(options.K, 1, Math.Max(e, 1), "k");
+        if (e == 0)
+        {
+            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", "logits");
+        }
+        if (options.Bias is { } bias)
+        {
+            Guard.Length(bias.Count, e, "bias", $"logits has E = {e} columns");
+            Guard.Finite(bias, "bias");
+        }
+    }
+
+    /// <summary>Row i of the result from its first k ranked experts: experts[i, :] and their weights. The fast path
+    /// (<see cref="TopKFast"/>) writes its rows with it too.</summary>
+    /// <param name="logits">X, [N, E].</param>
+    /// <param name="p">P, [N, E].</param>
+    /// <param name="i">The row.</param>
+    /// <param name="ranked">At least k experts, best first.</param>
+    /// <param name="options">k, the score function and the renormalization.</param>
+    /// <param name="experts">[N, k]: row i is written.</param>
+    /// <param name="weights">[N, k]: row i is written.</param>
+    /// <param name="selectedLogits">Scratch of length k.</param>
+    internal static void WriteRow(double[,] logits, double[,] p, int i, int[] ranked, TopKOptions options,
+                                  int[,] experts, double[,] weights, double[] selectedLogits)
+    {
+        int k = options.K;
+        // 4. Weights come from P, never from the bias.
+        for (int j = 0; j < k; j++)
+        {
+            experts[i, j] = ranked[j];
+            weights[i, j] = p[i, ranked[j]];
+            selectedLogits[j] = logits[i, ranked[j]];
+        }
+
+        // 5. Optional renormalization over the k selected: P_j / sum P, computed in log space so that
+        //    selected scores that underflow (a bias can select an expert with softmax mass e^-800) keep their ratios.
+        if (options.Normalize)
+        {
+            var normalized = RouterScores.Normalized(selectedLogits, options.Score);
+            for (int j = 0; j < k; j++)
+            {
+                weights[i, j] = normalized[j];
+            }
+        }
     }
 }

@@ -32,18 +32,8 @@ public static class TopKFast
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(options);
         int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
-        Guard.InRange(k, 1, Math.Max(e, 1), "k");
-        if (e == 0)
-        {
-            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", nameof(logits));
-        }
-        double[]? bias = null;
-        if (options.Bias is { } b)
-        {
-            Guard.Length(b.Count, e, "bias", $"logits has E = {e} columns");
-            Guard.Finite(b, "bias");
-            bias = [.. b];
-        }
+        TopK.CheckOptions(e, options);
+        double[]? bias = options.Bias is { } b ? [.. b] : null;
         Guard.Finite(logits, nameof(logits)); // as RouterScores.Compute, first thing, with the same message
 
         var p = new double[n, e];
@@ -57,59 +47,18 @@ public static class TopKFast
             var (key, top, selectedLogits) = buffers;
             for (int i = block * RowsPerBlock, end = Math.Min(n, i + RowsPerBlock); i < end; i++)
             {
-                ScoreRow(logits, p, i, e, options.Score);
+                RouterScores.ComputeRow(logits, p, i, options.Score);
                 for (int j = 0; j < e; j++)
                 {
                     key[j] = p[i, j] + (bias?[j] ?? 0.0);
                 }
                 SelectTop(key, top);
                 boundaryTie[i] = k < e && key[top[k - 1]] == key[top[k]];
-                for (int j = 0; j < k; j++)
-                {
-                    experts[i, j] = top[j];
-                    weights[i, j] = p[i, top[j]];
-                    selectedLogits[j] = logits[i, top[j]];
-                }
-                if (options.Normalize)
-                {
-                    var normalized = RouterScores.Normalized(selectedLogits, options.Score);
-                    for (int j = 0; j < k; j++)
-                    {
-                        weights[i, j] = normalized[j];
-                    }
-                }
+                TopK.WriteRow(logits, p, i, top, options, experts, weights, selectedLogits);
             }
             return buffers;
         }, _ => { });
         return new TopKResult(experts, weights, boundaryTie) { Scores = p };
-    }
-
-    /// <summary>Row i of <see cref="RouterScores.Compute"/>, the same operations in the same order.</summary>
-    internal static void ScoreRow(double[,] logits, double[,] p, int i, int e, ScoreFunction score)
-    {
-        if (score == ScoreFunction.Sigmoid)
-        {
-            for (int j = 0; j < e; j++)
-            {
-                p[i, j] = RouterScores.Sigmoid(logits[i, j]);
-            }
-            return;
-        }
-        double max = double.NegativeInfinity;
-        for (int j = 0; j < e; j++)
-        {
-            max = Math.Max(max, logits[i, j]);
-        }
-        double sum = 0;
-        for (int j = 0; j < e; j++)
-        {
-            p[i, j] = Math.Exp(logits[i, j] - max);
-            sum += p[i, j];
-        }
-        for (int j = 0; j < e; j++)
-        {
-            p[i, j] /= sum;
-        }
     }
 
     /// <summary>The top.Length best indices of <paramref name="key"/> by <see cref="Ranking.RanksBefore"/>, best first:
