@@ -225,16 +225,8 @@ let ``fast capacity equals the readable reference bit for bit`` (seed: int) =
     let n, e = Array2D.length1 x, Array2D.length2 x
     let k = r.Next(1, e + 1)
 
-    let policies =
-        [|
-            DropPolicy.Position
-            DropPolicy.ChoicePosition
-            DropPolicy.Score
-            DropPolicy.Logit
-            DropPolicy.BatchPriority
-        |]
-
-    let norms = [| Renormalization.None; Renormalization.Before; Renormalization.After |]
+    let policies = Array.ofList RoutingGenerators.policies
+    let norms = Array.ofList RoutingGenerators.normalizations
 
     let roundings =
         [|
