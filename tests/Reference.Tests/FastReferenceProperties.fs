@@ -220,6 +220,18 @@ let ``fast topk equals the readable reference bit for bit`` (seed: int) =
     Expect.sequenceEqual fast.BoundaryTie slow.BoundaryTie "boundary ties"
     sameBits "scores" (Seq.cast<double> slow.Scores) (Seq.cast<double> fast.Scores)
 
+/// The allocation-free selection of the fast paths and the capacity validator against the readable one, on values
+/// drawn from a few levels so that most rows have ties, and k from 0 to n.
+let ``the allocation-free top selection picks the readable ranking's indices, ties to the lower index`` (seed: int) =
+    let r = Random(seed)
+    let n = r.Next(1, 40)
+    let levels = r.Next(1, 6)
+    let values = Array.init n (fun _ -> float (r.Next levels) - 0.5 * float levels)
+    let k = r.Next(0, n + 1)
+    let top = Array.zeroCreate k
+    Ranking.TopInto(ReadOnlySpan values, Span top)
+    Expect.sequenceEqual top (Ranking.Top(values, k)) $"top {k} of {values}"
+
 let ``fast capacity equals the readable reference bit for bit`` (seed: int) =
     let x, bias, score, r = routingProblem seed
     let n, e = Array2D.length1 x, Array2D.length2 x
@@ -493,6 +505,10 @@ let tests =
                 [ "topk.fast-reference-identical" ]
                 "fast topk equals the readable reference bit for bit"
                 ``fast topk equals the readable reference bit for bit``
+            Proofs.prop
+                [ "topk.fast-reference-identical" ]
+                "the allocation-free top selection picks the readable ranking's indices, ties to the lower index"
+                ``the allocation-free top selection picks the readable ranking's indices, ties to the lower index``
             Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"

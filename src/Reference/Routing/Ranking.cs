@@ -37,6 +37,37 @@ public static class Ranking
         return result;
     }
 
+    /// <summary>The same indices as <see cref="Top"/>, written into <paramref name="top"/> without allocating, for the fast
+    /// paths and the validators that rank every row of a large matrix: scanning indices upwards, an index enters only ahead
+    /// of those with a strictly smaller value, so equal values keep the lower index first. O(k·n) in the worst case, about
+    /// n when few values displace the current k best.</summary>
+    /// <param name="values">The values to rank; NaN is not allowed (the callers reject it first).</param>
+    /// <param name="top">Receives the top.Length best indices, best first; top.Length is at most values.Length.</param>
+    public static void TopInto(ReadOnlySpan<double> values, Span<int> top)
+    {
+        int m = top.Length, count = 0;
+        Guard.InRange(m, 0, values.Length, nameof(top));
+        for (int x = 0; x < values.Length && m > 0; x++)
+        {
+            double v = values[x];
+            if (count == m && !(v > values[top[m - 1]]))
+            {
+                continue;
+            }
+            int pos = count == m ? m - 1 : count;
+            while (pos > 0 && v > values[top[pos - 1]])
+            {
+                top[pos] = top[pos - 1];
+                pos--;
+            }
+            top[pos] = x;
+            if (count < m)
+            {
+                count++;
+            }
+        }
+    }
+
     /// <summary>All indices sorted by the ranking rule, best first (a stable descending order).</summary>
     public static int[] Order(IReadOnlyList<double> values)
     {

@@ -52,38 +52,12 @@ public static class TopKFast
                 {
                     key[j] = p[i, j] + (bias?[j] ?? 0.0);
                 }
-                SelectTop(key, top);
+                Ranking.TopInto(key, top);
                 boundaryTie[i] = k < e && key[top[k - 1]] == key[top[k]];
                 TopK.WriteRow(logits, p, i, top, options, experts, weights, selectedLogits);
             }
             return buffers;
         }, _ => { });
         return new TopKResult(experts, weights, boundaryTie) { Scores = p };
-    }
-
-    /// <summary>The top.Length best indices of <paramref name="key"/> by <see cref="Ranking.RanksBefore"/>, best first:
-    /// scanning indices upwards, an index enters only ahead of those with a strictly smaller key.</summary>
-    internal static void SelectTop(double[] key, int[] top)
-    {
-        int m = top.Length, count = 0;
-        for (int x = 0; x < key.Length; x++)
-        {
-            double v = key[x];
-            if (count == m && !(v > key[top[m - 1]]))
-            {
-                continue;
-            }
-            int pos = count == m ? m - 1 : count;
-            while (pos > 0 && v > key[top[pos - 1]])
-            {
-                top[pos] = top[pos - 1];
-                pos--;
-            }
-            top[pos] = x;
-            if (count < m)
-            {
-                count++;
-            }
-        }
     }
 }

@@ -193,10 +193,22 @@ public sealed class CapacityValidator : IValidator
         }
 
         // 2. Complete every row to a selection S_i (dropped positions get a full expert) and check it is a top-k choice.
+        //    Once the completion's per-expert summaries are built, rows are independent: they run in parallel, and the
+        //    problems are reported in token order below.
         var sel = new int[n, k];
+        ctx.PrepareCompletion(experts, keptOf);
+        var fault = new RowFault[n];
+        ForEachRow(n, i =>
+        {
+            if (rowOk[i])
+            {
+                fault[i] = !ctx.Complete(i, experts, keptOf, sel) ? RowFault.NoFullExpert
+                    : !ctx.IsValidTopK(i, sel) ? RowFault.NotTopK : RowFault.None;
+            }
+        });
         for (int i = 0; i < n; i++)
         {
-            if (rowOk[i] && !ctx.Complete(i, experts, keptOf, sel))
+            if (fault[i] == RowFault.NoFullExpert)
             {
                 // The expert the dropped choice most plausibly went to: the best one outside the row; it has room.
                 int wanted = Enumerable.Range(0, e).Where(x => Enumerable.Range(0, k).All(j => experts[i, j] != x))
@@ -205,7 +217,7 @@ public sealed class CapacityValidator : IValidator
                      + $"{keptOf[wanted].Count} < C = {c} requests, and no expert outside the row is full");
                 rowOk[i] = false;
             }
-            if (rowOk[i] && !ctx.IsValidTopK(i, sel))
+            else if (fault[i] == RowFault.NotTopK)
             {
                 Fail($"token {i}: the experts [{string.Join(", ", Enumerable.Range(0, k).Select(j => sel[i, j]))}] (dropped choices completed) "
                      + "are not a top-k choice of P + b");
@@ -216,6 +228,31 @@ public sealed class CapacityValidator : IValidator
         // 3. Pre-drop weights w [N, k] and first-choice scores of the completed selection; the dropped requests per expert.
         var w = new double[n, k];
         var top1 = new double[n];
+        ForEachRow(n, i =>
+        {
+            if (!rowOk[i])
+            {
+                return;
+            }
+            for (int j = 0; j < k; j++)
+            {
+                w[i, j] = ctx.P[i, sel[i, j]];
+            }
+            if (options.Normalize == Renormalization.Before)
+            {
+                var selected = new double[k];
+                for (int j = 0; j < k; j++)
+                {
+                    selected[j] = logits[i, sel[i, j]];
+                }
+                var normalized = RouterScores.Normalized(selected, options.Score);
+                for (int j = 0; j < k; j++)
+                {
+                    w[i, j] = normalized[j];
+                }
+            }
+            top1[i] = ctx.P[i, sel[i, 0]];
+        });
         for (int i = 0; i < n; i++)
         {
             if (!rowOk[i])
@@ -224,21 +261,11 @@ public sealed class CapacityValidator : IValidator
             }
             for (int j = 0; j < k; j++)
             {
-                w[i, j] = ctx.P[i, sel[i, j]];
                 if (experts[i, j] < 0)
                 {
                     droppedOf[sel[i, j]].Add((i, j));
                 }
             }
-            if (options.Normalize == Renormalization.Before)
-            {
-                var normalized = RouterScores.Normalized(Enumerable.Range(0, k).Select(j => logits[i, sel[i, j]]).ToArray(), options.Score);
-                for (int j = 0; j < k; j++)
-                {
-                    w[i, j] = normalized[j];
-                }
-            }
-            top1[i] = ctx.P[i, sel[i, 0]];
             if (experts[i, 0] < 0 && options.Policy == DropPolicy.BatchPriority)
             {
                 ctx.WidenFirstChoice(i, experts, keptOf);
@@ -247,37 +274,38 @@ public sealed class CapacityValidator : IValidator
 
         // 4. Capacity and priority, expert by expert (at most C kept was checked first): a drop only from a full expert; no dropped request
         //    definitely before a kept one.
-        for (int x = 0; x < e; x++)
+        //    Experts are independent: they run in parallel, and the problems are reported in expert order.
+        ForEachInOrder(e, (x, fail) =>
         {
-            if (droppedOf[x].Count > 0 && keptOf[x].Count < c)
+            if (droppedOf[x].Count == 0)
+            {
+                return;
+            }
+            if (keptOf[x].Count < c)
             {
                 var d = droppedOf[x][0];
-                Fail($"request ({d.I}, {d.J}) to expert {x} was dropped while expert {x} keeps only {keptOf[x].Count} < C = {c}");
+                fail($"request ({d.I}, {d.J}) to expert {x} was dropped while expert {x} keeps only {keptOf[x].Count} < C = {c}");
             }
-            // A dropped d is definitely before some kept a when a's group is larger, or the groups are equal and d's value
-            // clears a's upper bound: so the largest kept group and, per group, the smallest kept upper bound suffice.
-            var kept = keptOf[x].Where(r => rowOk[r.I]).Select(r => ctx.PriorityOf(r.I, r.J, x, w[r.I, r.J], top1[r.I])).ToList();
-            if (kept.Count == 0)
+            var kept = new List<Priority>(keptOf[x].Count);
+            foreach (var r in keptOf[x])
             {
-                continue;
+                if (rowOk[r.I])
+                {
+                    kept.Add(ctx.PriorityOf(r.I, r.J, x, w[r.I, r.J], top1[r.I]));
+                }
             }
-            long maxGroup = kept.Max(a => a.Group);
-            var minHigh = new Dictionary<long, double>();
-            foreach (var a in kept)
-            {
-                minHigh[a.Group] = Math.Min(a.High, minHigh.GetValueOrDefault(a.Group, double.PositiveInfinity));
-            }
+            var summary = new KeptSummary(kept);
             foreach (var d in droppedOf[x])
             {
                 var pd = ctx.PriorityOf(d.I, d.J, x, w[d.I, d.J], top1[d.I]);
-                if (pd.Group < maxGroup || pd.Low > minHigh.GetValueOrDefault(pd.Group, double.PositiveInfinity))
+                if (summary.Contradicts(pd))
                 {
                     var a = kept.First(pd.DefinitelyBefore);
-                    Fail($"expert {x} dropped request ({d.I}, {d.J}) but kept ({a.Token}, {a.Choice}), "
+                    fail($"expert {x} dropped request ({d.I}, {d.J}) but kept ({a.Token}, {a.Choice}), "
                          + $"which the {options.Policy} policy ranks after it");
                 }
             }
-        }
+        }, Fail, MaxProblems);
 
         // 5. Slots: -1 where dropped; each expert's kept requests numbered 0..load-1 without repeats, in dispatch order.
         if (slots is not null)
@@ -302,13 +330,13 @@ public sealed class CapacityValidator : IValidator
             }
         }
 
-        // 7. The weights the candidate's choice implies.
+        // 7. The weights the candidate's choice implies (rows in parallel: each writes only its own row).
         var rowSums = options.Normalize == Renormalization.None ? null : new double[n];
-        for (int i = 0; i < n; i++)
+        ForEachRow(n, i =>
         {
             if (!rowOk[i])
             {
-                continue;
+                return;
             }
             if (rowSums is not null)
             {
@@ -335,7 +363,7 @@ public sealed class CapacityValidator : IValidator
             {
                 ExpectWithinDroppedAmbiguity(i, logits, options, experts, sel, keptOf, ctx, weights, expected);
             }
-        }
+        });
         return new RoutingCheck(problems, expected) { RowSums = rowSums };
     }
 
@@ -345,6 +373,36 @@ public sealed class CapacityValidator : IValidator
     private readonly record struct Priority(int Token, int Choice, long Group, double Low, double High)
     {
         public bool DefinitelyBefore(Priority other) => Group < other.Group || (Group == other.Group && Low > other.High);
+    }
+
+    /// <summary>An expert's kept requests, summarized for one question: is a dropped request definitely before one of them?
+    /// It is when some kept request's group is larger, or one of its own group has a High below the dropped request's Low;
+    /// so the largest group and, per group, the smallest High suffice, and each question costs O(1), not O(C).</summary>
+    private sealed class KeptSummary
+    {
+        private readonly long maxGroup = long.MinValue;
+        private readonly Dictionary<long, double> minHigh = [];
+
+        public KeptSummary(IEnumerable<Priority> kept)
+        {
+            foreach (var a in kept)
+            {
+                maxGroup = Math.Max(maxGroup, a.Group);
+                minHigh[a.Group] = Math.Min(a.High, minHigh.GetValueOrDefault(a.Group, double.PositiveInfinity));
+            }
+        }
+
+        /// <summary>True when <paramref name="dropped"/> is definitely before some kept request.</summary>
+        public bool Contradicts(Priority dropped) =>
+            dropped.Group < maxGroup || dropped.Low > minHigh.GetValueOrDefault(dropped.Group, double.PositiveInfinity);
+    }
+
+    /// <summary>Row faults of step 2, found in parallel and reported in token order.</summary>
+    private enum RowFault : byte
+    {
+        None,
+        NoFullExpert,
+        NotTopK,
     }
 
     /// <summary>What every check needs: scores, keys, slacks and C.</summary>
@@ -492,7 +550,7 @@ public sealed class CapacityValidator : IValidator
             KeySlack = new double[N];
             TopKey = new int[N];
             var bias = options.Bias?.ToArray() ?? new double[E]; // [E], 0 without a bias
-            for (int i = 0; i < N; i++)
+            ForEachRow(N, i =>
             {
                 double maxAbs = 0;
                 for (int x = 0; x < E; x++)
@@ -511,7 +569,7 @@ public sealed class CapacityValidator : IValidator
                     top = Key[i, x] > Key[i, top] ? x : top;
                 }
                 TopKey[i] = top;
-            }
+            });
         }
 
         public double[,] Logits { get; }
@@ -635,7 +693,6 @@ public sealed class CapacityValidator : IValidator
             {
                 return true; // nothing to complete (most rows): no ranking needed
             }
-            var order = Ranking.Order(Enumerable.Range(0, E).Select(x => Key[i, x]).ToArray());
             var used = new bool[E];
             for (int j = 0; j < K; j++)
             {
@@ -644,37 +701,44 @@ public sealed class CapacityValidator : IValidator
                     used[sel[i, j]] = true;
                 }
             }
+            var band = new List<int>();
             for (int j = 0; j < K; j++)
             {
                 if (sel[i, j] >= 0)
                 {
                     continue;
                 }
-                int pick = -1, best = -1;
-                foreach (int x in order)
+                // Only an expert filled to C can have dropped a request. The best-ranked such expert outside the row, then
+                // the band of those within the key slack of it, in rank order: the first whose drop is not contradicted.
+                int best = -1;
+                for (int x = 0; x < E; x++)
                 {
-                    if (used[x] || keptOf[x].Count != C)
-                    {
-                        continue; // only an expert filled to C can have dropped a request
-                    }
-                    if (best < 0)
+                    if (!used[x] && keptOf[x].Count == C && (best < 0 || Ranking.RanksBefore(Key[i, x], x, Key[i, best], best)))
                     {
                         best = x;
                     }
-                    else if (Key[i, x] < Key[i, best] - KeySlack[i])
+                }
+                if (best < 0)
+                {
+                    return false;
+                }
+                band.Clear();
+                for (int x = 0; x < E; x++)
+                {
+                    if (!used[x] && keptOf[x].Count == C && Key[i, x] >= Key[i, best] - KeySlack[i])
                     {
-                        break; // past the near-ties of the best candidate
+                        band.Add(x);
                     }
-                    if (!DropContradicted(i, j, x, experts, sel, keptOf[x]))
+                }
+                band.Sort((a, b) => Ranking.RanksBefore(Key[i, a], a, Key[i, b], b) ? -1 : Ranking.RanksBefore(Key[i, b], b, Key[i, a], a) ? 1 : 0);
+                int pick = best;
+                foreach (int x in band)
+                {
+                    if (!DropContradicted(i, j, x, sel))
                     {
                         pick = x;
                         break;
                     }
-                }
-                pick = pick >= 0 ? pick : best;
-                if (pick < 0)
-                {
-                    return false;
                 }
                 sel[i, j] = pick;
                 used[pick] = true;
@@ -682,20 +746,54 @@ public sealed class CapacityValidator : IValidator
             return true;
         }
 
-        /// <summary>For the completion heuristic: would a drop of (i, j) at x contradict one of x's kept requests, judged with
-        /// raw scores as weights and the first choices the candidate kept?</summary>
-        private bool DropContradicted(int i, int j, int x, int[,] experts, int[,] sel, List<(int I, int J)> kept)
+        /// <summary>Builds what the completion heuristic reads, before rows are completed in parallel: with renormalization
+        /// "before", every row's normalizer; for every expert filled to C, the summary of its kept requests. Nothing when no
+        /// row has a dropped position.</summary>
+        public void PrepareCompletion(int[,] experts, List<(int I, int J)>[] keptOf)
         {
-            // First-choice scores: token i's own completed first choice; another token's kept first choice, or else its
-            // best-ranked expert (what its first choice is, up to near-ties).
-            var pd = PriorityOf(i, j, x, PreDropWeight(i, x), P[i, j == 0 ? x : sel[i, 0]]);
-            // x is not in row i, so none of x's kept requests is token i's, and their priorities do not depend on i: a drop
-            // is contradicted when some kept request has a larger group, or one of its group has a High below pd.Low. The
-            // summary (largest group, smallest High per group) is computed once per expert, so completing every row costs
-            // O(C) per expert, not per dropped request.
-            keptSummary ??= new (long, Dictionary<long, double>)?[E];
-            var (maxGroup, minHigh) = keptSummary[x] ??= Summarize(x, experts, kept);
-            return pd.Group < maxGroup || pd.Low > minHigh.GetValueOrDefault(pd.Group, double.PositiveInfinity);
+            bool anyDropped = false;
+            for (int i = 0; i < N && !anyDropped; i++)
+            {
+                for (int j = 0; j < K; j++)
+                {
+                    anyDropped |= experts[i, j] < 0;
+                }
+            }
+            if (!anyDropped)
+            {
+                return;
+            }
+            if (Options.Normalize == Renormalization.Before)
+            {
+                var normalizer = new double[N];
+                ForEachRow(N, i => normalizer[i] = BeforeLogNormalizer(i));
+                beforeLogNormalizer = normalizer;
+            }
+            // x's kept requests are never token i's when x is outside row i, so their priorities do not depend on the row
+            // being completed: one summary per expert, and completing every row costs O(C) per expert, not per drop.
+            var summaries = new KeptSummary?[E];
+            Parallel.For(0, E, x =>
+            {
+                if (keptOf[x].Count == C)
+                {
+                    summaries[x] = new KeptSummary(keptOf[x].Select(a =>
+                    {
+                        double top1 = experts[a.I, 0] >= 0 ? P[a.I, experts[a.I, 0]] : P[a.I, TopKey[a.I]];
+                        return PriorityOf(a.I, a.J, x, PreDropWeight(a.I, x), top1);
+                    }));
+                }
+            });
+            keptSummary = summaries;
+        }
+
+        /// <summary>For the completion heuristic: would a drop of (i, j) at the full expert x contradict one of x's kept
+        /// requests, judged with raw scores as weights and the first choices the candidate kept? First-choice scores: token
+        /// i's own completed first choice; another token's kept first choice, or else its best-ranked expert (what its first
+        /// choice is, up to near-ties).</summary>
+        private bool DropContradicted(int i, int j, int x, int[,] sel)
+        {
+            var summary = keptSummary?[x] ?? throw new InvalidOperationException("PrepareCompletion was not called");
+            return summary.Contradicts(PriorityOf(i, j, x, PreDropWeight(i, x), P[i, j == 0 ? x : sel[i, 0]]));
         }
 
         /// <summary>For the completion heuristic: the pre-drop weight of token i's request to expert x, without the row's
@@ -703,52 +801,49 @@ public sealed class CapacityValidator : IValidator
         /// <see cref="RouterScores.Normalized"/> computes it. The top-k's logits do not depend on how exact key ties are
         /// broken (equal keys without a bias are equal scores, hence equal logits), so the score policy's comparisons in
         /// the heuristic are the ones step 6 makes with the completed rows.</summary>
-        private double PreDropWeight(int i, int x)
+        private double PreDropWeight(int i, int x) => Options.Normalize != Renormalization.Before
+            ? P[i, x]
+            : Math.Exp(LogScore(i, x) - (beforeLogNormalizer?[i] ?? throw new InvalidOperationException("PrepareCompletion was not called")));
+
+        /// <summary>With renormalization "before": log of the sum of the scores of row i's top-k by key.</summary>
+        private double BeforeLogNormalizer(int i)
         {
-            if (Options.Normalize != Renormalization.Before)
+            var key = new double[E];
+            for (int y = 0; y < E; y++)
             {
-                return P[i, x];
+                key[y] = Key[i, y];
             }
-            beforeLogNormalizer ??= Enumerable.Repeat(double.NaN, N).ToArray();
-            if (double.IsNaN(beforeLogNormalizer[i]))
+            var top = new int[K];
+            Ranking.TopInto(key, top);
+            double m = double.NegativeInfinity;
+            foreach (int y in top)
             {
-                var order = Ranking.Order(Enumerable.Range(0, E).Select(y => Key[i, y]).ToArray());
-                var top = order.Take(K).Select(y => LogScore(i, y)).ToArray();
-                double m = top.Max();
-                beforeLogNormalizer[i] = m + Math.Log(top.Sum(v => Math.Exp(v - m)));
+                m = Math.Max(m, LogScore(i, y));
             }
-            return Math.Exp(LogScore(i, x) - beforeLogNormalizer[i]);
+            double sum = 0;
+            foreach (int y in top)
+            {
+                sum += Math.Exp(LogScore(i, y) - m);
+            }
+            return m + Math.Log(sum);
         }
 
-        /// <summary>[N] with renormalization "before": per row, log of the sum of the top-k's scores (NaN until needed).</summary>
+        /// <summary>[N] with renormalization "before": per row, log of the sum of the top-k's scores (set by
+        /// <see cref="PrepareCompletion"/>).</summary>
         private double[]? beforeLogNormalizer;
 
         /// <summary>The log of the score of token i at expert x up to the row's constant: the logit (softmax) or its log-sigmoid.</summary>
         private double LogScore(int i, int x) =>
             Options.Score == ScoreFunction.Softmax ? Logits[i, x] : RouterScores.LogSigmoid(Logits[i, x]);
 
-        /// <summary>[E] per expert, once: the largest group and the smallest High per group of its kept requests.</summary>
-        private (long MaxGroup, Dictionary<long, double> MinHigh)?[]? keptSummary;
-
-        private (long MaxGroup, Dictionary<long, double> MinHigh) Summarize(int x, int[,] experts, List<(int I, int J)> kept)
-        {
-            long maxGroup = long.MinValue;
-            var minHigh = new Dictionary<long, double>();
-            foreach (var a in kept)
-            {
-                double top1 = experts[a.I, 0] >= 0 ? P[a.I, experts[a.I, 0]] : P[a.I, TopKey[a.I]];
-                var pa = PriorityOf(a.I, a.J, x, PreDropWeight(a.I, x), top1);
-                maxGroup = Math.Max(maxGroup, pa.Group);
-                minHigh[pa.Group] = Math.Min(pa.High, minHigh.GetValueOrDefault(pa.Group, double.PositiveInfinity));
-            }
-            return (maxGroup, minHigh);
-        }
+        /// <summary>[E] the summaries of the experts filled to C (null for the others), set by <see cref="PrepareCompletion"/>.</summary>
+        private KeptSummary?[]? keptSummary;
 
         /// <summary>True when row i of sel is a top-k choice of the keys within the slack: descending, and no unchosen expert
         /// beats the weakest chosen one.</summary>
         public bool IsValidTopK(int i, int[,] sel)
         {
-            var chosen = new bool[E];
+            Span<bool> chosen = E <= 1024 ? stackalloc bool[E] : new bool[E];
             double weakest = double.PositiveInfinity;
             for (int j = 0; j < K; j++)
             {
@@ -791,25 +886,29 @@ public sealed class CapacityValidator : IValidator
                 }
             }
         }
-        for (int x = 0; x < ctx.E; x++)
+        // Experts in parallel, each reporting its first problem; reported in expert order.
+        ForEachInOrder(ctx.E, (x, expertFail) =>
         {
-            var bySlot = keptOf[x].OrderBy(r => slots[r.I, r.J]).ToList();
-            for (int s = 0; s < bySlot.Count; s++)
+            // The expert's kept requests by slot (a stable sort: requests with equal slots keep their token order).
+            var bySlot = keptOf[x].ToArray();
+            var slotOf = Array.ConvertAll(bySlot, r => slots[r.I, r.J]);
+            var order = Enumerable.Range(0, bySlot.Length).ToArray();
+            Array.Sort(order, (a, b) => slotOf[a] != slotOf[b] ? slotOf[a].CompareTo(slotOf[b]) : a.CompareTo(b));
+            for (int s = 0; s < order.Length; s++)
             {
-                var r = bySlot[s];
-                if (slots[r.I, r.J] != s)
+                var r = bySlot[order[s]];
+                if (slotOf[order[s]] != s)
                 {
-                    fail($"expert {x}'s slots are not 0..{bySlot.Count - 1} without repeats: slots[{r.I}, {r.J}] = {slots[r.I, r.J]}");
-                    break;
+                    expertFail($"expert {x}'s slots are not 0..{bySlot.Length - 1} without repeats: slots[{r.I}, {r.J}] = {slots[r.I, r.J]}");
+                    return;
                 }
-                if (s > 0 && rowOk[r.I] && rowOk[bySlot[s - 1].I]
-                    && ctx.DispatchOf(r.I, r.J, top1).DefinitelyBefore(ctx.DispatchOf(bySlot[s - 1].I, bySlot[s - 1].J, top1)))
+                var a = s > 0 ? bySlot[order[s - 1]] : default;
+                if (s > 0 && rowOk[r.I] && rowOk[a.I] && ctx.DispatchOf(r.I, r.J, top1).DefinitelyBefore(ctx.DispatchOf(a.I, a.J, top1)))
                 {
-                    var a = bySlot[s - 1];
-                    fail($"expert {x}: request ({r.I}, {r.J}) has slot {s}, after ({a.I}, {a.J}), although it comes first in dispatch order");
-                    break;
+                    expertFail($"expert {x}: request ({r.I}, {r.J}) has slot {s}, after ({a.I}, {a.J}), although it comes first in dispatch order");
+                    return;
                 }
             }
-        }
+        }, fail, 1);
     }
 }
