@@ -304,6 +304,23 @@ let private errorOf (f: unit -> obj) =
     with :? ArgumentException as ex ->
         ex.Message
 
+let ``fast block routing equals the readable reference bit for bit`` (seed: int) =
+    let x, _, _, r = routingProblem seed
+    let n, e = Array2D.length1 x, Array2D.length2 x
+    let k = r.Next(1, e + 1)
+
+    let options =
+        BlockRoutingOptions(K = k, BlockSize = r.Next(1, max 2 (n + 2)), BlockK = Nullable(r.Next(k, e + 1)))
+
+    let slow = BlockRouting.Route(x, options)
+    let fast = BlockRoutingFast.Route(x, options)
+    sameInts "experts" (Seq.cast<int> slow.Experts) (Seq.cast<int> fast.Experts)
+    sameBits "weights" (Seq.cast<double> slow.Weights) (Seq.cast<double> fast.Weights)
+    sameInts "block experts" (Seq.cast<int> slow.BlockExperts) (Seq.cast<int> fast.BlockExperts)
+    sameInts "unique per block" slow.UniquePerBlock fast.UniquePerBlock
+    sameInts "token-level unique" slow.TokenLevelUnique fast.TokenLevelUnique
+    sameBits "scores" (Seq.cast<double> slow.Scores) (Seq.cast<double> fast.Scores)
+
 let ``fast routing references reject what the readable ones reject`` () =
     let x = Array2D.init 5 4 (fun i j -> float (i - j))
     let nan = Array2D.copy x
@@ -330,6 +347,19 @@ let ``fast routing references reject what the readable ones reject`` () =
         let slow = errorOf (fun () -> box (Capacity.Route(x, options)))
         Expect.notEqual slow "no error" "the reference rejects it"
         Expect.equal (errorOf (fun () -> box (CapacityFast.Route(x, options)))) slow "capacity: same error"
+
+    for logits, options in
+        [
+            nan, BlockRoutingOptions(K = 2, BlockSize = 2)
+            x, BlockRoutingOptions(K = 5, BlockSize = 2)
+            x, BlockRoutingOptions(K = 2, BlockSize = 0)
+            x, BlockRoutingOptions(K = 2, BlockSize = 2, BlockK = Nullable 1)
+            x, BlockRoutingOptions(K = 2, BlockSize = 2, BlockK = Nullable 5)
+            Array2D.zeroCreate 3 0, BlockRoutingOptions(K = 1, BlockSize = 2)
+        ] do
+        let slow = errorOf (fun () -> box (BlockRouting.Route(logits, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (BlockRoutingFast.Route(logits, options)))) slow "block-routing: same error"
 
     let slow = errorOf (fun () -> box (AuxLoss.Compute(nan, AuxLossOptions())))
     Expect.notEqual slow "no error" "the reference rejects it"
@@ -466,6 +496,11 @@ let ``capacity check gives the same reports below and beyond the threshold`` () 
         // The load of expert 0 off by one.
         sameVerdicts "capacity" (routingArrays 7 80 5 (policy = "score")) parameters "load" (fun l -> l.[0] <- l.[0] + 1.0)
 
+let ``block-routing check gives the same reports below and beyond the threshold`` () =
+    for grid, parameters in [ false, [ "k", "2"; "block_size", "8" ]; true, [ "k", "1"; "block_size", "3"; "block_k", "3" ] ] do
+        // One token's first expert swapped for another.
+        sameVerdicts "block-routing" (routingArrays 11 60 6 grid) parameters "experts" (fun x -> x.[0] <- float ((int x.[0] + 1) % 6))
+
 let ``aux-loss check gives the same reports below and beyond the threshold`` () =
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
         sameVerdicts "aux-loss" (routingArrays 9 70 6 false) [ "k", "2"; "variant", variant ] "switch_loss" (fun v -> v.[0] <- v.[0] * 1.01)
@@ -510,6 +545,14 @@ let tests =
                 "the allocation-free top selection picks the readable ranking's indices, ties to the lower index"
                 ``the allocation-free top selection picks the readable ranking's indices, ties to the lower index``
             Proofs.prop
+                [ "block-routing.fast-reference-identical" ]
+                "fast block routing equals the readable reference bit for bit"
+                ``fast block routing equals the readable reference bit for bit``
+            Proofs.test
+                [ "block-routing.fast-reference-identical" ]
+                "block-routing check gives the same reports below and beyond the threshold"
+                ``block-routing check gives the same reports below and beyond the threshold``
+            Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"
                 ``fast capacity equals the readable reference bit for bit``
@@ -522,6 +565,7 @@ let tests =
                     "topk.fast-reference-identical"
                     "capacity.fast-reference-identical"
                     "aux-loss.fast-reference-identical"
+                    "block-routing.fast-reference-identical"
                 ]
                 "fast routing references reject what the readable ones reject"
                 ``fast routing references reject what the readable ones reject``

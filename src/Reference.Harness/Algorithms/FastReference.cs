@@ -1,3 +1,5 @@
+using Reference.Harness.Registry;
+
 namespace Reference.Harness.Algorithms;
 
 /// <summary>
@@ -6,7 +8,8 @@ namespace Reference.Harness.Algorithms;
 /// path is proven equal to its readable reference (bit for bit: proofs/attention.md, attention.fast-reference-identical;
 /// proofs/expert-choice.md, expert-choice.fast-reference-identical;
 /// proofs/topk.md, topk.fast-reference-identical; proofs/capacity.md, capacity.fast-reference-identical; proofs/aux-loss.md,
-/// aux-loss.fast-reference-identical), so the verdict does not depend on the threshold.
+/// aux-loss.fast-reference-identical; proofs/block-routing.md, block-routing.fast-reference-identical), so the verdict does not
+/// depend on the threshold.
 /// </summary>
 public static class FastReference
 {
@@ -19,12 +22,30 @@ public static class FastReference
     /// <c>expert-choice</c>'s oracle is <see cref="Reference.Routing.ExpertChoiceFast"/>: 2^24.</summary>
     public const long ExpertChoiceWork = 1L << 24;
 
-    /// <summary>Routing work N E (the logits' size) beyond which the oracles of <c>topk</c>, <c>capacity</c> and
-    /// <c>aux-loss</c> are <see cref="Reference.Routing.TopKFast"/>, <see cref="Reference.Routing.CapacityFast"/> and
-    /// <see cref="Reference.Routing.AuxLossFast"/>: 2^18, where the readable references take about 20 ms.</summary>
+    /// <summary>Routing work N E (the logits' size) beyond which the oracles of <c>topk</c>, <c>capacity</c>, <c>aux-loss</c>
+    /// and <c>block-routing</c> are <see cref="Reference.Routing.TopKFast"/>, <see cref="Reference.Routing.CapacityFast"/>,
+    /// <see cref="Reference.Routing.AuxLossFast"/> and <see cref="Reference.Routing.BlockRoutingFast"/>: 2^18, where the
+    /// readable references take about 20 ms.</summary>
     public const long RoutingWork = 1L << 18;
 
     private static readonly AsyncLocal<long?> Override = new();
+
+    /// <summary>The oracle of a routing algorithm whose work is the logits' size N E, computed once per call: beyond
+    /// <see cref="RoutingWork"/> the fast path's result (memoized under <paramref name="key"/>), otherwise the readable
+    /// reference's.</summary>
+    /// <typeparam name="T">The result.</typeparam>
+    /// <param name="call">The call; its logits are [N, E].</param>
+    /// <param name="key">The memo key of the fast result, distinct from the reference's.</param>
+    /// <param name="reference">The readable reference's (memoized) result.</param>
+    /// <param name="fast">The fast path on the logits.</param>
+    /// <returns>The result.</returns>
+    internal static T RoutingOracle<T>(AlgorithmCall call, object key, Func<T> reference, Func<double[,], T> fast)
+    {
+        var shape = call.Array("logits").Shape;
+        return shape.Count == 2 && Beyond((long)shape[0] * shape[1], RoutingWork)
+            ? call.Memo(key, () => fast(call.Matrix("logits")))
+            : reference();
+    }
 
     /// <summary>True when <paramref name="work"/> exceeds <paramref name="threshold"/>, or the lowered threshold of
     /// <see cref="Lowered"/> in the current asynchronous flow.</summary>
