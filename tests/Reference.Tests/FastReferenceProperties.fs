@@ -321,6 +321,30 @@ let ``fast block routing equals the readable reference bit for bit`` (seed: int)
     sameInts "token-level unique" slow.TokenLevelUnique fast.TokenLevelUnique
     sameBits "scores" (Seq.cast<double> slow.Scores) (Seq.cast<double> fast.Scores)
 
+let ``fast rerouting equals the readable reference bit for bit`` (seed: int) =
+    let x, _, score, r = routingProblem seed
+    let n, e = Array2D.length1 x, Array2D.length2 x
+    let k = r.Next(1, e + 1)
+
+    let options =
+        RerouteOptions(
+            K = k,
+            Score = score,
+            Capacity =
+                (if r.Next 3 = 0 then
+                     Nullable(r.Next(0, n * k + 2))
+                 else
+                     Nullable()),
+            CapacityFactor = [| 0.25; 0.5; 1.0; 1.25; 2.0 |].[r.Next 5]
+        )
+
+    let slow = Reroute.Route(x, options)
+    let fast = RerouteFast.Route(x, options)
+    sameInts "experts" (Seq.cast<int> slow.Experts) (Seq.cast<int> fast.Experts)
+    sameBits "weights" (Seq.cast<double> slow.Weights) (Seq.cast<double> fast.Weights)
+    sameInts "load" slow.Load fast.Load
+    Expect.equal fast.Capacity slow.Capacity "C"
+
 let ``fast routing references reject what the readable ones reject`` () =
     let x = Array2D.init 5 4 (fun i j -> float (i - j))
     let nan = Array2D.copy x
@@ -360,6 +384,19 @@ let ``fast routing references reject what the readable ones reject`` () =
         let slow = errorOf (fun () -> box (BlockRouting.Route(logits, options)))
         Expect.notEqual slow "no error" "the reference rejects it"
         Expect.equal (errorOf (fun () -> box (BlockRoutingFast.Route(logits, options)))) slow "block-routing: same error"
+
+    for logits, options in
+        [
+            nan, RerouteOptions(K = 2)
+            x, RerouteOptions(K = 5)
+            x, RerouteOptions(K = 0)
+            x, RerouteOptions(K = 2, CapacityFactor = -1.0)
+            x, RerouteOptions(K = 2, Capacity = Nullable -1)
+            Array2D.zeroCreate 3 0, RerouteOptions(K = 1)
+        ] do
+        let slow = errorOf (fun () -> box (Reroute.Route(logits, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (RerouteFast.Route(logits, options)))) slow "reroute: same error"
 
     let slow = errorOf (fun () -> box (AuxLoss.Compute(nan, AuxLossOptions())))
     Expect.notEqual slow "no error" "the reference rejects it"
@@ -501,6 +538,11 @@ let ``block-routing check gives the same reports below and beyond the threshold`
         // One token's first expert swapped for another.
         sameVerdicts "block-routing" (routingArrays 11 60 6 grid) parameters "experts" (fun x -> x.[0] <- float ((int x.[0] + 1) % 6))
 
+let ``reroute check gives the same reports below and beyond the threshold`` () =
+    for grid, parameters in [ false, [ "k", "2"; "capacity_factor", "0.75" ]; true, [ "k", "3"; "capacity", "20" ] ] do
+        // The load of expert 0 off by one.
+        sameVerdicts "reroute" (routingArrays 13 50 6 grid) parameters "load" (fun l -> l.[0] <- l.[0] + 1.0)
+
 let ``aux-loss check gives the same reports below and beyond the threshold`` () =
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
         sameVerdicts "aux-loss" (routingArrays 9 70 6 false) [ "k", "2"; "variant", variant ] "switch_loss" (fun v -> v.[0] <- v.[0] * 1.01)
@@ -553,6 +595,14 @@ let tests =
                 "block-routing check gives the same reports below and beyond the threshold"
                 ``block-routing check gives the same reports below and beyond the threshold``
             Proofs.prop
+                [ "reroute.fast-reference-identical" ]
+                "fast rerouting equals the readable reference bit for bit"
+                ``fast rerouting equals the readable reference bit for bit``
+            Proofs.test
+                [ "reroute.fast-reference-identical" ]
+                "reroute check gives the same reports below and beyond the threshold"
+                ``reroute check gives the same reports below and beyond the threshold``
+            Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"
                 ``fast capacity equals the readable reference bit for bit``
@@ -566,6 +616,7 @@ let tests =
                     "capacity.fast-reference-identical"
                     "aux-loss.fast-reference-identical"
                     "block-routing.fast-reference-identical"
+                    "reroute.fast-reference-identical"
                 ]
                 "fast routing references reject what the readable ones reject"
                 ``fast routing references reject what the readable ones reject``

@@ -8,7 +8,7 @@ namespace Reference.Harness.Algorithms;
 /// path is proven equal to its readable reference (bit for bit: proofs/attention.md, attention.fast-reference-identical;
 /// proofs/expert-choice.md, expert-choice.fast-reference-identical;
 /// proofs/topk.md, topk.fast-reference-identical; proofs/capacity.md, capacity.fast-reference-identical; proofs/aux-loss.md,
-/// aux-loss.fast-reference-identical; proofs/block-routing.md, block-routing.fast-reference-identical), so the verdict does not
+/// aux-loss.fast-reference-identical; proofs/block-routing.md, block-routing.fast-reference-identical; proofs/reroute.md, reroute.fast-reference-identical), so the verdict does not
 /// depend on the threshold.
 /// </summary>
 public static class FastReference
@@ -22,10 +22,10 @@ public static class FastReference
     /// <c>expert-choice</c>'s oracle is <see cref="Reference.Routing.ExpertChoiceFast"/>: 2^24.</summary>
     public const long ExpertChoiceWork = 1L << 24;
 
-    /// <summary>Routing work N E (the logits' size) beyond which the oracles of <c>topk</c>, <c>capacity</c>, <c>aux-loss</c>
-    /// and <c>block-routing</c> are <see cref="Reference.Routing.TopKFast"/>, <see cref="Reference.Routing.CapacityFast"/>,
-    /// <see cref="Reference.Routing.AuxLossFast"/> and <see cref="Reference.Routing.BlockRoutingFast"/>: 2^18, where the
-    /// readable references take about 20 ms.</summary>
+    /// <summary>Routing work N E (the logits' size) beyond which the oracles of <c>topk</c>, <c>capacity</c>, <c>aux-loss</c>,
+    /// <c>block-routing</c> and <c>reroute</c> are <see cref="Reference.Routing.TopKFast"/>, <see cref="Reference.Routing.CapacityFast"/>,
+    /// <see cref="Reference.Routing.AuxLossFast"/>, <see cref="Reference.Routing.BlockRoutingFast"/> and
+    /// <see cref="Reference.Routing.RerouteFast"/>: 2^18, where the readable references take about 20 ms.</summary>
     public const long RoutingWork = 1L << 18;
 
     private static readonly AsyncLocal<long?> Override = new();
