@@ -345,6 +345,55 @@ let ``fast rerouting equals the readable reference bit for bit`` (seed: int) =
     sameInts "load" slow.Load fast.Load
     Expect.equal fast.Capacity slow.Capacity "C"
 
+/// A random linear-attention problem: small shapes, entries of random magnitude (rounded to a coarse grid half the time),
+/// every form, feature map and normalization, decays in (0, 1] and chunks from 1 to past T.
+let private linearProblem (seed: int) =
+    let r = Random seed
+    let b, h, t, d, dv = r.Next(1, 3), r.Next(1, 4), r.Next(1, 40), r.Next(1, 9), r.Next(1, 7)
+    let grid = r.Next 2 = 0
+
+    let arr (last: int) =
+        Array4D.init b h t last (fun _ _ _ _ -> if grid then float (r.Next(-4, 5)) * 0.5 else 2.0 * normal r)
+
+    let options =
+        LinearAttentionOptions(
+            FeatureMap =
+                (if r.Next 2 = 0 then
+                     FeatureMap.Elu1
+                 else
+                     FeatureMap.Identity),
+            Normalize = (r.Next 2 = 0),
+            Decay = [| 1.0; 0.9; 0.5; 1e-3 |].[r.Next 4],
+            Form = [| LinearForm.Parallel; LinearForm.Recurrent; LinearForm.Chunked |].[r.Next 3],
+            Chunk = r.Next(1, t + 3)
+        )
+
+    arr d, arr d, arr dv, options
+
+let ``fast linear attention equals the readable reference bit for bit`` (seed: int) =
+    let q, k, v, options = linearProblem seed
+    let slow = LinearAttention.Compute(q, k, v, options)
+    let fast = LinearAttentionFast.Compute(q, k, v, options)
+    sameBits $"out ({options.Form})" (flat4 slow) (flat4 fast)
+
+let ``fast linear attention rejects what the reference rejects`` () =
+    let q, k, v, _ = linearProblem 5
+    let nan = q.Clone() :?> double[,,,]
+    nan.[0, 0, 0, 0] <- Double.NaN
+    let short = Array4D.init 1 1 1 1 (fun _ _ _ _ -> 1.0)
+
+    for (q, k, v), options in
+        [
+            (nan, k, v), LinearAttentionOptions()
+            (q, short, v), LinearAttentionOptions()
+            (q, k, v), LinearAttentionOptions(Decay = 0.0)
+            (q, k, v), LinearAttentionOptions(Decay = 1.5)
+            (q, k, v), LinearAttentionOptions(Chunk = 0)
+        ] do
+        let slow = errorOf (fun () -> box (LinearAttention.Compute(q, k, v, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (LinearAttentionFast.Compute(q, k, v, options)))) slow "linear: same error"
+
 let ``fast routing references reject what the readable ones reject`` () =
     let x = Array2D.init 5 4 (fun i j -> float (i - j))
     let nan = Array2D.copy x
@@ -543,6 +592,28 @@ let ``reroute check gives the same reports below and beyond the threshold`` () =
         // The load of expert 0 off by one.
         sameVerdicts "reroute" (routingArrays 13 50 6 grid) parameters "load" (fun l -> l.[0] <- l.[0] + 1.0)
 
+let ``linear check gives the same reports below and beyond the threshold`` () =
+    let r = Random 17
+
+    let arr (shape: int[]) = NdArray.Create(Array.init (Array.fold (*) 1 shape) (fun _ -> float32 (normal r)), shape)
+
+    let arrays = [ "q", arr [| 1; 2; 37; 8 |]; "k", arr [| 1; 2; 37; 8 |]; "v", arr [| 1; 2; 37; 4 |] ]
+
+    for parameters in [ [ "decay", "0.9" ]; [ "form", "recurrent"; "normalize", "false" ] ] do
+        let alg, call = bind "linear" arrays parameters
+        let kernel = alg.Run(call, "kernel")
+        let good (_: IReadOnlyDictionary<string, NdArray>) = Dictionary kernel
+
+        let broken (_: IReadOnlyDictionary<string, NdArray>) =
+            let out = kernel.["out"].ToDoubles() |> Array.map float32
+            out.[5] <- out.[5] + 1e-2f
+            Dictionary(dict [ "out", NdArray.Create(out, Array.ofSeq kernel.["out"].Shape) ])
+
+        for label, candidate, passes in [ "kernel", good, true; "broken", broken, false ] do
+            let below, beyond = bothWays "linear" arrays parameters candidate
+            Expect.equal beyond below $"{label}: same reports"
+            Expect.equal (below |> List.forall fst) passes $"{label}: verdict {below}"
+
 let ``aux-loss check gives the same reports below and beyond the threshold`` () =
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
         sameVerdicts "aux-loss" (routingArrays 9 70 6 false) [ "k", "2"; "variant", variant ] "switch_loss" (fun v -> v.[0] <- v.[0] * 1.01)
@@ -602,6 +673,18 @@ let tests =
                 [ "reroute.fast-reference-identical" ]
                 "reroute check gives the same reports below and beyond the threshold"
                 ``reroute check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.linear-fast-reference-identical" ]
+                "fast linear attention equals the readable reference bit for bit"
+                ``fast linear attention equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.linear-fast-reference-identical" ]
+                "fast linear attention rejects what the reference rejects"
+                ``fast linear attention rejects what the reference rejects``
+            Proofs.test
+                [ "attention.linear-fast-reference-identical" ]
+                "linear check gives the same reports below and beyond the threshold"
+                ``linear check gives the same reports below and beyond the threshold``
             Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"
