@@ -394,6 +394,45 @@ let ``fast linear attention rejects what the reference rejects`` () =
         Expect.notEqual slow "no error" "the reference rejects it"
         Expect.equal (errorOf (fun () -> box (LinearAttentionFast.Compute(q, k, v, options)))) slow "linear: same error"
 
+/// Random self-attention inputs [B, Hq, T, D] with Hkv kv heads, entries on a coarse grid half the time (so that gates
+/// and selection scores tie).
+let private sparseAttentionInputs (r: Random) (hq: int) (hkv: int) =
+    let b, t, d, dv = r.Next(1, 3), r.Next(1, 30), r.Next(1, 9), r.Next(1, 6)
+    let grid = r.Next 2 = 0
+
+    let arr h last = Array4D.init b h t last (fun _ _ _ _ -> if grid then float (r.Next(-2, 3)) * 0.5 else normal r)
+
+    arr hq d, arr hkv d, arr hkv dv, t
+
+let ``fast MoBA equals the readable reference bit for bit`` (seed: int) =
+    let r = Random seed
+    let h = r.Next(1, 4)
+    let q, k, v, t = sparseAttentionInputs r h h
+
+    let options =
+        MobaOptions(ChunkSize = r.Next(1, t + 2), TopK = r.Next(1, 5), Scale = (if r.Next 2 = 0 then Nullable() else Nullable 0.7))
+
+    let slow = Moba.Compute(q, k, v, options)
+    let fast = MobaFast.Compute(q, k, v, options)
+    sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
+    sameBits "lse" (flat3 slow.Lse) (flat3 fast.Lse)
+
+let ``fast NSA equals the readable reference bit for bit`` (seed: int) =
+    let r = Random seed
+    let hkv = r.Next(1, 3)
+    let q, k, v, t = sparseAttentionInputs r (hkv * r.Next(1, 3)) hkv
+    let gates = Array4D.init (Array4D.length1 q) (Array4D.length2 q) t 3 (fun _ _ _ _ -> r.NextDouble())
+    let options = NsaOptions(BlockSize = r.Next(1, 6), TopN = r.Next(1, 4), Window = r.Next(0, t + 2))
+    let slow = Nsa.Compute(q, k, v, gates, options)
+    let fast = NsaFast.Compute(q, k, v, gates, options)
+    sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
+    Expect.sequenceEqual (Seq.cast<bool> fast.Selected) (Seq.cast<bool> slow.Selected) "selected"
+    // Another valid selection (every candidate block): the path the validator takes for a candidate's own tie-break.
+    let all = Array4D.create (Array4D.length1 slow.Selected) hkv t (Array4D.length4 slow.Selected) true
+    let slowAll = Nsa.ComputeWithSelection(q, k, v, gates, options, all)
+    let fastAll = NsaFast.ComputeWithSelection(q, k, v, gates, options, all)
+    sameBits "out with a given selection" (flat4 slowAll.Out) (flat4 fastAll.Out)
+
 let ``fast routing references reject what the readable ones reject`` () =
     let x = Array2D.init 5 4 (fun i j -> float (i - j))
     let nan = Array2D.copy x
@@ -614,6 +653,55 @@ let ``linear check gives the same reports below and beyond the threshold`` () =
             Expect.equal beyond below $"{label}: same reports"
             Expect.equal (below |> List.forall fst) passes $"{label}: verdict {below}"
 
+/// check of the reference's float32 outputs and of a copy with one output entry moved gives the same reports below and
+/// beyond the thresholds, and the expected verdicts.
+let private sameAttentionVerdicts (name: string) arrays parameters (moved: string) =
+    let alg, call = bind name arrays parameters
+
+    let asFloat32 (a: NdArray) =
+        if a.IsFloatingPoint then
+            NdArray.Create(a.ToDoubles() |> Array.map float32, Array.ofSeq a.Shape)
+        else
+            a
+
+    let good (expected: IReadOnlyDictionary<string, NdArray>) =
+        Dictionary(expected |> Seq.map (fun kv -> KeyValuePair(kv.Key, asFloat32 kv.Value)))
+
+    let broken (expected: IReadOnlyDictionary<string, NdArray>) =
+        let d = good expected
+        let values = d.[moved].ToDoubles() |> Array.map float32
+        values.[3] <- values.[3] + 1e-2f
+        d.[moved] <- NdArray.Create(values, Array.ofSeq d.[moved].Shape)
+        d
+
+    for label, candidate, passes in [ "reference", good, true; "broken", broken, false ] do
+        let below, beyond = bothWays name arrays parameters candidate
+        Expect.equal beyond below $"{label}: same reports"
+        Expect.equal (below |> List.forall fst) passes $"{label}: verdict {below}"
+
+let private f32 (r: Random) (shape: int[]) = NdArray.Create(Array.init (Array.fold (*) 1 shape) (fun _ -> float32 (normal r)), shape)
+
+let ``moba check gives the same reports below and beyond the threshold`` () =
+    let r = Random 19
+
+    let arrays =
+        [ "q", f32 r [| 1; 2; 33; 8 |]; "k", f32 r [| 1; 2; 33; 8 |]; "v", f32 r [| 1; 2; 33; 4 |] ]
+
+    sameAttentionVerdicts "moba" arrays [ "chunk_size", "5"; "top_k", "2" ] "out"
+
+let ``nsa check gives the same reports below and beyond the threshold`` () =
+    let r = Random 23
+
+    let arrays =
+        [
+            "q", f32 r [| 1; 4; 29; 8 |]
+            "k", f32 r [| 1; 2; 29; 8 |]
+            "v", f32 r [| 1; 2; 29; 4 |]
+            "gates", NdArray.Create(Array.init (4 * 29 * 3) (fun _ -> float32 (r.NextDouble())), [| 1; 4; 29; 3 |])
+        ]
+
+    sameAttentionVerdicts "nsa" arrays [ "block_size", "4"; "top_n", "2"; "window", "6" ] "out"
+
 let ``aux-loss check gives the same reports below and beyond the threshold`` () =
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
         sameVerdicts "aux-loss" (routingArrays 9 70 6 false) [ "k", "2"; "variant", variant ] "switch_loss" (fun v -> v.[0] <- v.[0] * 1.01)
@@ -685,6 +773,22 @@ let tests =
                 [ "attention.linear-fast-reference-identical" ]
                 "linear check gives the same reports below and beyond the threshold"
                 ``linear check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.moba-fast-reference-identical" ]
+                "fast MoBA equals the readable reference bit for bit"
+                ``fast MoBA equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.moba-fast-reference-identical" ]
+                "moba check gives the same reports below and beyond the threshold"
+                ``moba check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.nsa-fast-reference-identical" ]
+                "fast NSA equals the readable reference bit for bit"
+                ``fast NSA equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.nsa-fast-reference-identical" ]
+                "nsa check gives the same reports below and beyond the threshold"
+                ``nsa check gives the same reports below and beyond the threshold``
             Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"
