@@ -433,6 +433,29 @@ let ``fast NSA equals the readable reference bit for bit`` (seed: int) =
     let fastAll = NsaFast.ComputeWithSelection(q, k, v, gates, options, all)
     sameBits "out with a given selection" (flat4 slowAll.Out) (flat4 fastAll.Out)
 
+let ``fast LeanK equals the readable reference bit for bit`` (seed: int) =
+    let r = Random seed
+    let hkv = r.Next(1, 3)
+    let q, k, v, t = sparseAttentionInputs r (hkv * r.Next(1, 3)) hkv
+    let channelMask = Array2D.init hkv (Array4D.length4 q) (fun g _ -> g > 0 || r.Next 3 > 0) // head 0 sometimes keeps nothing
+
+    let options =
+        LeanKOptions(
+            Sink = r.Next(0, 4),
+            Recent = r.Next(0, t + 2),
+            Causal = (r.Next 3 > 0),
+            ZeroHead =
+                (if r.Next 2 = 0 then
+                     LeanKZeroHead.ZeroLogit
+                 else
+                     LeanKZeroHead.Drop)
+        )
+
+    let slow = LeanK.Compute(q, k, v, channelMask, options)
+    let fast = LeanKFast.Compute(q, k, v, channelMask, options)
+    sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
+    sameBits "lse" (flat3 slow.Lse) (flat3 fast.Lse)
+
 let ``fast routing references reject what the readable ones reject`` () =
     let x = Array2D.init 5 4 (fun i j -> float (i - j))
     let nan = Array2D.copy x
@@ -702,6 +725,19 @@ let ``nsa check gives the same reports below and beyond the threshold`` () =
 
     sameAttentionVerdicts "nsa" arrays [ "block_size", "4"; "top_n", "2"; "window", "6" ] "out"
 
+let ``leank check gives the same reports below and beyond the threshold`` () =
+    let r = Random 29
+
+    let arrays =
+        [
+            "q", f32 r [| 1; 4; 31; 8 |]
+            "k", f32 r [| 1; 2; 31; 8 |]
+            "v", f32 r [| 1; 2; 31; 4 |]
+            "channel_mask", NdArray.Create(Array.init 16 (fun n -> n % 3 <> 0), [| 2; 8 |])
+        ]
+
+    sameAttentionVerdicts "leank" arrays [ "sink", "2"; "recent", "5" ] "out"
+
 let ``aux-loss check gives the same reports below and beyond the threshold`` () =
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
         sameVerdicts "aux-loss" (routingArrays 9 70 6 false) [ "k", "2"; "variant", variant ] "switch_loss" (fun v -> v.[0] <- v.[0] * 1.01)
@@ -789,6 +825,14 @@ let tests =
                 [ "attention.nsa-fast-reference-identical" ]
                 "nsa check gives the same reports below and beyond the threshold"
                 ``nsa check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.leank-fast-reference-identical" ]
+                "fast LeanK equals the readable reference bit for bit"
+                ``fast LeanK equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.leank-fast-reference-identical" ]
+                "leank check gives the same reports below and beyond the threshold"
+                ``leank check gives the same reports below and beyond the threshold``
             Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"
