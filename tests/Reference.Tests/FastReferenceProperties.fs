@@ -456,6 +456,31 @@ let ``fast LeanK equals the readable reference bit for bit`` (seed: int) =
     sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
     sameBits "lse" (flat3 slow.Lse) (flat3 fast.Lse)
 
+let ``fast block-sparse attention equals the readable reference bit for bit`` (seed: int) =
+    let r = Random seed
+    let hkv = r.Next(1, 3)
+    let q, k, v, t = sparseAttentionInputs r (hkv * r.Next(1, 3)) hkv
+    let b, hq = Array4D.length1 q, Array4D.length2 q
+    // A random dense mask (per head or broadcast over heads), tiled into a BlockMask with partial and full tiles; the
+    // element mask is the dense mask itself or another random one.
+    let heads = if r.Next 2 = 0 then 1 else hq
+    let density = r.NextDouble()
+    let dense = Array4D.init b heads t t (fun _ _ _ _ -> r.NextDouble() < density)
+    let blockMask = BlockMask.FromDenseMask(dense, r.Next(1, 6), r.Next(1, 6))
+
+    let element =
+        match r.Next 3 with
+        | 0 -> null
+        | 1 -> dense
+        | _ -> Array4D.init b heads t t (fun _ _ _ _ -> r.Next 4 > 0)
+
+    let scale = if r.Next 2 = 0 then Nullable() else Nullable 0.6
+    let softcap = if r.Next 3 = 0 then 5.0 else 0.0
+    let slow = BlockSparseAttention.Compute(q, k, v, blockMask, element, scale, softcap)
+    let fast = BlockSparseAttentionFast.Compute(q, k, v, blockMask, element, scale, softcap)
+    sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
+    sameBits "lse" (flat3 slow.Lse) (flat3 fast.Lse)
+
 let ``fast routing references reject what the readable ones reject`` () =
     let x = Array2D.init 5 4 (fun i j -> float (i - j))
     let nan = Array2D.copy x
@@ -738,6 +763,25 @@ let ``leank check gives the same reports below and beyond the threshold`` () =
 
     sameAttentionVerdicts "leank" arrays [ "sink", "2"; "recent", "5" ] "out"
 
+let ``block-sparse check gives the same reports below and beyond the threshold`` () =
+    let r = Random 31
+    let t, tile = 30, 8
+    let nq = (t + tile - 1) / tile
+    // Causal tiles: query tile i lists key tiles 0..i as partial, with a causal element mask.
+    let indices = Array.init (nq * nq) (fun n -> n % nq)
+
+    let arrays =
+        [
+            "q", f32 r [| 1; 2; t; 8 |]
+            "k", f32 r [| 1; 2; t; 8 |]
+            "v", f32 r [| 1; 2; t; 4 |]
+            "kv_num_blocks", NdArray.Create(Array.init nq (fun i -> i + 1), [| 1; 1; nq |])
+            "kv_indices", NdArray.Create(indices, [| 1; 1; nq; nq |])
+            "mask", NdArray.Create(Array.init (t * t) (fun n -> n % t <= n / t), [| 1; 1; t; t |])
+        ]
+
+    sameAttentionVerdicts "block-sparse" arrays [ "block_q", string tile; "block_k", string tile ] "out"
+
 let ``aux-loss check gives the same reports below and beyond the threshold`` () =
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
         sameVerdicts "aux-loss" (routingArrays 9 70 6 false) [ "k", "2"; "variant", variant ] "switch_loss" (fun v -> v.[0] <- v.[0] * 1.01)
@@ -833,6 +877,14 @@ let tests =
                 [ "attention.leank-fast-reference-identical" ]
                 "leank check gives the same reports below and beyond the threshold"
                 ``leank check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.block-sparse-fast-reference-identical" ]
+                "fast block-sparse attention equals the readable reference bit for bit"
+                ``fast block-sparse attention equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.block-sparse-fast-reference-identical" ]
+                "block-sparse check gives the same reports below and beyond the threshold"
+                ``block-sparse check gives the same reports below and beyond the threshold``
             Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"
