@@ -121,6 +121,31 @@ let ``a path whose output breaks the declared shape or kind is stopped`` () =
 
     Assert.That(kind.Message, Does.Contain("output 'index' has dtype F64 but is declared integer"))
 
+let ``a path that runs out of memory or fails natively is bad input with one line, not a crash`` () =
+    let outOfMemory (_: AlgorithmCall) (_: ToyOptions) : ToyOutput =
+        raise (OutOfMemoryException "Insufficient memory to continue the execution of the program.")
+
+    let native (_: AlgorithmCall) (_: ToyOptions) : ToyOutput =
+        raise (
+            Runtime.InteropServices.ExternalException(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory\nframe #0: c10::ThrowEnforceNotMet"
+            )
+        )
+
+    let algorithm =
+        (entry (ref 0) [ "reference", good; "oom", outOfMemory; "native", native ]).ToAlgorithm()
+
+    let call = bind algorithm 3 []
+
+    for path, expected in
+        [
+            "oom", "toy.npz: toy could not run this input here (OutOfMemoryException: Insufficient memory"
+            "native", "toy.npz: toy could not run this input here (ExternalException: [enforce fail at alloc_cpu.cpp:127]"
+        ] do
+        let error = Assert.Throws<InputException>(Action(fun () -> algorithm.Run(call, path) |> ignore))
+        Assert.That(error.Message, Does.StartWith expected)
+        Assert.That(error.Message, Does.Not.Contain "\n", "one line")
+
 // The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Expecto.Tests>]
 let tests =
@@ -141,4 +166,8 @@ let tests =
                 []
                 "a path whose output breaks the declared shape or kind is stopped"
                 ``a path whose output breaks the declared shape or kind is stopped``
+            Proofs.test
+                []
+                "a path that runs out of memory or fails natively is bad input with one line, not a crash"
+                ``a path that runs out of memory or fails natively is bad input with one line, not a crash``
         ]

@@ -420,6 +420,13 @@ public sealed class Algorithm
             }
             throw new InputException($"{call.Source}: {message}", ex);
         }
+        catch (Exception ex) when (ex is OutOfMemoryException or System.Runtime.InteropServices.ExternalException)
+        {
+            // A path that cannot run this input here (out of memory, or a native library's error such as libtorch's
+            // allocator): a clear one-line reason and exit 2, never a crash (proofs/cli.md, Exit codes).
+            string first = ex.Message.Split('\n', 2)[0].Trim();
+            throw new InputException($"{call.Source}: {Name} could not run this input here ({ex.GetType().Name}: {first})", ex);
+        }
     }
 
     private static void CheckKind(InputSpec spec, NdArray array, string source)

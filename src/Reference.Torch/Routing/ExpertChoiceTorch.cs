@@ -13,7 +13,7 @@ namespace Reference.Torch.Routing;
 /// </summary>
 /// <remarks>C is resolved on the host from N, E, k and the factor (<see cref="ExpertChoice.ResolveCapacity"/>).
 /// <c>torch.topk</c> does not promise which of two equal scores comes first; the expert-choice validator accepts every
-/// choice among near-ties (proofs/expert-choice.md). count is the one-hot sum of the chosen tokens. Precision
+/// choice among near-ties (proofs/expert-choice.md). count is the histogram of the chosen tokens (<c>torch.bincount</c>; the one-hot sum of the papers' code needs E C N memory). Precision
 /// (<see cref="TorchRouting"/>): logits in the model's dtype, softmax and selection in float32 (flaxformer's float32
 /// router), gates returned with <c>.to(dtype)</c>: float16 or bfloat16 for float16 or bfloat16 logits, else float32.</remarks>
 public static class ExpertChoiceTorch
@@ -38,7 +38,7 @@ public static class ExpertChoiceTorch
         var logits = tensor(call.Floats("logits"), [n, e], ScalarType.Float32, device);
         var scores = logits.softmax(-1);                                          // [N, E]
         var (gates, tokens) = scores.topk(c, dim: 0, largest: true, sorted: true); // [C, E] each
-        var count = nn.functional.one_hot(tokens.reshape(-1), n).sum(dim: 0); // [N]
+        var count = tokens.reshape(-1).bincount(null, minlength: n);             // [N]; a one-hot sum would take [E C, N]
         return new ExpertChoiceOutput(
             NdArray.Create(tokens.t().contiguous().to(ScalarType.Int32).cpu().data<int>().ToArray(), e, c),
             TorchRouting.Stored(gates.t(), TorchRouting.ModelType(call, "logits"), e, c),
