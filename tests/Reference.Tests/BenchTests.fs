@@ -62,9 +62,9 @@ let ``bench routing times every registered path and the check of a kernel candid
 
     for name in RoutingBench.Algorithms do
         let algorithm = AlgorithmRegistry.Find name
-        // The solvers are the reference, every path the registry holds for the cpu (torch when registered), then check.
+        // The solvers are the oracle, every path the registry holds for the cpu (torch when registered), then check.
         let expected =
-            [ "reference (double)" ]
+            [ RoutingBench.OracleSolver ]
             @ [
                 for p in algorithm.Paths do
                     if Seq.contains Devices.Cpu p.Devices then
@@ -84,7 +84,7 @@ let ``bench routing times every registered path and the check of a kernel candid
     for size, solver, median, _, note in cases do
         Assert.That(median.IsSome, $"{size} {solver}: {note}")
 
-    Assert.That(out, Does.Contain "x reference (double)'s time")
+    Assert.That(out, Does.Contain $"x {RoutingBench.OracleSolver}'s time")
     Assert.That(out, Does.Not.Contain "MISMATCH")
     Assert.That(out, Does.Not.Contain RoutingBench.CheckFailed)
 

@@ -26,6 +26,11 @@ public sealed class RoutingBench : IBench
     /// <summary>The sizes it runs without <c>--size</c>.</summary>
     public static IReadOnlyList<BenchSize> DefaultSizes { get; } = [new BenchSize(4096, 64, 2), new BenchSize(65536, 64, 8)];
 
+    /// <summary>The first solver: what <c>check</c> judges against (<see cref="Algorithm.RunOracle"/>), in double
+    /// precision: the readable reference, or beyond <see cref="Algorithms.FastReference.RoutingWork"/> its fast path, equal
+    /// to it bit for bit.</summary>
+    public const string OracleSolver = "oracle (double)";
+
     /// <summary>The solver name of the whole check of a kernel candidate.</summary>
     public const string CheckSolver = "check (kernel candidate)";
 
@@ -37,7 +42,7 @@ public sealed class RoutingBench : IBench
 
     /// <inheritdoc />
     public string Summary =>
-        "topk, capacity, expert-choice, aux-loss: reference (double), kernel (float32), torch when registered, and the whole check of a kernel candidate; sizes N/E/k (default 4096/64/2, 65536/64/8)";
+        "topk, capacity, expert-choice, aux-loss: oracle (double), kernel (float32), torch when registered, and the whole check of a kernel candidate; sizes N/E/k (default 4096/64/2, 65536/64/8)";
 
     /// <summary>Adds the routing and Sinkhorn benchmarks to <see cref="BenchRegistry"/> (the CLI calls this at start-up).</summary>
     public static void Register()
@@ -118,7 +123,7 @@ public sealed class RoutingBench : IBench
 
         // The reference is what check judges against (RunOracle): the readable reference, or beyond a size the fast double
         // reference proven equal to it (expert-choice beyond E C N = 2^24), as `reference run` without --path.
-        var solvers = new List<TimedSolver> { new("reference (double)", () => Interleaved.Time(() => algorithm.RunOracle(Bind()))) };
+        var solvers = new List<TimedSolver> { new(OracleSolver, () => Interleaved.Time(() => algorithm.RunOracle(Bind()))) };
         foreach (var path in algorithm.Paths.Where(p => p.Devices.Contains(Devices.Cpu)))
         {
             string? skip = path.Supports is { } supports && !supports(Bind()) ? $"skipped: {path.Name} does not support this call (its Supports rule)" : null;
