@@ -6,7 +6,8 @@ namespace Reference.Harness.Algorithms;
 /// path is proven equal to its readable reference (bit for bit: proofs/attention.md, attention.fast-reference-identical;
 /// proofs/expert-choice.md, expert-choice.fast-reference-identical;
 /// proofs/topk.md, topk.fast-reference-identical; proofs/capacity.md, capacity.fast-reference-identical; proofs/aux-loss.md,
-/// aux-loss.fast-reference-identical), so the verdict does not depend on the threshold.
+/// aux-loss.fast-reference-identical; proofs/sinkhorn.md, sinkhorn.fast-reference-identical), so the verdict does not
+/// depend on the threshold.
 /// </summary>
 public static class FastReference
 {
@@ -23,6 +24,12 @@ public static class FastReference
     /// <c>aux-loss</c> are <see cref="Reference.Routing.TopKFast"/>, <see cref="Reference.Routing.CapacityFast"/> and
     /// <see cref="Reference.Routing.AuxLossFast"/>: 2^18, where the readable references take about 20 ms.</summary>
     public const long RoutingWork = 1L << 18;
+
+    /// <summary>Sinkhorn work N E (the cost's size; every iteration touches each entry about twice) beyond which
+    /// <c>sinkhorn</c>'s oracle, the validator's target and re-runs, and its sensitivity runs on perturbed costs are
+    /// <see cref="Reference.Transport.SinkhornFast"/>: 2^16, where one iteration of the readable log reference takes
+    /// about 2 ms.</summary>
+    public const long SinkhornWork = 1L << 16;
 
     private static readonly AsyncLocal<long?> Override = new();
 

@@ -351,7 +351,7 @@ public sealed class SinkhornValidator : IValidator
                     moved[i, j] = cost[i, j] + (positive(i, j) ? 8.0 : -8.0) * u32 * (Math.Abs(cost[i, j]) + potentialScale);
                 }
             }
-            var sensitive = Reference.Transport.Sinkhorn.Solve(moved, options with { MaxIterations = t, Tolerance = 0.0 });
+            var sensitive = SinkhornAlgorithm.SolveCost(moved, options with { MaxIterations = t, Tolerance = 0.0 });
             if (sensitive.Status == SinkhornStatus.NumericalError)
             {
                 continue;
