@@ -305,6 +305,135 @@ let private errorOf (f: unit -> obj) =
     with :? ArgumentException as ex ->
         ex.Message
 
+let ``fast block routing equals the readable reference bit for bit`` (seed: int) =
+    let x, _, _, r = routingProblem seed
+    let n, e = Array2D.length1 x, Array2D.length2 x
+    let k = r.Next(1, e + 1)
+
+    let options =
+        BlockRoutingOptions(K = k, BlockSize = r.Next(1, max 2 (n + 2)), BlockK = Nullable(r.Next(k, e + 1)))
+
+    let slow = BlockRouting.Route(x, options)
+    let fast = BlockRoutingFast.Route(x, options)
+    sameInts "experts" (Seq.cast<int> slow.Experts) (Seq.cast<int> fast.Experts)
+    sameBits "weights" (Seq.cast<double> slow.Weights) (Seq.cast<double> fast.Weights)
+    sameInts "block experts" (Seq.cast<int> slow.BlockExperts) (Seq.cast<int> fast.BlockExperts)
+    sameInts "unique per block" slow.UniquePerBlock fast.UniquePerBlock
+    sameInts "token-level unique" slow.TokenLevelUnique fast.TokenLevelUnique
+    sameBits "scores" (Seq.cast<double> slow.Scores) (Seq.cast<double> fast.Scores)
+
+let ``fast rerouting equals the readable reference bit for bit`` (seed: int) =
+    let x, _, score, r = routingProblem seed
+    let n, e = Array2D.length1 x, Array2D.length2 x
+    let k = r.Next(1, e + 1)
+
+    let options =
+        RerouteOptions(
+            K = k,
+            Score = score,
+            Capacity =
+                (if r.Next 3 = 0 then
+                     Nullable(r.Next(0, n * k + 2))
+                 else
+                     Nullable()),
+            CapacityFactor = [| 0.25; 0.5; 1.0; 1.25; 2.0 |].[r.Next 5]
+        )
+
+    let slow = Reroute.Route(x, options)
+    let fast = RerouteFast.Route(x, options)
+    sameInts "experts" (Seq.cast<int> slow.Experts) (Seq.cast<int> fast.Experts)
+    sameBits "weights" (Seq.cast<double> slow.Weights) (Seq.cast<double> fast.Weights)
+    sameInts "load" slow.Load fast.Load
+    Expect.equal fast.Capacity slow.Capacity "C"
+
+/// A random linear-attention problem: small shapes, entries of random magnitude (rounded to a coarse grid half the time),
+/// every form, feature map and normalization, decays in (0, 1] and chunks from 1 to past T.
+let private linearProblem (seed: int) =
+    let r = Random seed
+    let b, h, t, d, dv = r.Next(1, 3), r.Next(1, 4), r.Next(1, 40), r.Next(1, 9), r.Next(1, 7)
+    let grid = r.Next 2 = 0
+
+    let arr (last: int) =
+        Array4D.init b h t last (fun _ _ _ _ -> if grid then float (r.Next(-4, 5)) * 0.5 else 2.0 * normal r)
+
+    let options =
+        LinearAttentionOptions(
+            FeatureMap =
+                (if r.Next 2 = 0 then
+                     FeatureMap.Elu1
+                 else
+                     FeatureMap.Identity),
+            Normalize = (r.Next 2 = 0),
+            Decay = [| 1.0; 0.9; 0.5; 1e-3 |].[r.Next 4],
+            Form = [| LinearForm.Parallel; LinearForm.Recurrent; LinearForm.Chunked |].[r.Next 3],
+            Chunk = r.Next(1, t + 3)
+        )
+
+    arr d, arr d, arr dv, options
+
+let ``fast linear attention equals the readable reference bit for bit`` (seed: int) =
+    let q, k, v, options = linearProblem seed
+    let slow = LinearAttention.Compute(q, k, v, options)
+    let fast = LinearAttentionFast.Compute(q, k, v, options)
+    sameBits $"out ({options.Form})" (flat4 slow) (flat4 fast)
+
+let ``fast linear attention rejects what the reference rejects`` () =
+    let q, k, v, _ = linearProblem 5
+    let nan = q.Clone() :?> double[,,,]
+    nan.[0, 0, 0, 0] <- Double.NaN
+    let short = Array4D.init 1 1 1 1 (fun _ _ _ _ -> 1.0)
+
+    for (q, k, v), options in
+        [
+            (nan, k, v), LinearAttentionOptions()
+            (q, short, v), LinearAttentionOptions()
+            (q, k, v), LinearAttentionOptions(Decay = 0.0)
+            (q, k, v), LinearAttentionOptions(Decay = 1.5)
+            (q, k, v), LinearAttentionOptions(Chunk = 0)
+        ] do
+        let slow = errorOf (fun () -> box (LinearAttention.Compute(q, k, v, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (LinearAttentionFast.Compute(q, k, v, options)))) slow "linear: same error"
+
+/// Random self-attention inputs [B, Hq, T, D] with Hkv kv heads, entries on a coarse grid half the time (so that gates
+/// and selection scores tie).
+let private sparseAttentionInputs (r: Random) (hq: int) (hkv: int) =
+    let b, t, d, dv = r.Next(1, 3), r.Next(1, 30), r.Next(1, 9), r.Next(1, 6)
+    let grid = r.Next 2 = 0
+
+    let arr h last = Array4D.init b h t last (fun _ _ _ _ -> if grid then float (r.Next(-2, 3)) * 0.5 else normal r)
+
+    arr hq d, arr hkv d, arr hkv dv, t
+
+let ``fast MoBA equals the readable reference bit for bit`` (seed: int) =
+    let r = Random seed
+    let h = r.Next(1, 4)
+    let q, k, v, t = sparseAttentionInputs r h h
+
+    let options =
+        MobaOptions(ChunkSize = r.Next(1, t + 2), TopK = r.Next(1, 5), Scale = (if r.Next 2 = 0 then Nullable() else Nullable 0.7))
+
+    let slow = Moba.Compute(q, k, v, options)
+    let fast = MobaFast.Compute(q, k, v, options)
+    sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
+    sameBits "lse" (flat3 slow.Lse) (flat3 fast.Lse)
+
+let ``fast NSA equals the readable reference bit for bit`` (seed: int) =
+    let r = Random seed
+    let hkv = r.Next(1, 3)
+    let q, k, v, t = sparseAttentionInputs r (hkv * r.Next(1, 3)) hkv
+    let gates = Array4D.init (Array4D.length1 q) (Array4D.length2 q) t 3 (fun _ _ _ _ -> r.NextDouble())
+    let options = NsaOptions(BlockSize = r.Next(1, 6), TopN = r.Next(1, 4), Window = r.Next(0, t + 2))
+    let slow = Nsa.Compute(q, k, v, gates, options)
+    let fast = NsaFast.Compute(q, k, v, gates, options)
+    sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
+    Expect.sequenceEqual (Seq.cast<bool> fast.Selected) (Seq.cast<bool> slow.Selected) "selected"
+    // Another valid selection (every candidate block): the path the validator takes for a candidate's own tie-break.
+    let all = Array4D.create (Array4D.length1 slow.Selected) hkv t (Array4D.length4 slow.Selected) true
+    let slowAll = Nsa.ComputeWithSelection(q, k, v, gates, options, all)
+    let fastAll = NsaFast.ComputeWithSelection(q, k, v, gates, options, all)
+    sameBits "out with a given selection" (flat4 slowAll.Out) (flat4 fastAll.Out)
+
 let ``fast routing references reject what the readable ones reject`` () =
     let x = Array2D.init 5 4 (fun i j -> float (i - j))
     let nan = Array2D.copy x
@@ -331,6 +460,32 @@ let ``fast routing references reject what the readable ones reject`` () =
         let slow = errorOf (fun () -> box (Capacity.Route(x, options)))
         Expect.notEqual slow "no error" "the reference rejects it"
         Expect.equal (errorOf (fun () -> box (CapacityFast.Route(x, options)))) slow "capacity: same error"
+
+    for logits, options in
+        [
+            nan, BlockRoutingOptions(K = 2, BlockSize = 2)
+            x, BlockRoutingOptions(K = 5, BlockSize = 2)
+            x, BlockRoutingOptions(K = 2, BlockSize = 0)
+            x, BlockRoutingOptions(K = 2, BlockSize = 2, BlockK = Nullable 1)
+            x, BlockRoutingOptions(K = 2, BlockSize = 2, BlockK = Nullable 5)
+            Array2D.zeroCreate 3 0, BlockRoutingOptions(K = 1, BlockSize = 2)
+        ] do
+        let slow = errorOf (fun () -> box (BlockRouting.Route(logits, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (BlockRoutingFast.Route(logits, options)))) slow "block-routing: same error"
+
+    for logits, options in
+        [
+            nan, RerouteOptions(K = 2)
+            x, RerouteOptions(K = 5)
+            x, RerouteOptions(K = 0)
+            x, RerouteOptions(K = 2, CapacityFactor = -1.0)
+            x, RerouteOptions(K = 2, Capacity = Nullable -1)
+            Array2D.zeroCreate 3 0, RerouteOptions(K = 1)
+        ] do
+        let slow = errorOf (fun () -> box (Reroute.Route(logits, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (RerouteFast.Route(logits, options)))) slow "reroute: same error"
 
     let slow = errorOf (fun () -> box (AuxLoss.Compute(nan, AuxLossOptions())))
     Expect.notEqual slow "no error" "the reference rejects it"
@@ -466,6 +621,87 @@ let ``capacity check gives the same reports below and beyond the threshold`` () 
         let parameters = [ "k", "2"; "policy", policy; "normalize", "after"; "capacity_factor", "0.75" ]
         // The load of expert 0 off by one.
         sameVerdicts "capacity" (routingArrays 7 80 5 (policy = "score")) parameters "load" (fun l -> l.[0] <- l.[0] + 1.0)
+
+let ``block-routing check gives the same reports below and beyond the threshold`` () =
+    for grid, parameters in [ false, [ "k", "2"; "block_size", "8" ]; true, [ "k", "1"; "block_size", "3"; "block_k", "3" ] ] do
+        // One token's first expert swapped for another.
+        sameVerdicts "block-routing" (routingArrays 11 60 6 grid) parameters "experts" (fun x -> x.[0] <- float ((int x.[0] + 1) % 6))
+
+let ``reroute check gives the same reports below and beyond the threshold`` () =
+    for grid, parameters in [ false, [ "k", "2"; "capacity_factor", "0.75" ]; true, [ "k", "3"; "capacity", "20" ] ] do
+        // The load of expert 0 off by one.
+        sameVerdicts "reroute" (routingArrays 13 50 6 grid) parameters "load" (fun l -> l.[0] <- l.[0] + 1.0)
+
+let ``linear check gives the same reports below and beyond the threshold`` () =
+    let r = Random 17
+
+    let arr (shape: int[]) = NdArray.Create(Array.init (Array.fold (*) 1 shape) (fun _ -> float32 (normal r)), shape)
+
+    let arrays = [ "q", arr [| 1; 2; 37; 8 |]; "k", arr [| 1; 2; 37; 8 |]; "v", arr [| 1; 2; 37; 4 |] ]
+
+    for parameters in [ [ "decay", "0.9" ]; [ "form", "recurrent"; "normalize", "false" ] ] do
+        let alg, call = bind "linear" arrays parameters
+        let kernel = alg.Run(call, "kernel")
+        let good (_: IReadOnlyDictionary<string, NdArray>) = Dictionary kernel
+
+        let broken (_: IReadOnlyDictionary<string, NdArray>) =
+            let out = kernel.["out"].ToDoubles() |> Array.map float32
+            out.[5] <- out.[5] + 1e-2f
+            Dictionary(dict [ "out", NdArray.Create(out, Array.ofSeq kernel.["out"].Shape) ])
+
+        for label, candidate, passes in [ "kernel", good, true; "broken", broken, false ] do
+            let below, beyond = bothWays "linear" arrays parameters candidate
+            Expect.equal beyond below $"{label}: same reports"
+            Expect.equal (below |> List.forall fst) passes $"{label}: verdict {below}"
+
+/// check of the reference's float32 outputs and of a copy with one output entry moved gives the same reports below and
+/// beyond the thresholds, and the expected verdicts.
+let private sameAttentionVerdicts (name: string) arrays parameters (moved: string) =
+    let alg, call = bind name arrays parameters
+
+    let asFloat32 (a: NdArray) =
+        if a.IsFloatingPoint then
+            NdArray.Create(a.ToDoubles() |> Array.map float32, Array.ofSeq a.Shape)
+        else
+            a
+
+    let good (expected: IReadOnlyDictionary<string, NdArray>) =
+        Dictionary(expected |> Seq.map (fun kv -> KeyValuePair(kv.Key, asFloat32 kv.Value)))
+
+    let broken (expected: IReadOnlyDictionary<string, NdArray>) =
+        let d = good expected
+        let values = d.[moved].ToDoubles() |> Array.map float32
+        values.[3] <- values.[3] + 1e-2f
+        d.[moved] <- NdArray.Create(values, Array.ofSeq d.[moved].Shape)
+        d
+
+    for label, candidate, passes in [ "reference", good, true; "broken", broken, false ] do
+        let below, beyond = bothWays name arrays parameters candidate
+        Expect.equal beyond below $"{label}: same reports"
+        Expect.equal (below |> List.forall fst) passes $"{label}: verdict {below}"
+
+let private f32 (r: Random) (shape: int[]) = NdArray.Create(Array.init (Array.fold (*) 1 shape) (fun _ -> float32 (normal r)), shape)
+
+let ``moba check gives the same reports below and beyond the threshold`` () =
+    let r = Random 19
+
+    let arrays =
+        [ "q", f32 r [| 1; 2; 33; 8 |]; "k", f32 r [| 1; 2; 33; 8 |]; "v", f32 r [| 1; 2; 33; 4 |] ]
+
+    sameAttentionVerdicts "moba" arrays [ "chunk_size", "5"; "top_k", "2" ] "out"
+
+let ``nsa check gives the same reports below and beyond the threshold`` () =
+    let r = Random 23
+
+    let arrays =
+        [
+            "q", f32 r [| 1; 4; 29; 8 |]
+            "k", f32 r [| 1; 2; 29; 8 |]
+            "v", f32 r [| 1; 2; 29; 4 |]
+            "gates", NdArray.Create(Array.init (4 * 29 * 3) (fun _ -> float32 (r.NextDouble())), [| 1; 4; 29; 3 |])
+        ]
+
+    sameAttentionVerdicts "nsa" arrays [ "block_size", "4"; "top_n", "2"; "window", "6" ] "out"
 
 let ``aux-loss check gives the same reports below and beyond the threshold`` () =
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
@@ -721,6 +957,50 @@ let tests =
                 "the allocation-free top selection picks the readable ranking's indices, ties to the lower index"
                 ``the allocation-free top selection picks the readable ranking's indices, ties to the lower index``
             Proofs.prop
+                [ "block-routing.fast-reference-identical" ]
+                "fast block routing equals the readable reference bit for bit"
+                ``fast block routing equals the readable reference bit for bit``
+            Proofs.test
+                [ "block-routing.fast-reference-identical" ]
+                "block-routing check gives the same reports below and beyond the threshold"
+                ``block-routing check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "reroute.fast-reference-identical" ]
+                "fast rerouting equals the readable reference bit for bit"
+                ``fast rerouting equals the readable reference bit for bit``
+            Proofs.test
+                [ "reroute.fast-reference-identical" ]
+                "reroute check gives the same reports below and beyond the threshold"
+                ``reroute check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.linear-fast-reference-identical" ]
+                "fast linear attention equals the readable reference bit for bit"
+                ``fast linear attention equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.linear-fast-reference-identical" ]
+                "fast linear attention rejects what the reference rejects"
+                ``fast linear attention rejects what the reference rejects``
+            Proofs.test
+                [ "attention.linear-fast-reference-identical" ]
+                "linear check gives the same reports below and beyond the threshold"
+                ``linear check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.moba-fast-reference-identical" ]
+                "fast MoBA equals the readable reference bit for bit"
+                ``fast MoBA equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.moba-fast-reference-identical" ]
+                "moba check gives the same reports below and beyond the threshold"
+                ``moba check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.nsa-fast-reference-identical" ]
+                "fast NSA equals the readable reference bit for bit"
+                ``fast NSA equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.nsa-fast-reference-identical" ]
+                "nsa check gives the same reports below and beyond the threshold"
+                ``nsa check gives the same reports below and beyond the threshold``
+            Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"
                 ``fast capacity equals the readable reference bit for bit``
@@ -733,6 +1013,8 @@ let tests =
                     "topk.fast-reference-identical"
                     "capacity.fast-reference-identical"
                     "aux-loss.fast-reference-identical"
+                    "block-routing.fast-reference-identical"
+                    "reroute.fast-reference-identical"
                 ]
                 "fast routing references reject what the readable ones reject"
                 ``fast routing references reject what the readable ones reject``

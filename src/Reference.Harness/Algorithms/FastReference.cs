@@ -1,3 +1,5 @@
+using Reference.Harness.Registry;
+
 namespace Reference.Harness.Algorithms;
 
 /// <summary>
@@ -6,13 +8,16 @@ namespace Reference.Harness.Algorithms;
 /// path is proven equal to its readable reference (bit for bit: proofs/attention.md, attention.fast-reference-identical;
 /// proofs/expert-choice.md, expert-choice.fast-reference-identical;
 /// proofs/topk.md, topk.fast-reference-identical; proofs/capacity.md, capacity.fast-reference-identical; proofs/aux-loss.md,
-/// aux-loss.fast-reference-identical; proofs/sinkhorn.md, sinkhorn.fast-reference-identical), so the verdict does not
+/// aux-loss.fast-reference-identical; proofs/block-routing.md, block-routing.fast-reference-identical; proofs/reroute.md, reroute.fast-reference-identical;
+/// proofs/attention-sparse.md, attention.linear-fast-reference-identical, attention.moba-fast-reference-identical and
+/// attention.nsa-fast-reference-identical; proofs/sinkhorn.md, sinkhorn.fast-reference-identical), so the verdict does not
 /// depend on the threshold.
 /// </summary>
 public static class FastReference
 {
     /// <summary>Attention work B Hq Tq Tk (D + Dv) beyond which <c>attention</c>'s oracle is
-    /// <see cref="Reference.Attention.DenseAttentionFast"/> and the float32/float16/bfloat16 baseline of the attention family
+    /// <see cref="Reference.Attention.DenseAttentionFast"/>, <c>linear</c>'s, <c>moba</c>'s and <c>nsa</c>'s are
+    /// <see cref="Reference.Attention.LinearAttentionFast"/>, <see cref="Reference.Attention.MobaFast"/> and <see cref="Reference.Attention.NsaFast"/>, and the float32/float16/bfloat16 baseline of the attention family
     /// is <c>AttentionBaselineFast</c>: 2^24, where the readable reference takes about 0.1 s.</summary>
     public const long AttentionWork = 1L << 24;
 
@@ -20,9 +25,10 @@ public static class FastReference
     /// <c>expert-choice</c>'s oracle is <see cref="Reference.Routing.ExpertChoiceFast"/>: 2^24.</summary>
     public const long ExpertChoiceWork = 1L << 24;
 
-    /// <summary>Routing work N E (the logits' size) beyond which the oracles of <c>topk</c>, <c>capacity</c> and
-    /// <c>aux-loss</c> are <see cref="Reference.Routing.TopKFast"/>, <see cref="Reference.Routing.CapacityFast"/> and
-    /// <see cref="Reference.Routing.AuxLossFast"/>: 2^18, where the readable references take about 20 ms.</summary>
+    /// <summary>Routing work N E (the logits' size) beyond which the oracles of <c>topk</c>, <c>capacity</c>, <c>aux-loss</c>,
+    /// <c>block-routing</c> and <c>reroute</c> are <see cref="Reference.Routing.TopKFast"/>, <see cref="Reference.Routing.CapacityFast"/>,
+    /// <see cref="Reference.Routing.AuxLossFast"/>, <see cref="Reference.Routing.BlockRoutingFast"/> and
+    /// <see cref="Reference.Routing.RerouteFast"/>: 2^18, where the readable references take about 20 ms.</summary>
     public const long RoutingWork = 1L << 18;
 
     /// <summary>Sinkhorn work N E (the cost's size; every iteration touches each entry about twice) beyond which
@@ -33,6 +39,23 @@ public static class FastReference
     public const long SinkhornWork = 1L << 18;
 
     private static readonly AsyncLocal<long?> Override = new();
+
+    /// <summary>The oracle of a routing algorithm whose work is the logits' size N E, computed once per call: beyond
+    /// <see cref="RoutingWork"/> the fast path's result (memoized under <paramref name="key"/>), otherwise the readable
+    /// reference's.</summary>
+    /// <typeparam name="T">The result.</typeparam>
+    /// <param name="call">The call; its logits are [N, E].</param>
+    /// <param name="key">The memo key of the fast result, distinct from the reference's.</param>
+    /// <param name="reference">The readable reference's (memoized) result.</param>
+    /// <param name="fast">The fast path on the logits.</param>
+    /// <returns>The result.</returns>
+    internal static T RoutingOracle<T>(AlgorithmCall call, object key, Func<T> reference, Func<double[,], T> fast)
+    {
+        var shape = call.Array("logits").Shape;
+        return shape.Count == 2 && Beyond((long)shape[0] * shape[1], RoutingWork)
+            ? call.Memo(key, () => fast(call.Matrix("logits")))
+            : reference();
+    }
 
     /// <summary>True when <paramref name="work"/> exceeds <paramref name="threshold"/>, or the lowered threshold of
     /// <see cref="Lowered"/> in the current asynchronous flow.</summary>

@@ -74,13 +74,7 @@ public static class LinearAttention
     public static double[,,,] Compute(double[,,,] q, double[,,,] k, double[,,,] v, LinearAttentionOptions options)
     {
         // 1. Validate.
-        ArgumentNullException.ThrowIfNull(options);
-        var dims = AttentionCore.ValidateInputs(q, k, v);
-        if (dims.Hkv != dims.Hq) throw new ArgumentException($"k has {dims.Hkv} heads but q has {dims.Hq}", nameof(k));
-        if (dims.Tk != dims.Tq) throw new ArgumentException($"k has {dims.Tk} positions but q has {dims.Tq}", nameof(k));
-        if (!(options.Decay > 0.0 && options.Decay <= 1.0))
-            throw new ArgumentException($"decay must be in (0, 1], got {options.Decay}", nameof(options));
-        if (options.Chunk < 1) throw new ArgumentException($"chunk must be >= 1, got {options.Chunk}", nameof(options));
+        var dims = Validate(q, k, v, options);
 
         // 2. Features phi(q), phi(k).
         var fq = Features(q, options.FeatureMap);
@@ -98,15 +92,35 @@ public static class LinearAttention
                     _ => Parallel(fq, fk, v, b, h, options.Decay),
                 };
                 // 4. Normalize (a zero denominator gives 0).
-                for (int t = 0; t < dims.Tq; t++)
-                {
-                    for (int e = 0; e < dims.Dv; e++)
-                        output[b, h, t, e] = !options.Normalize ? num[t, e] : den[t] == 0.0 ? 0.0 : num[t, e] / den[t];
-                }
+                WriteHead(output, b, h, num, den, options.Normalize);
             }
         }
 
         return output;
+    }
+
+    /// <summary>Step 1 of <see cref="Compute"/> (shared with <see cref="LinearAttentionFast"/>, which must reject the same
+    /// inputs with the same messages).</summary>
+    internal static AttentionCore.Dims Validate(double[,,,] q, double[,,,] k, double[,,,] v, LinearAttentionOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var dims = AttentionCore.ValidateInputs(q, k, v);
+        if (dims.Hkv != dims.Hq) throw new ArgumentException($"k has {dims.Hkv} heads but q has {dims.Hq}", nameof(k));
+        if (dims.Tk != dims.Tq) throw new ArgumentException($"k has {dims.Tk} positions but q has {dims.Tq}", nameof(k));
+        if (!(options.Decay > 0.0 && options.Decay <= 1.0))
+            throw new ArgumentException($"decay must be in (0, 1], got {options.Decay}", nameof(options));
+        if (options.Chunk < 1) throw new ArgumentException($"chunk must be >= 1, got {options.Chunk}", nameof(options));
+        return dims;
+    }
+
+    /// <summary>Step 4 of <see cref="Compute"/> for head (b, h): out = num / den, or num, and 0 where den = 0.</summary>
+    internal static void WriteHead(double[,,,] output, int b, int h, double[,] num, double[] den, bool normalize)
+    {
+        for (int t = 0; t < den.Length; t++)
+        {
+            for (int e = 0; e < num.GetLength(1); e++)
+                output[b, h, t, e] = !normalize ? num[t, e] : den[t] == 0.0 ? 0.0 : num[t, e] / den[t];
+        }
     }
 
     /// <summary>phi applied element-wise.</summary>
@@ -162,7 +176,7 @@ public static class LinearAttention
     }
 
     /// <summary>The recurrence over the state S [D, Dv] and z [D].</summary>
-    private static (double[,] Num, double[] Den) Recurrent(double[,,,] fq, double[,,,] fk, double[,,,] v, int b, int h, double gamma)
+    internal static (double[,] Num, double[] Den) Recurrent(double[,,,] fq, double[,,,] fk, double[,,,] v, int b, int h, double gamma)
     {
         int t = fq.GetLength(2), d = fq.GetLength(3), dv = v.GetLength(3);
         var s = new double[d, dv];
@@ -188,7 +202,7 @@ public static class LinearAttention
     }
 
     /// <summary>Chunks of c positions: the state before each chunk, plus the parallel form inside it.</summary>
-    private static (double[,] Num, double[] Den) Chunked(double[,,,] fq, double[,,,] fk, double[,,,] v, int b, int h, double gamma, int c)
+    internal static (double[,] Num, double[] Den) Chunked(double[,,,] fq, double[,,,] fk, double[,,,] v, int b, int h, double gamma, int c)
     {
         int t = fq.GetLength(2), d = fq.GetLength(3), dv = v.GetLength(3);
         var s = new double[d, dv];   // S_{start-1}

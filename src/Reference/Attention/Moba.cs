@@ -50,8 +50,11 @@ public static class Moba
         // 1. The allowed set from the gate and the selection.
         var mask = Mask(q, k, v, options);
         // 2. Attention under that mask.
-        return DenseAttention.Compute(q, k, v, new AttentionOptions { Scale = options.Scale, Mask = mask });
+        return DenseAttention.Compute(q, k, v, DenseOptions(options, mask));
     }
+
+    /// <summary>The options of step 2: the scale, and the mask of the selected chunks (shared with <see cref="MobaFast"/>).</summary>
+    internal static AttentionOptions DenseOptions(MobaOptions options, bool[,,,] mask) => new() { Scale = options.Scale, Mask = mask };
 
     /// <summary>The chunks each query selects: selected[b, h, t, c].</summary>
     /// <param name="q">Queries [B, H, T, D], finite.</param>

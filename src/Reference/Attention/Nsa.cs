@@ -89,13 +89,22 @@ public static class Nsa
     /// <param name="options">Block size, top-n, window, scale.</param>
     /// <returns>The gated output, the selection and the three branches.</returns>
     /// <exception cref="ArgumentException">A shape does not match, an entry is not finite, or an option is out of range.</exception>
-    public static NsaResult Compute(double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options)
+    public static NsaResult Compute(double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options) =>
+        Run(q, k, v, gates, options, DenseAttention.Compute);
+
+    /// <summary><see cref="Compute"/> with the dense
+    /// attention of the branches given (<see cref="NsaFast"/> passes <see cref="DenseAttentionFast.Compute"/>).</summary>
+    internal static NsaResult Run(double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options, Attend attend)
     {
         // 1. Validate; 2. select; 3. the three branches and their gated sum.
         var (dims, scale) = Validate(q, k, v, gates, options);
         var selected = Select(SelectionScores(q, k, dims, scale, options.BlockSize), dims, options.BlockSize, options.TopN);
-        return Branches(q, k, v, gates, dims, scale, options, selected);
+        return Branches(q, k, v, gates, dims, scale, options, selected, attend);
     }
+
+    /// <summary>Dense attention as the branches call it: <see cref="DenseAttention.Compute(double[,,,], double[,,,], double[,,,], AttentionOptions)"/>
+    /// or a function equal to it bit for bit.</summary>
+    internal delegate AttentionResult Attend(double[,,,] q, double[,,,] k, double[,,,] v, AttentionOptions options);
 
     /// <summary>
     /// NSA with a given selection instead of the top-n rule: the compressed and window branches as in
@@ -111,7 +120,12 @@ public static class Nsa
     /// <returns>The result, with <paramref name="selected"/> as its selection.</returns>
     /// <exception cref="ArgumentException">As for <see cref="Compute"/>, or <paramref name="selected"/> has the wrong shape.</exception>
     public static NsaResult ComputeWithSelection(
-        double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options, bool[,,,] selected)
+        double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options, bool[,,,] selected) =>
+        RunWithSelection(q, k, v, gates, options, selected, DenseAttention.Compute);
+
+    /// <summary><see cref="ComputeWithSelection"/> with the dense attention of the branches given.</summary>
+    internal static NsaResult RunWithSelection(
+        double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options, bool[,,,] selected, Attend attend)
     {
         var (dims, scale) = Validate(q, k, v, gates, options);
         ArgumentNullException.ThrowIfNull(selected);
@@ -123,7 +137,7 @@ public static class Nsa
                 nameof(selected));
         }
 
-        return Branches(q, k, v, gates, dims, scale, options, selected);
+        return Branches(q, k, v, gates, dims, scale, options, selected, attend);
     }
 
     /// <summary>
@@ -169,7 +183,8 @@ public static class Nsa
 
     /// <summary>The three branches under a given selection and their gated sum.</summary>
     private static NsaResult Branches(
-        double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, AttentionCore.Dims dims, double scale, NsaOptions options, bool[,,,] selected)
+        double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, AttentionCore.Dims dims, double scale, NsaOptions options, bool[,,,] selected,
+        Attend attend)
     {
         int t = dims.Tq, bs = options.BlockSize, nb = (t + bs - 1) / bs;
 
@@ -185,7 +200,7 @@ public static class Nsa
                 visible[0, 0, i, c] = (c + 1) * bs <= i + 1;
         }
 
-        var compressed = DenseAttention.Compute(q, kCmp, vCmp, new AttentionOptions { Scale = scale, Mask = visible }).Out;
+        var compressed = attend(q, kCmp, vCmp, new AttentionOptions { Scale = scale, Mask = visible }).Out;
 
         // 3. Selected branch: keys j <= t of the selected blocks.
         var selectedMask = new bool[dims.B, dims.Hq, t, t];
@@ -201,12 +216,12 @@ public static class Nsa
             }
         }
 
-        var selectedOut = DenseAttention.Compute(q, k, v, new AttentionOptions { Scale = scale, Mask = selectedMask }).Out;
+        var selectedOut = attend(q, k, v, new AttentionOptions { Scale = scale, Mask = selectedMask }).Out;
 
         // 4. Sliding-window branch: causal with W - 1 keys to the left (off when W = 0).
         var window = options.Window == 0
             ? new double[dims.B, dims.Hq, t, dims.Dv]
-            : DenseAttention.Compute(q, k, v, new AttentionOptions { Scale = scale, Causal = true, WindowLeft = options.Window - 1 }).Out;
+            : attend(q, k, v, new AttentionOptions { Scale = scale, Causal = true, WindowLeft = options.Window - 1 }).Out;
 
         // 5. The gated sum, in the order (g_cmp o_cmp + g_slc o_slc) + g_win o_win.
         var output = new double[dims.B, dims.Hq, t, dims.Dv];

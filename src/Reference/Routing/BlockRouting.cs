@@ -56,78 +56,100 @@ public static class BlockRouting
         int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
 
         // 1. Check the inputs.
-        if (e == 0)
-        {
-            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", nameof(logits));
-        }
-        Guard.InRange(k, 1, e, "k");
-        int kb = options.BlockK ?? k;
-        Guard.InRange(kb, k, e, "block_k");
-        int b = options.BlockSize;
-        Guard.InRange(b, 1, int.MaxValue, "block_size");
+        var (kb, b) = CheckOptions(e, options);
         var p = RouterScores.Compute(logits, ScoreFunction.Softmax); // [N, E]; checks the logits
         int nb = (int)(((long)n + b - 1) / b);
 
         // 2. Plain token-level top-k, for the comparison column.
         var plain = TopK.Route(logits, new TopKOptions { K = k, Score = ScoreFunction.Softmax, Normalize = true });
 
-        var experts = new int[n, k];          // [N, k]
-        var weights = new double[n, k];       // [N, k]
-        var blockExperts = new int[nb, kb];   // [nb, kb]
-        var unique = new int[nb];             // [nb]
-        var tokenLevel = new int[nb];         // [nb]
-        var q = new double[e];                // [E]: one block's score
+        var result = new BlockRoutingResult(new int[n, k], new double[n, k], new int[nb, kb], new int[nb], new int[nb]) { Scores = p };
+        var q = new double[e]; // [E]: one block's score
         for (int blk = 0; blk < nb; blk++)
         {
-            int start = blk * b, end = (int)Math.Min(n, (long)start + b);
+            RouteBlock(blk, logits, p, plain.Experts, k, kb, b, q, result);
+        }
+        return result;
+    }
 
-            // 3. Block score Q_b = mean of its tokens' P, and the block's set: top-kb of Q_b.
-            for (int x = 0; x < e; x++)
-            {
-                double sum = 0;
-                for (int i = start; i < end; i++)
-                {
-                    sum += p[i, x];
-                }
-                q[x] = sum / (end - start);
-            }
-            var set = Ranking.Top(q, kb);
-            for (int r = 0; r < kb; r++)
-            {
-                blockExperts[blk, r] = set[r];
-            }
+    /// <summary>Step 1 of <see cref="Route"/> without the logits: E, k, kb and B, in this order (shared with
+    /// <see cref="BlockRoutingFast"/>, which must reject the same inputs with the same messages).</summary>
+    /// <returns>kb and B.</returns>
+    internal static (int Kb, int B) CheckOptions(int e, BlockRoutingOptions options)
+    {
+        if (e == 0)
+        {
+            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", "logits");
+        }
+        Guard.InRange(options.K, 1, e, "k");
+        int kb = options.BlockK ?? options.K;
+        Guard.InRange(kb, options.K, e, "block_k");
+        Guard.InRange(options.BlockSize, 1, int.MaxValue, "block_size");
+        return (kb, options.BlockSize);
+    }
 
-            // 4. Each token: top-k of P within the set, ranked over the set's experts in index order (so ties go to the
-            //    lower expert index), then renormalized.
-            var members = set.OrderBy(x => x).ToArray();  // [kb], ascending expert index
-            var values = new double[kb];
-            var used = new HashSet<int>();
-            var usedPlain = new HashSet<int>();
+    /// <summary>Steps 3 and 4 of <see cref="Route"/> for block <paramref name="blk"/>: writes its set, its tokens' experts and
+    /// weights, and its two counts into <paramref name="result"/>, reading nothing another block writes.</summary>
+    /// <param name="blk">The block.</param>
+    /// <param name="logits">X [N, E].</param>
+    /// <param name="p">P [N, E].</param>
+    /// <param name="plainExperts">Plain top-k's experts [N, k].</param>
+    /// <param name="k">Experts per token.</param>
+    /// <param name="kb">Experts per block.</param>
+    /// <param name="b">Tokens per block.</param>
+    /// <param name="q">[E] scratch: the block's score.</param>
+    /// <param name="result">The outputs, written at this block's rows.</param>
+    internal static void RouteBlock(
+        int blk, double[,] logits, double[,] p, int[,] plainExperts, int k, int kb, int b, double[] q, BlockRoutingResult result)
+    {
+        int n = logits.GetLength(0), e = logits.GetLength(1);
+        int start = blk * b, end = (int)Math.Min(n, (long)start + b);
+
+        // 3. Block score Q_b = mean of its tokens' P, and the block's set: top-kb of Q_b.
+        for (int x = 0; x < e; x++)
+        {
+            double sum = 0;
             for (int i = start; i < end; i++)
             {
-                for (int r = 0; r < kb; r++)
-                {
-                    values[r] = p[i, members[r]];
-                }
-                var chosen = Ranking.Top(values, k);
-                var chosenLogits = new double[k];
-                for (int j = 0; j < k; j++)
-                {
-                    experts[i, j] = members[chosen[j]];
-                    chosenLogits[j] = logits[i, experts[i, j]];
-                    used.Add(experts[i, j]);
-                    usedPlain.Add(plain.Experts[i, j]);
-                }
-                // Renormalized in log space, exactly as top-k does (so B = 1 reproduces it bit for bit).
-                var normalized = RouterScores.Normalized(chosenLogits, ScoreFunction.Softmax);
-                for (int j = 0; j < k; j++)
-                {
-                    weights[i, j] = normalized[j];
-                }
+                sum += p[i, x];
             }
-            unique[blk] = used.Count;
-            tokenLevel[blk] = usedPlain.Count;
+            q[x] = sum / (end - start);
         }
-        return new BlockRoutingResult(experts, weights, blockExperts, unique, tokenLevel) { Scores = p };
+        var set = Ranking.Top(q, kb);
+        for (int r = 0; r < kb; r++)
+        {
+            result.BlockExperts[blk, r] = set[r];
+        }
+
+        // 4. Each token: top-k of P within the set, ranked over the set's experts in index order (so ties go to the
+        //    lower expert index), then renormalized.
+        var members = set.OrderBy(x => x).ToArray();  // [kb], ascending expert index
+        var values = new double[kb];
+        var used = new HashSet<int>();
+        var usedPlain = new HashSet<int>();
+        for (int i = start; i < end; i++)
+        {
+            for (int r = 0; r < kb; r++)
+            {
+                values[r] = p[i, members[r]];
+            }
+            var chosen = Ranking.Top(values, k);
+            var chosenLogits = new double[k];
+            for (int j = 0; j < k; j++)
+            {
+                result.Experts[i, j] = members[chosen[j]];
+                chosenLogits[j] = logits[i, result.Experts[i, j]];
+                used.Add(result.Experts[i, j]);
+                usedPlain.Add(plainExperts[i, j]);
+            }
+            // Renormalized in log space, exactly as top-k does (so B = 1 reproduces it bit for bit).
+            var normalized = RouterScores.Normalized(chosenLogits, ScoreFunction.Softmax);
+            for (int j = 0; j < k; j++)
+            {
+                result.Weights[i, j] = normalized[j];
+            }
+        }
+        result.UniquePerBlock[blk] = used.Count;
+        result.TokenLevelUnique[blk] = usedPlain.Count;
     }
 }

@@ -61,11 +61,7 @@ public static class Reroute
         int n = logits.GetLength(0), e = logits.GetLength(1), k = options.K;
 
         // 1. Check the inputs; C.
-        if (e == 0)
-        {
-            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", nameof(logits));
-        }
-        Guard.InRange(k, 1, e, "k");
+        CheckOptions(e, options);
         var p = RouterScores.Compute(logits, options.Score); // [N, E]; checks the logits
         int c = ExpertCapacity.Resolve(n, e, k, options.Capacity, options.CapacityFactor, options.Rounding, options.MinCapacity);
 
@@ -143,6 +139,17 @@ public static class Reroute
     }
 
     /// <summary>Token i's best-ranked expert it has not proposed to yet, or -1.</summary>
+    /// <summary>The checks of step 1 before the logits': E, then k (shared with <see cref="RerouteFast"/>, which must
+    /// reject the same inputs with the same messages).</summary>
+    internal static void CheckOptions(int e, RerouteOptions options)
+    {
+        if (e == 0)
+        {
+            throw new ArgumentException("logits has E = 0 experts; routing needs at least one", "logits");
+        }
+        Guard.InRange(options.K, 1, e, "k");
+    }
+
     private static int FirstUnproposed(int[] ranking, bool[,] proposed, int i)
     {
         foreach (int x in ranking)

@@ -91,12 +91,8 @@ public static class AuxLossAlgorithm
     {
         ArgumentNullException.ThrowIfNull(call);
         ArgumentNullException.ThrowIfNull(options);
-        var shape = call.Array("logits").Shape;
-        if (shape.Count != 2 || !FastReference.Beyond((long)shape[0] * shape[1], FastReference.RoutingWork))
-        {
-            return ReferenceResult(call, options);
-        }
-        return call.Memo(("oracle", nameof(AuxLossAlgorithm), options), () => AuxLossFast.Compute(call.Matrix("logits"), options));
+        return FastReference.RoutingOracle(call, ("oracle", nameof(AuxLossAlgorithm), options), () => ReferenceResult(call, options),
+            x => AuxLossFast.Compute(x, options));
     }
 
     /// <summary>A random case: awkward shapes, grid, gaussian or wide logits, any k and variant.</summary>

@@ -39,12 +39,8 @@ public static class BlockRoutingAlgorithm
             OutputSpec<BlockRoutingOutput>.Of("unique_per_block", "nb", ArrayKind.Integer, OutputComparison.Validated, "distinct experts a block's tokens use", r => r.UniquePerBlock),
             OutputSpec<BlockRoutingOutput>.Of("token_level_unique", "nb", ArrayKind.Integer, OutputComparison.Validated, "distinct experts plain top-k would use", r => r.TokenLevelUnique),
         ],
-        Reference = (call, _) =>
-        {
-            var r = ReferenceResult(call);
-            return new BlockRoutingOutput(NdArray.FromMatrix(r.Experts), NdArray.FromMatrix(r.Weights), NdArray.FromMatrix(r.BlockExperts),
-                NdArray.FromVector(r.UniquePerBlock), NdArray.FromVector(r.TokenLevelUnique));
-        },
+        Reference = (call, _) => Output(ReferenceResult(call)),
+        Oracle = (call, _) => Output(OracleResult(call)),
         Paths =
         [
             new PathOf<BlockRoutingOptions, BlockRoutingOutput>("kernel", "float32 softmax, blocks in parallel", (call, options) =>
@@ -64,6 +60,11 @@ public static class BlockRoutingAlgorithm
     /// <summary>The descriptor.</summary>
     public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
 
+    /// <summary>The outputs of a routing: integers as i32, weights as f64.</summary>
+    private static BlockRoutingOutput Output(BlockRoutingResult r) =>
+        new(NdArray.FromMatrix(r.Experts), NdArray.FromMatrix(r.Weights), NdArray.FromMatrix(r.BlockExperts),
+            NdArray.FromVector(r.UniquePerBlock), NdArray.FromVector(r.TokenLevelUnique));
+
     /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
     public static BlockRoutingOptions Options(AlgorithmCall call) => Entry.Options(call);
 
@@ -73,6 +74,18 @@ public static class BlockRoutingAlgorithm
     {
         ArgumentNullException.ThrowIfNull(call);
         return call.Memo(("reference", nameof(BlockRoutingAlgorithm)), () => BlockRouting.Route(call.Matrix("logits"), Options(call)));
+    }
+
+    /// <summary>What <c>check</c> judges against, computed once per call: beyond <see cref="FastReference.RoutingWork"/>
+    /// (work N E) the routing of <see cref="BlockRoutingFast"/>, equal to the reference's bit for bit (proofs/block-routing.md,
+    /// block-routing.fast-reference-identical); otherwise <see cref="ReferenceResult"/>.</summary>
+    /// <param name="call">The call.</param>
+    /// <returns>The routing.</returns>
+    public static BlockRoutingResult OracleResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return FastReference.RoutingOracle(call, ("oracle", nameof(BlockRoutingAlgorithm)), () => ReferenceResult(call),
+            x => BlockRoutingFast.Route(x, Options(call)));
     }
 
     /// <summary>A random case: awkward shapes, grid, gaussian or wide logits, block sizes 1..64, sometimes a block_k above k.</summary>

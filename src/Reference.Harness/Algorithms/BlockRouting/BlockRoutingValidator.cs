@@ -21,6 +21,9 @@ namespace Reference.Harness.Algorithms;
 /// </remarks>
 public sealed class BlockRoutingValidator : IValidator
 {
+    /// <summary>The most problems reported; the check stops describing after this many.</summary>
+    private const int MaxProblems = 20;
+
     /// <summary>Judges the candidate with <see cref="Check(double[,], BlockRoutingOptions, int[,], int[,], int[], int[], NumberFormat, BlockRoutingResult)"/>: a candidate without experts is judged with the reference's experts as its choice.</summary>
     /// <param name="context">The call, reference outputs and candidate outputs.</param>
     /// <returns>One report for each of experts, weights, block_experts, unique_per_block and token_level_unique that the candidate contains.</returns>
@@ -36,7 +39,7 @@ public sealed class BlockRoutingValidator : IValidator
             c.TryGetValue("block_experts", out var be) ? IntMatrix(be) : null,
             c.TryGetValue("unique_per_block", out var up) ? IntVector(up) : null,
             c.TryGetValue("token_level_unique", out var tl) ? IntVector(tl) : null,
-            context.Format, BlockRoutingAlgorithm.ReferenceResult(call));
+            context.Format, BlockRoutingAlgorithm.OracleResult(call));
         var reports = new List<ComparisonReport>();
         foreach (var name in new[] { "experts", "block_experts", "unique_per_block", "token_level_unique" })
         {
@@ -109,7 +112,9 @@ public sealed class BlockRoutingValidator : IValidator
         var p = reference.Scores ?? RouterScores.Compute(logits, ScoreFunction.Softmax);
         var rowSums = new double[n];
 
-        for (int blk = 0; blk < nb && problems.Count < 20; blk++)
+        // Blocks are independent (each writes only its own tokens' weights and sums): they run in parallel, and the problems
+        // are reported in block order.
+        ForEachInOrder(nb, (blk, fail) =>
         {
             int start = blk * b, end = (int)Math.Min(n, (long)start + b);
             var q = new double[e];
@@ -131,8 +136,8 @@ public sealed class BlockRoutingValidator : IValidator
                 var set = Enumerable.Range(0, kb).Select(r => blockExperts[blk, r]).ToArray();
                 if (!IsTopChoice(set, q, qSlack))
                 {
-                    problems.Add($"block {blk}: block_experts [{string.Join(", ", set)}] are not a top-{kb} choice of the block scores");
-                    continue;
+                    fail($"block {blk}: block_experts [{string.Join(", ", set)}] are not a top-{kb} choice of the block scores");
+                    return;
                 }
                 foreach (int x in set)
                 {
@@ -154,8 +159,8 @@ public sealed class BlockRoutingValidator : IValidator
                 }
                 if (inSet.Count(v => v) > kb)
                 {
-                    problems.Add($"block {blk}: its tokens use {inSet.Count(v => v)} experts, more than block_k = {kb}");
-                    continue;
+                    fail($"block {blk}: its tokens use {inSet.Count(v => v)} experts, more than block_k = {kb}");
+                    return;
                 }
             }
 
@@ -169,13 +174,13 @@ public sealed class BlockRoutingValidator : IValidator
                 double slack = 2.0 * ((e + 4) * unitRoundoff * maxP + tiny);
                 if (row.Any(x => x < 0 || x >= e || !inSet[x]) || row.Distinct().Count() != k)
                 {
-                    problems.Add($"token {i}: experts [{string.Join(", ", row)}] are not {k} distinct experts of block {blk}'s set");
+                    fail($"token {i}: experts [{string.Join(", ", row)}] are not {k} distinct experts of block {blk}'s set");
                     continue;
                 }
                 var masked = Enumerable.Range(0, e).Select(x => inSet[x] ? p[i, x] : double.NegativeInfinity).ToArray();
                 if (!IsTopChoice(row, masked, slack))
                 {
-                    problems.Add($"token {i}: experts [{string.Join(", ", row)}] are not a top-{k} choice of P within block {blk}'s set");
+                    fail($"token {i}: experts [{string.Join(", ", row)}] are not a top-{k} choice of P within block {blk}'s set");
                     continue;
                 }
                 var normalized = RouterScores.Normalized(row.Select(x => logits[i, x]).ToArray(), ScoreFunction.Softmax);
@@ -188,22 +193,34 @@ public sealed class BlockRoutingValidator : IValidator
                 // Plain top-k near-tie at the boundary: the token-level count may legitimately differ.
                 if (k < e)
                 {
-                    var sorted = Enumerable.Range(0, e).Select(x => p[i, x]).OrderByDescending(v => v).ToArray();
-                    nearTie |= sorted[k - 1] - sorted[k] <= slack;
+                    var pRow = new double[e];
+                    for (int x = 0; x < e; x++)
+                    {
+                        pRow[x] = p[i, x];
+                    }
+                    var best = new int[k + 1]; // the k + 1 largest scores, descending
+                    Ranking.TopInto(pRow, best);
+                    nearTie |= pRow[best[k - 1]] - pRow[best[k]] <= slack;
                 }
             }
 
             // 3. The counts.
             if (uniquePerBlock is not null && (uniquePerBlock.Length != nb || uniquePerBlock[blk] != used.Count))
             {
-                problems.Add($"unique_per_block[{blk}] disagrees with the {used.Count} distinct experts the block's tokens use");
+                fail($"unique_per_block[{blk}] disagrees with the {used.Count} distinct experts the block's tokens use");
             }
             if (tokenLevelUnique is not null && (tokenLevelUnique.Length != nb
                 || (!nearTie && tokenLevelUnique[blk] != reference.TokenLevelUnique[blk])))
             {
-                problems.Add($"token_level_unique[{blk}] should be {reference.TokenLevelUnique[blk]}");
+                fail($"token_level_unique[{blk}] should be {reference.TokenLevelUnique[blk]}");
             }
-        }
+        }, message =>
+        {
+            if (problems.Count < MaxProblems)
+            {
+                problems.Add(message);
+            }
+        }, MaxProblems);
         return new RoutingCheck(problems, weights) { RowSums = rowSums };
     }
 

@@ -97,12 +97,7 @@ public static class CapacityAlgorithm
     public static CapacityResult OracleResult(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
-        var shape = call.Array("logits").Shape;
-        if (shape.Count != 2 || !FastReference.Beyond((long)shape[0] * shape[1], FastReference.RoutingWork))
-        {
-            return ReferenceResult(call);
-        }
-        return call.Memo(("oracle", nameof(CapacityAlgorithm)), () => CapacityFast.Route(call.Matrix("logits"), Options(call)));
+        return FastReference.RoutingOracle(call, ("oracle", nameof(CapacityAlgorithm)), () => ReferenceResult(call), x => CapacityFast.Route(x, Options(call)));
     }
 
     /// <summary>A random case: awkward shapes, grid logits with ties in a third of the cases, every policy, normalization

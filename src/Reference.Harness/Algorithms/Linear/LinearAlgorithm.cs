@@ -50,6 +50,12 @@ public static class LinearAlgorithm
         ],
         Reference = (call, options) => new LinearOutput(AttentionArrays.ToArray(ReferenceLinear.Compute(
             AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options))),
+        // Beyond FastReference.AttentionWork (B H T^2 (D + Dv)): LinearAttentionFast, equal to the reference bit for bit
+        // (proofs/attention-sparse.md, attention.linear-fast-reference-identical).
+        Oracle = (call, options) => new LinearOutput(AttentionArrays.ToArray((AttentionAlgorithm.Fast(call)
+            ? (Func<double[,,,], double[,,,], double[,,,], LinearAttentionOptions, double[,,,]>)LinearAttentionFast.Compute
+            : ReferenceLinear.Compute)(
+            AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options))),
         Paths =
         [
             new PathOf<LinearAttentionOptions, LinearOutput>("kernel", "float32 chunked form (state carried across chunks), TensorPrimitives, parallel over (b, h)", (call, options) =>

@@ -39,6 +39,12 @@ public static class MobaAlgorithm
         ],
         Reference = (call, options) => AttentionAlgorithm.Output(Moba.Compute(
             AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options)),
+        // Beyond FastReference.AttentionWork: MobaFast, equal to the reference bit for bit (proofs/attention-sparse.md,
+        // attention.moba-fast-reference-identical).
+        Oracle = (call, options) => AttentionAlgorithm.Output((AttentionAlgorithm.Fast(call)
+            ? (Func<double[,,,], double[,,,], double[,,,], MobaOptions, AttentionResult>)MobaFast.Compute
+            : Moba.Compute)(
+            AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"), options)),
         Paths =
         [
             new PathOf<MobaOptions, AttentionOutput>("kernel", "chunk selection in double, then float32 FlashAttention under the selection's mask",

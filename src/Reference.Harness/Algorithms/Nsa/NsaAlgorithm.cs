@@ -48,12 +48,33 @@ public static class NsaAlgorithm
                 AttentionArrays.Double4(call, "gates"), options);
             return new NsaOutput(AttentionArrays.ToArray(result.Out), AttentionArrays.ToArray(result.Selected));
         },
+        Oracle = (call, _) =>
+        {
+            var result = OracleResult(call);
+            return new NsaOutput(AttentionArrays.ToArray(result.Out), AttentionArrays.ToArray(result.Selected));
+        },
         Validate = new NsaValidator(),
         Generate = Generate,
     };
 
     /// <summary>The descriptor.</summary>
     public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
+
+    /// <summary>What <c>check</c> judges against, computed once per call (the oracle's outputs and the validator share it):
+    /// beyond <see cref="FastReference.AttentionWork"/> (work B Hq T^2 (D + Dv)) <see cref="NsaFast"/>, equal to the
+    /// reference bit for bit (proofs/attention-sparse.md, attention.nsa-fast-reference-identical); otherwise
+    /// <see cref="Nsa.Compute"/>.</summary>
+    /// <param name="call">The call.</param>
+    /// <returns>The result.</returns>
+    public static NsaResult OracleResult(AlgorithmCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return call.Memo(("oracle", nameof(NsaAlgorithm)), () => (AttentionAlgorithm.Fast(call)
+            ? (Func<double[,,,], double[,,,], double[,,,], double[,,,], NsaOptions, NsaResult>)NsaFast.Compute
+            : Nsa.Compute)(
+            AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
+            AttentionArrays.Double4(call, "gates"), Options(call)));
+    }
 
     /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
     public static NsaOptions Options(AlgorithmCall call) => Entry.Options(call);

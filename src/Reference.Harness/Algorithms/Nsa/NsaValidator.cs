@@ -31,7 +31,7 @@ public sealed class NsaValidator : IValidator
             AttentionArrays.Double4(call, "gates"), NsaAlgorithm.Options(call),
             context.Candidate.TryGetValue("selected", out var s) ? s.ToDoubles() : null,
             context.Candidate.TryGetValue("out", out var o) ? o.ToDoubles() : null,
-            context.Format, context.FormatOf("out"));
+            context.Format, context.FormatOf("out"), NsaAlgorithm.OracleResult(call), AttentionAlgorithm.Fast(call));
     }
 
     /// <summary>
@@ -91,15 +91,18 @@ public sealed class NsaValidator : IValidator
     /// <param name="output">The candidate's out [B, Hq, T, Dv] flat, or null when it has none.</param>
     /// <param name="format">The precision the candidate's selection is judged in (its near-ties).</param>
     /// <param name="outputFormat">The precision <paramref name="output"/> is judged in.</param>
+    /// <param name="reference"><see cref="Nsa.Compute"/> of these inputs, when the caller has it; null: computed here.</param>
+    /// <param name="fast">Recompute NSA (the reference when not given, and with the candidate's selection) with
+    /// <see cref="NsaFast"/>, equal to <see cref="Nsa"/> bit for bit.</param>
     /// <returns>A report for <c>selected</c> and one for <c>out</c>, for those the candidate has.</returns>
     public static IReadOnlyList<ComparisonReport> Validate(
         double[,,,] q, double[,,,] k, double[,,,] v, double[,,,] gates, NsaOptions options,
-        double[]? selected, double[]? output, NumberFormat format, NumberFormat outputFormat)
+        double[]? selected, double[]? output, NumberFormat format, NumberFormat outputFormat, NsaResult? reference = null, bool fast = false)
     {
         ArgumentNullException.ThrowIfNull(q);
         ArgumentNullException.ThrowIfNull(k);
         ArgumentNullException.ThrowIfNull(options);
-        var reference = Nsa.Compute(q, k, v, gates, options);
+        reference ??= fast ? NsaFast.Compute(q, k, v, gates, options) : Nsa.Compute(q, k, v, gates, options);
         var score = Nsa.SelectionScores(q, k, v, gates, options);
         int bsz = score.GetLength(0), hkv = score.GetLength(1), t = score.GetLength(2), nb = score.GetLength(3);
         int hq = q.GetLength(1), group = hq / hkv, d = q.GetLength(3), bs = options.BlockSize;
@@ -173,7 +176,9 @@ public sealed class NsaValidator : IValidator
         }
 
         // 3. The expected output follows the (merged) selection.
-        var expectedOut = differs ? Nsa.ComputeWithSelection(q, k, v, gates, options, expected).Out : reference.Out;
+        var expectedOut = !differs ? reference.Out
+            : fast ? NsaFast.ComputeWithSelection(q, k, v, gates, options, expected).Out
+            : Nsa.ComputeWithSelection(q, k, v, gates, options, expected).Out;
 
         var reports = new List<ComparisonReport>();
         if (selected is not null)

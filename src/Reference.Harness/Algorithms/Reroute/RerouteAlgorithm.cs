@@ -39,11 +39,11 @@ public static class RerouteAlgorithm
             OutputSpec<RerouteOutput>.Of("weights", "N,k", ArrayKind.Float, OutputComparison.Tolerance, "P at those experts, 0 where -1", r => r.Weights),
             OutputSpec<RerouteOutput>.Of("load", "E", ArrayKind.Integer, OutputComparison.Exact, "accepted requests per expert, at most C", r => r.Load),
         ],
-        Reference = (call, options) =>
-        {
-            var r = Reroute.Route(call.Matrix("logits"), options);
-            return new RerouteOutput(NdArray.FromMatrix(r.Experts), NdArray.FromMatrix(r.Weights), NdArray.FromVector(r.Load));
-        },
+        Reference = (call, options) => Output(Reroute.Route(call.Matrix("logits"), options)),
+        // Beyond FastReference.RoutingWork (work N E): RerouteFast, equal to the reference bit for bit (proofs/reroute.md,
+        // reroute.fast-reference-identical).
+        Oracle = (call, options) => Output(FastReference.RoutingOracle(call, ("oracle", nameof(RerouteAlgorithm)),
+            () => Reroute.Route(call.Matrix("logits"), options), x => RerouteFast.Route(x, options))),
         Paths =
         [
             new PathOf<RerouteOptions, RerouteOutput>("kernel", "float32 scores, per-row rankings in parallel, one cursor per token", (call, options) =>
@@ -62,6 +62,10 @@ public static class RerouteAlgorithm
 
     /// <summary>The descriptor.</summary>
     public static Algorithm Descriptor { get; } = Entry.ToAlgorithm();
+
+    /// <summary>The outputs of a routing: integers as i32, weights as f64.</summary>
+    private static RerouteOutput Output(RerouteResult r) =>
+        new(NdArray.FromMatrix(r.Experts), NdArray.FromMatrix(r.Weights), NdArray.FromVector(r.Load));
 
     /// <summary>The reference options from the call's parameters, parsed once per call.</summary>
     public static RerouteOptions Options(AlgorithmCall call) => Entry.Options(call);

@@ -81,12 +81,7 @@ public static class TopKAlgorithm
     public static TopKResult OracleResult(AlgorithmCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
-        var shape = call.Array("logits").Shape;
-        if (shape.Count != 2 || !FastReference.Beyond((long)shape[0] * shape[1], FastReference.RoutingWork))
-        {
-            return ReferenceResult(call);
-        }
-        return call.Memo(("oracle", nameof(TopKAlgorithm)), () => TopKFast.Route(call.Matrix("logits"), Options(call)));
+        return FastReference.RoutingOracle(call, ("oracle", nameof(TopKAlgorithm)), () => ReferenceResult(call), x => TopKFast.Route(x, Options(call)));
     }
 
     /// <summary>The scores P the reference or the oracle ranked, when either has run on this call; null otherwise (the
