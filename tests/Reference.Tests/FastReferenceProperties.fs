@@ -434,6 +434,54 @@ let ``fast NSA equals the readable reference bit for bit`` (seed: int) =
     let fastAll = NsaFast.ComputeWithSelection(q, k, v, gates, options, all)
     sameBits "out with a given selection" (flat4 slowAll.Out) (flat4 fastAll.Out)
 
+let ``fast LeanK equals the readable reference bit for bit`` (seed: int) =
+    let r = Random seed
+    let hkv = r.Next(1, 3)
+    let q, k, v, t = sparseAttentionInputs r (hkv * r.Next(1, 3)) hkv
+    let channelMask = Array2D.init hkv (Array4D.length4 q) (fun g _ -> g > 0 || r.Next 3 > 0) // head 0 sometimes keeps nothing
+
+    let options =
+        LeanKOptions(
+            Sink = r.Next(0, 4),
+            Recent = r.Next(0, t + 2),
+            Causal = (r.Next 3 > 0),
+            ZeroHead =
+                (if r.Next 2 = 0 then
+                     LeanKZeroHead.ZeroLogit
+                 else
+                     LeanKZeroHead.Drop)
+        )
+
+    let slow = LeanK.Compute(q, k, v, channelMask, options)
+    let fast = LeanKFast.Compute(q, k, v, channelMask, options)
+    sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
+    sameBits "lse" (flat3 slow.Lse) (flat3 fast.Lse)
+
+let ``fast block-sparse attention equals the readable reference bit for bit`` (seed: int) =
+    let r = Random seed
+    let hkv = r.Next(1, 3)
+    let q, k, v, t = sparseAttentionInputs r (hkv * r.Next(1, 3)) hkv
+    let b, hq = Array4D.length1 q, Array4D.length2 q
+    // A random dense mask (per head or broadcast over heads), tiled into a BlockMask with partial and full tiles; the
+    // element mask is the dense mask itself or another random one.
+    let heads = if r.Next 2 = 0 then 1 else hq
+    let density = r.NextDouble()
+    let dense = Array4D.init b heads t t (fun _ _ _ _ -> r.NextDouble() < density)
+    let blockMask = BlockMask.FromDenseMask(dense, r.Next(1, 6), r.Next(1, 6))
+
+    let element =
+        match r.Next 3 with
+        | 0 -> null
+        | 1 -> dense
+        | _ -> Array4D.init b heads t t (fun _ _ _ _ -> r.Next 4 > 0)
+
+    let scale = if r.Next 2 = 0 then Nullable() else Nullable 0.6
+    let softcap = if r.Next 3 = 0 then 5.0 else 0.0
+    let slow = BlockSparseAttention.Compute(q, k, v, blockMask, element, scale, softcap)
+    let fast = BlockSparseAttentionFast.Compute(q, k, v, blockMask, element, scale, softcap)
+    sameBits "out" (flat4 slow.Out) (flat4 fast.Out)
+    sameBits "lse" (flat3 slow.Lse) (flat3 fast.Lse)
+
 let ``fast routing references reject what the readable ones reject`` () =
     let x = Array2D.init 5 4 (fun i j -> float (i - j))
     let nan = Array2D.copy x
@@ -702,6 +750,38 @@ let ``nsa check gives the same reports below and beyond the threshold`` () =
         ]
 
     sameAttentionVerdicts "nsa" arrays [ "block_size", "4"; "top_n", "2"; "window", "6" ] "out"
+
+let ``leank check gives the same reports below and beyond the threshold`` () =
+    let r = Random 29
+
+    let arrays =
+        [
+            "q", f32 r [| 1; 4; 31; 8 |]
+            "k", f32 r [| 1; 2; 31; 8 |]
+            "v", f32 r [| 1; 2; 31; 4 |]
+            "channel_mask", NdArray.Create(Array.init 16 (fun n -> n % 3 <> 0), [| 2; 8 |])
+        ]
+
+    sameAttentionVerdicts "leank" arrays [ "sink", "2"; "recent", "5" ] "out"
+
+let ``block-sparse check gives the same reports below and beyond the threshold`` () =
+    let r = Random 31
+    let t, tile = 30, 8
+    let nq = (t + tile - 1) / tile
+    // Causal tiles: query tile i lists key tiles 0..i as partial, with a causal element mask.
+    let indices = Array.init (nq * nq) (fun n -> n % nq)
+
+    let arrays =
+        [
+            "q", f32 r [| 1; 2; t; 8 |]
+            "k", f32 r [| 1; 2; t; 8 |]
+            "v", f32 r [| 1; 2; t; 4 |]
+            "kv_num_blocks", NdArray.Create(Array.init nq (fun i -> i + 1), [| 1; 1; nq |])
+            "kv_indices", NdArray.Create(indices, [| 1; 1; nq; nq |])
+            "mask", NdArray.Create(Array.init (t * t) (fun n -> n % t <= n / t), [| 1; 1; t; t |])
+        ]
+
+    sameAttentionVerdicts "block-sparse" arrays [ "block_q", string tile; "block_k", string tile ] "out"
 
 let ``aux-loss check gives the same reports below and beyond the threshold`` () =
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
@@ -1000,6 +1080,22 @@ let tests =
                 [ "attention.nsa-fast-reference-identical" ]
                 "nsa check gives the same reports below and beyond the threshold"
                 ``nsa check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.leank-fast-reference-identical" ]
+                "fast LeanK equals the readable reference bit for bit"
+                ``fast LeanK equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.leank-fast-reference-identical" ]
+                "leank check gives the same reports below and beyond the threshold"
+                ``leank check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "attention.block-sparse-fast-reference-identical" ]
+                "fast block-sparse attention equals the readable reference bit for bit"
+                ``fast block-sparse attention equals the readable reference bit for bit``
+            Proofs.test
+                [ "attention.block-sparse-fast-reference-identical" ]
+                "block-sparse check gives the same reports below and beyond the threshold"
+                ``block-sparse check gives the same reports below and beyond the threshold``
             Proofs.prop
                 [ "capacity.fast-reference-identical" ]
                 "fast capacity equals the readable reference bit for bit"

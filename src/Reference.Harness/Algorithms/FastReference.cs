@@ -9,15 +9,17 @@ namespace Reference.Harness.Algorithms;
 /// proofs/expert-choice.md, expert-choice.fast-reference-identical;
 /// proofs/topk.md, topk.fast-reference-identical; proofs/capacity.md, capacity.fast-reference-identical; proofs/aux-loss.md,
 /// aux-loss.fast-reference-identical; proofs/block-routing.md, block-routing.fast-reference-identical; proofs/reroute.md, reroute.fast-reference-identical;
-/// proofs/attention-sparse.md, attention.linear-fast-reference-identical, attention.moba-fast-reference-identical and
-/// attention.nsa-fast-reference-identical; proofs/sinkhorn.md, sinkhorn.fast-reference-identical), so the verdict does not
+/// proofs/attention-sparse.md, attention.linear-fast-reference-identical, attention.moba-fast-reference-identical,
+/// attention.nsa-fast-reference-identical, attention.leank-fast-reference-identical; proofs/attention.md,
+/// attention.block-sparse-fast-reference-identical; proofs/sinkhorn.md, sinkhorn.fast-reference-identical), so the verdict does not
 /// depend on the threshold.
 /// </summary>
 public static class FastReference
 {
     /// <summary>Attention work B Hq Tq Tk (D + Dv) beyond which <c>attention</c>'s oracle is
-    /// <see cref="Reference.Attention.DenseAttentionFast"/>, <c>linear</c>'s, <c>moba</c>'s and <c>nsa</c>'s are
-    /// <see cref="Reference.Attention.LinearAttentionFast"/>, <see cref="Reference.Attention.MobaFast"/> and <see cref="Reference.Attention.NsaFast"/>, and the float32/float16/bfloat16 baseline of the attention family
+    /// <see cref="Reference.Attention.DenseAttentionFast"/>, <c>block-sparse</c>'s, <c>linear</c>'s, <c>moba</c>'s, <c>nsa</c>'s and <c>leank</c>'s are
+    /// <see cref="Reference.Attention.BlockSparseAttentionFast"/>, <see cref="Reference.Attention.LinearAttentionFast"/>,
+    /// <see cref="Reference.Attention.MobaFast"/>, <see cref="Reference.Attention.NsaFast"/> and <see cref="Reference.Attention.LeanKFast"/>, and the float32/float16/bfloat16 baseline of the attention family
     /// is <c>AttentionBaselineFast</c>: 2^24, where the readable reference takes about 0.1 s.</summary>
     public const long AttentionWork = 1L << 24;
 

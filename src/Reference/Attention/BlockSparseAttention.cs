@@ -34,11 +34,7 @@ public static class BlockSparseAttention
                                           bool[,,,]? elementMask, double? scale, double softcap)
     {
         // 1. Validate.
-        ArgumentNullException.ThrowIfNull(blockMask);
-        var dims = AttentionCore.ValidateInputs(q, k, v);
-        double s = AttentionCore.ResolveScale(scale, softcap, dims.D, nameof(scale), nameof(softcap));
-        blockMask.RequireCompatible(dims.B, dims.Hq, dims.Tq, dims.Tk, nameof(blockMask));
-        AttentionCore.ValidateMask(elementMask, nameof(elementMask), dims.B, dims.Hq, dims.Tq, dims.Tk);
+        var (dims, s) = Validate(q, k, v, blockMask, elementMask, scale, softcap);
 
         var output = new double[dims.B, dims.Hq, dims.Tq, dims.Dv];   // [B, Hq, Tq, Dv]
         var lse = new double[dims.B, dims.Hq, dims.Tq];               // [B, Hq, Tq]
@@ -85,6 +81,19 @@ public static class BlockSparseAttention
     }
 
     /// <summary>The listed key tiles of query tile r for (b, h), in ascending tile order, each with its kind.</summary>
+    /// <summary>Step 1 of <see cref="Compute"/>: the checks, in order, and the resolved scale (shared with
+    /// <see cref="BlockSparseAttentionFast"/>, which must reject the same inputs with the same messages).</summary>
+    internal static (AttentionCore.Dims Dims, double Scale) Validate(
+        double[,,,] q, double[,,,] k, double[,,,] v, BlockMask blockMask, bool[,,,]? elementMask, double? scale, double softcap)
+    {
+        ArgumentNullException.ThrowIfNull(blockMask);
+        var dims = AttentionCore.ValidateInputs(q, k, v);
+        double s = AttentionCore.ResolveScale(scale, softcap, dims.D, nameof(scale), nameof(softcap));
+        blockMask.RequireCompatible(dims.B, dims.Hq, dims.Tq, dims.Tk, nameof(blockMask));
+        AttentionCore.ValidateMask(elementMask, nameof(elementMask), dims.B, dims.Hq, dims.Tq, dims.Tk);
+        return (dims, s);
+    }
+
     private static void ListedTiles(BlockMask mask, int b, int h, int r, List<(int, TileKind)> tiles)
     {
         int bb = mask.Batch == 1 ? 0 : b, hh = mask.Heads == 1 ? 0 : h;

@@ -64,7 +64,28 @@ public static class LeanK
     /// <exception cref="ArgumentException">A shape does not match, an entry is not finite, or an option is out of range.</exception>
     public static AttentionResult Compute(double[,,,] q, double[,,,] k, double[,,,] v, bool[,] channelMask, LeanKOptions options)
     {
-        // 1. Validate.
+        // 1. Validate; 2. heads whose mask keeps no channel.
+        var (dims, scale, zeroHead) = Prepare(q, k, v, channelMask, options);
+        var output = new double[dims.B, dims.Hq, dims.Tq, dims.Dv];
+        var lse = new double[dims.B, dims.Hq, dims.Tq];
+        var keys = new List<int>(dims.Tk);
+        var scores = new List<double>(dims.Tk);
+        for (int b = 0; b < dims.B; b++)
+        {
+            for (int h = 0; h < dims.Hq; h++)
+            {
+                Head(b, h, q, k, v, channelMask, options, dims, scale, zeroHead, keys, scores, output, lse);
+            }
+        }
+
+        return new AttentionResult(output, lse);
+    }
+
+    /// <summary>Steps 1 and 2 of <see cref="Compute"/>: the checks, the scale, and the heads whose mask keeps no channel
+    /// (shared with <see cref="LeanKFast"/>, which must reject the same inputs with the same messages).</summary>
+    internal static (AttentionCore.Dims Dims, double Scale, bool[] ZeroHead) Prepare(
+        double[,,,] q, double[,,,] k, double[,,,] v, bool[,] channelMask, LeanKOptions options)
+    {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(channelMask);
         var dims = AttentionCore.ValidateInputs(q, k, v);
@@ -78,7 +99,6 @@ public static class LeanK
         if (options.Recent < 0) throw new ArgumentException($"recent must be >= 0, got {options.Recent}", nameof(options));
         double scale = AttentionCore.ResolveScale(options.Scale, 0.0, dims.D, nameof(options), nameof(options));
 
-        // 2. Heads whose mask keeps no channel.
         var zeroHead = new bool[dims.Hkv];
         for (int g = 0; g < dims.Hkv; g++)
         {
@@ -86,41 +106,37 @@ public static class LeanK
             for (int d = 0; d < dims.D; d++) zeroHead[g] &= !channelMask[g, d];
         }
 
-        var output = new double[dims.B, dims.Hq, dims.Tq, dims.Dv];
-        var lse = new double[dims.B, dims.Hq, dims.Tq];
-        var keys = new List<int>(dims.Tk);
-        var scores = new List<double>(dims.Tk);
-        for (int b = 0; b < dims.B; b++)
+        return (dims, scale, zeroHead);
+    }
+
+    /// <summary>Steps 3 to 5 of <see cref="Compute"/> for query head (b, h): writes only out[b, h] and lse[b, h].</summary>
+    internal static void Head(
+        int b, int h, double[,,,] q, double[,,,] k, double[,,,] v, bool[,] channelMask, LeanKOptions options, AttentionCore.Dims dims,
+        double scale, bool[] zeroHead, List<int> keys, List<double> scores, double[,,,] output, double[,,] lse)
+    {
+        int g = h / dims.Group;
+        for (int i = 0; i < dims.Tq; i++)
         {
-            for (int h = 0; h < dims.Hq; h++)
+            long p = CausalAlignments.QueryPosition(i, dims.Tq, dims.Tk, options.CausalAlign);
+            keys.Clear();
+            scores.Clear();
+            for (int j = 0; j < dims.Tk; j++)
             {
-                int g = h / dims.Group;
-                for (int i = 0; i < dims.Tq; i++)
-                {
-                    long p = CausalAlignments.QueryPosition(i, dims.Tq, dims.Tk, options.CausalAlign);
-                    keys.Clear();
-                    scores.Clear();
-                    for (int j = 0; j < dims.Tk; j++)
-                    {
-                        // 3. The causal rule, the full region, and the zero-head mode.
-                        if (options.Causal && j > p) continue;
-                        bool full = j < options.Sink || (j > p - options.Recent && j <= p);
-                        if (!full && zeroHead[g] && options.ZeroHead == LeanKZeroHead.Drop) continue;
+                // 3. The causal rule, the full region, and the zero-head mode.
+                if (options.Causal && j > p) continue;
+                bool full = j < options.Sink || (j > p - options.Recent && j <= p);
+                if (!full && zeroHead[g] && options.ZeroHead == LeanKZeroHead.Drop) continue;
 
-                        // 4. The score on all channels (full) or on the kept channels (k_jd * m_gd).
-                        double dot = 0.0;
-                        for (int d = 0; d < dims.D; d++)
-                            dot += q[b, h, i, d] * (full ? k[b, g, j, d] : k[b, g, j, d] * (channelMask[g, d] ? 1.0 : 0.0));
-                        keys.Add(j);
-                        scores.Add(dot * scale);
-                    }
-
-                    // 5. Softmax and weighted sum (0 and -Inf for an empty row).
-                    AttentionCore.SoftmaxRow(keys, scores, v, b, g, output, lse, h, i, AttentionCore.Exact);
-                }
+                // 4. The score on all channels (full) or on the kept channels (k_jd * m_gd).
+                double dot = 0.0;
+                for (int d = 0; d < dims.D; d++)
+                    dot += q[b, h, i, d] * (full ? k[b, g, j, d] : k[b, g, j, d] * (channelMask[g, d] ? 1.0 : 0.0));
+                keys.Add(j);
+                scores.Add(dot * scale);
             }
-        }
 
-        return new AttentionResult(output, lse);
+            // 5. Softmax and weighted sum (0 and -Inf for an empty row).
+            AttentionCore.SoftmaxRow(keys, scores, v, b, g, output, lse, h, i, AttentionCore.Exact);
+        }
     }
 }

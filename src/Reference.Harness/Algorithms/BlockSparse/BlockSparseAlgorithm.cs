@@ -57,6 +57,13 @@ public static class BlockSparseAlgorithm
                 mask, AttentionArrays.OptionalBool4(call, "mask"), options.Scale, options.Softcap);
             return AttentionAlgorithm.Output(result);
         },
+        // Beyond FastReference.AttentionWork: BlockSparseAttentionFast, equal to the reference bit for bit
+        // (proofs/attention.md, attention.block-sparse-fast-reference-identical).
+        Oracle = (call, options) => AttentionAlgorithm.Output((AttentionAlgorithm.Fast(call)
+            ? (Func<double[,,,], double[,,,], double[,,,], BlockMask, bool[,,,]?, double?, double, AttentionResult>)BlockSparseAttentionFast.Compute
+            : BlockSparseAttention.Compute)(
+            AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
+            Mask(call), AttentionArrays.OptionalBool4(call, "mask"), options.Scale, options.Softcap)),
         Paths =
         [
             new PathOf<BlockSparseOptions, AttentionOutput>("kernel", "float32 FlashAttention-2 walking the block mask's tiles (absent tiles skipped), parallel",

@@ -41,6 +41,13 @@ public static class LeanKAlgorithm
         Reference = (call, options) => AttentionAlgorithm.Output(LeanK.Compute(
             AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
             AttentionArrays.Bool2(call, "channel_mask"), options)),
+        // Beyond FastReference.AttentionWork: LeanKFast, equal to the reference bit for bit (proofs/attention-sparse.md,
+        // attention.leank-fast-reference-identical).
+        Oracle = (call, options) => AttentionAlgorithm.Output((AttentionAlgorithm.Fast(call)
+            ? (Func<double[,,,], double[,,,], double[,,,], bool[,], LeanKOptions, AttentionResult>)LeanKFast.Compute
+            : LeanK.Compute)(
+            AttentionArrays.Double4(call, "q"), AttentionArrays.Double4(call, "k"), AttentionArrays.Double4(call, "v"),
+            AttentionArrays.Bool2(call, "channel_mask"), options)),
         CompareInContext = new LeanKValidator(),
         Generate = Generate,
     };
