@@ -8,6 +8,7 @@ open System.Collections.Generic
 open Expecto
 open Reference.Attention
 open Reference.Routing
+open Reference.Transport
 open Reference.Numerics
 open Reference.Harness.Algorithms
 open Reference.Harness.Registry
@@ -786,6 +787,216 @@ let ``aux-loss check gives the same reports below and beyond the threshold`` () 
     for variant in [ "megatron"; "hf"; "deepspeed-top2" ] do
         sameVerdicts "aux-loss" (routingArrays 9 70 6 false) [ "k", "2"; "variant", variant ] "switch_loss" (fun v -> v.[0] <- v.[0] * 1.01)
 
+// ---------------------------------------------------------------------------------------------------------------
+// sinkhorn
+
+let private sinkhornMethods =
+    [|
+        SinkhornMethod.Knopp
+        SinkhornMethod.Log
+        SinkhornMethod.Stabilized
+        SinkhornMethod.EpsilonScaling
+        SinkhornMethod.SBase
+        SinkhornMethod.Selective
+    |]
+
+/// The options with tau, the inner cap and eps0 of stabilized and eps-scaling set.
+let private withScaling (o: SinkhornOptions) (tau: float) (inner: int) (eps0: float) =
+    SinkhornOptions(
+        Method = o.Method,
+        Regularization = o.Regularization,
+        MaxIterations = o.MaxIterations,
+        Tolerance = o.Tolerance,
+        K = o.K,
+        RowMarginal = o.RowMarginal,
+        ColumnMarginal = o.ColumnMarginal,
+        Tau = tau,
+        InnerMaxIterations = inner,
+        Epsilon0 = eps0
+    )
+
+/// A random Sinkhorn problem: every method; N mostly small, past one block of rows (512) in an eighth of the cases (not
+/// for eps-scaling, whose inner runs make it slow); entries of scale 0.3 to 3 or wide (|M|/reg past 800, so that knopp
+/// and stabilized under- or overflow, and S-BASE's exp(X) overflows), on a coarse grid a quarter of the time; random reg,
+/// marginals given (not always of equal mass) or default, max_iter, tol (0 included) or default, k, tau; the cost or the
+/// logits entry point.
+let private sinkhornProblem (seed: int) =
+    let r = Random seed
+    let meth = sinkhornMethods.[r.Next sinkhornMethods.Length]
+    let epsScaling = meth = SinkhornMethod.EpsilonScaling
+
+    let n =
+        if not epsScaling && r.Next 8 = 0 then
+            r.Next(513, 1200)
+        else
+            r.Next(1, 40)
+
+    let e = r.Next(1, if epsScaling then 7 else 19)
+    let reg = [| 0.02; 0.1; 0.3; 1.0; 3.0 |].[r.Next 5]
+    let style = r.Next 4
+
+    let m =
+        Array2D.init n e (fun _ _ ->
+            match style with
+            | 0 -> float (r.Next(-3, 4)) * 0.25
+            | 1 -> 0.3 * normal r
+            | 2 -> 3.0 * normal r
+            | _ -> (if meth = SinkhornMethod.SBase then 400.0 else 1000.0 * reg) * normal r)
+
+    let positive count = Array.init count (fun _ -> 0.2 + r.NextDouble())
+
+    let a, b =
+        match r.Next 4 with
+        | 0 -> Some(positive n |> Array.map (fun x -> x / float n)), Some(positive e |> Array.map (fun x -> x / float e))
+        | 1 ->
+            let a = positive n
+            let b = positive e
+            let sa, sb = Array.sum a, Array.sum b
+            Some(a |> Array.map (fun x -> x / sa)), Some(b |> Array.map (fun x -> x / sb))
+        | _ -> None, None
+
+    let maxIter =
+        if epsScaling then
+            Some(r.Next(35, 42))
+        else
+            [| Some 1; Some 2; Some(r.Next(3, 40)); Some(r.Next(40, 200)); None |].[r.Next 5]
+
+    let tol = [| Some 0.0; Some 1e-3; Some 1e-6; Some 1e-9; None |].[r.Next 5]
+    let sbase = meth = SinkhornMethod.SBase
+    let k = r.Next(1, e + 1)
+
+    let options =
+        SinkhornProperties.options meth (if sbase then None else Some reg) (if sbase && maxIter.IsNone then Some 300 else maxIter) tol a b k
+
+    let options =
+        match meth with
+        | SinkhornMethod.Stabilized
+        | SinkhornMethod.EpsilonScaling ->
+            withScaling options [| 1e3; 10.0; 2.0 |].[r.Next 3] (if epsScaling then r.Next(1, 12) else 100) [| 1e4; 10.0 |].[r.Next 2]
+        | _ -> options
+
+    m, options, r.Next 2 = 0
+
+/// Every output of two Sinkhorn results, bit for bit (NaN results are the same constant in both).
+let private sameSinkhorn (slow: Reference.Transport.SinkhornResult) (fast: Reference.Transport.SinkhornResult) =
+    Expect.equal fast.Status slow.Status "status"
+    Expect.equal fast.Iterations slow.Iterations "iterations"
+    Expect.equal fast.Converged slow.Converged "converged"
+    sameBits "err" [ slow.Error ] [ fast.Error ]
+    sameBits "plan" (Seq.cast<double> slow.Plan) (Seq.cast<double> fast.Plan)
+    sameBits "f" slow.F fast.F
+    sameBits "g" slow.G fast.G
+    Expect.equal (isNull fast.Experts) (isNull slow.Experts) "experts present"
+    Expect.equal (isNull fast.Weights) (isNull slow.Weights) "weights present"
+
+    if not (isNull slow.Experts) then
+        sameInts "experts" (Seq.cast<int> slow.Experts) (Seq.cast<int> fast.Experts)
+        sameBits "weights" (Seq.cast<double> slow.Weights) (Seq.cast<double> fast.Weights)
+
+let ``fast sinkhorn equals the readable reference bit for bit`` (seed: int) =
+    let m, options, logits = sinkhornProblem seed
+
+    let slow, fast =
+        if logits then
+            Sinkhorn.SolveLogits(m, options), SinkhornFast.SolveLogits(m, options)
+        else
+            Sinkhorn.Solve(m, options), SinkhornFast.Solve(m, options)
+
+    sameSinkhorn slow fast
+
+let ``fast sinkhorn rejects what the readable reference rejects`` () =
+    let x = Array2D.init 5 4 (fun i j -> float (i - j))
+    let nan = Array2D.copy x
+    nan.[3, 2] <- Double.NaN
+    let reg = Some 0.5
+    let o meth reg = SinkhornProperties.options meth reg None None None None 1
+
+    for cost, options in
+        [
+            nan, o SinkhornMethod.Log reg
+            Array2D.zeroCreate 0 4, o SinkhornMethod.Log reg
+            x, o SinkhornMethod.Log None
+            x, o SinkhornMethod.Knopp (Some -1.0)
+            x, o SinkhornMethod.SBase reg
+            x, SinkhornProperties.options SinkhornMethod.Log reg (Some 0) None None None 1
+            x, SinkhornProperties.options SinkhornMethod.Log reg None (Some -1e-3) None None 1
+            x, SinkhornProperties.options SinkhornMethod.SBase None None None None None 5
+            x, SinkhornProperties.options SinkhornMethod.Selective reg None None None None 0
+            x, SinkhornProperties.options SinkhornMethod.Log reg None None (Some [| 0.25; 0.25 |]) None 1
+            x, SinkhornProperties.options SinkhornMethod.Log reg None None None (Some [| 0.5; 0.5; 0.0; 0.0 |]) 1
+            x, SinkhornProperties.options SinkhornMethod.Knopp reg None None (Some [| 0.2; 0.2; Double.NaN; 0.2; 0.2 |]) None 1
+            x, withScaling (o SinkhornMethod.Stabilized reg) 0.0 100 1e4
+            x, withScaling (o SinkhornMethod.EpsilonScaling reg) 1e3 100 Double.PositiveInfinity
+            x, withScaling (o SinkhornMethod.EpsilonScaling reg) 1e3 0 1e4
+        ] do
+        let slow = errorOf (fun () -> box (Sinkhorn.Solve(cost, options)))
+        Expect.notEqual slow "no error" "the reference rejects it"
+        Expect.equal (errorOf (fun () -> box (SinkhornFast.Solve(cost, options)))) slow "cost: same error"
+        let slowLogits = errorOf (fun () -> box (Sinkhorn.SolveLogits(cost, options)))
+        Expect.equal (errorOf (fun () -> box (SinkhornFast.SolveLogits(cost, options)))) slowLogits "logits: same error"
+
+/// Float outputs rounded to float32: a float32 candidate made from the reference's outputs.
+let private toFloat32 (outputs: IReadOnlyDictionary<string, NdArray>) =
+    let d = Dictionary<string, NdArray>()
+
+    for KeyValue(name, a) in outputs do
+        d.[name] <-
+            if a.DType = DType.F64 then
+                NdArray.Create(a.ToDoubles() |> Array.map float32, Array.ofSeq a.Shape)
+            else
+                a
+
+    d
+
+let ``sinkhorn check gives the same reports below and beyond the threshold`` () =
+    let marginals (n: int) (e: int) =
+        [
+            "a", NdArray.Create(Array.init n (fun i -> float32 (1.0 + float (i % 3)) / float32 (2 * n)), n)
+            "b", NdArray.Create(Array.create e (1.0f / float32 e), e)
+        ]
+
+    for meth, parameters, fromKernel, given in
+        [
+            "log", [ "reg", "0.1"; "max_iter", "40" ], true, false
+            "log", [ "reg", "0.3" ], true, true
+            "knopp", [ "reg", "0.3"; "max_iter", "60" ], false, false
+            "stabilized", [ "reg", "0.1"; "max_iter", "50" ], false, true
+            "eps-scaling", [ "reg", "0.3"; "max_iter", "36" ], false, false
+            "sbase", [ "k", "2"; "max_iter", "200" ], false, false
+            "ssr", [ "reg", "0.3"; "k", "2"; "max_iter", "30" ], false, false
+        ] do
+        let n, e = 80, 5
+        let arrays = routingArrays 13 n e false @ (if given then marginals n e else [])
+        let parameters = ("method", meth) :: parameters
+        let alg, call = bind "sinkhorn" arrays parameters
+
+        let outputs =
+            if fromKernel then
+                Dictionary(alg.Run(call, "kernel"))
+            else
+                toFloat32 (alg.Run(call, "reference"))
+
+        let good (_: IReadOnlyDictionary<string, NdArray>) = Dictionary outputs
+
+        // A plan entry 10 times too large; for eps-scaling, whose a-priori plan bound over its inner iterations is too
+        // loose for that, a numerical error claimed where the reference has none.
+        let broken (_: IReadOnlyDictionary<string, NdArray>) =
+            let d = Dictionary outputs
+
+            if meth = "eps-scaling" then
+                d.["status"] <- NdArray.Scalar 2
+            else
+                let plan = outputs.["plan"].ToDoubles() |> Array.map float32
+                plan.[0] <- plan.[0] * 10.0f
+                d.["plan"] <- NdArray.Create(plan, n, e)
+
+            d
+
+        for label, candidate, passes in [ "good", good, true; "broken", broken, false ] do
+            let below, beyond = bothWays "sinkhorn" arrays parameters candidate
+            Expect.equal beyond below $"{meth} {label}: same reports"
+            Expect.equal (below |> List.forall fst) passes $"{meth} {label}: verdict {below}"
+
 // The tests of this module, as values (Proofs.family, Proofs.test, Proofs.prop: see Proofs.fs).
 [<Tests>]
 let tests =
@@ -915,4 +1126,16 @@ let tests =
                 [ "aux-loss.fast-reference-identical" ]
                 "aux-loss check gives the same reports below and beyond the threshold"
                 ``aux-loss check gives the same reports below and beyond the threshold``
+            Proofs.prop
+                [ "sinkhorn.fast-reference-identical" ]
+                "fast sinkhorn equals the readable reference bit for bit"
+                ``fast sinkhorn equals the readable reference bit for bit``
+            Proofs.test
+                [ "sinkhorn.fast-reference-identical" ]
+                "fast sinkhorn rejects what the readable reference rejects"
+                ``fast sinkhorn rejects what the readable reference rejects``
+            Proofs.test
+                [ "sinkhorn.fast-reference-identical" ]
+                "sinkhorn check gives the same reports below and beyond the threshold"
+                ``sinkhorn check gives the same reports below and beyond the threshold``
         ]

@@ -24,7 +24,16 @@ internal static class SelectiveSinkhorn
 
         // 2. Top-k of each plan row.
         var experts = SinkhornProblem.TopExperts(result.Plan, p.K);
+        return Weigh(p, result, experts);
+    }
 
+    /// <summary>Step 3 of <see cref="Solve"/>: the weights at the chosen experts (shared with the fast path).</summary>
+    /// <param name="p">The problem.</param>
+    /// <param name="result">The log-domain run.</param>
+    /// <param name="experts">[N, k] the top-k of each plan row.</param>
+    /// <returns>The run with experts and weights.</returns>
+    public static SinkhornResult Weigh(SinkhornProblem p, SinkhornResult result, int[,] experts)
+    {
         // 3. Weights: the plan values renormalized over the k selected.
         var weights = new double[p.N, p.K];
         for (int i = 0; i < p.N; i++)

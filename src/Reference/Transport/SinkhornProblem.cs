@@ -159,25 +159,36 @@ internal sealed record SinkhornProblem(
         var row = new double[e];       // [E]
         for (int i = 0; i < n; i++)
         {
-            for (int j = 0; j < e; j++)
-            {
-                row[j] = plan[i, j];
-            }
-            if (!AllFinite(row))
-            {
-                for (int slot = 0; slot < k; slot++)
-                {
-                    experts[i, slot] = -1;
-                }
-                continue;
-            }
-            var top = Routing.Ranking.Top(row, k);
-            for (int slot = 0; slot < k; slot++)
-            {
-                experts[i, slot] = top[slot];
-            }
+            TopExpertsRow(plan, k, i, experts, row);
         }
         return experts;
+    }
+
+    /// <summary>Row i of <see cref="TopExperts"/> (the fast path calls it per row, rows in parallel).</summary>
+    /// <param name="plan">G [N, E].</param>
+    /// <param name="k">Experts per token, 1..E.</param>
+    /// <param name="i">The row.</param>
+    /// <param name="experts">[N, k]: row i is written.</param>
+    /// <param name="row">Scratch [E].</param>
+    public static void TopExpertsRow(double[,] plan, int k, int i, int[,] experts, double[] row)
+    {
+        for (int j = 0; j < row.Length; j++)
+        {
+            row[j] = plan[i, j];
+        }
+        if (!AllFinite(row))
+        {
+            for (int slot = 0; slot < k; slot++)
+            {
+                experts[i, slot] = -1;
+            }
+            return;
+        }
+        var top = Routing.Ranking.Top(row, k);
+        for (int slot = 0; slot < k; slot++)
+        {
+            experts[i, slot] = top[slot];
+        }
     }
 
     /// <summary>The all-NaN result: no iterate with finite values exists.</summary>

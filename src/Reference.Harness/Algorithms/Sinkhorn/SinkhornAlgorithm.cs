@@ -67,7 +67,8 @@ public static class SinkhornAlgorithm
             OutputSpec<SinkhornOutput>.Of("weights", "N,k", ArrayKind.Float, OutputComparison.Validated,
                 "sbase: sigmoid (k = 1) or softmax of X; ssr: plan renormalized", r => r.Weights),
         ],
-        Reference = (call, options) => Output(Solve(call, options)),
+        Reference = (call, options) => Output(ReadableSolve(call, options)),
+        Oracle = (call, options) => Output(Solve(call, options)),
         Paths =
         [
             new PathOf<SinkhornOptions, SinkhornOutput>("kernel", "float32 log-domain Sinkhorn, TensorPrimitives log-sum-exp, parallel over columns and rows",
@@ -86,12 +87,49 @@ public static class SinkhornAlgorithm
     /// <summary>The reference options from the call's parameters and inputs. Parsed once per call (<see cref="AlgorithmCall.Memo{T}"/>).</summary>
     public static SinkhornOptions Options(AlgorithmCall call) => Entry.Options(call);
 
-    /// <summary>Runs the reference on the call's cost (or negated logits) with the given options.</summary>
+    /// <summary>
+    /// What <c>check</c> judges against: the reference run on the call's cost (or negated logits) with the given options,
+    /// computed once per call and options (<see cref="AlgorithmCall.Memo{T}"/>), so that the oracle, the validator's
+    /// target and its re-runs share one solve. Beyond <see cref="FastReference.SinkhornWork"/> (work N E) the run is
+    /// <see cref="SinkhornFast"/>'s, equal to the readable reference's bit for bit (proofs/sinkhorn.md,
+    /// sinkhorn.fast-reference-identical); otherwise the readable <see cref="Sinkhorn"/>'s.
+    /// </summary>
+    /// <param name="call">The call.</param>
+    /// <param name="options">The options (the call's, or a variant of them with another cap or tolerance).</param>
+    /// <returns>The run; shared: do not modify it.</returns>
     public static SinkhornResult Solve(AlgorithmCall call, SinkhornOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var shape = call.Array(CostName(call)).Shape;
+        bool fast = shape.Count == 2 && UseFast(shape[0], shape[1]);
+        return call.Memo(("solve", nameof(SinkhornAlgorithm), fast, options), () => fast
+            ? CostName(call) == "cost" ? SinkhornFast.Solve(call.Matrix("cost"), options) : SinkhornFast.SolveLogits(call.Matrix("logits"), options)
+            : ReadableSolve(call, options));
+    }
+
+    /// <summary>The readable reference on the call's cost (or negated logits): what <c>run --path reference</c> writes.</summary>
+    /// <param name="call">The call.</param>
+    /// <param name="options">The options.</param>
+    /// <returns>The run.</returns>
+    public static SinkhornResult ReadableSolve(AlgorithmCall call, SinkhornOptions options)
     {
         ArgumentNullException.ThrowIfNull(call);
         return CostName(call) == "cost" ? Sinkhorn.Solve(call.Matrix("cost"), options) : Sinkhorn.SolveLogits(call.Matrix("logits"), options);
     }
+
+    /// <summary>The reference on a cost matrix that is not the call's (the validator's perturbed costs): beyond
+    /// <see cref="FastReference.SinkhornWork"/> <see cref="SinkhornFast.Solve"/>, otherwise <see cref="Sinkhorn.Solve"/>;
+    /// the same result either way.</summary>
+    /// <param name="cost">M, [N, E].</param>
+    /// <param name="options">The options.</param>
+    /// <returns>The run.</returns>
+    public static SinkhornResult SolveCost(double[,] cost, SinkhornOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(cost);
+        return UseFast(cost.GetLength(0), cost.GetLength(1)) ? SinkhornFast.Solve(cost, options) : Sinkhorn.Solve(cost, options);
+    }
+
+    private static bool UseFast(int n, int e) => FastReference.Beyond((long)n * e, FastReference.SinkhornWork);
 
     /// <summary>The cost M [N, E] of the call: the cost input, or minus the logits.</summary>
     public static double[,] Cost(AlgorithmCall call)

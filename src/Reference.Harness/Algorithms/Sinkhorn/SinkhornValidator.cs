@@ -206,7 +206,7 @@ public sealed class SinkhornValidator : IValidator
         int n = cost.GetLength(0), e = cost.GetLength(1);
         double reg = method == SinkhornMethod.SBase ? 1.0 : options.Regularization ?? 1.0;
         double u = Precision.UnitRoundoff(compute);
-        double s = MaxAbs(Flat(cost)) / reg + 3.0 * (MaxAbs(target.F) + MaxAbs(target.G)) / reg
+        double s = MaxAbs(cost) / reg + 3.0 * (MaxAbs(target.F) + MaxAbs(target.G)) / reg
             + MaxAbs(a.Select(x => Math.Log(x))) + MaxAbs(b.Select(x => Math.Log(x))) + Math.Log((double)n * e);
         if (!double.IsFinite(s))
         {
@@ -308,17 +308,22 @@ public sealed class SinkhornValidator : IValidator
             }
             shift = sum / (n + e);
         }
-        double tiny = Precision.SmallestNormal(NumberFormat.Float32), logPlan = 0, potential = 0;
-        for (int i = 0; i < n; i++)
+        double tiny = Precision.SmallestNormal(NumberFormat.Float32), potential = 0;
+        double logPlan = RowsMax(n, i =>
         {
+            double m = 0;
             for (int j = 0; j < e; j++)
             {
                 double c = run.Plan[i * e + j], r = target.Plan[i, j];
                 if (c > tiny && r > tiny)
                 {
-                    logPlan = Math.Max(logPlan, Math.Abs(Math.Log(c) - Math.Log(r)));
+                    m = Math.Max(m, Math.Abs(Math.Log(c) - Math.Log(r)));
                 }
             }
+            return m;
+        });
+        for (int i = 0; i < n; i++)
+        {
             potential = Math.Max(potential, Math.Abs(run.F[i] + shift - target.F[i]));
         }
         for (int j = 0; j < e; j++)
@@ -344,28 +349,33 @@ public sealed class SinkhornValidator : IValidator
                  })
         {
             var moved = new double[n, e];
-            for (int i = 0; i < n; i++)
+            Parallel.For(0, n, i =>
             {
                 for (int j = 0; j < e; j++)
                 {
                     moved[i, j] = cost[i, j] + (positive(i, j) ? 8.0 : -8.0) * u32 * (Math.Abs(cost[i, j]) + potentialScale);
                 }
-            }
-            var sensitive = Reference.Transport.Sinkhorn.Solve(moved, options with { MaxIterations = t, Tolerance = 0.0 });
+            });
+            var sensitive = SinkhornAlgorithm.SolveCost(moved, options with { MaxIterations = t, Tolerance = 0.0 });
             if (sensitive.Status == SinkhornStatus.NumericalError)
             {
                 continue;
             }
-            for (int i = 0; i < n; i++)
+            logPlan = Math.Max(logPlan, RowsMax(n, i =>
             {
+                double m = 0;
                 for (int j = 0; j < e; j++)
                 {
                     double c = sensitive.Plan[i, j], r = target.Plan[i, j];
                     if (c > tiny && r > tiny)
                     {
-                        logPlan = Math.Max(logPlan, Math.Abs(Math.Log(c) - Math.Log(r)));
+                        m = Math.Max(m, Math.Abs(Math.Log(c) - Math.Log(r)));
                     }
                 }
+                return m;
+            }));
+            for (int i = 0; i < n; i++)
+            {
                 potential = Math.Max(potential, Math.Abs(sensitive.F[i] - target.F[i]));
             }
             for (int j = 0; j < e; j++)
@@ -434,18 +444,23 @@ public sealed class SinkhornValidator : IValidator
         return hints.Count == 0 ? null : "hint: " + string.Join("; or ", hints);
     }
 
-    /// <summary>The stopping measure of a plan: ||G^T 1 - b||_2, or for eps-scaling ||G^T 1 - b||^2 + ||G 1 - a||^2.</summary>
+    /// <summary>The stopping measure of a plan: ||G^T 1 - b||_2, or for eps-scaling ||G^T 1 - b||^2 + ||G 1 - a||^2.
+    /// Each column is summed over the rows in order (one accumulator per column, the plan read row by row).</summary>
     private static double Measure(SinkhornMethod method, double[] plan, double[] a, double[] b)
     {
         int n = a.Length, e = b.Length;
         double column = 0, row = 0;
+        var sums = new double[e];
+        for (int i = 0; i < n; i++)
+        {
+            for (int j = 0; j < e; j++)
+            {
+                sums[j] += plan[i * e + j];
+            }
+        }
         for (int j = 0; j < e; j++)
         {
-            double sum = 0;
-            for (int i = 0; i < n; i++)
-            {
-                sum += plan[i * e + j];
-            }
+            double sum = sums[j];
             column += (sum - b[j]) * (sum - b[j]);
         }
         for (int i = 0; i < n; i++)
@@ -602,6 +617,40 @@ public sealed class SinkhornValidator : IValidator
             }
         }
         return flat;
+    }
+
+    /// <summary>max over rows i of <paramref name="rowMax"/>(i) and 0, rows in parallel. Math.Max is commutative and
+    /// associative exactly (NaN wins, +0 over -0), so the result is the sequential loop's whatever the schedule.</summary>
+    private static double RowsMax(int n, Func<int, double> rowMax)
+    {
+        const int rowsPerBlock = 512;
+        double result = 0;
+        var gate = new object();
+        Parallel.For(0, (n + rowsPerBlock - 1) / rowsPerBlock, () => 0.0, (block, _, local) =>
+        {
+            for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
+            {
+                local = Math.Max(local, rowMax(i));
+            }
+            return local;
+        }, local =>
+        {
+            lock (gate)
+            {
+                result = Math.Max(result, local);
+            }
+        });
+        return result;
+    }
+
+    private static double MaxAbs(double[,] values)
+    {
+        double max = 0;
+        foreach (double x in values)
+        {
+            max = Math.Max(max, Math.Abs(x));
+        }
+        return max;
     }
 
     private static double MaxAbs(IEnumerable<double> values)
