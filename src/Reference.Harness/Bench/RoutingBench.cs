@@ -157,7 +157,7 @@ public sealed class RoutingBench : IBench
             string note = r.Describe();
             if (r.MedianMs is { } ms && reference is { } refMs && r != results[0])
             {
-                note += string.Create(CultureInfo.InvariantCulture, $"; {ms / refMs:0.000}x the reference's time");
+                note += string.Create(CultureInfo.InvariantCulture, $"; {ms / refMs:0.000}x the oracle's time");
             }
             if (r.Name == CheckSolver && passed == false)
             {
