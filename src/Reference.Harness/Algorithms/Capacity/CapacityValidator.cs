@@ -271,6 +271,15 @@ public sealed class CapacityValidator : IValidator
                 ctx.WidenFirstChoice(i, experts, keptOf);
             }
         }
+        if (options.Policy == DropPolicy.Score && options.Normalize == Renormalization.Before)
+        {
+            // A row with dropped positions near-tied at its top-k boundary may have been completed differently by the
+            // candidate (a float32 sigmoid saturates to 1 and ties keys that differ in double): its weights are known only
+            // up to the range over its valid completions.
+            var scale = new (double Low, double High)[n];
+            ForEachRow(n, i => scale[i] = rowOk[i] ? BeforeScaleRange(i, experts, sel, keptOf, ctx) : (1.0, 1.0));
+            ctx.WidenBeforeWeights(scale);
+        }
 
         // 4. Capacity and priority, expert by expert (at most C kept was checked first): a drop only from a full expert; no dropped request
         //    definitely before a kept one.
@@ -456,6 +465,55 @@ public sealed class CapacityValidator : IValidator
         }
     }
 
+    /// <summary>The near-tie ambiguity of row i's dropped positions. The full experts outside the kept ones whose key is within
+    /// the slack of the completed selection's weakest key form a band; experts of the band above the weakest key by more than
+    /// the slack are in every valid completion (forced), and the remaining dropped positions may hold any m of the others
+    /// (free, by ascending score). Null when the row has no dropped position, or the greedy completion is not of that shape.</summary>
+    private static (List<int> Kept, List<int> Forced, List<int> Free, int M)? DroppedBand(
+        int i, int[,] experts, int[,] sel, List<(int I, int J)>[] keptOf, Context ctx)
+    {
+        int k = ctx.K;
+        var kept = Enumerable.Range(0, k).Where(j => experts[i, j] >= 0).Select(j => experts[i, j]).ToList(); // in position order
+        int dropped = k - kept.Count;
+        if (dropped == 0)
+        {
+            return null;
+        }
+        double weakest = Enumerable.Range(0, k).Min(j => ctx.Key[i, sel[i, j]]);
+        double slack = ctx.KeySlack[i];
+        var band = Enumerable.Range(0, ctx.E)
+            .Where(x => !kept.Contains(x) && keptOf[x].Count == ctx.C && ctx.Key[i, x] >= weakest - slack).ToList();
+        var forced = band.Where(x => ctx.Key[i, x] > weakest + slack).ToList();
+        var free = band.Except(forced).OrderBy(x => ctx.P[i, x]).ThenBy(x => x).ToList();
+        int m = dropped - forced.Count;
+        return m < 0 || m > free.Count ? null : (kept, forced, free, m);
+    }
+
+    /// <summary>For the score policy with "before": the pre-drop weights of row i are P / S, S the score sum of the row's
+    /// selection, and a row with dropped positions may have any completion of <see cref="DroppedBand"/>. Returns
+    /// (S_g / S_max, S_g / S_min), S_g the greedy completion's sum and S_min, S_max the smallest and largest sum over the
+    /// band's choices, so that w·(S_g / S_max) .. w·(S_g / S_min) holds the weight of every valid completion; (1, 1) when the
+    /// row is unambiguous. Sums in log space, as <see cref="RouterScores.Normalized"/> computes them.</summary>
+    private static (double Low, double High) BeforeScaleRange(int i, int[,] experts, int[,] sel, List<(int I, int J)>[] keptOf, Context ctx)
+    {
+        if (DroppedBand(i, experts, sel, keptOf, ctx) is not { } ambiguity)
+        {
+            return (1.0, 1.0);
+        }
+        var (kept, forced, free, m) = ambiguity;
+        double LogSum(IEnumerable<int> set)
+        {
+            var logs = set.Select(x => ctx.LogScore(i, x)).ToArray();
+            double max = logs.Max();
+            return max + Math.Log(logs.Sum(v => Math.Exp(v - max)));
+        }
+        var fixedSet = kept.Concat(forced).ToList();
+        double greedy = LogSum(Enumerable.Range(0, ctx.K).Select(j => sel[i, j]));
+        double smallest = LogSum(fixedSet.Concat(free.Take(m)));
+        double largest = LogSum(fixedSet.Concat(free.Skip(free.Count - m)));
+        return (Math.Min(1.0, Math.Exp(greedy - largest)), Math.Max(1.0, Math.Exp(greedy - smallest)));
+    }
+
     /// <summary>"before" weights of row i when its dropped positions are ambiguous. The full experts outside the kept ones whose
     /// key is within the slack of the completed selection's weakest key form a band; experts of the band above the weakest key
     /// by more than the slack must be in the selection, and the remaining dropped positions may hold any others of the band.
@@ -466,24 +524,13 @@ public sealed class CapacityValidator : IValidator
         int i, double[,] logits, CapacityOptions options, int[,] experts, int[,] sel, List<(int I, int J)>[] keptOf, Context ctx,
         double[,] weights, double[,] expected)
     {
-        int k = options.K, e = logits.GetLength(1);
-        var kept = Enumerable.Range(0, k).Where(j => experts[i, j] >= 0).Select(j => experts[i, j]).ToList(); // in position order
-        int dropped = k - kept.Count;
-        if (dropped == 0 || kept.Count == 0 || weights.GetLength(0) != experts.GetLength(0) || weights.GetLength(1) != k)
+        int k = options.K;
+        if (weights.GetLength(0) != experts.GetLength(0) || weights.GetLength(1) != k
+            || DroppedBand(i, experts, sel, keptOf, ctx) is not { } ambiguity || ambiguity.Kept.Count == 0)
         {
-            return;
+            return; // nothing dropped, nothing kept, or not the shape the completion produced: the greedy completion's weights
         }
-        double weakest = Enumerable.Range(0, k).Min(j => ctx.Key[i, sel[i, j]]);
-        double slack = ctx.KeySlack[i];
-        var band = Enumerable.Range(0, e)
-            .Where(x => !kept.Contains(x) && keptOf[x].Count == ctx.C && ctx.Key[i, x] >= weakest - slack).ToList();
-        var forced = band.Where(x => ctx.Key[i, x] > weakest + slack).ToList();
-        var free = band.Except(forced).OrderBy(x => ctx.P[i, x]).ThenBy(x => x).ToList();
-        int m = dropped - forced.Count;
-        if (m < 0 || m > free.Count)
-        {
-            return; // not the shape the completion produced; keep the greedy completion's weights
-        }
+        var (kept, forced, free, m) = ambiguity;
         double[] Bound(IEnumerable<int> chosen)
         {
             var all = kept.Concat(forced).Concat(chosen).Select(x => logits[i, x]).ToArray();
@@ -586,6 +633,13 @@ public sealed class CapacityValidator : IValidator
         public double[] MaxAbsLogit { get; }
         public double[] KeySlack { get; }
 
+        /// <summary>[N] score policy with "before" only, once the rows are completed: the range of a row's weights over its valid
+        /// completions, relative to the greedy completion's (<see cref="BeforeScaleRange"/>); null before then.</summary>
+        private (double Low, double High)[]? beforeScale;
+
+        /// <summary>Sets <see cref="beforeScale"/>: from now on <see cref="PriorityOf"/> widens the score policy's values by it.</summary>
+        public void WidenBeforeWeights((double Low, double High)[] scale) => beforeScale = scale;
+
         /// <summary>[N] batch-priority only: for a token whose first choice was dropped, the smallest and largest score P over
         /// the experts that could have been that first choice (NaN otherwise).</summary>
         private double[]? firstChoiceLow, firstChoiceHigh;
@@ -650,7 +704,8 @@ public sealed class CapacityValidator : IValidator
                 case DropPolicy.ChoicePosition:
                     return new Priority(i, j, (long)j * N + i, 0, 0);
                 case DropPolicy.Score:
-                    return new Priority(i, j, 0, weight - ValueSlack(i, x, weight), weight + ValueSlack(i, x, weight));
+                    double lowWeight = weight * (beforeScale?[i].Low ?? 1.0), highWeight = weight * (beforeScale?[i].High ?? 1.0);
+                    return new Priority(i, j, 0, lowWeight - ValueSlack(i, x, lowWeight), highWeight + ValueSlack(i, x, highWeight));
                 case DropPolicy.Logit:
                     double lx = Logits[i, x], s = U * Math.Abs(lx);
                     return new Priority(i, j, 0, lx - s, lx + s);
@@ -833,7 +888,7 @@ public sealed class CapacityValidator : IValidator
         private double[]? beforeLogNormalizer;
 
         /// <summary>The log of the score of token i at expert x up to the row's constant: the logit (softmax) or its log-sigmoid.</summary>
-        private double LogScore(int i, int x) =>
+        public double LogScore(int i, int x) =>
             Options.Score == ScoreFunction.Softmax ? Logits[i, x] : RouterScores.LogSigmoid(Logits[i, x]);
 
         /// <summary>[E] the summaries of the experts filled to C (null for the others), set by <see cref="PrepareCompletion"/>.</summary>
