@@ -473,18 +473,32 @@ public sealed class CapacityValidator : IValidator
         int i, int[,] experts, int[,] sel, List<(int I, int J)>[] keptOf, Context ctx)
     {
         int k = ctx.K;
-        var kept = Enumerable.Range(0, k).Where(j => experts[i, j] >= 0).Select(j => experts[i, j]).ToList(); // in position order
+        var kept = new List<int>(k); // in position order
+        double weakest = double.PositiveInfinity;
+        for (int j = 0; j < k; j++)
+        {
+            if (experts[i, j] >= 0)
+            {
+                kept.Add(experts[i, j]);
+            }
+            weakest = Math.Min(weakest, ctx.Key[i, sel[i, j]]);
+        }
         int dropped = k - kept.Count;
         if (dropped == 0)
         {
             return null;
         }
-        double weakest = Enumerable.Range(0, k).Min(j => ctx.Key[i, sel[i, j]]);
         double slack = ctx.KeySlack[i];
-        var band = Enumerable.Range(0, ctx.E)
-            .Where(x => !kept.Contains(x) && keptOf[x].Count == ctx.C && ctx.Key[i, x] >= weakest - slack).ToList();
-        var forced = band.Where(x => ctx.Key[i, x] > weakest + slack).ToList();
-        var free = band.Except(forced).OrderBy(x => ctx.P[i, x]).ThenBy(x => x).ToList();
+        var forced = new List<int>();
+        var free = new List<int>();
+        for (int x = 0; x < ctx.E; x++)
+        {
+            if (!kept.Contains(x) && keptOf[x].Count == ctx.C && ctx.Key[i, x] >= weakest - slack)
+            {
+                (ctx.Key[i, x] > weakest + slack ? forced : free).Add(x);
+            }
+        }
+        free.Sort((a, b) => ctx.P[i, a] != ctx.P[i, b] ? ctx.P[i, a].CompareTo(ctx.P[i, b]) : a.CompareTo(b));
         int m = dropped - forced.Count;
         return m < 0 || m > free.Count ? null : (kept, forced, free, m);
     }
@@ -496,9 +510,9 @@ public sealed class CapacityValidator : IValidator
     /// row is unambiguous. Sums in log space, as <see cref="RouterScores.Normalized"/> computes them.</summary>
     private static (double Low, double High) BeforeScaleRange(int i, int[,] experts, int[,] sel, List<(int I, int J)>[] keptOf, Context ctx)
     {
-        if (DroppedBand(i, experts, sel, keptOf, ctx) is not { } ambiguity)
+        if (DroppedBand(i, experts, sel, keptOf, ctx) is not { } ambiguity || ambiguity.M == 0 || ambiguity.M == ambiguity.Free.Count)
         {
-            return (1.0, 1.0);
+            return (1.0, 1.0); // one completion only: the greedy one
         }
         var (kept, forced, free, m) = ambiguity;
         double LogSum(IEnumerable<int> set)
