@@ -160,7 +160,7 @@ public static class CapacityFast
                         order[i * k + j] = i * k + j;
                     }
                 }
-                SortDescendingThenByIndex(keys, order);
+                Ranking.SortNegated(keys, order);
                 return order;
             default:
                 throw new ArgumentOutOfRangeException(nameof(policy), policy, "unknown drop policy");
@@ -179,28 +179,8 @@ public static class CapacityFast
             keys[i] = -rawWeights[i, 0];
             order[i] = i;
         }
-        SortDescendingThenByIndex(keys, order);
+        Ranking.SortNegated(keys, order);
         return order;
-    }
-
-    /// <summary>Sorts <paramref name="order"/> by ascending <paramref name="negatedKeys"/> (no NaN), then each run of equal
-    /// keys by ascending index: the order of <see cref="Ranking.RanksBefore"/> on the un-negated values.</summary>
-    private static void SortDescendingThenByIndex(double[] negatedKeys, int[] order)
-    {
-        Array.Sort(negatedKeys, order);
-        for (int start = 0; start < order.Length;)
-        {
-            int end = start + 1;
-            while (end < order.Length && negatedKeys[end] == negatedKeys[start])
-            {
-                end++;
-            }
-            if (end - start > 1)
-            {
-                Array.Sort(order, start, end - start);
-            }
-            start = end;
-        }
     }
 
     /// <summary>Runs body for every row, rows in parallel blocks (a body writes only its own row).</summary>

@@ -68,6 +68,29 @@ public static class Ranking
         }
     }
 
+    /// <summary>Sorts <paramref name="order"/> by ascending <paramref name="negatedKeys"/> (no NaN), then each run of equal
+    /// keys by ascending index: the order of <see cref="RanksBefore"/> on the un-negated values, built with primitive sorts
+    /// instead of a comparison delegate (for the fast paths that rank long arrays).</summary>
+    /// <param name="negatedKeys">The values, negated; sorted along with <paramref name="order"/>.</param>
+    /// <param name="order">The indices of the values, in any order on entry; in rank order on return.</param>
+    internal static void SortNegated(double[] negatedKeys, int[] order)
+    {
+        Array.Sort(negatedKeys, order);
+        for (int start = 0; start < order.Length;)
+        {
+            int end = start + 1;
+            while (end < order.Length && negatedKeys[end] == negatedKeys[start])
+            {
+                end++;
+            }
+            if (end - start > 1)
+            {
+                Array.Sort(order, start, end - start);
+            }
+            start = end;
+        }
+    }
+
     /// <summary>All indices sorted by the ranking rule, best first (a stable descending order).</summary>
     public static int[] Order(IReadOnlyList<double> values)
     {

@@ -110,28 +110,16 @@ public static class RerouteFast
         return new RerouteResult(experts, weights, load, c);
     }
 
-    /// <summary>Row i's experts by <see cref="Ranking.RanksBefore"/>: a primitive sort of -P, then each run of equal scores
-    /// in index order.</summary>
+    /// <summary>Row i's experts by <see cref="Ranking.RanksBefore"/> on P (<see cref="Ranking.SortNegated"/>).</summary>
     private static int[] Rank(double[,] p, int i, double[] negated)
     {
-        int e = negated.Length;
-        var order = new int[e];
-        for (int x = 0; x < e; x++)
+        var order = new int[negated.Length];
+        for (int x = 0; x < negated.Length; x++)
         {
             negated[x] = -p[i, x];
             order[x] = x;
         }
-        Array.Sort(negated, order);
-        for (int start = 0, end; start < e; start = end)
-        {
-            for (end = start + 1; end < e && negated[end] == negated[start]; end++)
-            {
-            }
-            if (end - start > 1)
-            {
-                Array.Sort(order, start, end - start);
-            }
-        }
+        Ranking.SortNegated(negated, order);
         return order;
     }
 }
