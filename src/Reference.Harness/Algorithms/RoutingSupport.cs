@@ -38,23 +38,6 @@ internal static class RoutingSupport
         Param<TOptions>.Choice("score", "softmax", "softmax over experts, or element-wise sigmoid",
             [("softmax", ScoreFunction.Softmax), ("sigmoid", ScoreFunction.Sigmoid)], set);
 
-    /// <summary>Runs <paramref name="row"/> for every row 0..n-1, in parallel blocks of rows. The body must write only its own
-    /// row's entries, so that the result does not depend on the schedule; problems found are reported by the caller in row
-    /// order afterwards.</summary>
-    /// <param name="n">The number of rows.</param>
-    /// <param name="row">The work of one row.</param>
-    internal static void ForEachRow(int n, Action<int> row)
-    {
-        const int rowsPerBlock = 512;
-        Parallel.For(0, (n + rowsPerBlock - 1) / rowsPerBlock, block =>
-        {
-            for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
-            {
-                row(i);
-            }
-        });
-    }
-
     /// <summary>Runs <paramref name="body"/> for every item 0..count-1 (experts, say) in parallel, each with its own list of
     /// problems, and then passes the problems to <paramref name="fail"/> in item order, so that the report does not depend on
     /// the schedule. Each item keeps at most <paramref name="maxPerItem"/> problems.</summary>

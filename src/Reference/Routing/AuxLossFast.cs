@@ -91,14 +91,7 @@ public static class AuxLossFast
 
         // z-loss: the log-sum-exps in parallel, their squares added in token order.
         var lse = new double[n];
-        const int rowsPerBlock = 1024;
-        Parallel.For(0, (n + rowsPerBlock - 1) / rowsPerBlock, block =>
-        {
-            for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
-            {
-                lse[i] = AuxLoss.LogSumExp(logits, i);
-            }
-        });
+        RowBlocks.For(n, i => lse[i] = AuxLoss.LogSumExp(logits, i));
         double z = 0;
         for (int i = 0; i < n; i++)
         {

@@ -39,7 +39,7 @@ public static class CapacityFast
         var w = (double[,])top.Weights.Clone();
         if (options.Normalize == Renormalization.Before)
         {
-            Rows(n, i =>
+            RowBlocks.For(n, i =>
             {
                 var selectedLogits = new double[k];
                 for (int j = 0; j < k; j++)
@@ -107,7 +107,7 @@ public static class CapacityFast
         // 6. "after": renormalize over the kept requests.
         if (options.Normalize == Renormalization.After)
         {
-            Rows(n, i =>
+            RowBlocks.For(n, i =>
             {
                 var keptLogits = new List<double>(k);
                 for (int j = 0; j < k; j++)
@@ -181,18 +181,5 @@ public static class CapacityFast
         }
         Ranking.SortNegated(keys, order);
         return order;
-    }
-
-    /// <summary>Runs body for every row, rows in parallel blocks (a body writes only its own row).</summary>
-    private static void Rows(int n, Action<int> body)
-    {
-        const int rowsPerBlock = 256;
-        Parallel.For(0, (n + rowsPerBlock - 1) / rowsPerBlock, block =>
-        {
-            for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
-            {
-                body(i);
-            }
-        });
     }
 }

@@ -40,16 +40,12 @@ public static class ExpertChoiceFast
         Guard.Finite(logits, nameof(logits));
         var p = new double[n, e];
         var pt = new double[(long)e * n];
-        const int rowsPerBlock = 256;
-        Parallel.For(0, (n + rowsPerBlock - 1) / rowsPerBlock, block =>
+        RowBlocks.For(n, i =>
         {
-            for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
+            RouterScores.ComputeRow(logits, p, i, ScoreFunction.Softmax);
+            for (int x = 0; x < e; x++)
             {
-                RouterScores.ComputeRow(logits, p, i, ScoreFunction.Softmax);
-                for (int x = 0; x < e; x++)
-                {
-                    pt[(long)x * n + i] = p[i, x];
-                }
+                pt[(long)x * n + i] = p[i, x];
             }
         });
 

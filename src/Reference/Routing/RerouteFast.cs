@@ -97,14 +97,11 @@ public static class RerouteFast
         }
 
         var weights = new double[n, k];
-        Parallel.For(0, blocks, block =>
+        RowBlocks.For(n, i =>
         {
-            for (int i = block * RowsPerBlock, end = Math.Min(n, i + RowsPerBlock); i < end; i++)
+            for (int j = 0; j < k; j++)
             {
-                for (int j = 0; j < k; j++)
-                {
-                    weights[i, j] = experts[i, j] >= 0 ? p[i, experts[i, j]] : 0.0;
-                }
+                weights[i, j] = experts[i, j] >= 0 ? p[i, experts[i, j]] : 0.0;
             }
         });
         return new RerouteResult(experts, weights, load, c);

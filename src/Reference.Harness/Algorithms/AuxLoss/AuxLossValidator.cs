@@ -259,21 +259,17 @@ public sealed class AuxLossValidator : IValidator
         // Each token's lse and its error bound, tokens in parallel (each writes its own entry); the sums in token order.
         var lses = new double[n];
         var lseErrors = new double[n];
-        const int rowsPerBlock = 1024;
-        Parallel.For(0, (n + rowsPerBlock - 1) / rowsPerBlock, block =>
+        RowBlocks.For(n, i =>
         {
-            for (int i = block * rowsPerBlock, end = Math.Min(n, i + rowsPerBlock); i < end; i++)
+            double m = rowMax[i], s = 0, rho = 0;
+            for (int y = 0; y < e; y++)
             {
-                double m = rowMax[i], s = 0, rho = 0;
-                for (int y = 0; y < e; y++)
-                {
-                    double t = Math.Exp(logits[i, y] - m);
-                    s += t;
-                    rho += t * (Math.Abs(logits[i, y] - m) + e + 1) * uc;
-                }
-                lses[i] = m + Math.Log(s);
-                lseErrors[i] = rho / s + uc * (Math.Abs(Math.Log(s)) + Math.Abs(lses[i]));
+                double t = Math.Exp(logits[i, y] - m);
+                s += t;
+                rho += t * (Math.Abs(logits[i, y] - m) + e + 1) * uc;
             }
+            lses[i] = m + Math.Log(s);
+            lseErrors[i] = rho / s + uc * (Math.Abs(Math.Log(s)) + Math.Abs(lses[i]));
         });
         double zTerms = 0, zExact = 0, zSequential = 0;
         for (int i = 0; i < n; i++)

@@ -198,7 +198,7 @@ public sealed class CapacityValidator : IValidator
         var sel = new int[n, k];
         ctx.PrepareCompletion(experts, keptOf);
         var fault = new RowFault[n];
-        ForEachRow(n, i =>
+        RowBlocks.For(n, i =>
         {
             if (rowOk[i])
             {
@@ -228,7 +228,7 @@ public sealed class CapacityValidator : IValidator
         // 3. Pre-drop weights w [N, k] and first-choice scores of the completed selection; the dropped requests per expert.
         var w = new double[n, k];
         var top1 = new double[n];
-        ForEachRow(n, i =>
+        RowBlocks.For(n, i =>
         {
             if (!rowOk[i])
             {
@@ -277,7 +277,7 @@ public sealed class CapacityValidator : IValidator
             // candidate (a float32 sigmoid saturates to 1 and ties keys that differ in double): its weights are known only
             // up to the range over its valid completions.
             var scale = new (double Low, double High)[n];
-            ForEachRow(n, i => scale[i] = rowOk[i] ? BeforeScaleRange(i, experts, sel, keptOf, ctx) : (1.0, 1.0));
+            RowBlocks.For(n, i => scale[i] = rowOk[i] ? BeforeScaleRange(i, experts, sel, keptOf, ctx) : (1.0, 1.0));
             ctx.WidenBeforeWeights(scale);
         }
 
@@ -341,7 +341,7 @@ public sealed class CapacityValidator : IValidator
 
         // 7. The weights the candidate's choice implies (rows in parallel: each writes only its own row).
         var rowSums = options.Normalize == Renormalization.None ? null : new double[n];
-        ForEachRow(n, i =>
+        RowBlocks.For(n, i =>
         {
             if (!rowOk[i])
             {
@@ -611,7 +611,7 @@ public sealed class CapacityValidator : IValidator
             KeySlack = new double[N];
             TopKey = new int[N];
             var bias = options.Bias?.ToArray() ?? new double[E]; // [E], 0 without a bias
-            ForEachRow(N, i =>
+            RowBlocks.For(N, i =>
             {
                 double maxAbs = 0;
                 for (int x = 0; x < E; x++)
@@ -835,7 +835,7 @@ public sealed class CapacityValidator : IValidator
             if (Options.Normalize == Renormalization.Before)
             {
                 var normalizer = new double[N];
-                ForEachRow(N, i => normalizer[i] = BeforeLogNormalizer(i));
+                RowBlocks.For(N, i => normalizer[i] = BeforeLogNormalizer(i));
                 beforeLogNormalizer = normalizer;
             }
             // x's kept requests are never token i's when x is outside row i, so their priorities do not depend on the row
