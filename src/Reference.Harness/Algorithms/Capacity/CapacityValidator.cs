@@ -515,16 +515,10 @@ public sealed class CapacityValidator : IValidator
             return (1.0, 1.0); // one completion only: the greedy one
         }
         var (kept, forced, free, m) = ambiguity;
-        double LogSum(IEnumerable<int> set)
-        {
-            var logs = set.Select(x => ctx.LogScore(i, x)).ToArray();
-            double max = logs.Max();
-            return max + Math.Log(logs.Sum(v => Math.Exp(v - max)));
-        }
         var fixedSet = kept.Concat(forced).ToList();
-        double greedy = LogSum(Enumerable.Range(0, ctx.K).Select(j => sel[i, j]));
-        double smallest = LogSum(fixedSet.Concat(free.Take(m)));
-        double largest = LogSum(fixedSet.Concat(free.Skip(free.Count - m)));
+        double greedy = ctx.LogScoreSum(i, Enumerable.Range(0, ctx.K).Select(j => sel[i, j]).ToArray());
+        double smallest = ctx.LogScoreSum(i, [.. fixedSet, .. free.Take(m)]);
+        double largest = ctx.LogScoreSum(i, [.. fixedSet, .. free.Skip(free.Count - m)]);
         return (Math.Min(1.0, Math.Exp(greedy - largest)), Math.Max(1.0, Math.Exp(greedy - smallest)));
     }
 
@@ -884,13 +878,21 @@ public sealed class CapacityValidator : IValidator
             }
             var top = new int[K];
             Ranking.TopInto(key, top);
+            return LogScoreSum(i, top);
+        }
+
+        /// <summary>Log of the sum of row i's scores at <paramref name="experts"/> (up to the row's constant, as
+        /// <see cref="LogScore"/>): the largest log-score m plus the log of the sum of exp(log-score - m) in the given order,
+        /// as <see cref="RouterScores.Normalized"/> computes its normalizer.</summary>
+        public double LogScoreSum(int i, int[] experts)
+        {
             double m = double.NegativeInfinity;
-            foreach (int y in top)
+            foreach (int y in experts)
             {
                 m = Math.Max(m, LogScore(i, y));
             }
             double sum = 0;
-            foreach (int y in top)
+            foreach (int y in experts)
             {
                 sum += Math.Exp(LogScore(i, y) - m);
             }
@@ -902,7 +904,7 @@ public sealed class CapacityValidator : IValidator
         private double[]? beforeLogNormalizer;
 
         /// <summary>The log of the score of token i at expert x up to the row's constant: the logit (softmax) or its log-sigmoid.</summary>
-        public double LogScore(int i, int x) =>
+        private double LogScore(int i, int x) =>
             Options.Score == ScoreFunction.Softmax ? Logits[i, x] : RouterScores.LogSigmoid(Logits[i, x]);
 
         /// <summary>[E] the summaries of the experts filled to C (null for the others), set by <see cref="PrepareCompletion"/>.</summary>
