@@ -43,11 +43,8 @@ public static partial class SinkhornFast
             Array.Copy(u, uPrevious, n);
             Array.Copy(v, vPrevious, e);
 
-            // 3-4. v = b / (K^T u), u = a / (K v).
-            ScalingStep(kernel, kernelT, u, v, ktu, a, b);
-
-            // 5. Machine precision reached: come back to the previous scalings and stop.
-            if (Array.IndexOf(ktu, 0.0) >= 0 || !SinkhornProblem.AllFinite(u) || !SinkhornProblem.AllFinite(v))
+            // 3-5. v = b / (K^T u), u = a / (K v); machine precision reached: come back to the previous scalings and stop.
+            if (!ScalingStep(kernel, kernelT, u, v, ktu, a, b))
             {
                 Array.Copy(uPrevious, u, n);
                 Array.Copy(vPrevious, v, e);
@@ -77,8 +74,9 @@ public static partial class SinkhornFast
     }
 
     /// <summary>One scaling step of knopp and stabilized: v_j = b_j / s_j with s_j = sum_i K_ij u_i (i in order, columns
-    /// in parallel, ktu_j = s_j), then u_i = a_i / sum_j K_ij v_j (j in order, rows in parallel).</summary>
-    private static void ScalingStep(double[] kernel, double[] kernelT, double[] u, double[] v, double[] ktu, double[] a, double[] b)
+    /// in parallel, ktu_j = s_j), then u_i = a_i / sum_j K_ij v_j (j in order, rows in parallel). False when it divided by
+    /// zero or left a non-finite scaling (the readable methods' test after the step, in the same order).</summary>
+    private static bool ScalingStep(double[] kernel, double[] kernelT, double[] u, double[] v, double[] ktu, double[] a, double[] b)
     {
         int n = u.Length, e = v.Length;
         ForColumns(e, j =>
@@ -105,6 +103,7 @@ public static partial class SinkhornFast
                 u[i] = a[i] / s;
             }
         });
+        return Array.IndexOf(ktu, 0.0) < 0 && SinkhornProblem.AllFinite(u) && SinkhornProblem.AllFinite(v);
     }
 
     /// <summary>G_ij = u_i K_ij v_j into <paramref name="plan"/> [N, E], rows in parallel.</summary>
@@ -157,8 +156,7 @@ public static partial class SinkhornFast
             Array.Copy(v, vPrevious, e);
 
             // 2. The knopp step on the working kernel.
-            ScalingStep(kernel, kernelT, u, v, ktu, a, b);
-            if (Array.IndexOf(ktu, 0.0) >= 0 || !SinkhornProblem.AllFinite(u) || !SinkhornProblem.AllFinite(v))
+            if (!ScalingStep(kernel, kernelT, u, v, ktu, a, b))
             {
                 Array.Copy(uPrevious, u, n);
                 Array.Copy(vPrevious, v, e);
